@@ -1,0 +1,166 @@
+"""Typed settings: environment variables with prefix ``LOOPML_``, then ``loopml.toml``, then defaults.
+
+Nothing happens at import: entry points call :func:`get_settings` and :meth:`Settings.prepare`.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    NoDecode,
+    TomlConfigSettingsSource,
+)
+
+from loopml.errors import ConfigError
+
+__all__ = ["Settings", "get_settings", "load_settings"]
+
+_PLACEHOLDERS = {"", "changeme", "change-me", "secret", "password", "admin", "token", "test"}
+
+
+def _config_file() -> Path:
+    return Path(os.environ.get("LOOPML_CONFIG", "loopml.toml"))
+
+
+class Settings(BaseSettings):
+    """Every knob of loopml. Environment variables are ``LOOPML_<FIELD>`` (upper case)."""
+
+    model_config = SettingsConfigDict(env_prefix="LOOPML_", extra="ignore", validate_default=True)
+
+    env: Literal["development", "production"] = "development"
+    home: Path = Path(".loopml")
+    tracking_uri: str | None = None
+    database_url: str | None = None
+    model_name: str = "sentiment"
+    experiment_name: str = "loopml"
+    admin_token: SecretStr | None = None
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    log_text: bool = True
+    seed: int = 42
+
+    # data
+    data_source: str = "builtin:tweets"
+    text_column: str = "text"
+    label_column: str = "label"
+    test_size: float = Field(0.1, gt=0, lt=0.5)
+    validation_size: float = Field(0.1, gt=0, lt=0.5)
+
+    # gate
+    gate_f1_tolerance: float = Field(0.01, ge=0, le=1)
+    gate_slice_tolerance: float = Field(0.03, ge=0, le=1)
+    gate_min_macro_f1: float = Field(0.6, ge=0, le=1)
+    gate_min_slice_f1: float = Field(0.4, ge=0, le=1)
+    gate_min_behavioral_pass_rate: float = Field(0.7, ge=0, le=1)
+    gate_max_p99_latency_ms: float = Field(50.0, gt=0)
+
+    # serving
+    max_batch_size: int = Field(64, ge=1, le=4096)
+    max_batch_wait_ms: float = Field(2.0, ge=0, le=1000)
+    max_queue_size: int = Field(2048, ge=1)
+    max_text_chars: int = Field(5000, ge=1)
+    max_texts_per_request: int = Field(256, ge=1)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    reload_interval_s: float = Field(10.0, gt=0)
+    predlog_batch_size: int = Field(500, ge=1)
+    predlog_flush_interval_s: float = Field(0.5, gt=0)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets(self) -> Settings:
+        if self.env == "production" and self.admin_token is not None:
+            if self.admin_token.get_secret_value().lower() in _PLACEHOLDERS:
+                raise ValueError("admin_token is a placeholder; set a real LOOPML_ADMIN_TOKEN")
+            if len(self.admin_token.get_secret_value()) < 16:
+                raise ValueError("admin_token must be at least 16 characters in production")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Order of precedence: arguments, environment, loopml.toml, defaults."""
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_file())
+        return (init_settings, env_settings, toml, file_secret_settings)
+
+    @property
+    def home_dir(self) -> Path:
+        """``LOOPML_HOME`` as an absolute path."""
+        return self.home.expanduser().resolve()
+
+    @property
+    def mlflow_uri(self) -> str:
+        """Tracking and registry URI; an embedded SQLite store under ``LOOPML_HOME`` by default."""
+        return self.tracking_uri or f"sqlite:///{self.home_dir / 'mlflow.db'}"
+
+    @property
+    def db_url(self) -> str:
+        """SQLAlchemy URL of the loopml database; SQLite under ``LOOPML_HOME`` by default."""
+        url = self.database_url or f"sqlite:///{self.home_dir / 'loopml.db'}"
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        return url
+
+    @property
+    def artifact_root(self) -> str:
+        """Where MLflow puts artifacts of the embedded store."""
+        return (self.home_dir / "artifacts").as_uri()
+
+    @property
+    def spool_dir(self) -> Path:
+        """Append-only spool of prediction records that could not reach the database yet."""
+        return self.home_dir / "spool"
+
+    @property
+    def reports_dir(self) -> Path:
+        """HTML and JSON monitoring reports."""
+        return self.home_dir / "reports"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Verified copies of model artifacts used by serving."""
+        return self.home_dir / "cache"
+
+    def prepare(self) -> Settings:
+        """Create the folders of ``LOOPML_HOME``; called by entry points, never at import."""
+        for path in (self.home_dir, self.spool_dir, self.reports_dir, self.cache_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, turning validation problems into a ``ConfigError`` that names the field."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "settings"
+            lines.append(f"LOOPML_{where.upper()}: {err['msg']}")
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(lines)) from exc
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {_config_file()}: {exc}") from exc
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings instance (cached; tests clear it with ``cache_clear``)."""
+    return load_settings()

@@ -1,0 +1,17 @@
+"""Data: sources, validation, versions and splits."""
+
+from __future__ import annotations
+
+from loopml.data.dataset import Dataset, Splits, content_version, load_dataset, split_dataset
+from loopml.data.sources import BUILTIN_TWEETS, domain_of, read_source
+
+__all__ = [
+    "BUILTIN_TWEETS",
+    "Dataset",
+    "Splits",
+    "content_version",
+    "domain_of",
+    "load_dataset",
+    "read_source",
+    "split_dataset",
+]

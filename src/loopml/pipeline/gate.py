@@ -1,0 +1,96 @@
+"""The promotion gate: a candidate must not be worse than the champion on the same test split."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from loopml.config import Settings
+from loopml.pipeline.evaluate import Evaluation
+
+__all__ = ["GateCheck", "GateResult", "run_gate"]
+
+
+@dataclass
+class GateCheck:
+    """One rule of the gate with the numbers it compared."""
+
+    name: str
+    value: float
+    threshold: float
+    passed: bool
+    detail: str
+
+
+@dataclass
+class GateResult:
+    """Verdict of the gate, with every check and the champion it was compared with."""
+
+    passed: bool
+    checks: list[GateCheck]
+    champion_version: str | None
+
+    @property
+    def verdict(self) -> str:
+        """``passed`` or ``failed``."""
+        return "passed" if self.passed else "failed"
+
+    def failures(self) -> list[GateCheck]:
+        """The checks that failed."""
+        return [c for c in self.checks if not c.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "verdict": self.verdict,
+            "champion_version": self.champion_version,
+            "checks": [asdict(c) for c in self.checks],
+        }
+
+
+def _at_least(name: str, value: float, threshold: float, detail: str) -> GateCheck:
+    return GateCheck(name, round(value, 4), round(threshold, 4), value >= threshold, detail)
+
+
+def run_gate(
+    candidate: Evaluation,
+    champion: Evaluation | None,
+    settings: Settings,
+    *,
+    champion_version: str | None = None,
+) -> GateResult:
+    """Judge ``candidate``: relative to ``champion`` when there is one, else on absolute floors."""
+    checks: list[GateCheck] = []
+    f1 = candidate.metrics["macro_f1"]
+    if champion is None:
+        checks.append(_at_least("macro_f1", f1, settings.gate_min_macro_f1, "absolute floor"))
+        for domain, value in sorted(candidate.domain_f1.items()):
+            checks.append(
+                _at_least(f"f1_domain_{domain}", value, settings.gate_min_slice_f1, "absolute floor")
+            )
+    else:
+        floor = champion.metrics["macro_f1"] - settings.gate_f1_tolerance
+        detail = f"champion {champion.metrics['macro_f1']:.4f} - tolerance {settings.gate_f1_tolerance}"
+        checks.append(_at_least("macro_f1", f1, floor, detail))
+        for domain, value in sorted(candidate.domain_f1.items()):
+            ref = champion.domain_f1.get(domain)
+            if ref is None:
+                continue
+            detail = f"champion {ref:.4f} - tolerance {settings.gate_slice_tolerance}"
+            checks.append(
+                _at_least(f"f1_domain_{domain}", value, ref - settings.gate_slice_tolerance, detail)
+            )
+    checks.append(
+        _at_least(
+            "behavioral_pass_rate",
+            candidate.behavioral.pass_rate,
+            settings.gate_min_behavioral_pass_rate,
+            "share of behavioral tests passed",
+        )
+    )
+    p99 = candidate.latency_p99_ms
+    budget = settings.gate_max_p99_latency_ms
+    checks.append(
+        GateCheck("latency_p99_ms", round(p99, 3), budget, p99 <= budget, "in-process, one text")
+    )
+    return GateResult(all(c.passed for c in checks), checks, champion_version)

@@ -1,0 +1,183 @@
+"""The training pipeline: validate > version > split > train > evaluate > gate > register."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+
+from loopml.config import Settings
+from loopml.data import Dataset, Splits, load_dataset, split_dataset
+from loopml.pipeline.evaluate import Evaluation, evaluate, plot_confusion_matrix
+from loopml.pipeline.gate import GateResult, run_gate
+from loopml.recipes import get_recipe
+from loopml.recipes.base import TextClassifier
+from loopml.recipes.packaging import log_classifier
+from loopml.registry import CHAMPION, GATE_TAG, Registry
+from loopml.tracking import experiment_id
+
+__all__ = ["TrainResult", "gate_against_champion", "train"]
+
+Progress = Callable[[str], None]
+
+_REQUIREMENTS = ["scikit-learn", "pandas", "numpy", "loopml"]
+
+
+@dataclass
+class TrainResult:
+    """What one training run produced."""
+
+    run_id: str
+    version: str
+    dataset_version: str
+    split_sizes: dict[str, int]
+    evaluation: Evaluation
+    gate: GateResult
+    fit_seconds: float
+    model_bytes: int
+    total_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return {
+            "run_id": self.run_id,
+            "version": self.version,
+            "dataset_version": self.dataset_version,
+            "split_sizes": self.split_sizes,
+            "metrics": self.evaluation.flat_metrics(),
+            "gate": self.gate.to_dict(),
+            "fit_seconds": round(self.fit_seconds, 3),
+            "model_bytes": self.model_bytes,
+            "total_seconds": round(self.total_seconds, 3),
+        }
+
+
+def _log_data(dataset: Dataset, splits: Splits, out: Path) -> None:
+    for context, frame in (("train", splits.train), ("validation", splits.validation),
+                           ("test", splits.test)):
+        path = out / f"{context}.parquet"
+        frame.to_parquet(path)
+        with warnings.catch_warnings():
+            # MLflow finds two equivalent source classes for a local file and says so.
+            warnings.simplefilter("ignore", UserWarning)
+            ds = mlflow.data.from_pandas(
+                frame, source=path.as_uri(), name=f"{dataset.source}@{dataset.version}",
+                targets="label", digest=f"{dataset.version}-{context}"[:36],
+            )
+        mlflow.log_input(ds, context=context)
+    mlflow.log_artifacts(str(out), artifact_path="data")
+
+
+def gate_against_champion(
+    settings: Settings, registry: Registry, candidate: Evaluation, test: pd.DataFrame,
+    *, exclude_version: str | None = None,
+) -> tuple[GateResult, Evaluation | None]:
+    """Gate ``candidate`` against the current champion, evaluated on the same ``test`` split."""
+    champion = registry.alias(CHAMPION)
+    if champion is None or champion.version == exclude_version:
+        return run_gate(candidate, None, settings), None
+    champion_eval = evaluate(registry.load(champion.version), test, seed=settings.seed)
+    result = run_gate(candidate, champion_eval, settings, champion_version=champion.version)
+    return result, champion_eval
+
+
+def _register(registry: Registry, classifier: TextClassifier, test: pd.DataFrame, run_id: str) -> str:
+    info = log_classifier(classifier, test["text"].head(2).tolist(), _REQUIREMENTS)
+    client = registry.client
+    if not registry.exists():
+        client.create_registered_model(registry.name)
+    mv = client.create_model_version(registry.name, source=info.model_uri, run_id=run_id)
+    return str(mv.version)
+
+
+def record_gate(registry: Registry, run_id: str, version: str, gate: GateResult,
+                evaluation: Evaluation, champion_eval: Evaluation | None) -> None:
+    """Write the gate verdict and numbers to the run (tags, JSON) and to the model version."""
+    client = registry.client
+    payload = {"gate": gate.to_dict(), "candidate": evaluation.to_dict(),
+               "champion": champion_eval.to_dict() if champion_eval else None}
+    client.log_dict(run_id, payload, "gate.json")
+    tags = {
+        GATE_TAG: gate.verdict,
+        "loopml.gate.champion": gate.champion_version or "none",
+        "loopml.gate.failed_checks": ",".join(c.name for c in gate.failures()) or "none",
+        "loopml.macro_f1": f"{evaluation.metrics['macro_f1']:.4f}",
+    }
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    registry.set_tags(version, tags)
+
+
+def train(
+    settings: Settings,
+    *,
+    source: str | None = None,
+    recipe: str = "tfidf-logreg",
+    params: Mapping[str, Any] | None = None,
+    dataset: Dataset | None = None,
+    progress: Progress | None = None,
+    run_name: str | None = None,
+) -> TrainResult:
+    """Run the whole pipeline and register the model; the gate verdict is tagged, not enforced."""
+    say = progress or (lambda _step: None)
+    start = time.perf_counter()
+    recipe_obj = get_recipe(recipe, params)  # bad parameters fail before any work
+    if dataset is None:
+        say("validate")
+        dataset = load_dataset(
+            source or settings.data_source,
+            text_column=settings.text_column,
+            label_column=settings.label_column,
+        )
+    say("split")
+    splits = split_dataset(dataset, seed=settings.seed, test_size=settings.test_size,
+                           validation_size=settings.validation_size)
+    registry = Registry(settings)
+    exp = experiment_id(settings, registry.client)
+    with mlflow.start_run(experiment_id=exp, run_name=run_name or f"train-{recipe}") as run:
+        mlflow.set_tags({"loopml.dataset_version": dataset.version, "loopml.recipe": recipe,
+                         "loopml.source": dataset.source})
+        mlflow.log_params({"recipe": recipe, "seed": settings.seed, "dataset_version": dataset.version,
+                           **{f"recipe.{k}": v for k, v in recipe_obj.params.items()}})
+        with tempfile.TemporaryDirectory() as tmp:
+            _log_data(dataset, splits, Path(tmp))
+        say("fit")
+        t0 = time.perf_counter()
+        classifier = recipe_obj.fit(splits.train["text"].tolist(), splits.train["label"].tolist())
+        fit_seconds = time.perf_counter() - t0
+        say("evaluate")
+        evaluation = evaluate(classifier, splits.test, seed=settings.seed)
+        model_bytes = len(pickle.dumps(classifier))
+        mlflow.log_metrics(evaluation.flat_metrics()
+                           | {"fit_seconds": fit_seconds, "model_bytes": float(model_bytes)})
+        with tempfile.TemporaryDirectory() as tmp:
+            png = plot_confusion_matrix(evaluation, Path(tmp) / "confusion_matrix.png",
+                                        title=f"{recipe} on {dataset.version[:8]}")
+            mlflow.log_artifact(str(png))
+        mlflow.log_dict(evaluation.behavioral.to_dict(), "behavioral.json")
+        say("register")
+        version = _register(registry, classifier, splits.test, run.info.run_id)
+        say("gate")
+        gate, champion_eval = gate_against_champion(settings, registry, evaluation, splits.test,
+                                                    exclude_version=version)
+        record_gate(registry, run.info.run_id, version, gate, evaluation, champion_eval)
+        registry.set_tags(version, {"loopml.dataset_version": dataset.version, "loopml.recipe": recipe})
+    return TrainResult(
+        run_id=run.info.run_id, version=version, dataset_version=dataset.version,
+        split_sizes=splits.sizes(), evaluation=evaluation, gate=gate, fit_seconds=fit_seconds,
+        model_bytes=model_bytes, total_seconds=time.perf_counter() - start,
+    )
+
+
+def dump(obj: Any) -> str:
+    """Compact JSON for CLI output."""
+    return json.dumps(obj, default=str)

@@ -1,0 +1,214 @@
+"""The model registry: versions, aliases (champion, challenger, previous), promote and rollback.
+
+Wraps MLflow's registry and translates its errors. Every alias change is appended to the audit log
+in the same step: the audit record is written first and the change is undone if it cannot commit.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from loopml.config import Settings
+from loopml.errors import GateFailedError, RegistryError
+from loopml.recipes.base import TextClassifier
+from loopml.store import Store
+from loopml.tracking import configure_mlflow
+
+__all__ = [
+    "CHALLENGER",
+    "CHAMPION",
+    "PREVIOUS",
+    "AliasChange",
+    "Registry",
+    "current_actor",
+]
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS = "previous"
+GATE_TAG = "loopml.gate"
+
+
+def current_actor() -> str:
+    """Who acts: ``LOOPML_ACTOR`` if set, else ``user@host``."""
+    actor = os.environ.get("LOOPML_ACTOR")
+    if actor:
+        return actor
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+@dataclass
+class AliasChange:
+    """What a promote or rollback did."""
+
+    action: str
+    from_version: str | None
+    to_version: str
+    forced: bool
+    reason: str
+
+
+class Registry:
+    """Versions and aliases of one registered model."""
+
+    def __init__(self, settings: Settings, client: MlflowClient | None = None) -> None:
+        self.settings = settings
+        self.name = settings.model_name
+        self.client = client or configure_mlflow(settings)
+
+    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except MlflowException as exc:
+            raise RegistryError(f"{what}: {exc.message}") from exc
+
+    def version(self, version: str) -> ModelVersion:
+        """One version; a clear error when it does not exist."""
+        if not str(version).isdigit():
+            raise RegistryError(f"model version must be a number, got {version!r}")
+        try:
+            return self.client.get_model_version(self.name, str(version))
+        except MlflowException as exc:
+            raise RegistryError(f"model {self.name!r} has no version {version}") from exc
+
+    def alias(self, alias: str) -> ModelVersion | None:
+        """The version holding ``alias``, or None."""
+        try:
+            return self.client.get_model_version_by_alias(self.name, alias)
+        except MlflowException:
+            return None
+
+    def versions(self) -> list[ModelVersion]:
+        """Every version, newest first."""
+        found = self._call(
+            "listing versions",
+            lambda: self.client.search_model_versions(f"name='{self.name}'", max_results=1000),
+        )
+        return sorted(found, key=lambda v: int(v.version), reverse=True)
+
+    def exists(self) -> bool:
+        """Whether the registered model exists yet."""
+        try:
+            self.client.get_registered_model(self.name)
+        except MlflowException:
+            return False
+        return True
+
+    def aliases(self) -> dict[str, str]:
+        """alias -> version for this model."""
+        try:
+            model = self.client.get_registered_model(self.name)
+        except MlflowException:
+            return {}
+        return {a: str(v) for a, v in model.aliases.items()}
+
+    def load(self, version: str) -> TextClassifier:
+        """Load a version's classifier (the object inside its pyfunc model)."""
+        mv = self.version(version)
+        uri = f"models:/{self.name}/{mv.version}"
+        pyfunc = self._call(f"loading {uri}", lambda: mlflow.pyfunc.load_model(uri))
+        classifier: TextClassifier = pyfunc.unwrap_python_model().classifier
+        return classifier
+
+    def set_tags(self, version: str, tags: dict[str, str]) -> None:
+        """Set tags on a version."""
+        for key, value in tags.items():
+            self._call(
+                "tagging version",
+                lambda k=key, v=value: self.client.set_model_version_tag(self.name, version, k, v),
+            )
+
+    def _move(self, alias: str, version: str | None) -> None:
+        if version is None:
+            self._call("deleting alias", lambda: self.client.delete_registered_model_alias(self.name, alias))
+        else:
+            self._call(
+                "setting alias",
+                lambda: self.client.set_registered_model_alias(self.name, alias, version),
+            )
+
+    def _apply(
+        self, store: Store, change: AliasChange, moves: dict[str, str | None], details: dict[str, Any]
+    ) -> AliasChange:
+        before = self.aliases()
+        try:
+            with store.session() as session:
+                store.audit(
+                    actor=current_actor(),
+                    action=change.action,
+                    model_name=self.name,
+                    from_version=change.from_version,
+                    to_version=change.to_version,
+                    reason=change.reason,
+                    details=details,
+                    session=session,
+                )
+                for alias, version in moves.items():
+                    self._move(alias, version)
+        except Exception:
+            self._restore(before, moves)
+            raise
+        return change
+
+    def _restore(self, before: dict[str, str], moves: dict[str, str | None]) -> None:
+        # The audit record did not commit: put every alias back as it was.
+        for alias in moves:
+            try:
+                self._move(alias, before.get(alias))
+            except RegistryError:
+                pass  # deleting an alias that was never set
+
+    def promote(
+        self, store: Store, version: str, *, force: bool = False, reason: str = ""
+    ) -> AliasChange:
+        """Make ``version`` the champion if its gate passed (or ``force`` with a reason)."""
+        mv = self.version(version)
+        current = self.alias(CHAMPION)
+        if current is not None and current.version == mv.version:
+            raise RegistryError(f"version {mv.version} is already the champion")
+        verdict = mv.tags.get(GATE_TAG, "not run")
+        if verdict != "passed" and not force:
+            raise GateFailedError(
+                f"version {mv.version} cannot be promoted: its gate verdict is {verdict!r}"
+                " (run `loopml evaluate` to see why, or use --force --reason)"
+            )
+        if force and not reason.strip():
+            raise RegistryError("--force needs --reason: say why the gate is overridden")
+        old = str(current.version) if current is not None else None
+        new = str(mv.version)
+        action = "force_promote" if force and verdict != "passed" else "promote"
+        change = AliasChange(action, old, new, force, reason)
+        moves: dict[str, str | None] = {CHAMPION: new}
+        if old is not None:
+            moves[PREVIOUS] = old
+        challenger = self.alias(CHALLENGER)
+        if challenger is not None and challenger.version == mv.version:
+            moves[CHALLENGER] = None
+        details = {"gate": verdict, "gate_champion": mv.tags.get("loopml.gate.champion"),
+                   "macro_f1": mv.tags.get("loopml.macro_f1")}
+        return self._apply(store, change, moves, details)
+
+    def rollback(self, store: Store, *, reason: str = "") -> AliasChange:
+        """Give ``champion`` back to the ``previous`` version; the replaced one becomes previous."""
+        previous = self.alias(PREVIOUS)
+        current = self.alias(CHAMPION)
+        if previous is None or current is None:
+            raise RegistryError("nothing to roll back to: no 'previous' version is recorded")
+        old, new = str(current.version), str(previous.version)
+        change = AliasChange("rollback", old, new, False, reason)
+        moves: dict[str, str | None] = {CHAMPION: new, PREVIOUS: old}
+        return self._apply(store, change, moves, {"rolled_back": old})

@@ -1,0 +1,16 @@
+"""The loopml database: engine, migrations and the small set of queries the stages share."""
+
+from __future__ import annotations
+
+from loopml.store._db import Store, open_store
+from loopml.store.models import AuditEntry, Feedback, MonitorResult, Prediction, RoutingState
+
+__all__ = [
+    "AuditEntry",
+    "Feedback",
+    "MonitorResult",
+    "Prediction",
+    "RoutingState",
+    "Store",
+    "open_store",
+]

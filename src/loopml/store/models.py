@@ -1,0 +1,91 @@
+"""Tables of the loopml database (SQLAlchemy 2.0 declarative). Schema changes go through Alembic."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = ["AuditEntry", "Base", "Feedback", "MonitorResult", "Prediction", "RoutingState"]
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every loopml table."""
+
+
+class AuditEntry(Base):
+    """One decision that changed what serves: alias moves, rollouts, rollbacks."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(50), index=True)
+    model_name: Mapped[str] = mapped_column(String(200))
+    from_version: Mapped[str | None] = mapped_column(String(50))
+    to_version: Mapped[str | None] = mapped_column(String(50))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Prediction(Base):
+    """One answered prediction, written by serving off the request path."""
+
+    __tablename__ = "predictions"
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    model_name: Mapped[str] = mapped_column(String(200))
+    model_version: Mapped[str] = mapped_column(String(50), index=True)
+    variant: Mapped[str] = mapped_column(String(20))
+    text: Mapped[str | None] = mapped_column(Text)
+    text_hash: Mapped[str] = mapped_column(String(64))
+    text_length: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str] = mapped_column(String(100))
+    probabilities: Mapped[dict[str, float]] = mapped_column(JSON)
+    latency_ms: Mapped[float] = mapped_column(Float)
+
+
+class Feedback(Base):
+    """Delayed ground truth for a prediction, joined to it by request id."""
+
+    __tablename__ = "feedback"
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    label: Mapped[str] = mapped_column(String(100))
+
+
+class RoutingState(Base):
+    """Who serves: champion, optional challenger, mode and canary weight (one row per model)."""
+
+    __tablename__ = "routing_state"
+
+    model_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    champion_version: Mapped[str | None] = mapped_column(String(50))
+    challenger_version: Mapped[str | None] = mapped_column(String(50))
+    mode: Mapped[str] = mapped_column(String(20), default="none")
+    weight: Mapped[float] = mapped_column(Float, default=0.0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class MonitorResult(Base):
+    """Summary of one monitoring run."""
+
+    __tablename__ = "monitor_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    model_name: Mapped[str] = mapped_column(String(200))
+    model_version: Mapped[str | None] = mapped_column(String(50))
+    window_size: Mapped[int] = mapped_column(Integer)
+    verdict: Mapped[str] = mapped_column(String(30))
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON)
+    report_path: Mapped[str | None] = mapped_column(Text)
+
+
+Index("ix_predictions_version_ts", Prediction.model_version, Prediction.ts)

@@ -1,0 +1,51 @@
+"""MLflow set-up: tracking/registry URIs and the experiment, done by entry points, not at import."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from loopml.config import Settings
+from loopml.errors import RegistryError
+
+__all__ = ["configure_mlflow", "experiment_id"]
+
+
+def _normalise(uri: str) -> str:
+    # psycopg 3 is the driver we ship; SQLAlchemy's default for postgresql:// is psycopg2.
+    if uri.startswith("postgresql://"):
+        return "postgresql+psycopg://" + uri.removeprefix("postgresql://")
+    return uri
+
+
+def configure_mlflow(settings: Settings) -> MlflowClient:
+    """Point MLflow at the settings' tracking and registry store and return a client."""
+    uri = _normalise(settings.mlflow_uri)
+    # MLflow logs Alembic migration chatter on every new SQLite store: keep the CLI readable.
+    for name in ("alembic", "mlflow.store.db.utils", "mlflow.models.model"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _is_database_uri(uri: str) -> bool:
+    return uri.split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql", "mysql", "mssql")
+
+
+def experiment_id(settings: Settings, client: MlflowClient) -> str:
+    """Id of the settings' experiment, created with artifacts under ``LOOPML_HOME`` if needed."""
+    name = settings.experiment_name
+    try:
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            return str(found.experiment_id)
+        location = settings.artifact_root if _is_database_uri(settings.mlflow_uri) else None
+        return str(client.create_experiment(name, artifact_location=location))
+    except MlflowException as exc:
+        raise RegistryError(f"MLflow store at {settings.mlflow_uri!r}: {exc.message}") from exc
