@@ -178,7 +178,7 @@ class Registry:
         """Make ``version`` the champion if its gate passed (or ``force`` with a reason)."""
         mv = self.version(version)
         current = self.alias(CHAMPION)
-        if current is not None and current.version == mv.version:
+        if current is not None and str(current.version) == str(mv.version):
             raise RegistryError(f"version {mv.version} is already the champion")
         verdict = mv.tags.get(GATE_TAG, "not run")
         if verdict != "passed" and not force:
@@ -196,7 +196,7 @@ class Registry:
         if old is not None:
             moves[PREVIOUS] = old
         challenger = self.alias(CHALLENGER)
-        if challenger is not None and challenger.version == mv.version:
+        if challenger is not None and str(challenger.version) == new:
             moves[CHALLENGER] = None
         details = {"gate": verdict, "gate_champion": mv.tags.get("loopml.gate.champion"),
                    "macro_f1": mv.tags.get("loopml.macro_f1")}

@@ -26,9 +26,9 @@ def configure_mlflow(settings: Settings) -> MlflowClient:
     """Point MLflow at the settings' tracking and registry store and return a client."""
     uri = _normalise(settings.mlflow_uri)
     # MLflow logs Alembic migration chatter on every new SQLite store: keep the CLI readable.
-    for name in ("alembic", "mlflow.store.db.utils", "mlflow.models.model"):
+    for name in ("alembic", "mlflow.store.db.utils", "mlflow.models.model", "mlflow.pyfunc"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)

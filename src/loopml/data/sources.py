@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import io
 import re
@@ -46,23 +47,48 @@ def builtin_corpus_path() -> Path:
 
 def _read_builtin() -> pd.DataFrame:
     raw = pd.read_csv(builtin_corpus_path(), encoding="latin-1")
-    df = pd.DataFrame({"text": raw["text"].astype(str).str.strip(), "label": raw["sentiment"]})
+    # Bare carriage returns are line breaks in these tweets; as "\n" every CSV writer quotes them.
+    text = raw["text"].astype(str).str.replace(r"\r\n?", "\n", regex=True).str.strip()
+    df = pd.DataFrame({"text": text, "label": raw["sentiment"]})
     # The corpus repeats some tweets (retweets, copies): keep the first so splits cannot leak.
     df = df[df["text"] != ""].drop_duplicates(subset="text").reset_index(drop=True)
     df["domain"] = df["text"].map(domain_of)
     return df
 
 
-def _decode(path: Path) -> str:
+def _decode(path: Path, *, header_lines: int) -> str:
     data = path.read_bytes()
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
+        row = line - header_lines
         raise ValidationError(
             str(path),
-            [f"undecodable bytes: not valid UTF-8 at byte {exc.start} (line {line}): {exc.reason}"],
+            [f"undecodable bytes: row {row} (file line {line}, byte {exc.start}) is not valid "
+             f"UTF-8: {exc.reason}"],
         ) from exc
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    # The csv module, not pandas: pandas' parsers split or reject quoted fields holding a bare
+    # carriage return, which real tweets contain.
+    reader = csv.reader(io.StringIO(_decode(path, header_lines=1), newline=""))
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise DataSourceError(f"{path}: empty file (no header line)")
+        rows = []
+        for row in reader:
+            if len(row) != len(header):
+                raise DataSourceError(
+                    f"{path}: row {len(rows) + 1} (file line {reader.line_num}) has {len(row)} "
+                    f"fields, the header has {len(header)}"
+                )
+            rows.append(row)
+    except csv.Error as exc:
+        raise DataSourceError(f"{path}: cannot parse csv file at line {reader.line_num}: {exc}") from exc
+    return pd.DataFrame(rows, columns=header, dtype=object)
 
 
 def _read_file(path: Path) -> pd.DataFrame:
@@ -71,9 +97,9 @@ def _read_file(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            return pd.read_csv(io.StringIO(_decode(path)), dtype=str, keep_default_na=False)
+            return _read_csv(path)
         if suffix in (".jsonl", ".ndjson"):
-            return pd.read_json(io.StringIO(_decode(path)), lines=True, dtype=False)
+            return pd.read_json(io.StringIO(_decode(path, header_lines=0)), lines=True, dtype=False)
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
     except ValidationError:

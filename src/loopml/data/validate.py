@@ -15,6 +15,11 @@ __all__ = ["validate_frame"]
 _EXAMPLES = 5
 
 
+def _not_blank(value: object) -> bool:
+    # Non-strings are reported by the type check, not as empty text.
+    return not isinstance(value, str) or bool(value.strip())
+
+
 def _schema(labels: Sequence[str] | None) -> pa.DataFrameSchema:
     label_checks = [pa.Check.str_length(min_value=1, error="empty label")]
     if labels:
@@ -25,7 +30,7 @@ def _schema(labels: Sequence[str] | None) -> pa.DataFrameSchema:
                 str,
                 nullable=False,
                 unique=True,
-                checks=pa.Check(lambda s: s.str.strip().str.len() > 0, error="empty text"),
+                checks=pa.Check(_not_blank, element_wise=True, error="empty text"),
                 report_duplicates="exclude_first",
             ),
             "label": pa.Column(str, nullable=False, checks=label_checks),
@@ -41,8 +46,9 @@ def _describe(column: str, check: str, rows: list[int]) -> str:
     if check.startswith("isin") or check.startswith("unknown label"):
         check = check if check.startswith("unknown") else "unknown label"
     shown = ", ".join(str(r) for r in rows[:_EXAMPLES])
-    more = f" (and {len(rows) - _EXAMPLES} more)" if len(rows) > _EXAMPLES else ""
-    return f"column {column!r}: {check}: {len(rows)} row(s), e.g. rows {shown}{more}"
+    more = f", ... ({len(rows) - _EXAMPLES} more)" if len(rows) > _EXAMPLES else ""
+    noun = "row" if len(rows) == 1 else f"{len(rows)} rows"
+    return f"column {column!r}: {check}: {noun} {shown}{more}"
 
 
 def _problems(failures: pd.DataFrame) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 import tempfile
 import time
@@ -14,6 +13,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from loopml.config import Settings
 from loopml.data import Dataset, Splits, load_dataset, split_dataset
@@ -22,10 +22,11 @@ from loopml.pipeline.gate import GateResult, run_gate
 from loopml.recipes import get_recipe
 from loopml.recipes.base import TextClassifier
 from loopml.recipes.packaging import log_classifier
+from loopml.errors import RegistryError
 from loopml.registry import CHAMPION, GATE_TAG, Registry
 from loopml.tracking import experiment_id
 
-__all__ = ["TrainResult", "gate_against_champion", "train"]
+__all__ = ["TrainResult", "evaluate_version", "gate_against_champion", "record_gate", "train"]
 
 Progress = Callable[[str], None]
 
@@ -83,10 +84,11 @@ def gate_against_champion(
 ) -> tuple[GateResult, Evaluation | None]:
     """Gate ``candidate`` against the current champion, evaluated on the same ``test`` split."""
     champion = registry.alias(CHAMPION)
-    if champion is None or champion.version == exclude_version:
+    version = str(champion.version) if champion is not None else None
+    if version is None or version == exclude_version:
         return run_gate(candidate, None, settings), None
-    champion_eval = evaluate(registry.load(champion.version), test, seed=settings.seed)
-    result = run_gate(candidate, champion_eval, settings, champion_version=champion.version)
+    champion_eval = evaluate(registry.load(version), test, seed=settings.seed)
+    result = run_gate(candidate, champion_eval, settings, champion_version=version)
     return result, champion_eval
 
 
@@ -178,6 +180,22 @@ def train(
     )
 
 
-def dump(obj: Any) -> str:
-    """Compact JSON for CLI output."""
-    return json.dumps(obj, default=str)
+def evaluate_version(settings: Settings, version: str) -> tuple[Evaluation, GateResult]:
+    """Re-evaluate a registered version on its own test split and re-run its gate."""
+    registry = Registry(settings)
+    mv = registry.version(version)
+    if not mv.run_id:
+        raise RegistryError(f"version {version} has no training run: cannot find its test split")
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=mv.run_id, artifact_path="data/test.parquet", tracking_uri=mlflow.get_tracking_uri()
+        )
+    except MlflowException as exc:
+        raise RegistryError(f"version {version}: its test split is missing: {exc.message}") from exc
+    test = pd.read_parquet(path)
+    evaluation = evaluate(registry.load(str(mv.version)), test, seed=settings.seed)
+    gate, champion_eval = gate_against_champion(
+        settings, registry, evaluation, test, exclude_version=str(mv.version)
+    )
+    record_gate(registry, mv.run_id, str(mv.version), gate, evaluation, champion_eval)
+    return evaluation, gate

@@ -36,12 +36,11 @@ class PyfuncTextModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
         with Path(context.artifacts[CLASSIFIER_ARTIFACT]).open("rb") as fh:
             self.classifier = pickle.load(fh)
 
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # noqa: ANN001
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         """Predict labels and class probabilities for ``model_input['text']``."""
-        if isinstance(model_input, pd.DataFrame):
-            texts = model_input["text"].astype(str).tolist()
-        else:
-            texts = [str(t) for t in model_input]
+        texts = model_input["text"].astype(str).tolist()
         proba = self.classifier.predict_proba(texts)
         out = pd.DataFrame(proba, columns=[f"p_{c}" for c in self.classifier.classes])
         out.insert(0, "label", [self.classifier.classes[i] for i in proba.argmax(axis=1)])

@@ -7,6 +7,13 @@ from alembic import context
 from loopml.store.models import Base
 
 connection = context.config.attributes["connection"]
-context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+# A table name of our own: MLflow keeps its own Alembic history in `alembic_version`, and
+# users may put both stores in one PostgreSQL database.
+context.configure(
+    connection=connection,
+    target_metadata=Base.metadata,
+    render_as_batch=True,
+    version_table="loopml_alembic_version",
+)
 with context.begin_transaction():
     context.run_migrations()

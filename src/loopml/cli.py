@@ -1,0 +1,442 @@
+"""The ``loopml`` command line: parses, calls stage functions, renders with Rich or JSON.
+
+Exit codes: 0 ok, 1 a gate or check failed, 2 bad usage or bad data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from loopml.config import Settings, load_settings
+from loopml.errors import LoopmlError, TrainingError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="loopml: train, gate, register, serve, monitor and roll out text classifiers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Validate and describe datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console(stderr=True, soft_wrap=True)
+out = Console()
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+SourceOpt = Annotated[
+    str | None,
+    typer.Option("--data", "-d", help="builtin:tweets or a .csv/.parquet/.jsonl file.",
+                 show_default="LOOPML_DATA_SOURCE"),
+]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _settings() -> Settings:
+    return load_settings().prepare()
+
+
+def handle_errors(fn: F) -> F:
+    """Turn LoopmlError into a one-paragraph message and its exit code, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LoopmlError as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit_json(obj: Any) -> None:
+    """Write ``obj`` as JSON on stdout."""
+    sys.stdout.write(json.dumps(obj, default=str, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def quiet_stdout(json_out: bool) -> Iterator[None]:
+    """In --json mode, keep libraries' prints (MLflow's) off stdout so it stays parseable."""
+    if json_out:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    else:
+        yield
+
+
+@contextlib.contextmanager
+def steps(title: str, *, enabled: bool = True) -> Iterator[Callable[[str], None]]:
+    """A Rich spinner showing the current pipeline step; yields the callback to advance it."""
+    if not enabled:
+        yield lambda _step: None
+        return
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(title, total=None)
+        yield lambda step: progress.update(task, description=f"{title}: {step}")
+
+
+def _parse_params(pairs: list[str]) -> dict[str, str]:
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise TrainingError(f"--param expects KEY=VALUE, got {pair!r}")
+        params[key.strip()] = value.strip()
+    return params
+
+
+def _labels(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+# ---------------------------------------------------------------- data
+
+
+@data_app.command("validate")
+@handle_errors
+def data_validate(
+    source: Annotated[str | None, typer.Argument(help="builtin:tweets or a data file.")] = None,
+    text_column: Annotated[str | None, typer.Option(help="Column holding the text.")] = None,
+    label_column: Annotated[str | None, typer.Option(help="Column holding the label.")] = None,
+    labels: Annotated[str | None, typer.Option(help="Allowed labels, comma-separated.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check a dataset against every rule; exit 2 with the problems and example rows."""
+    from loopml.data import load_dataset
+
+    settings = _settings()
+    dataset = load_dataset(
+        source or settings.data_source,
+        text_column=text_column or settings.text_column,
+        label_column=label_column or settings.label_column,
+        labels=_labels(labels),
+    )
+    summary = {"valid": True, **dataset.describe()}
+    if json_out:
+        emit_json(summary)
+        return
+    out.print(f"[green]valid[/]: {dataset.source}: {len(dataset.frame)} rows, "
+              f"{len(dataset.labels)} classes, version {dataset.version}")
+
+
+@data_app.command("describe")
+@handle_errors
+def data_describe(
+    source: Annotated[str | None, typer.Argument(help="builtin:tweets or a data file.")] = None,
+    text_column: Annotated[str | None, typer.Option(help="Column holding the text.")] = None,
+    label_column: Annotated[str | None, typer.Option(help="Column holding the label.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Rows, version, class and domain counts and text lengths of a dataset."""
+    from loopml.data import load_dataset
+
+    settings = _settings()
+    dataset = load_dataset(
+        source or settings.data_source,
+        text_column=text_column or settings.text_column,
+        label_column=label_column or settings.label_column,
+    )
+    info = dataset.describe()
+    if json_out:
+        emit_json(info)
+        return
+    table = Table(title=f"{dataset.source} (version {dataset.version}, {info['rows']} rows)")
+    table.add_column("kind")
+    table.add_column("value")
+    table.add_column("rows", justify="right")
+    for kind in ("labels", "domains"):
+        counts = info[kind]
+        assert isinstance(counts, dict)
+        for name, count in counts.items():
+            table.add_row(kind[:-1], str(name), str(count))
+    out.print(table)
+    out.print(f"text length: {info['text_length']}")
+
+
+# ---------------------------------------------------------------- training
+
+
+def _gate_table(gate: Any) -> Table:
+    table = Table(title=f"gate: {gate.verdict.upper()} (champion: {gate.champion_version or 'none'})")
+    for col in ("check", "value", "threshold", "result", "detail"):
+        table.add_column(col)
+    for c in gate.checks:
+        mark = "[green]pass[/]" if c.passed else "[red]FAIL[/]"
+        table.add_row(c.name, f"{c.value:g}", f"{c.threshold:g}", mark, c.detail)
+    return table
+
+
+@app.command()
+@handle_errors
+def train(
+    source: SourceOpt = None,
+    recipe: Annotated[str, typer.Option(help="Training recipe.")] = "tfidf-logreg",
+    param: Annotated[list[str] | None, typer.Option("--param", "-p",
+                     help="Recipe parameter KEY=VALUE (repeatable), e.g. -p C=2.")] = None,
+    promote: Annotated[bool, typer.Option(help="Promote to champion if the gate passes.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Validate, split, train, evaluate, gate and register a new model version."""
+    from loopml.pipeline.train import train as run_train
+
+    settings = _settings()
+    with quiet_stdout(json_out), steps("training", enabled=not json_out) as say:
+        result = run_train(settings, source=source, recipe=recipe,
+                           params=_parse_params(param or []), progress=say)
+        promoted = None
+        if promote and result.gate.passed:
+            promoted = _promote(settings, result.version, force=False, reason="train --promote")
+    summary = result.to_dict() | {"promoted": promoted is not None}
+    if json_out:
+        emit_json(summary)
+    else:
+        m = result.evaluation.metrics
+        out.print(f"registered [bold]{settings.model_name}[/] version [bold]{result.version}[/] "
+                  f"(run {result.run_id}, data {result.dataset_version})")
+        out.print(f"test macro-F1 {m['macro_f1']:.4f}, accuracy {m['accuracy']:.4f}; "
+                  f"fit {result.fit_seconds:.1f}s, total {result.total_seconds:.1f}s")
+        out.print(_gate_table(result.gate))
+        if promoted:
+            out.print(f"promoted version {result.version} to champion")
+    if not result.gate.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handle_errors
+def tune(
+    source: SourceOpt = None,
+    trials: Annotated[int, typer.Option(min=1, help="Maximum number of trials.")] = 20,
+    timeout: Annotated[float, typer.Option(min=1, help="Time budget in seconds.")] = 600,
+    json_out: JsonOpt = False,
+) -> None:
+    """Search recipe parameters with Optuna (nested MLflow runs, scored on validation)."""
+    from rich.progress import BarColumn
+
+    from loopml.pipeline.tune import tune as run_tune
+
+    settings = _settings()
+    with quiet_stdout(json_out), Progress(
+        TextColumn("tuning"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+        disable=json_out, transient=True,
+    ) as bar:
+        task = bar.add_task("", total=trials)
+
+        def on_trial(number: int, score: float) -> None:
+            bar.update(task, advance=1, description=f"last macro-F1 {score:.4f}")
+
+        result = run_tune(settings, source=source, trials=trials, timeout_s=timeout,
+                          on_trial=on_trial)
+    if json_out:
+        emit_json(result.to_dict())
+        return
+    out.print(f"{result.trials} trials in {result.seconds:.0f}s; best validation macro-F1 "
+              f"{result.best_macro_f1:.4f} with {result.best_params}")
+    flags = " ".join(f"-p {k}={v}" for k, v in result.best_params.items())
+    out.print(f"train it: [bold]loopml train {flags}[/]")
+
+
+@app.command()
+@handle_errors
+def evaluate(
+    version: Annotated[str, typer.Argument(help="Registered model version.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Re-evaluate VERSION on its test split against the champion; exit 1 if the gate fails."""
+    from loopml.pipeline.train import evaluate_version
+
+    settings = _settings()
+    with quiet_stdout(json_out), steps(f"evaluating version {version}", enabled=not json_out):
+        evaluation, gate = evaluate_version(settings, version)
+    if json_out:
+        emit_json({"version": version, "metrics": evaluation.flat_metrics(), "gate": gate.to_dict(),
+                   "behavioral": evaluation.behavioral.to_dict()})
+    else:
+        out.print(f"version {version}: macro-F1 {evaluation.metrics['macro_f1']:.4f}, "
+                  f"behavioral pass rate {evaluation.behavioral.pass_rate:.3f}")
+        out.print(_gate_table(gate))
+    if not gate.passed:
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------- registry
+
+
+def _promote(settings: Settings, version: str, *, force: bool, reason: str) -> Any:
+    from loopml.registry import Registry
+    from loopml.store import open_store
+
+    store = open_store(settings.db_url)
+    try:
+        return Registry(settings).promote(store, version, force=force, reason=reason)
+    finally:
+        store.dispose()
+
+
+@app.command()
+@handle_errors
+def promote(
+    version: Annotated[str, typer.Argument(help="Registered model version.")],
+    force: Annotated[bool, typer.Option(help="Promote even if the gate failed.")] = False,
+    reason: Annotated[str, typer.Option(help="Why (required with --force).")] = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """Make VERSION the champion; refuses a version whose gate failed unless --force --reason."""
+    settings = _settings()
+    with quiet_stdout(json_out):
+        change = _promote(settings, version, force=force, reason=reason)
+    if json_out:
+        emit_json(vars(change))
+        return
+    out.print(f"champion: {change.from_version or 'none'} -> [bold]{change.to_version}[/]"
+              + (" (forced)" if change.forced else ""))
+
+
+@app.command()
+@handle_errors
+def rollback(
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """Give the champion alias back to the previous version."""
+    from loopml.registry import Registry
+    from loopml.store import open_store
+
+    settings = _settings()
+    store = open_store(settings.db_url)
+    try:
+        with quiet_stdout(json_out):
+            change = Registry(settings).rollback(store, reason=reason)
+    finally:
+        store.dispose()
+    if json_out:
+        emit_json(vars(change))
+        return
+    out.print(f"rolled back: champion {change.from_version} -> [bold]{change.to_version}[/]")
+
+
+@app.command()
+@handle_errors
+def models(json_out: JsonOpt = False) -> None:
+    """Registered versions with their aliases, gate verdicts and test macro-F1."""
+    from loopml.registry import Registry
+
+    settings = _settings()
+    registry = Registry(settings)
+    by_version: dict[str, list[str]] = {}
+    for alias, version in registry.aliases().items():
+        by_version.setdefault(version, []).append(alias)
+    rows = [
+        {"version": str(v.version), "aliases": sorted(by_version.get(str(v.version), [])),
+         "gate": v.tags.get("loopml.gate", "not run"),
+         "macro_f1": v.tags.get("loopml.macro_f1"),
+         "dataset_version": v.tags.get("loopml.dataset_version"),
+         "recipe": v.tags.get("loopml.recipe"), "run_id": v.run_id,
+         "created": v.creation_timestamp}
+        for v in registry.versions()
+    ]
+    if json_out:
+        emit_json(rows)
+        return
+    table = Table(title=f"model {settings.model_name}")
+    for col in ("version", "aliases", "gate", "macro-F1", "dataset", "recipe", "run"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["version"], ", ".join(r["aliases"]), r["gate"], r["macro_f1"] or "",
+                      r["dataset_version"] or "", r["recipe"] or "", (r["run_id"] or "")[:8])
+    out.print(table)
+
+
+@app.command()
+@handle_errors
+def history(
+    limit: Annotated[int, typer.Option(min=1, help="How many entries, newest first.")] = 50,
+    json_out: JsonOpt = False,
+) -> None:
+    """The audit log: every promotion, rollback and rollout decision."""
+    from loopml.store import open_store
+
+    settings = _settings()
+    store = open_store(settings.db_url)
+    try:
+        entries = store.history(settings.model_name, limit=limit)
+    finally:
+        store.dispose()
+    rows = [
+        {"id": e.id, "ts": e.ts.isoformat(), "actor": e.actor, "action": e.action,
+         "from_version": e.from_version, "to_version": e.to_version, "reason": e.reason,
+         "details": e.details}
+        for e in entries
+    ]
+    if json_out:
+        emit_json(rows)
+        return
+    table = Table(title=f"audit log of {settings.model_name}")
+    for col in ("when", "who", "action", "from", "to", "reason", "numbers"):
+        table.add_column(col)
+    for r in rows:
+        numbers = ", ".join(f"{k}={v}" for k, v in r["details"].items() if v is not None)
+        table.add_row(r["ts"][:19], r["actor"], r["action"], r["from_version"] or "-",
+                      r["to_version"] or "-", r["reason"], numbers)
+    out.print(table)
+
+
+@app.command("ui")
+@handle_errors
+def ui_command() -> None:
+    """Print the command that opens the MLflow UI on loopml's tracking store."""
+    settings = _settings()
+    out.print(mlflow_ui_command(settings), highlight=False, soft_wrap=True)
+
+
+def mlflow_ui_command(settings: Settings) -> str:
+    """Shell command opening the MLflow UI on this settings' store."""
+    store = settings.mlflow_uri
+    if not store.startswith("sqlite"):
+        store = "$LOOPML_TRACKING_URI"  # may hold a password: never print it
+    return (f".venv/bin/mlflow ui --backend-store-uri \"{store}\" "
+            f"--default-artifact-root \"{settings.artifact_root}\" --port 5000")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+@app.command()
+@handle_errors
+def demo(json_out: JsonOpt = False) -> None:
+    """The one-command scenario on the built-in tweets: train, gate and promote a champion."""
+    from loopml.demo import run_demo
+
+    settings = _settings()
+    with quiet_stdout(json_out), steps("demo", enabled=not json_out) as say:
+        result = run_demo(settings, progress=say)
+    if json_out:
+        emit_json(result.to_dict())
+        return
+    t = result.train
+    out.print(_gate_table(t.gate))
+    out.print(f"version {t.version}: test macro-F1 [bold]{t.evaluation.metrics['macro_f1']:.4f}[/] "
+              f"on {t.split_sizes['test']} tweets; pipeline {t.total_seconds:.1f}s")
+    out.print(f"champion: version [bold]{result.champion_version}[/]"
+              + (" (promoted now)" if result.promoted else " (unchanged: the gate failed)"))
+    out.print("open the MLflow UI:")
+    out.print(f"  {mlflow_ui_command(settings)}", highlight=False, soft_wrap=True)

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import pandas as pd
+
+from loopml.data import Dataset, content_version, split_dataset
+
+
+def test_version_depends_on_content_only(small_tweets: Dataset) -> None:
+    copy = small_tweets.frame.copy()
+    assert content_version(copy) == small_tweets.version
+    copy.iloc[0, copy.columns.get_loc("label")] = "neutral" if copy.iloc[0]["label"] != "neutral" else "positive"
+    assert content_version(copy) != small_tweets.version
+
+
+def test_split_is_deterministic_disjoint_and_stratified(small_tweets: Dataset) -> None:
+    a = split_dataset(small_tweets, seed=1)
+    b = split_dataset(small_tweets, seed=1)
+    c = split_dataset(small_tweets, seed=2)
+    assert a.test.index.equals(b.test.index)
+    assert not a.test.index.equals(c.test.index)
+    parts = [set(a.train.index), set(a.validation.index), set(a.test.index)]
+    assert sum(map(len, parts)) == len(small_tweets.frame)
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    whole = small_tweets.frame["label"].value_counts(normalize=True)
+    test = a.test["label"].value_counts(normalize=True)
+    assert (whole - test).abs().max() < 0.02
+    assert 0.09 < len(a.test) / len(small_tweets.frame) < 0.11
+
+
+def test_describe(small_tweets: Dataset) -> None:
+    info = small_tweets.describe()
+    assert info["rows"] == len(small_tweets.frame)
+    assert set(info["labels"]) == {"negative", "neutral", "positive"}  # type: ignore[arg-type]
+
+
+def test_tiny_classes_still_split() -> None:
+    frame = pd.DataFrame({"text": [f"t{i}" for i in range(40)],
+                          "label": ["a"] * 30 + ["b"] * 10, "domain": ["x"] * 39 + ["y"]})
+    ds = Dataset("mem", frame, content_version(frame))
+    s = split_dataset(ds, seed=0)
+    assert set(s.test["label"]) == {"a", "b"}

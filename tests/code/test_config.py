@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from loopml.config import load_settings
+from loopml.errors import ConfigError
+
+
+def test_defaults_point_every_store_under_home(home: Path) -> None:
+    s = load_settings()
+    assert s.home_dir == home.resolve()
+    assert s.mlflow_uri == f"sqlite:///{home.resolve() / 'mlflow.db'}"
+    assert s.db_url == f"sqlite:///{home.resolve() / 'loopml.db'}"
+    assert s.model_name == "sentiment"
+    assert not home.exists(), "building settings must not create folders"
+    s.prepare()
+    assert (home / "spool").is_dir() and (home / "reports").is_dir()
+
+
+def test_environment_overrides_toml_which_overrides_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "loopml.toml").write_text('model_name = "from-toml"\nseed = 7\n')
+    monkeypatch.setenv("LOOPML_MODEL_NAME", "from-env")
+    s = load_settings()
+    assert s.model_name == "from-env"
+    assert s.seed == 7
+
+
+def test_postgres_urls_use_the_psycopg3_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOOPML_DATABASE_URL", "postgresql://u@db:5432/loopml")
+    assert load_settings().db_url == "postgresql+psycopg://u@db:5432/loopml"
+
+
+def test_api_keys_are_comma_separated_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOOPML_API_KEYS", "k1, k2,,")
+    keys = load_settings().api_keys
+    assert [k.get_secret_value() for k in keys] == ["k1", "k2"]
+    assert "k1" not in repr(keys)
+
+
+def test_bad_value_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOOPML_GATE_F1_TOLERANCE", "lots")
+    with pytest.raises(ConfigError, match="LOOPML_GATE_F1_TOLERANCE"):
+        load_settings()
+
+
+def test_broken_toml_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "loopml.toml").write_text("model_name = [unclosed\n")
+    with pytest.raises(ConfigError, match=r"loopml\.toml"):
+        load_settings()
+
+
+@pytest.mark.parametrize("token", ["changeme", "short-token"])
+def test_production_rejects_placeholder_or_short_admin_token(
+    monkeypatch: pytest.MonkeyPatch, token: str
+) -> None:
+    monkeypatch.setenv("LOOPML_ENV", "production")
+    monkeypatch.setenv("LOOPML_ADMIN_TOKEN", token)
+    with pytest.raises(ConfigError, match="admin_token"):
+        load_settings()
+
+
+def test_production_accepts_a_real_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOOPML_ENV", "production")
+    monkeypatch.setenv("LOOPML_ADMIN_TOKEN", "k8Hq2-vLw9-Zr4tN-0pXe")
+    s = load_settings()
+    assert s.admin_token is not None and "k8Hq2" not in repr(s)
