@@ -53,7 +53,9 @@ def sample_dataset(tweets: Dataset, rows: int, *, seed: int = 0) -> Dataset:
         tweets.frame, train_size=rows, random_state=seed, stratify=tweets.frame["label"]
     )
     frame = frame.sort_index()
-    return Dataset(source=f"builtin:tweets[sample {rows}]", frame=frame, version=content_version(frame))
+    return Dataset(
+        source=f"builtin:tweets[sample {rows}]", frame=frame, version=content_version(frame)
+    )
 
 
 @pytest.fixture(scope="session")

@@ -37,8 +37,12 @@ out = Console()
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 SourceOpt = Annotated[
     str | None,
-    typer.Option("--data", "-d", help="builtin:tweets or a .csv/.parquet/.jsonl file.",
-                 show_default="LOOPML_DATA_SOURCE"),
+    typer.Option(
+        "--data",
+        "-d",
+        help="builtin:tweets or a .csv/.parquet/.jsonl file.",
+        show_default="LOOPML_DATA_SOURCE",
+    ),
 ]
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -131,8 +135,10 @@ def data_validate(
     if json_out:
         emit_json(summary)
         return
-    out.print(f"[green]valid[/]: {dataset.source}: {len(dataset.frame)} rows, "
-              f"{len(dataset.labels)} classes, version {dataset.version}")
+    out.print(
+        f"[green]valid[/]: {dataset.source}: {len(dataset.frame)} rows, "
+        f"{len(dataset.labels)} classes, version {dataset.version}"
+    )
 
 
 @data_app.command("describe")
@@ -173,7 +179,9 @@ def data_describe(
 
 
 def _gate_table(gate: Any) -> Table:
-    table = Table(title=f"gate: {gate.verdict.upper()} (champion: {gate.champion_version or 'none'})")
+    table = Table(
+        title=f"gate: {gate.verdict.upper()} (champion: {gate.champion_version or 'none'})"
+    )
     for col in ("check", "value", "threshold", "result", "detail"):
         table.add_column(col)
     for c in gate.checks:
@@ -187,8 +195,10 @@ def _gate_table(gate: Any) -> Table:
 def train(
     source: SourceOpt = None,
     recipe: Annotated[str, typer.Option(help="Training recipe.")] = "tfidf-logreg",
-    param: Annotated[list[str] | None, typer.Option("--param", "-p",
-                     help="Recipe parameter KEY=VALUE (repeatable), e.g. -p C=2.")] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="Recipe parameter KEY=VALUE (repeatable), e.g. -p C=2."),
+    ] = None,
     promote: Annotated[bool, typer.Option(help="Promote to champion if the gate passes.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -197,8 +207,9 @@ def train(
 
     settings = _settings()
     with quiet_stdout(json_out), steps("training", enabled=not json_out) as say:
-        result = run_train(settings, source=source, recipe=recipe,
-                           params=_parse_params(param or []), progress=say)
+        result = run_train(
+            settings, source=source, recipe=recipe, params=_parse_params(param or []), progress=say
+        )
         promoted = None
         if promote and result.gate.passed:
             promoted = _promote(settings, result.version, force=False, reason="train --promote")
@@ -207,10 +218,14 @@ def train(
         emit_json(summary)
     else:
         m = result.evaluation.metrics
-        out.print(f"registered [bold]{settings.model_name}[/] version [bold]{result.version}[/] "
-                  f"(run {result.run_id}, data {result.dataset_version})")
-        out.print(f"test macro-F1 {m['macro_f1']:.4f}, accuracy {m['accuracy']:.4f}; "
-                  f"fit {result.fit_seconds:.1f}s, total {result.total_seconds:.1f}s")
+        out.print(
+            f"registered [bold]{settings.model_name}[/] version [bold]{result.version}[/] "
+            f"(run {result.run_id}, data {result.dataset_version})"
+        )
+        out.print(
+            f"test macro-F1 {m['macro_f1']:.4f}, accuracy {m['accuracy']:.4f}; "
+            f"fit {result.fit_seconds:.1f}s, total {result.total_seconds:.1f}s"
+        )
         out.print(_gate_table(result.gate))
         if promoted:
             out.print(f"promoted version {result.version} to champion")
@@ -232,23 +247,34 @@ def tune(
     from loopml.pipeline.tune import tune as run_tune
 
     settings = _settings()
-    with quiet_stdout(json_out), Progress(
-        TextColumn("tuning"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
-        disable=json_out, transient=True,
-    ) as bar:
+    with (
+        quiet_stdout(json_out),
+        Progress(
+            TextColumn("tuning"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=json_out,
+            transient=True,
+        ) as bar,
+    ):
         task = bar.add_task("", total=trials)
 
         def on_trial(number: int, score: float) -> None:
             bar.update(task, advance=1, description=f"last macro-F1 {score:.4f}")
 
-        result = run_tune(settings, source=source, trials=trials, timeout_s=timeout,
-                          on_trial=on_trial)
+        result = run_tune(
+            settings, source=source, trials=trials, timeout_s=timeout, on_trial=on_trial
+        )
     if json_out:
         emit_json(result.to_dict())
         return
-    out.print(f"{result.trials} trials in {result.seconds:.0f}s; best validation macro-F1 "
-              f"{result.best_macro_f1:.4f} with {result.best_params}")
+    out.print(
+        f"{result.trials} trials in {result.seconds:.0f}s; best validation macro-F1 "
+        f"{result.best_macro_f1:.4f} with {result.best_params}"
+    )
     flags = " ".join(f"-p {k}={v}" for k, v in result.best_params.items())
     out.print(f"train it: [bold]loopml train {flags}[/]")
 
@@ -266,11 +292,19 @@ def evaluate(
     with quiet_stdout(json_out), steps(f"evaluating version {version}", enabled=not json_out):
         evaluation, gate = evaluate_version(settings, version)
     if json_out:
-        emit_json({"version": version, "metrics": evaluation.flat_metrics(), "gate": gate.to_dict(),
-                   "behavioral": evaluation.behavioral.to_dict()})
+        emit_json(
+            {
+                "version": version,
+                "metrics": evaluation.flat_metrics(),
+                "gate": gate.to_dict(),
+                "behavioral": evaluation.behavioral.to_dict(),
+            }
+        )
     else:
-        out.print(f"version {version}: macro-F1 {evaluation.metrics['macro_f1']:.4f}, "
-                  f"behavioral pass rate {evaluation.behavioral.pass_rate:.3f}")
+        out.print(
+            f"version {version}: macro-F1 {evaluation.metrics['macro_f1']:.4f}, "
+            f"behavioral pass rate {evaluation.behavioral.pass_rate:.3f}"
+        )
         out.print(_gate_table(gate))
     if not gate.passed:
         raise typer.Exit(1)
@@ -305,8 +339,10 @@ def promote(
     if json_out:
         emit_json(vars(change))
         return
-    out.print(f"champion: {change.from_version or 'none'} -> [bold]{change.to_version}[/]"
-              + (" (forced)" if change.forced else ""))
+    out.print(
+        f"champion: {change.from_version or 'none'} -> [bold]{change.to_version}[/]"
+        + (" (forced)" if change.forced else "")
+    )
 
 
 @app.command()
@@ -343,13 +379,17 @@ def models(json_out: JsonOpt = False) -> None:
     by_version: dict[str, list[str]] = {}
     for alias, version in registry.aliases().items():
         by_version.setdefault(version, []).append(alias)
-    rows = [
-        {"version": str(v.version), "aliases": sorted(by_version.get(str(v.version), [])),
-         "gate": v.tags.get("loopml.gate", "not run"),
-         "macro_f1": v.tags.get("loopml.macro_f1"),
-         "dataset_version": v.tags.get("loopml.dataset_version"),
-         "recipe": v.tags.get("loopml.recipe"), "run_id": v.run_id,
-         "created": v.creation_timestamp}
+    rows: list[dict[str, Any]] = [
+        {
+            "version": str(v.version),
+            "aliases": sorted(by_version.get(str(v.version), [])),
+            "gate": v.tags.get("loopml.gate", "not run"),
+            "macro_f1": v.tags.get("loopml.macro_f1"),
+            "dataset_version": v.tags.get("loopml.dataset_version"),
+            "recipe": v.tags.get("loopml.recipe"),
+            "run_id": v.run_id,
+            "created": v.creation_timestamp,
+        }
         for v in registry.versions()
     ]
     if json_out:
@@ -359,8 +399,15 @@ def models(json_out: JsonOpt = False) -> None:
     for col in ("version", "aliases", "gate", "macro-F1", "dataset", "recipe", "run"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["version"], ", ".join(r["aliases"]), r["gate"], r["macro_f1"] or "",
-                      r["dataset_version"] or "", r["recipe"] or "", (r["run_id"] or "")[:8])
+        table.add_row(
+            r["version"],
+            ", ".join(r["aliases"]),
+            r["gate"],
+            r["macro_f1"] or "",
+            r["dataset_version"] or "",
+            r["recipe"] or "",
+            (r["run_id"] or "")[:8],
+        )
     out.print(table)
 
 
@@ -379,10 +426,17 @@ def history(
         entries = store.history(settings.model_name, limit=limit)
     finally:
         store.dispose()
-    rows = [
-        {"id": e.id, "ts": e.ts.isoformat(), "actor": e.actor, "action": e.action,
-         "from_version": e.from_version, "to_version": e.to_version, "reason": e.reason,
-         "details": e.details}
+    rows: list[dict[str, Any]] = [
+        {
+            "id": e.id,
+            "ts": e.ts.isoformat(),
+            "actor": e.actor,
+            "action": e.action,
+            "from_version": e.from_version,
+            "to_version": e.to_version,
+            "reason": e.reason,
+            "details": e.details,
+        }
         for e in entries
     ]
     if json_out:
@@ -393,8 +447,15 @@ def history(
         table.add_column(col)
     for r in rows:
         numbers = ", ".join(f"{k}={v}" for k, v in r["details"].items() if v is not None)
-        table.add_row(r["ts"][:19], r["actor"], r["action"], r["from_version"] or "-",
-                      r["to_version"] or "-", r["reason"], numbers)
+        table.add_row(
+            r["ts"][:19],
+            r["actor"],
+            r["action"],
+            r["from_version"] or "-",
+            r["to_version"] or "-",
+            r["reason"],
+            numbers,
+        )
     out.print(table)
 
 
@@ -411,8 +472,10 @@ def mlflow_ui_command(settings: Settings) -> str:
     store = settings.mlflow_uri
     if not store.startswith("sqlite"):
         store = "$LOOPML_TRACKING_URI"  # may hold a password: never print it
-    return (f".venv/bin/mlflow ui --backend-store-uri \"{store}\" "
-            f"--default-artifact-root \"{settings.artifact_root}\" --port 5000")
+    return (
+        f'.venv/bin/mlflow ui --backend-store-uri "{store}" '
+        f'--default-artifact-root "{settings.artifact_root}" --port 5000'
+    )
 
 
 def main() -> None:
@@ -434,9 +497,13 @@ def demo(json_out: JsonOpt = False) -> None:
         return
     t = result.train
     out.print(_gate_table(t.gate))
-    out.print(f"version {t.version}: test macro-F1 [bold]{t.evaluation.metrics['macro_f1']:.4f}[/] "
-              f"on {t.split_sizes['test']} tweets; pipeline {t.total_seconds:.1f}s")
-    out.print(f"champion: version [bold]{result.champion_version}[/]"
-              + (" (promoted now)" if result.promoted else " (unchanged: the gate failed)"))
+    out.print(
+        f"version {t.version}: test macro-F1 [bold]{t.evaluation.metrics['macro_f1']:.4f}[/] "
+        f"on {t.split_sizes['test']} tweets; pipeline {t.total_seconds:.1f}s"
+    )
+    out.print(
+        f"champion: version [bold]{result.champion_version}[/]"
+        + (" (promoted now)" if result.promoted else " (unchanged: the gate failed)")
+    )
     out.print("open the MLflow UI:")
     out.print(f"  {mlflow_ui_command(settings)}", highlight=False, soft_wrap=True)

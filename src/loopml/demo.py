@@ -25,8 +25,11 @@ class DemoResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
-        return {"train": self.train.to_dict(), "champion_version": self.champion_version,
-                "promoted": self.promoted}
+        return {
+            "train": self.train.to_dict(),
+            "champion_version": self.champion_version,
+            "promoted": self.promoted,
+        }
 
 
 def run_demo(settings: Settings, *, progress: Callable[[str], None] | None = None) -> DemoResult:

@@ -6,6 +6,7 @@ in the same step: the audit record is written first and the change is undone if 
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import socket
@@ -126,15 +127,18 @@ class Registry:
 
     def set_tags(self, version: str, tags: dict[str, str]) -> None:
         """Set tags on a version."""
-        for key, value in tags.items():
-            self._call(
-                "tagging version",
-                lambda k=key, v=value: self.client.set_model_version_tag(self.name, version, k, v),
-            )
+        try:
+            for key, value in tags.items():
+                self.client.set_model_version_tag(self.name, version, key, value)
+        except MlflowException as exc:
+            raise RegistryError(f"tagging version {version}: {exc.message}") from exc
 
     def _move(self, alias: str, version: str | None) -> None:
         if version is None:
-            self._call("deleting alias", lambda: self.client.delete_registered_model_alias(self.name, alias))
+            self._call(
+                "deleting alias",
+                lambda: self.client.delete_registered_model_alias(self.name, alias),
+            )
         else:
             self._call(
                 "setting alias",
@@ -142,7 +146,11 @@ class Registry:
             )
 
     def _apply(
-        self, store: Store, change: AliasChange, moves: dict[str, str | None], details: dict[str, Any]
+        self,
+        store: Store,
+        change: AliasChange,
+        moves: dict[str, str | None],
+        details: dict[str, Any],
     ) -> AliasChange:
         before = self.aliases()
         try:
@@ -167,10 +175,8 @@ class Registry:
     def _restore(self, before: dict[str, str], moves: dict[str, str | None]) -> None:
         # The audit record did not commit: put every alias back as it was.
         for alias in moves:
-            try:
+            with contextlib.suppress(RegistryError):  # deleting an alias that was never set
                 self._move(alias, before.get(alias))
-            except RegistryError:
-                pass  # deleting an alias that was never set
 
     def promote(
         self, store: Store, version: str, *, force: bool = False, reason: str = ""
@@ -198,8 +204,11 @@ class Registry:
         challenger = self.alias(CHALLENGER)
         if challenger is not None and str(challenger.version) == new:
             moves[CHALLENGER] = None
-        details = {"gate": verdict, "gate_champion": mv.tags.get("loopml.gate.champion"),
-                   "macro_f1": mv.tags.get("loopml.macro_f1")}
+        details = {
+            "gate": verdict,
+            "gate_champion": mv.tags.get("loopml.gate.champion"),
+            "macro_f1": mv.tags.get("loopml.macro_f1"),
+        }
         return self._apply(store, change, moves, details)
 
     def rollback(self, store: Store, *, reason: str = "") -> AliasChange:

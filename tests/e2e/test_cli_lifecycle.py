@@ -70,7 +70,10 @@ def test_train_gate_promote_rollback_history(backend_settings: Settings, data_cs
     assert {m["version"]: m["gate"] for m in models}[worse["version"]] == "failed"
 
     code, back, _ = cli("rollback", "--reason", "canary looked bad", "--json")
-    assert code == 0 and (back["from_version"], back["to_version"]) == (same["version"], first["version"])
+    assert code == 0 and (back["from_version"], back["to_version"]) == (
+        same["version"],
+        first["version"],
+    )
 
     code, history, _ = cli("history", "--json")
     assert [(h["action"], h["from_version"], h["to_version"]) for h in history] == [
@@ -88,7 +91,9 @@ def test_forced_promotion_is_recorded_with_its_reason(settings: Settings, data_c
     code, worse, _ = cli("train", "--data", data_csv, "-p", "C=0.0001", "--json")
     # no champion yet: absolute floors apply, and a near-constant model is below them
     assert code == 1 and worse["gate"]["champion_version"] is None
-    code, change, _ = cli("promote", worse["version"], "--force", "--reason", "incident 42", "--json")
+    code, change, _ = cli(
+        "promote", worse["version"], "--force", "--reason", "incident 42", "--json"
+    )
     assert code == 0 and change["forced"] is True
     code, history, _ = cli("history", "--json")
     assert history[0]["action"] == "force_promote" and history[0]["reason"] == "incident 42"
@@ -96,10 +101,14 @@ def test_forced_promotion_is_recorded_with_its_reason(settings: Settings, data_c
 
 
 BAD_FILES = {
-    "missing_text.csv": ("text,label\nhello,positive\n,negative\nbye,neutral\n",
-                         "column 'text': empty text: row 2"),
-    "unknown_label.jsonl": ('{"text": "a", "label": "positive"}\n{"text": "b", "label": 3}\n',
-                            "column 'label': not a string: row 2"),
+    "missing_text.csv": (
+        "text,label\nhello,positive\n,negative\nbye,neutral\n",
+        "column 'text': empty text: row 2",
+    ),
+    "unknown_label.jsonl": (
+        '{"text": "a", "label": "positive"}\n{"text": "b", "label": 3}\n',
+        "column 'label': not a string: row 2",
+    ),
     "one_class.csv": ("text,label\na,positive\nb,positive\n", "fewer than two classes"),
     "dupes.csv": ("text,label\na,positive\nb,negative\na,positive\n", "duplicate text: row 3"),
     "latin1.csv": (b"text,label\nok,positive\ncaf\xe9,negative\n", "row 2 (file line 3"),

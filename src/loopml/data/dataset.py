@@ -58,7 +58,11 @@ class Splits:
 
     def sizes(self) -> dict[str, int]:
         """Rows per split."""
-        return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}
+        return {
+            "train": len(self.train),
+            "validation": len(self.validation),
+            "test": len(self.test),
+        }
 
 
 def content_version(frame: pd.DataFrame) -> str:

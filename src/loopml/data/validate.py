@@ -23,7 +23,9 @@ def _not_blank(value: object) -> bool:
 def _schema(labels: Sequence[str] | None) -> pa.DataFrameSchema:
     label_checks = [pa.Check.str_length(min_value=1, error="empty label")]
     if labels:
-        label_checks.append(pa.Check.isin(list(labels), error=f"unknown label (allowed: {', '.join(labels)})"))
+        label_checks.append(
+            pa.Check.isin(list(labels), error=f"unknown label (allowed: {', '.join(labels)})")
+        )
     return pa.DataFrameSchema(
         {
             "text": pa.Column(
@@ -42,7 +44,9 @@ def _schema(labels: Sequence[str] | None) -> pa.DataFrameSchema:
 
 
 def _describe(column: str, check: str, rows: list[int]) -> str:
-    check = check.replace("field_uniqueness", "duplicate text").replace("not_nullable", "missing value")
+    check = check.replace("field_uniqueness", "duplicate text").replace(
+        "not_nullable", "missing value"
+    )
     if check.startswith("isin") or check.startswith("unknown label"):
         check = check if check.startswith("unknown") else "unknown label"
     shown = ", ".join(str(r) for r in rows[:_EXAMPLES])

@@ -75,7 +75,9 @@ def _invariance(
     perturbed = [perturb(t) for t in texts]
     before = model.predict(texts)
     after = model.predict(perturbed)
-    fails = [f"{p!r}: {a} != {b}" for p, a, b in zip(perturbed, after, before, strict=True) if a != b]
+    fails = [
+        f"{p!r}: {a} != {b}" for p, a, b in zip(perturbed, after, before, strict=True) if a != b
+    ]
     return TestResult(name, "invariance", len(texts) - len(fails), len(texts), fails[:5])
 
 
@@ -84,14 +86,26 @@ def _negation(model: TextClassifier) -> TestResult:
     pairs = [(f"{s} was {a}", f"{s} was not {a}") for s in _SUBJECTS for a in _POSITIVE]
     before = model.predict_proba([p[0] for p in pairs])[:, pos]
     after = model.predict_proba([p[1] for p in pairs])[:, pos]
-    fails = [f"{n!r}: P(positive) {a:.2f} >= {b:.2f}" for (_, n), b, a in zip(pairs, before, after, strict=True) if a >= b]
-    return TestResult("negation lowers positive", "directional", len(pairs) - len(fails), len(pairs), fails[:5])
+    fails = [
+        f"{n!r}: P(positive) {a:.2f} >= {b:.2f}"
+        for (_, n), b, a in zip(pairs, before, after, strict=True)
+        if a >= b
+    ]
+    return TestResult(
+        "negation lowers positive", "directional", len(pairs) - len(fails), len(pairs), fails[:5]
+    )
 
 
 def _minimum_functionality(model: TextClassifier) -> TestResult:
     predicted = model.predict([t for t, _ in _MFT])
-    fails = [f"{t!r}: got {p}, want {want}" for (t, want), p in zip(_MFT, predicted, strict=True) if p != want]
-    return TestResult("obvious sentiment", "minimum functionality", len(_MFT) - len(fails), len(_MFT), fails)
+    fails = [
+        f"{t!r}: got {p}, want {want}"
+        for (t, want), p in zip(_MFT, predicted, strict=True)
+        if p != want
+    ]
+    return TestResult(
+        "obvious sentiment", "minimum functionality", len(_MFT) - len(fails), len(_MFT), fails
+    )
 
 
 def run_behavioral_tests(
@@ -104,7 +118,9 @@ def run_behavioral_tests(
     tests = [
         _invariance(model, "add URL", texts, lambda t: f"{t} https://t.co/x7Yq2bPz"),
         _invariance(model, "add @mention", texts, lambda t: f"@jordan_k {t}"),
-        _invariance(model, "extra whitespace", texts, lambda t: "  " + t.replace(" ", "   ") + " \n"),
+        _invariance(
+            model, "extra whitespace", texts, lambda t: "  " + t.replace(" ", "   ") + " \n"
+        ),
     ]
     if {"negative", "positive"} <= set(model.classes):
         tests += [_negation(model), _minimum_functionality(model)]

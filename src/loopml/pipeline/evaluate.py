@@ -9,7 +9,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
 
 from loopml.pipeline.behavioral import BehavioralReport, run_behavioral_tests
 from loopml.recipes.base import TextClassifier
@@ -78,7 +83,9 @@ def evaluate(model: TextClassifier, test: pd.DataFrame, *, seed: int = 0) -> Eva
     )
     metrics = {
         "accuracy": float(accuracy_score(truth, predicted)),
-        "macro_f1": float(f1_score(truth, predicted, average="macro", labels=labels, zero_division=0)),
+        "macro_f1": float(
+            f1_score(truth, predicted, average="macro", labels=labels, zero_division=0)
+        ),
     }
     for i, label in enumerate(labels):
         metrics[f"precision_{label}"] = float(precision[i])

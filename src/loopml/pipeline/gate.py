@@ -66,11 +66,15 @@ def run_gate(
         checks.append(_at_least("macro_f1", f1, settings.gate_min_macro_f1, "absolute floor"))
         for domain, value in sorted(candidate.domain_f1.items()):
             checks.append(
-                _at_least(f"f1_domain_{domain}", value, settings.gate_min_slice_f1, "absolute floor")
+                _at_least(
+                    f"f1_domain_{domain}", value, settings.gate_min_slice_f1, "absolute floor"
+                )
             )
     else:
         floor = champion.metrics["macro_f1"] - settings.gate_f1_tolerance
-        detail = f"champion {champion.metrics['macro_f1']:.4f} - tolerance {settings.gate_f1_tolerance}"
+        detail = (
+            f"champion {champion.metrics['macro_f1']:.4f} - tolerance {settings.gate_f1_tolerance}"
+        )
         checks.append(_at_least("macro_f1", f1, floor, detail))
         for domain, value in sorted(candidate.domain_f1.items()):
             ref = champion.domain_f1.get(domain)

@@ -13,16 +13,17 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.data.pandas_dataset import from_pandas
 from mlflow.exceptions import MlflowException
 
 from loopml.config import Settings
 from loopml.data import Dataset, Splits, load_dataset, split_dataset
+from loopml.errors import RegistryError
 from loopml.pipeline.evaluate import Evaluation, evaluate, plot_confusion_matrix
 from loopml.pipeline.gate import GateResult, run_gate
 from loopml.recipes import get_recipe
 from loopml.recipes.base import TextClassifier
 from loopml.recipes.packaging import log_classifier
-from loopml.errors import RegistryError
 from loopml.registry import CHAMPION, GATE_TAG, Registry
 from loopml.tracking import experiment_id
 
@@ -63,24 +64,34 @@ class TrainResult:
 
 
 def _log_data(dataset: Dataset, splits: Splits, out: Path) -> None:
-    for context, frame in (("train", splits.train), ("validation", splits.validation),
-                           ("test", splits.test)):
+    for context, frame in (
+        ("train", splits.train),
+        ("validation", splits.validation),
+        ("test", splits.test),
+    ):
         path = out / f"{context}.parquet"
         frame.to_parquet(path)
         with warnings.catch_warnings():
             # MLflow finds two equivalent source classes for a local file and says so.
             warnings.simplefilter("ignore", UserWarning)
-            ds = mlflow.data.from_pandas(
-                frame, source=path.as_uri(), name=f"{dataset.source}@{dataset.version}",
-                targets="label", digest=f"{dataset.version}-{context}"[:36],
+            ds = from_pandas(
+                frame,
+                source=path.as_uri(),
+                name=f"{dataset.source}@{dataset.version}",
+                targets="label",
+                digest=f"{dataset.version}-{context}"[:36],
             )
         mlflow.log_input(ds, context=context)
     mlflow.log_artifacts(str(out), artifact_path="data")
 
 
 def gate_against_champion(
-    settings: Settings, registry: Registry, candidate: Evaluation, test: pd.DataFrame,
-    *, exclude_version: str | None = None,
+    settings: Settings,
+    registry: Registry,
+    candidate: Evaluation,
+    test: pd.DataFrame,
+    *,
+    exclude_version: str | None = None,
 ) -> tuple[GateResult, Evaluation | None]:
     """Gate ``candidate`` against the current champion, evaluated on the same ``test`` split."""
     champion = registry.alias(CHAMPION)
@@ -92,7 +103,9 @@ def gate_against_champion(
     return result, champion_eval
 
 
-def _register(registry: Registry, classifier: TextClassifier, test: pd.DataFrame, run_id: str) -> str:
+def _register(
+    registry: Registry, classifier: TextClassifier, test: pd.DataFrame, run_id: str
+) -> str:
     info = log_classifier(classifier, test["text"].head(2).tolist(), _REQUIREMENTS)
     client = registry.client
     if not registry.exists():
@@ -101,12 +114,21 @@ def _register(registry: Registry, classifier: TextClassifier, test: pd.DataFrame
     return str(mv.version)
 
 
-def record_gate(registry: Registry, run_id: str, version: str, gate: GateResult,
-                evaluation: Evaluation, champion_eval: Evaluation | None) -> None:
+def record_gate(
+    registry: Registry,
+    run_id: str,
+    version: str,
+    gate: GateResult,
+    evaluation: Evaluation,
+    champion_eval: Evaluation | None,
+) -> None:
     """Write the gate verdict and numbers to the run (tags, JSON) and to the model version."""
     client = registry.client
-    payload = {"gate": gate.to_dict(), "candidate": evaluation.to_dict(),
-               "champion": champion_eval.to_dict() if champion_eval else None}
+    payload = {
+        "gate": gate.to_dict(),
+        "candidate": evaluation.to_dict(),
+        "champion": champion_eval.to_dict() if champion_eval else None,
+    }
     client.log_dict(run_id, payload, "gate.json")
     tags = {
         GATE_TAG: gate.verdict,
@@ -141,15 +163,30 @@ def train(
             label_column=settings.label_column,
         )
     say("split")
-    splits = split_dataset(dataset, seed=settings.seed, test_size=settings.test_size,
-                           validation_size=settings.validation_size)
+    splits = split_dataset(
+        dataset,
+        seed=settings.seed,
+        test_size=settings.test_size,
+        validation_size=settings.validation_size,
+    )
     registry = Registry(settings)
     exp = experiment_id(settings, registry.client)
     with mlflow.start_run(experiment_id=exp, run_name=run_name or f"train-{recipe}") as run:
-        mlflow.set_tags({"loopml.dataset_version": dataset.version, "loopml.recipe": recipe,
-                         "loopml.source": dataset.source})
-        mlflow.log_params({"recipe": recipe, "seed": settings.seed, "dataset_version": dataset.version,
-                           **{f"recipe.{k}": v for k, v in recipe_obj.params.items()}})
+        mlflow.set_tags(
+            {
+                "loopml.dataset_version": dataset.version,
+                "loopml.recipe": recipe,
+                "loopml.source": dataset.source,
+            }
+        )
+        mlflow.log_params(
+            {
+                "recipe": recipe,
+                "seed": settings.seed,
+                "dataset_version": dataset.version,
+                **{f"recipe.{k}": v for k, v in recipe_obj.params.items()},
+            }
+        )
         with tempfile.TemporaryDirectory() as tmp:
             _log_data(dataset, splits, Path(tmp))
         say("fit")
@@ -159,24 +196,38 @@ def train(
         say("evaluate")
         evaluation = evaluate(classifier, splits.test, seed=settings.seed)
         model_bytes = len(pickle.dumps(classifier))
-        mlflow.log_metrics(evaluation.flat_metrics()
-                           | {"fit_seconds": fit_seconds, "model_bytes": float(model_bytes)})
+        mlflow.log_metrics(
+            evaluation.flat_metrics()
+            | {"fit_seconds": fit_seconds, "model_bytes": float(model_bytes)}
+        )
         with tempfile.TemporaryDirectory() as tmp:
-            png = plot_confusion_matrix(evaluation, Path(tmp) / "confusion_matrix.png",
-                                        title=f"{recipe} on {dataset.version[:8]}")
+            png = plot_confusion_matrix(
+                evaluation,
+                Path(tmp) / "confusion_matrix.png",
+                title=f"{recipe} on {dataset.version[:8]}",
+            )
             mlflow.log_artifact(str(png))
         mlflow.log_dict(evaluation.behavioral.to_dict(), "behavioral.json")
         say("register")
         version = _register(registry, classifier, splits.test, run.info.run_id)
         say("gate")
-        gate, champion_eval = gate_against_champion(settings, registry, evaluation, splits.test,
-                                                    exclude_version=version)
+        gate, champion_eval = gate_against_champion(
+            settings, registry, evaluation, splits.test, exclude_version=version
+        )
         record_gate(registry, run.info.run_id, version, gate, evaluation, champion_eval)
-        registry.set_tags(version, {"loopml.dataset_version": dataset.version, "loopml.recipe": recipe})
+        registry.set_tags(
+            version, {"loopml.dataset_version": dataset.version, "loopml.recipe": recipe}
+        )
     return TrainResult(
-        run_id=run.info.run_id, version=version, dataset_version=dataset.version,
-        split_sizes=splits.sizes(), evaluation=evaluation, gate=gate, fit_seconds=fit_seconds,
-        model_bytes=model_bytes, total_seconds=time.perf_counter() - start,
+        run_id=run.info.run_id,
+        version=version,
+        dataset_version=dataset.version,
+        split_sizes=splits.sizes(),
+        evaluation=evaluation,
+        gate=gate,
+        fit_seconds=fit_seconds,
+        model_bytes=model_bytes,
+        total_seconds=time.perf_counter() - start,
     )
 
 
@@ -188,7 +239,9 @@ def evaluate_version(settings: Settings, version: str) -> tuple[Evaluation, Gate
         raise RegistryError(f"version {version} has no training run: cannot find its test split")
     try:
         path = mlflow.artifacts.download_artifacts(
-            run_id=mv.run_id, artifact_path="data/test.parquet", tracking_uri=mlflow.get_tracking_uri()
+            run_id=mv.run_id,
+            artifact_path="data/test.parquet",
+            tracking_uri=mlflow.get_tracking_uri(),
         )
     except MlflowException as exc:
         raise RegistryError(f"version {version}: its test split is missing: {exc.message}") from exc

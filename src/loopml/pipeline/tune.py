@@ -40,9 +40,13 @@ class TuneResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"run_id": self.run_id, "best_params": self.best_params,
-                "best_validation_macro_f1": round(self.best_macro_f1, 4),
-                "trials": self.trials, "seconds": round(self.seconds, 2)}
+        return {
+            "run_id": self.run_id,
+            "best_params": self.best_params,
+            "best_validation_macro_f1": round(self.best_macro_f1, 4),
+            "trials": self.trials,
+            "seconds": round(self.seconds, 2),
+        }
 
 
 def tune(
@@ -55,11 +59,17 @@ def tune(
     on_trial: Callable[[int, float], None] | None = None,
 ) -> TuneResult:
     """Search tfidf-logreg parameters, bounded by ``trials`` and ``timeout_s``."""
-    dataset = dataset or load_dataset(source or settings.data_source,
-                                      text_column=settings.text_column,
-                                      label_column=settings.label_column)
-    splits = split_dataset(dataset, seed=settings.seed, test_size=settings.test_size,
-                           validation_size=settings.validation_size)
+    dataset = dataset or load_dataset(
+        source or settings.data_source,
+        text_column=settings.text_column,
+        label_column=settings.label_column,
+    )
+    splits = split_dataset(
+        dataset,
+        seed=settings.seed,
+        test_size=settings.test_size,
+        validation_size=settings.validation_size,
+    )
     train_x, train_y = splits.train["text"].tolist(), splits.train["label"].tolist()
     val_x, val_y = splits.validation["text"].tolist(), splits.validation["label"].tolist()
     exp = experiment_id(settings, Registry(settings).client)
@@ -77,12 +87,18 @@ def tune(
 
     start = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=settings.seed))
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=settings.seed)
+    )
     with mlflow.start_run(experiment_id=exp, run_name="tune-tfidf-logreg") as parent:
         mlflow.set_tag("loopml.dataset_version", dataset.version)
         study.optimize(objective, n_trials=trials, timeout=timeout_s)
         mlflow.log_params({f"best.{k}": v for k, v in study.best_params.items()})
         mlflow.log_metric("best_validation_macro_f1", study.best_value)
-    return TuneResult(parent.info.run_id, dict(study.best_params), float(study.best_value),
-                      len(study.trials), time.perf_counter() - start)
+    return TuneResult(
+        parent.info.run_id,
+        dict(study.best_params),
+        float(study.best_value),
+        len(study.trials),
+        time.perf_counter() - start,
+    )

@@ -53,7 +53,9 @@ class Recipe(ABC):
         unknown = sorted(set(params) - set(cls.defaults))
         if unknown:
             allowed = ", ".join(sorted(cls.defaults))
-            raise TrainingError(f"recipe {cls.name}: unknown parameter(s) {unknown}; allowed: {allowed}")
+            raise TrainingError(
+                f"recipe {cls.name}: unknown parameter(s) {unknown}; allowed: {allowed}"
+            )
         merged = dict(cls.defaults)
         for key, value in params.items():
             merged[key] = _cast(cls.name, key, value, cls.defaults[key])
@@ -77,7 +79,9 @@ def _cast(recipe: str, key: str, value: Any, default: Any) -> Any:
         return type(default)(value)
     except ValueError as exc:
         kind = type(default).__name__
-        raise TrainingError(f"recipe {recipe}: parameter {key}={value!r} is not a valid {kind}") from exc
+        raise TrainingError(
+            f"recipe {recipe}: parameter {key}={value!r} is not a valid {kind}"
+        ) from exc
 
 
 def get_recipe(name: str, params: Mapping[str, Any] | None = None) -> Recipe:

@@ -16,7 +16,8 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, Schema
+from mlflow.pyfunc.model import PythonModel
+from mlflow.types import ColSpec, Schema, TensorSpec
 
 from loopml.recipes.base import TextClassifier
 
@@ -26,7 +27,7 @@ CLASSIFIER_ARTIFACT = "classifier"
 _MODEL_CODE = Path(__file__).with_name("_pyfunc_model.py")
 
 
-class PyfuncTextModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class PyfuncTextModel(PythonModel):
     """Pyfunc model: a frame with a ``text`` column in; ``label`` and ``p_<class>`` out."""
 
     classifier: TextClassifier
@@ -49,8 +50,10 @@ class PyfuncTextModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
 
 def signature_for(classes: list[str]) -> ModelSignature:
     """Signature: one string column ``text`` in; label and one probability per class out."""
-    outputs = [ColSpec("string", "label")] + [ColSpec("double", f"p_{c}") for c in classes]
-    return ModelSignature(inputs=Schema([ColSpec("string", "text")]), outputs=Schema(outputs))
+    inputs: list[ColSpec | TensorSpec] = [ColSpec("string", "text")]
+    outputs: list[ColSpec | TensorSpec] = [ColSpec("string", "label")]
+    outputs += [ColSpec("double", f"p_{c}") for c in classes]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
 
 
 def log_classifier(

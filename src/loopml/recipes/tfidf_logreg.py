@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -14,7 +15,18 @@ from sklearn.pipeline import Pipeline
 from loopml.errors import TrainingError
 from loopml.recipes.base import Recipe, TextClassifier
 
-__all__ = ["SklearnTextClassifier", "TfidfLogReg"]
+__all__ = ["SklearnTextClassifier", "TfidfLogReg", "strip_urls"]
+
+_URL = re.compile(r"https?://\S+|www\.\S+")
+
+
+def strip_urls(text: str) -> str:
+    """Lower-case ``text`` and drop URLs.
+
+    Without it, appending a link flips "@united my flight was great" to negative: URLs mark
+    news-like tweets in the corpus. Dropping them costs ~0.003 macro-F1 and buys URL invariance.
+    """
+    return _URL.sub(" ", text.lower())
 
 
 class SklearnTextClassifier(TextClassifier):
@@ -44,6 +56,7 @@ class TfidfLogReg(Recipe):
         "min_df": 2,
         "max_features": 0,
         "sublinear_tf": True,
+        "strip_urls": True,
         "class_weight": "none",
         "max_iter": 1000,
     }
@@ -64,6 +77,7 @@ class TfidfLogReg(Recipe):
                         min_df=int(p["min_df"]),
                         max_features=int(p["max_features"]) or None,
                         sublinear_tf=bool(p["sublinear_tf"]),
+                        preprocessor=strip_urls if p["strip_urls"] else None,
                         dtype=np.float32,
                     ),
                 ),

@@ -70,7 +70,7 @@ class Store:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A transaction: committed on success, rolled back on error; DB errors become StoreError."""
+        """A transaction, committed on success; database errors become ``StoreError``."""
         try:
             with self.sessions.begin() as session:
                 yield session
@@ -131,5 +131,7 @@ def open_store(url: str) -> Store:
         migrate(engine)
     except SQLAlchemyError as exc:
         engine.dispose()
-        raise StoreError(f"cannot open the loopml database at {_redact(url)}: {exc.args[0]}") from exc
+        raise StoreError(
+            f"cannot open the loopml database at {_redact(url)}: {exc.args[0]}"
+        ) from exc
     return Store(engine)

@@ -8,7 +8,9 @@ from loopml.data import Dataset, content_version, split_dataset
 def test_version_depends_on_content_only(small_tweets: Dataset) -> None:
     copy = small_tweets.frame.copy()
     assert content_version(copy) == small_tweets.version
-    copy.iloc[0, copy.columns.get_loc("label")] = "neutral" if copy.iloc[0]["label"] != "neutral" else "positive"
+    copy.iloc[0, copy.columns.get_loc("label")] = (
+        "neutral" if copy.iloc[0]["label"] != "neutral" else "positive"
+    )
     assert content_version(copy) != small_tweets.version
 
 
@@ -34,8 +36,13 @@ def test_describe(small_tweets: Dataset) -> None:
 
 
 def test_tiny_classes_still_split() -> None:
-    frame = pd.DataFrame({"text": [f"t{i}" for i in range(40)],
-                          "label": ["a"] * 30 + ["b"] * 10, "domain": ["x"] * 39 + ["y"]})
+    frame = pd.DataFrame(
+        {
+            "text": [f"t{i}" for i in range(40)],
+            "label": ["a"] * 30 + ["b"] * 10,
+            "domain": ["x"] * 39 + ["y"],
+        }
+    )
     ds = Dataset("mem", frame, content_version(frame))
     s = split_dataset(ds, seed=0)
     assert set(s.test["label"]) == {"a", "b"}

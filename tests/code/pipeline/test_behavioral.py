@@ -21,10 +21,19 @@ class KeywordModel(TextClassifier):
         rows = []
         for t in texts:
             low = t.lower()
-            if self.url_sensitive and "http" in low:
-                rows.append([0.8, 0.1, 0.1])
-            elif any(w in low for w in ("hate", "terrible", "worst", "awful", "angry", "rude",
-                                         "disappointed", "not")):
+            if (self.url_sensitive and "http" in low) or any(
+                w in low
+                for w in (
+                    "hate",
+                    "terrible",
+                    "worst",
+                    "awful",
+                    "angry",
+                    "rude",
+                    "disappointed",
+                    "not",
+                )
+            ):
                 rows.append([0.8, 0.1, 0.1])
             elif any(w in low for w in ("love", "great", "awesome", "amazing", "thank")):
                 rows.append([0.1, 0.1, 0.8])
@@ -58,8 +67,11 @@ class NeutralModel(KeywordModel):
 
 
 def test_minimum_functionality_counts_wrong_answers() -> None:
-    good = next(t for t in run_behavioral_tests(KeywordModel(), TEXTS).tests
-                if t.kind == "minimum functionality")
+    good = next(
+        t
+        for t in run_behavioral_tests(KeywordModel(), TEXTS).tests
+        if t.kind == "minimum functionality"
+    )
     assert (good.passed, good.total) == (10, 10)
     bad = run_behavioral_tests(NeutralModel(), TEXTS)
     mft = next(t for t in bad.tests if t.kind == "minimum functionality")

@@ -10,8 +10,9 @@ from loopml.pipeline.gate import run_gate
 
 def ev(f1: float, slices: dict[str, float], passed: int = 10, p99: float = 1.0) -> Evaluation:
     behavioral = BehavioralReport([TestResult("t", "invariance", passed, 10)])
-    return Evaluation({"macro_f1": f1, "accuracy": f1}, slices, ["a", "b"], [[1, 0], [0, 1]],
-                      behavioral, p99)
+    return Evaluation(
+        {"macro_f1": f1, "accuracy": f1}, slices, ["a", "b"], [[1, 0], [0, 1]], behavioral, p99
+    )
 
 
 def failed(result: object) -> set[str]:
@@ -20,10 +21,16 @@ def failed(result: object) -> set[str]:
 
 @pytest.fixture
 def cfg(settings: Settings) -> Settings:
-    return settings.model_copy(update={"gate_f1_tolerance": 0.01, "gate_slice_tolerance": 0.03,
-                                       "gate_min_macro_f1": 0.6, "gate_min_slice_f1": 0.4,
-                                       "gate_min_behavioral_pass_rate": 0.7,
-                                       "gate_max_p99_latency_ms": 50})
+    return settings.model_copy(
+        update={
+            "gate_f1_tolerance": 0.01,
+            "gate_slice_tolerance": 0.03,
+            "gate_min_macro_f1": 0.6,
+            "gate_min_slice_f1": 0.4,
+            "gate_min_behavioral_pass_rate": 0.7,
+            "gate_max_p99_latency_ms": 50,
+        }
+    )
 
 
 def test_absolute_floors_without_champion(cfg: Settings) -> None:
