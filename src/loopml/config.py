@@ -1,4 +1,4 @@
-"""Typed settings: environment variables with prefix ``LOOPML_``, then ``loopml.toml``, then defaults.
+"""Typed settings: ``LOOPML_*`` environment variables, then ``loopml.toml``, then defaults.
 
 Nothing happens at import: entry points call :func:`get_settings` and :meth:`Settings.prepare`.
 """
@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    NoDecode,
     TomlConfigSettingsSource,
 )
 
@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     gate_f1_tolerance: float = Field(0.01, ge=0, le=1)
     gate_slice_tolerance: float = Field(0.03, ge=0, le=1)
     gate_min_macro_f1: float = Field(0.6, ge=0, le=1)
-    gate_min_slice_f1: float = Field(0.4, ge=0, le=1)
+    gate_min_slice_f1: float = Field(0.35, ge=0, le=1)
     gate_min_behavioral_pass_rate: float = Field(0.7, ge=0, le=1)
     gate_max_p99_latency_ms: float = Field(50.0, gt=0)
 
@@ -71,6 +71,17 @@ class Settings(BaseSettings):
     reload_interval_s: float = Field(10.0, gt=0)
     predlog_batch_size: int = Field(500, ge=1)
     predlog_flush_interval_s: float = Field(0.5, gt=0)
+
+    # monitoring
+    monitor_window: int = Field(1000, ge=1)
+    monitor_min_samples: int = Field(300, ge=10)
+    monitor_min_labeled: int = Field(100, ge=10)
+    monitor_sample_cap: int = Field(5000, ge=500, le=1_000_000)
+    monitor_text_auc_threshold: float = Field(0.6, gt=0.5, le=1)
+    monitor_descriptor_threshold: float = Field(0.25, gt=0)
+    monitor_confidence_threshold: float = Field(0.25, gt=0)
+    monitor_label_threshold: float = Field(0.1, gt=0, le=1)
+    monitor_min_macro_f1: float = Field(0.6, ge=0, le=1)
 
     @field_validator("api_keys", mode="before")
     @classmethod
