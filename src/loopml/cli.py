@@ -19,6 +19,7 @@ from rich.table import Table
 
 from loopml.config import Settings, load_settings
 from loopml.errors import LoopmlError, TrainingError
+from loopml.monitoring.command import monitor
 
 __all__ = ["app", "main"]
 
@@ -476,6 +477,10 @@ def mlflow_ui_command(settings: Settings) -> str:
         f'.venv/bin/mlflow ui --backend-store-uri "{store}" '
         f'--default-artifact-root "{settings.artifact_root}" --port 5000'
     )
+
+
+# Stage modules own their commands (light modules: heavy imports happen inside the functions).
+app.command("monitor")(monitor)
 
 
 def main() -> None:

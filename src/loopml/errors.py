@@ -14,6 +14,7 @@ SQLAlchemy, pandas) are translated at the boundary with ``raise ... from exc``.
     ├── GateFailedError        a candidate failed the promotion gate (exit 1)
     ├── StoreError             the loopml database is unreachable or inconsistent
     ├── ServingError           the serving layer cannot load or answer with a model
+    ├── MonitorError           monitoring cannot run (no champion, no reference data)
     └── RolloutError           a rollout cannot start, continue or be aborted
 """
 
@@ -25,6 +26,7 @@ __all__ = [
     "DataSourceError",
     "GateFailedError",
     "LoopmlError",
+    "MonitorError",
     "RegistryError",
     "RolloutError",
     "ServingError",
@@ -86,6 +88,10 @@ class ServingError(LoopmlError):
     """The serving layer cannot load a model or answer with it."""
 
     exit_code = 1
+
+
+class MonitorError(LoopmlError):
+    """Monitoring cannot run: no champion, no reference data, or a bad window."""
 
 
 class RolloutError(LoopmlError):

@@ -63,7 +63,7 @@ def test_undecodable_bytes_name_the_row(tmp_path: Path) -> None:
     [
         ("x.txt", "hello", "unsupported file type '.txt'"),
         ("x.jsonl", '{"text": "a"', "cannot parse jsonl"),
-        ("x.csv", 'text,label\n"open,a\n', "cannot parse csv"),
+        ("x.csv", 'text,label\n"open,a\n', r"row 1 \(file line 2\) has 1 fields, the header has 2"),
     ],
 )
 def test_unreadable_files(tmp_path: Path, name: str, content: str, message: str) -> None:

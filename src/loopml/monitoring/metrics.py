@@ -1,0 +1,160 @@
+"""Prometheus gauges of monitoring, read from the newest ``monitor_results`` row at scrape time.
+
+Serving replicas register :class:`MonitorCollector` on their registry: every replica then reports
+the same, database-held verdict, and nothing has to push numbers into a running process.
+
+==========================================  ======  =========================================
+name                                        labels  meaning
+==========================================  ======  =========================================
+loopml_drift_score                          kind    drift distance of one check (text = ROC AUC)
+loopml_drift_threshold                      kind    the threshold that check is judged against
+loopml_drift_detected                       -       1 when any drift check reached its threshold
+loopml_live_accuracy                        -       accuracy on predictions with feedback
+loopml_live_macro_f1                        -       macro-F1 on predictions with feedback
+loopml_live_macro_f1_lower / _upper         -       its 95% bootstrap interval
+loopml_live_labeled_rows                    -       predictions of the window with feedback
+loopml_live_quality_floor                   -       macro-F1 floor (LOOPML_MONITOR_MIN_MACRO_F1)
+loopml_quality_alarm                        -       1 when the whole macro-F1 interval is under it
+loopml_monitor_window_rows                  -       predictions in the last monitored window
+loopml_monitor_verdict                      verdict 1 for the last verdict, 0 for the others
+loopml_monitor_last_run_timestamp_seconds   -       when the last monitoring run finished
+loopml_monitor_model_created_timestamp_seconds  -   when the monitored version was registered
+==========================================  ======  =========================================
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import select
+
+from loopml.errors import StoreError
+from loopml.store import MonitorResult, Store
+
+__all__ = ["MONITOR_METRICS", "VERDICTS", "MonitorCollector", "families_from_summary",
+           "latest_summary"]
+
+log = logging.getLogger(__name__)
+
+VERDICTS = ("ok", "drift", "quality_alarm", "insufficient_data")
+
+MONITOR_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "loopml_drift_score": ("Drift distance of one check (text: domain-classifier ROC AUC).",
+                           ("kind",)),
+    "loopml_drift_threshold": ("Threshold a drift check is judged against.", ("kind",)),
+    "loopml_drift_detected": ("1 when any drift check reached its threshold.", ()),
+    "loopml_live_accuracy": ("Accuracy on predictions with feedback.", ()),
+    "loopml_live_macro_f1": ("Macro-F1 on predictions with feedback.", ()),
+    "loopml_live_macro_f1_lower": ("Lower end of the 95% interval of live macro-F1.", ()),
+    "loopml_live_macro_f1_upper": ("Upper end of the 95% interval of live macro-F1.", ()),
+    "loopml_live_labeled_rows": ("Predictions of the monitored window with feedback.", ()),
+    "loopml_live_quality_floor": ("Macro-F1 floor of the quality alarm.", ()),
+    "loopml_quality_alarm": ("1 when the whole live macro-F1 interval is under its floor.", ()),
+    "loopml_monitor_window_rows": ("Predictions in the last monitored window.", ()),
+    "loopml_monitor_verdict": ("1 for the verdict of the last monitoring run.", ("verdict",)),
+    "loopml_monitor_last_run_timestamp_seconds": ("When the last monitoring run finished.", ()),
+    "loopml_monitor_model_created_timestamp_seconds": (
+        "When the monitored model version was registered.", ()),
+}
+
+
+def _gauge(name: str) -> GaugeMetricFamily:
+    help_text, labels = MONITOR_METRICS[name]
+    return GaugeMetricFamily(name, help_text, labels=list(labels) if labels else None)
+
+
+def _plain(name: str, value: Any) -> GaugeMetricFamily | None:
+    if value is None:
+        return None
+    family = _gauge(name)
+    family.add_metric([], float(value))
+    return family
+
+
+def families_from_summary(summary: dict[str, Any], *, ran_at: float) -> list[Metric]:
+    """The monitoring gauges for one summary (as written by ``run_monitor``)."""
+    score, threshold = _gauge("loopml_drift_score"), _gauge("loopml_drift_threshold")
+    for check in summary.get("checks", []):
+        if check.get("score") is not None:
+            score.add_metric([check["kind"]], float(check["score"]))
+            threshold.add_metric([check["kind"]], float(check["threshold"]))
+    verdict = _gauge("loopml_monitor_verdict")
+    for name in VERDICTS:
+        verdict.add_metric([name], 1.0 if summary.get("verdict") == name else 0.0)
+    q = summary.get("quality", {})
+    ci = q.get("macro_f1_ci") or (None, None)
+    plain = {
+        "loopml_drift_detected": float(bool(summary.get("drift_detected"))),
+        "loopml_live_accuracy": q.get("accuracy"),
+        "loopml_live_macro_f1": q.get("macro_f1"),
+        "loopml_live_macro_f1_lower": ci[0],
+        "loopml_live_macro_f1_upper": ci[1],
+        "loopml_live_labeled_rows": q.get("labeled", 0),
+        "loopml_live_quality_floor": q.get("floor"),
+        "loopml_quality_alarm": float(bool(summary.get("quality_alarm"))),
+        "loopml_monitor_window_rows": summary.get("window", {}).get("rows", 0),
+        "loopml_monitor_last_run_timestamp_seconds": ran_at,
+        "loopml_monitor_model_created_timestamp_seconds": summary.get("model_created_at"),
+    }
+    families: list[Metric] = [score, threshold, verdict]
+    families += [f for name, value in plain.items() if (f := _plain(name, value)) is not None]
+    return families
+
+
+def latest_summary(store: Store, model_name: str) -> tuple[dict[str, Any], datetime] | None:
+    """The summary and time of the newest monitoring run of ``model_name``, if any."""
+    query = (select(MonitorResult.summary, MonitorResult.ts)
+             .where(MonitorResult.model_name == model_name)
+             .order_by(MonitorResult.id.desc()).limit(1))
+    with store.session() as session:
+        row = session.execute(query).first()
+    if row is None:
+        return None
+    return dict(row.summary), row.ts
+
+
+class MonitorCollector(Collector):
+    """Exposes the newest monitoring result of one model; reads the database at most every ``ttl``
+    seconds, so many scrapers or replicas do not turn into many queries."""
+
+    def __init__(self, store: Store, model_name: str, *, ttl: float = 15.0) -> None:
+        self.store = store
+        self.model_name = model_name
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._cached: list[Metric] = []
+        self._read_at = float("-inf")
+
+    def describe(self) -> Iterable[Metric]:
+        """Nothing up front, so registering the collector does not query the database."""
+        return []
+
+    def _read(self) -> list[Metric]:
+        try:
+            found = latest_summary(self.store, self.model_name)
+        except StoreError as exc:
+            # A scrape must not fail because the database blinked: keep the last values.
+            log.warning("monitoring gauges not refreshed: %s", exc)
+            return self._cached
+        if found is None:
+            return []
+        summary, ts = found
+        # SQLite gives back naive times; the log writes UTC.
+        ran_at = (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
+        return families_from_summary(summary, ran_at=ran_at)
+
+    def collect(self) -> Iterator[Metric]:
+        """The gauges of the newest monitoring run (cached for ``ttl`` seconds)."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._read_at >= self.ttl:
+                self._cached = self._read()
+                self._read_at = now
+            yield from self._cached

@@ -1,0 +1,304 @@
+"""``run_monitor``: a window of logged predictions against the champion's reference data.
+
+Steps: find the champion > load its reference (training/validation splits from MLflow lineage, the
+model's own predictions) > read the window > drift checks + live quality > verdict > reports (JSON,
+HTML, Evidently) > MLflow run > ``monitor_results`` row (which ``/metrics`` exposes).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import mlflow
+import pandas as pd
+from mlflow.entities import Metric, RunTag
+from mlflow.exceptions import MlflowException
+
+from loopml.config import Settings
+from loopml.errors import MonitorError
+from loopml.monitoring.drift import (
+    Check,
+    Reference,
+    Thresholds,
+    build_reference,
+    detect_drift,
+    sample_rows,
+)
+from loopml.monitoring.quality import Quality, live_quality
+from loopml.monitoring.report import write_evidently_reports, write_json, write_summary_html
+from loopml.monitoring.window import as_utc, load_window
+from loopml.registry import CHAMPION, Registry
+from loopml.store import MonitorResult, Store, open_store
+from loopml.tracking import experiment_id
+
+__all__ = ["Assessment", "MonitorError", "MonitorReport", "Verdict", "assess", "run_monitor"]
+
+Verdict = Literal["ok", "drift", "quality_alarm", "insufficient_data"]
+Progress = Callable[[str], None]
+
+_REFERENCE_CACHE: dict[tuple[str, str, str, int, int], Reference] = {}
+_CACHE_SIZE = 4
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """Drift checks, live quality and the verdict for one window."""
+
+    window_rows: int
+    sampled_rows: int
+    checks: list[Check]
+    quality: Quality
+    verdict: Verdict
+    reasons: list[str]
+
+    @property
+    def drift_detected(self) -> bool:
+        """Whether any drift check reached its threshold."""
+        return any(c.status == "drift" for c in self.checks)
+
+    @property
+    def quality_alarm(self) -> bool:
+        """Whether live macro-F1 is confidently under its floor."""
+        return self.quality.status == "alarm"
+
+
+def assess(reference: Reference, window: pd.DataFrame, settings: Settings, *,
+           seed: int | None = None) -> Assessment:
+    """Judge ``window`` (columns text, length, label, confidence, optional truth) against
+    ``reference``: the one decision code of ``loopml monitor`` and of the rate tests."""
+    seed = settings.seed if seed is None else seed
+    rows = len(window)
+    truth = window["truth"] if "truth" in window else pd.Series([None] * rows, dtype=object,
+                                                                 index=window.index)
+    quality = live_quality(truth, window["label"], floor=settings.monitor_min_macro_f1,
+                           min_labeled=settings.monitor_min_labeled, seed=seed)
+    if rows < settings.monitor_min_samples:
+        reason = f"{rows} predictions in the window; at least {settings.monitor_min_samples} needed"
+        return Assessment(rows, 0, [], quality, "insufficient_data", [reason])
+    checks = detect_drift(reference, window, Thresholds.from_settings(settings),
+                          cap=settings.monitor_sample_cap, seed=seed)
+    reasons = [f"{c.kind} drift: {c.method} {c.score:.3f} >= {c.threshold}"
+               for c in checks if c.status == "drift" and c.score is not None]
+    verdict: Verdict = "drift" if reasons else "ok"
+    if quality.status == "alarm" and quality.macro_f1_ci is not None:
+        reasons.insert(0, f"live macro-F1 {quality.macro_f1:.3f} (95% CI up to "
+                          f"{quality.macro_f1_ci[1]:.3f}) under the floor {quality.floor}")
+        verdict = "quality_alarm"
+    sampled = min(rows, settings.monitor_sample_cap)
+    return Assessment(rows, sampled, checks, quality, verdict, reasons)
+
+
+@dataclass
+class MonitorReport:
+    """What one monitoring run found and where it wrote it."""
+
+    summary: dict[str, Any]
+    assessment: Assessment
+    report_path: Path
+    json_path: Path
+    evidently_paths: list[Path] = field(default_factory=list)
+    result_id: int | None = None
+
+    @property
+    def verdict(self) -> Verdict:
+        """ok, drift, quality_alarm or insufficient_data."""
+        return self.assessment.verdict
+
+    @property
+    def alarm(self) -> bool:
+        """Whether drift or a quality alarm was found (the CLI exits 1)."""
+        return self.assessment.drift_detected or self.assessment.quality_alarm
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON summary (as written next to the HTML report and stored in the database)."""
+        return self.summary
+
+
+def _download(settings: Settings, run_id: str, name: str) -> pd.DataFrame:
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=f"data/{name}.parquet",
+            tracking_uri=mlflow.get_tracking_uri(),
+        )
+    except (MlflowException, OSError) as exc:
+        raise MonitorError(f"run {run_id} has no data/{name}.parquet to compare with: {exc}") \
+            from exc
+    return pd.read_parquet(path, columns=["text"])
+
+
+def load_reference(settings: Settings, registry: Registry, version: str, run_id: str) -> Reference:
+    """The reference of ``version`` (cached per process: the controller calls this in a loop)."""
+    key = (settings.mlflow_uri, settings.model_name, version, settings.monitor_sample_cap,
+           settings.seed)
+    if key not in _REFERENCE_CACHE:
+        train = _download(settings, run_id, "train")
+        validation = _download(settings, run_id, "validation")
+        classifier = registry.load(version)
+        if len(_REFERENCE_CACHE) >= _CACHE_SIZE:
+            _REFERENCE_CACHE.pop(next(iter(_REFERENCE_CACHE)))
+        _REFERENCE_CACHE[key] = build_reference(
+            train["text"].astype(str).tolist(), validation["text"].astype(str).tolist(), classifier,
+            cap=settings.monitor_sample_cap, seed=settings.seed,
+        )
+    return _REFERENCE_CACHE[key]
+
+
+def _iso(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return None
+    return as_utc(pd.Timestamp(value).to_pydatetime()).isoformat()
+
+
+def _summary(settings: Settings, version: str, created: float | None, a: Assessment,
+             window: pd.DataFrame, requested: int | None, since: datetime | None,
+             now: datetime) -> dict[str, Any]:
+    scores = {c.kind: c.score for c in a.checks if c.score is not None}
+    return {
+        "ts": now.isoformat(),
+        "model_name": settings.model_name,
+        "model_version": version,
+        "model_created_at": created,
+        "verdict": a.verdict,
+        "drift_detected": a.drift_detected,
+        "quality_alarm": a.quality_alarm,
+        "reasons": a.reasons,
+        "window": {
+            "requested": requested,
+            "since": since.isoformat() if since else None,
+            "rows": a.window_rows,
+            "sampled": a.sampled_rows,
+            "first_ts": _iso(window["ts"].min()) if len(window) else None,
+            "last_ts": _iso(window["ts"].max()) if len(window) else None,
+            "text_logged": bool(window["text"].notna().any()) if len(window) else None,
+        },
+        "checks": [c.to_dict() for c in a.checks],
+        "drift_scores": scores,
+        "quality": a.quality.to_dict(),
+        "thresholds": {
+            "min_samples": settings.monitor_min_samples,
+            "min_labeled": settings.monitor_min_labeled,
+            "sample_cap": settings.monitor_sample_cap,
+            "text_auc": settings.monitor_text_auc_threshold,
+            "descriptor": settings.monitor_descriptor_threshold,
+            "confidence": settings.monitor_confidence_threshold,
+            "label": settings.monitor_label_threshold,
+            "min_macro_f1": settings.monitor_min_macro_f1,
+        },
+    }
+
+
+def _log_mlflow(settings: Settings, registry: Registry, summary: dict[str, Any],
+                files: list[Path]) -> str:
+    client = registry.client
+    try:
+        exp = experiment_id(settings, client)
+        run = client.create_run(exp, run_name=f"monitor-v{summary['model_version']}", tags={
+            "loopml.kind": "monitor", "loopml.model_version": str(summary["model_version"]),
+            "loopml.verdict": summary["verdict"]})
+        run_id = str(run.info.run_id)
+        stamp = int(time.time() * 1000)
+        scores = summary["drift_scores"].items()
+        values: dict[str, float] = {f"drift.{k}": float(v) for k, v in scores}
+        q = summary["quality"]
+        values["window_rows"] = float(summary["window"]["rows"])
+        values["labeled_rows"] = float(q["labeled"])
+        for name in ("accuracy", "macro_f1"):
+            if q[name] is not None:
+                values[f"live_{name}"] = float(q[name])
+        values["drift_detected"] = float(summary["drift_detected"])
+        client.log_batch(run_id, metrics=[Metric(k, v, stamp, 0) for k, v in values.items()],
+                         tags=[RunTag("loopml.model_name", summary["model_name"])])
+        for path in files:
+            client.log_artifact(run_id, str(path), artifact_path="monitor")
+        client.set_terminated(run_id)
+    except MlflowException as exc:
+        raise MonitorError(f"cannot log the monitoring run to MLflow: {exc.message}") from exc
+    return run_id
+
+
+def _store(store: Store, summary: dict[str, Any], report_path: Path) -> int:
+    row = MonitorResult(
+        ts=datetime.fromisoformat(summary["ts"]), model_name=summary["model_name"],
+        model_version=summary["model_version"], window_size=summary["window"]["rows"],
+        verdict=summary["verdict"], summary=summary, report_path=str(report_path),
+    )
+    with store.session() as session:
+        session.add(row)
+        session.flush()
+        return int(row.id)
+
+
+def _check_usage(window: int | None, since: datetime | None) -> None:
+    if window is not None and since is not None:
+        raise MonitorError("give either a window size or a start time, not both")
+    if window is not None and window < 1:
+        raise MonitorError(f"window must be at least 1 prediction, got {window}")
+
+
+def run_monitor(
+    settings: Settings,
+    *,
+    window: int | None = None,
+    since: datetime | None = None,
+    progress: Progress | None = None,
+) -> MonitorReport:
+    """Compare the newest ``window`` predictions (or those since ``since``; default
+    ``monitor_window``) of the champion with its reference data; write, log and store the result."""
+    _check_usage(window, since)
+    say = progress or (lambda _step: None)
+    started = time.perf_counter()
+    requested = window if window is not None or since is not None else settings.monitor_window
+    registry = Registry(settings)
+    champion = registry.alias(CHAMPION)
+    if champion is None:
+        raise MonitorError(f"model {settings.model_name!r} has no champion to monitor: "
+                           "train and promote a version first")
+    version = str(champion.version)
+    if not champion.run_id:
+        raise MonitorError(f"version {version} has no training run: no reference data")
+    say("reference")
+    reference = load_reference(settings, registry, version, champion.run_id)
+    say("window")
+    store = open_store(settings.db_url)
+    try:
+        frame = load_window(store, model_name=settings.model_name, model_version=version,
+                            window=requested, since=since)
+        say("drift")
+        assessment = assess(reference, frame, settings)
+        now = datetime.now(UTC)
+        created = champion.creation_timestamp / 1000 if champion.creation_timestamp else None
+        summary = _summary(settings, version, created, assessment, frame, requested, since, now)
+        say("report")
+        report = _write_reports(settings, reference, frame, assessment, summary, now)
+        say("log")
+        summary["mlflow_run_id"] = _log_mlflow(
+            settings, registry, summary,
+            [report.report_path, report.json_path, *report.evidently_paths])
+        summary["seconds"] = round(time.perf_counter() - started, 3)
+        write_json(summary, report.json_path)
+        report.result_id = _store(store, summary, report.report_path)
+    finally:
+        store.dispose()
+    return report
+
+
+def _write_reports(settings: Settings, reference: Reference, frame: pd.DataFrame,
+                   assessment: Assessment, summary: dict[str, Any], now: datetime) -> MonitorReport:
+    folder = settings.reports_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / f"monitor-{settings.model_name}-v{summary['model_version']}-" \
+                    f"{now.strftime('%Y%m%dT%H%M%S%fZ')}"
+    evidently: list[Path] = []
+    if assessment.checks:
+        sample = sample_rows(frame, settings.monitor_sample_cap, seed=settings.seed)
+        evidently = write_evidently_reports(reference, sample, assessment.checks, stem)
+    summary["reports"] = {"html": str(stem) + ".html", "json": str(stem) + ".json",
+                          "evidently": [str(p) for p in evidently]}
+    json_path = write_json(summary, Path(str(stem) + ".json"))
+    html_path = write_summary_html(summary, Path(str(stem) + ".html"))
+    return MonitorReport(summary, assessment, html_path, json_path, evidently)
