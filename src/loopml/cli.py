@@ -31,6 +31,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Validate and describe datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+rollout_app = typer.Typer(help="Shadow and canary rollouts of a challenger.", no_args_is_help=True)
+app.add_typer(rollout_app, name="rollout")
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console()
@@ -477,6 +479,137 @@ def mlflow_ui_command(settings: Settings) -> str:
         f'.venv/bin/mlflow ui --backend-store-uri "{store}" '
         f'--default-artifact-root "{settings.artifact_root}" --port 5000'
     )
+
+
+# ---------------------------------------------------------------- control loop
+
+
+@contextlib.contextmanager
+def _control() -> Iterator[tuple[Settings, Any, Any]]:
+    from loopml.registry import Registry
+    from loopml.store import open_store
+
+    settings = _settings()
+    store = open_store(settings.db_url)
+    try:
+        yield settings, store, Registry(settings)
+    finally:
+        store.dispose()
+
+
+@rollout_app.command("start")
+@handle_errors
+def rollout_start(
+    version: Annotated[str, typer.Argument(help="Registered model version to roll out.")],
+    mode: Annotated[
+        str | None, typer.Option(help="shadow or canary.", show_default="LOOPML_ROLLOUT_MODE")
+    ] = None,
+    weight: Annotated[
+        float | None,
+        typer.Option(
+            help="First canary weight, 0-1 (e.g. 0.1); later steps from LOOPML_ROLLOUT_STEPS."
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Roll out even if the gate failed.")] = False,
+    reason: Annotated[str, typer.Option(help="Why (required with --force).")] = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """Start a shadow or canary rollout; the controller advances, promotes or rolls it back."""
+    from loopml.control import rollout
+
+    if force and not reason.strip():
+        raise typer.BadParameter("--force needs --reason")
+    if weight is not None and weight > 1:
+        weight = weight / 100  # "--weight 10" means 10%
+    with _control() as (settings, store, registry), quiet_stdout(json_out):
+        routing = rollout.start(
+            settings,
+            store,
+            registry,
+            version,
+            mode=mode,  # type: ignore[arg-type]
+            weight=weight,
+            force=force,
+            reason=reason,
+        )
+    if json_out:
+        emit_json(routing.to_dict())
+        return
+    out.print(
+        f"rollout started: version {routing.challenger} in {routing.mode} mode"
+        + (f" at {routing.weight:.0%}" if routing.mode == "canary" else "")
+    )
+
+
+@rollout_app.command("status")
+@handle_errors
+def rollout_status(json_out: JsonOpt = False) -> None:
+    """Routing state and a fresh analysis of the rollout in progress."""
+    from loopml.control import rollout
+
+    with _control() as (settings, store, registry), quiet_stdout(json_out):
+        info = rollout.status(settings, store, registry)
+    if json_out:
+        emit_json(info)
+        return
+    r = info["routing"]
+    if not r["rollout"]:
+        out.print(f"no rollout: champion {r['champion'] or 'none'} serves all traffic")
+        return
+    out.print(
+        f"champion {r['champion']}, challenger {r['challenger']}: {r['mode']}"
+        + (f" at {r['weight']:.0%}" if r["mode"] == "canary" else "")
+        + f" (step {r['rollout']['step'] + 1}/{len(r['rollout']['steps'])})"
+    )
+    table = Table(title=f"analysis: {info['analysis']['status']}")
+    for col in ("check", "status", "detail"):
+        table.add_column(col)
+    for c in info["analysis"]["checks"]:
+        table.add_row(c["name"], c["status"], c["detail"])
+    out.print(table)
+
+
+@rollout_app.command("abort")
+@handle_errors
+def rollout_abort(
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "aborted by hand",
+    json_out: JsonOpt = False,
+) -> None:
+    """Send all traffic back to the champion now."""
+    from loopml.control import rollout
+
+    with _control() as (settings, store, registry), quiet_stdout(json_out):
+        routing = rollout.abort(settings, store, registry, reason=reason)
+    if json_out:
+        emit_json(routing.to_dict())
+        return
+    out.print(f"rollout aborted: champion {routing.champion} serves all traffic")
+
+
+@app.command()
+@handle_errors
+def controller(
+    once: Annotated[
+        bool, typer.Option(help="One tick, then exit (for cron or a CronJob).")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run the closed loop: monitor, retrain, roll out, promote or roll back."""
+    from loopml.control.controller import Controller, Tick
+
+    def show(tick: Tick) -> None:
+        if json_out:
+            sys.stdout.write(json.dumps(tick.to_dict(), default=str) + "\n")
+            sys.stdout.flush()
+        else:
+            console.print(f"{tick.at:%H:%M:%S} [bold]{tick.action}[/]: {tick.reason}")
+
+    with _control() as (settings, store, registry), quiet_stdout(json_out):
+        loop = Controller(settings, store, registry, on_tick=show)
+        if once:
+            loop.tick()
+        else:
+            loop.run()
 
 
 # Stage modules own their commands (light modules: heavy imports happen inside the functions).

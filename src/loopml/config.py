@@ -83,6 +83,39 @@ class Settings(BaseSettings):
     monitor_label_threshold: float = Field(0.1, gt=0, le=1)
     monitor_min_macro_f1: float = Field(0.6, ge=0, le=1)
 
+    # control loop
+    rollout_mode: Literal["canary", "shadow"] = "canary"
+    rollout_steps: Annotated[list[float], NoDecode] = Field(default_factory=lambda: [0.1, 0.5, 1.0])
+    rollout_step_min_s: float = Field(60.0, ge=0)
+    rollout_max_duration_s: float = Field(3600.0, gt=0)
+    rollout_lease_s: float = Field(300.0, gt=0)
+    rollout_min_requests: int = Field(100, ge=1)
+    rollout_min_labeled: int = Field(100, ge=1)
+    rollout_max_error_rate: float = Field(0.02, ge=0, le=1)
+    rollout_max_latency_ratio: float = Field(2.0, ge=1)
+    rollout_quality_margin: float = Field(0.0, ge=0, le=1)
+    rollout_alpha: float = Field(0.05, gt=0, lt=0.5)
+    retrain_min_labeled: int = Field(200, ge=1)
+    retrain_cooldown_s: float = Field(600.0, ge=0)
+    retrain_holdout: float = Field(0.2, gt=0, lt=1)
+    controller_interval_s: float = Field(30.0, gt=0)
+
+    @field_validator("rollout_steps", mode="before")
+    @classmethod
+    def _split_steps(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [float(v) for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("rollout_steps")
+    @classmethod
+    def _check_steps(cls, value: list[float]) -> list[float]:
+        if not value or any(not 0 < v <= 1 for v in value) or value != sorted(value):
+            raise ValueError("rollout_steps must be increasing weights in (0, 1], e.g. 0.1,0.5,1")
+        if value[-1] != 1.0:
+            raise ValueError("rollout_steps must end at 1 (all traffic) before promotion")
+        return value
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:

@@ -18,8 +18,10 @@ import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from sqlalchemy.orm import Session
 
 from loopml.config import Settings
+from loopml.control.routing import routing_in, save_routing
 from loopml.errors import GateFailedError, RegistryError
 from loopml.recipes.base import TextClassifier
 from loopml.store import Store
@@ -151,6 +153,8 @@ class Registry:
         change: AliasChange,
         moves: dict[str, str | None],
         details: dict[str, Any],
+        *,
+        routing: Callable[[Session], None] | None = None,
     ) -> AliasChange:
         before = self.aliases()
         try:
@@ -165,12 +169,30 @@ class Registry:
                     details=details,
                     session=session,
                 )
+                if routing is not None:
+                    routing(session)
+                else:
+                    self._sync_champion(session, change.to_version)
                 for alias, version in moves.items():
                     self._move(alias, version)
         except Exception:
             self._restore(before, moves)
             raise
         return change
+
+    def _sync_champion(self, session: Session, champion: str) -> None:
+        # Serving follows the routing state: keep its champion equal to the alias.
+        state = routing_in(session, self.name, lock=True)
+        if state.rollout is not None and state.challenger != champion:
+            raise RegistryError(
+                f"a rollout of version {state.challenger} is in progress: "
+                "let it finish or run `loopml rollout abort` first"
+            )
+        state.champion = champion
+        if state.challenger == champion:
+            state.challenger, state.mode, state.weight = None, "none", 0.0
+            state.details.pop("rollout", None)
+        save_routing(session, state)
 
     def _restore(self, before: dict[str, str], moves: dict[str, str | None]) -> None:
         # The audit record did not commit: put every alias back as it was.
@@ -179,9 +201,21 @@ class Registry:
                 self._move(alias, before.get(alias))
 
     def promote(
-        self, store: Store, version: str, *, force: bool = False, reason: str = ""
+        self,
+        store: Store,
+        version: str,
+        *,
+        force: bool = False,
+        reason: str = "",
+        action: str | None = None,
+        details: dict[str, Any] | None = None,
+        routing: Callable[[Session], None] | None = None,
     ) -> AliasChange:
-        """Make ``version`` the champion if its gate passed (or ``force`` with a reason)."""
+        """Make ``version`` the champion if its gate passed (or ``force`` with a reason).
+
+        ``routing`` replaces the default routing update inside the same transaction (the
+        controller uses it to end a rollout); ``details`` adds numbers to the audit record.
+        """
         mv = self.version(version)
         current = self.alias(CHAMPION)
         if current is not None and str(current.version) == str(mv.version):
@@ -196,7 +230,7 @@ class Registry:
             raise RegistryError("--force needs --reason: say why the gate is overridden")
         old = str(current.version) if current is not None else None
         new = str(mv.version)
-        action = "force_promote" if force and verdict != "passed" else "promote"
+        action = action or ("force_promote" if force and verdict != "passed" else "promote")
         change = AliasChange(action, old, new, force, reason)
         moves: dict[str, str | None] = {CHAMPION: new}
         if old is not None:
@@ -204,12 +238,12 @@ class Registry:
         challenger = self.alias(CHALLENGER)
         if challenger is not None and str(challenger.version) == new:
             moves[CHALLENGER] = None
-        details = {
+        numbers = (details or {}) | {
             "gate": verdict,
             "gate_champion": mv.tags.get("loopml.gate.champion"),
             "macro_f1": mv.tags.get("loopml.macro_f1"),
         }
-        return self._apply(store, change, moves, details)
+        return self._apply(store, change, moves, numbers, routing=routing)
 
     def rollback(self, store: Store, *, reason: str = "") -> AliasChange:
         """Give ``champion`` back to the ``previous`` version; the replaced one becomes previous."""
@@ -221,3 +255,11 @@ class Registry:
         change = AliasChange("rollback", old, new, False, reason)
         moves: dict[str, str | None] = {CHAMPION: new, PREVIOUS: old}
         return self._apply(store, change, moves, {"rolled_back": old})
+
+    def set_challenger(self, version: str | None) -> None:
+        """Point (or, with None, remove) the ``challenger`` alias."""
+        if version is None:
+            with contextlib.suppress(RegistryError):
+                self._move(CHALLENGER, None)
+        else:
+            self._move(CHALLENGER, version)

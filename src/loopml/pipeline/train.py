@@ -148,10 +148,16 @@ def train(
     recipe: str = "tfidf-logreg",
     params: Mapping[str, Any] | None = None,
     dataset: Dataset | None = None,
+    splits: Splits | None = None,
     progress: Progress | None = None,
     run_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> TrainResult:
-    """Run the whole pipeline and register the model; the gate verdict is tagged, not enforced."""
+    """Run the whole pipeline and register the model; the gate verdict is tagged, not enforced.
+
+    ``splits`` (with ``dataset``) fixes the split, as retraining does to keep the original test
+    split; ``tags`` are added to the run (for example what triggered it).
+    """
     say = progress or (lambda _step: None)
     start = time.perf_counter()
     recipe_obj = get_recipe(recipe, params)  # bad parameters fail before any work
@@ -162,13 +168,14 @@ def train(
             text_column=settings.text_column,
             label_column=settings.label_column,
         )
-    say("split")
-    splits = split_dataset(
-        dataset,
-        seed=settings.seed,
-        test_size=settings.test_size,
-        validation_size=settings.validation_size,
-    )
+    if splits is None:
+        say("split")
+        splits = split_dataset(
+            dataset,
+            seed=settings.seed,
+            test_size=settings.test_size,
+            validation_size=settings.validation_size,
+        )
     registry = Registry(settings)
     exp = experiment_id(settings, registry.client)
     with mlflow.start_run(experiment_id=exp, run_name=run_name or f"train-{recipe}") as run:
@@ -177,6 +184,7 @@ def train(
                 "loopml.dataset_version": dataset.version,
                 "loopml.recipe": recipe,
                 "loopml.source": dataset.source,
+                **(tags or {}),
             }
         )
         mlflow.log_params(

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from loopml.store._db import Store, open_store
-from loopml.store.models import AuditEntry, Feedback, MonitorResult, Prediction, RoutingState
+from loopml.store.models import (
+    AuditEntry,
+    Feedback,
+    MonitorResult,
+    Prediction,
+    RoutingState,
+    ServingError,
+)
 
 __all__ = [
     "AuditEntry",
@@ -11,6 +18,7 @@ __all__ = [
     "MonitorResult",
     "Prediction",
     "RoutingState",
+    "ServingError",
     "Store",
     "open_store",
 ]

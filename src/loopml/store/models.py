@@ -8,7 +8,15 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["AuditEntry", "Base", "Feedback", "MonitorResult", "Prediction", "RoutingState"]
+__all__ = [
+    "AuditEntry",
+    "Base",
+    "Feedback",
+    "MonitorResult",
+    "Prediction",
+    "RoutingState",
+    "ServingError",
+]
 
 
 class Base(DeclarativeBase):
@@ -71,6 +79,20 @@ class RoutingState(Base):
     weight: Mapped[float] = mapped_column(Float, default=0.0)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ServingError(Base):
+    """Failed model calls of one variant (a batch at a time), for rollout analysis."""
+
+    __tablename__ = "serving_errors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    model_name: Mapped[str] = mapped_column(String(200))
+    model_version: Mapped[str] = mapped_column(String(50))
+    variant: Mapped[str] = mapped_column(String(20))
+    errors: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str] = mapped_column(Text)
 
 
 class MonitorResult(Base):

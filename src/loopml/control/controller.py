@@ -1,0 +1,213 @@
+"""The controller: monitor > policy > retrain > gate > rollout > promote or roll back, each tick.
+
+Its state is the routing state and the audit log in the loopml database, nothing in memory, so a
+controller killed at any point resumes where it was on its next tick (or rolls back, when it was
+away longer than the rollout lease).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from loopml.config import Settings
+from loopml.control import rollout
+from loopml.control.live import labeled_feedback
+from loopml.control.policy import decide
+from loopml.control.retrain import champion_splits, new_labeled_rows, retrain
+from loopml.control.routing import load_routing
+from loopml.errors import LoopmlError, MonitorError
+from loopml.registry import CHAMPION, Registry, current_actor
+from loopml.store import AuditEntry, Store
+
+__all__ = ["Controller", "Tick"]
+
+
+@dataclass
+class Tick:
+    """What one controller tick saw and did."""
+
+    at: datetime
+    action: str
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "at": self.at.isoformat(),
+            "action": self.action,
+            "reason": self.reason,
+            **self.details,
+        }
+
+
+class Controller:
+    """Closes the loop for one model."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        registry: Registry | None = None,
+        *,
+        on_tick: Callable[[Tick], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = registry or Registry(settings)
+        self.on_tick = on_tick
+
+    def _audit(
+        self,
+        action: str,
+        reason: str,
+        *,
+        to_version: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        champion = load_routing(self.store, self.registry.name).champion
+        self.store.audit(
+            actor=current_actor(),
+            action=action,
+            model_name=self.registry.name,
+            from_version=champion,
+            to_version=to_version,
+            reason=reason,
+            details=details or {},
+        )
+
+    def _last_retrain(self) -> datetime | None:
+        query = (
+            select(AuditEntry.ts)
+            .where(
+                AuditEntry.model_name == self.registry.name,
+                AuditEntry.action.in_(["retrain", "retrain_rejected"]),
+            )
+            .order_by(AuditEntry.id.desc())
+            .limit(1)
+        )
+        with self.store.session() as session:
+            ts = session.execute(query).scalar_one_or_none()
+        return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
+
+    def _adopt_champion(self) -> None:
+        """First tick on a registry promoted by hand: make routing follow the alias."""
+        routing = load_routing(self.store, self.registry.name)
+        champion = self.registry.alias(CHAMPION)
+        if routing.champion is None and champion is not None:
+            from loopml.control.routing import routing_in, save_routing
+
+            with self.store.session() as session:
+                state = routing_in(session, self.registry.name, lock=True)
+                state.champion = str(champion.version)
+                save_routing(session, state)
+
+    def tick(self, *, now: datetime | None = None) -> Tick:
+        """One pass of the loop."""
+        now = now or datetime.now(UTC)
+        self._adopt_champion()
+        step = rollout.step(self.settings, self.store, self.registry, now=now)
+        if step is not None:
+            result = Tick(now, f"rollout_{step.action}", step.reason, {"rollout": step.to_dict()})
+        else:
+            result = self._monitor_and_decide(now)
+        if self.on_tick:
+            self.on_tick(result)
+        return result
+
+    def _monitor_and_decide(self, now: datetime) -> Tick:
+        from loopml.monitoring import run_monitor
+
+        try:
+            report = run_monitor(self.settings)
+        except MonitorError as exc:
+            return Tick(now, "idle", str(exc))
+        summary = report.to_dict()
+        new_labels = 0
+        if summary.get("verdict") in ("drift", "quality_alarm"):
+            feedback = labeled_feedback(self.store, self.registry.name)
+            splits, _ = champion_splits(self.registry)
+            new_labels = len(new_labeled_rows(feedback, splits, set(splits.train["label"])))
+        decision = decide(
+            summary,
+            new_labels=new_labels,
+            last_retrain=self._last_retrain(),
+            now=now,
+            settings=self.settings,
+        )
+        details = {
+            "monitor": {
+                "verdict": summary.get("verdict"),
+                "reasons": summary.get("reasons", []),
+                "report": str(report.report_path),
+            },
+            "new_labels": new_labels,
+        }
+        if decision.action != "retrain":
+            return Tick(now, decision.action, decision.reason, details)
+        return self._retrain(now, decision.reason, summary, details)
+
+    def _retrain(
+        self, now: datetime, why: str, summary: dict[str, Any], details: dict[str, Any]
+    ) -> Tick:
+        trigger = str(summary.get("verdict"))
+        feedback = labeled_feedback(self.store, self.registry.name)
+        result = retrain(self.settings, self.registry, feedback, trigger=trigger)
+        numbers = {
+            "gate": result.gate.to_dict(),
+            "dataset_version": result.dataset_version,
+            "run_id": result.run_id,
+            "monitor_verdict": trigger,
+            "why": why,
+        }
+        if not result.gate.passed:
+            failed = ", ".join(c.name for c in result.gate.failures())
+            self._audit(
+                "retrain_rejected",
+                f"{why}; gate failed: {failed}",
+                to_version=result.version,
+                details=numbers,
+            )
+            return Tick(
+                now,
+                "retrain_rejected",
+                f"gate failed: {failed}",
+                details | {"version": result.version},
+            )
+        self._audit("retrain", why, to_version=result.version, details=numbers)
+        routing = rollout.start(
+            self.settings,
+            self.store,
+            self.registry,
+            result.version,
+            reason=f"retrained after {trigger}",
+            source="controller",
+        )
+        return Tick(
+            now,
+            "rollout_started",
+            f"version {result.version}: {why}",
+            details | {"version": result.version, "routing": routing.to_dict()},
+        )
+
+    def run(self, *, stop: threading.Event | None = None, max_ticks: int | None = None) -> None:
+        """Tick every ``controller_interval_s`` until ``stop`` is set (or ``max_ticks``)."""
+        stop = stop or threading.Event()
+        ticks = 0
+        while not stop.is_set() and (max_ticks is None or ticks < max_ticks):
+            started = time.monotonic()
+            try:
+                self.tick()
+            except LoopmlError as exc:
+                # One bad tick (a store outage, a failed retrain) must not end the loop.
+                if self.on_tick:
+                    self.on_tick(Tick(datetime.now(UTC), "error", str(exc)))
+            ticks += 1
+            stop.wait(max(0.0, self.settings.controller_interval_s - (time.monotonic() - started)))

@@ -1,0 +1,100 @@
+"""Live numbers per variant from the prediction log, feedback and serving errors."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import func, select
+
+from loopml.control.analysis import VariantStats
+from loopml.store import Feedback, Prediction, ServingError, Store
+
+__all__ = ["SHADOW_SUFFIX", "collect", "labeled_feedback"]
+
+SHADOW_SUFFIX = ":shadow"  # shadow records: request id of the champion's answer + this suffix
+_LATENCY_ROWS = 20_000
+
+
+def _frame(store: Store, model_name: str, versions: list[str], since: datetime) -> pd.DataFrame:
+    query = select(
+        Prediction.request_id,
+        Prediction.model_version,
+        Prediction.variant,
+        Prediction.label,
+        Prediction.latency_ms,
+    ).where(
+        Prediction.model_name == model_name,
+        Prediction.ts >= since,
+        Prediction.model_version.in_(versions),
+    )
+    with store.session() as session:
+        preds = pd.DataFrame(
+            session.execute(query).all(),
+            columns=["request_id", "version", "variant", "label", "latency_ms"],
+        )
+        base = preds["request_id"].str.removesuffix(SHADOW_SUFFIX)
+        truth_q = select(Feedback.request_id, Feedback.label).where(
+            Feedback.request_id.in_(base.unique().tolist())
+        )
+        truth = dict(session.execute(truth_q).all()) if len(base) else {}
+    preds["base_id"] = base
+    preds["truth"] = base.map(truth)
+    return preds
+
+
+def _errors(store: Store, model_name: str, version: str, variant: str, since: datetime) -> int:
+    query = select(func.coalesce(func.sum(ServingError.errors), 0)).where(
+        ServingError.model_name == model_name,
+        ServingError.model_version == version,
+        ServingError.variant == variant,
+        ServingError.ts >= since,
+    )
+    with store.session() as session:
+        return int(session.execute(query).scalar_one())
+
+
+def _stats(rows: pd.DataFrame, errors: int) -> VariantStats:
+    labeled = rows[rows["truth"].notna()]
+    latency = rows["latency_ms"].tail(_LATENCY_ROWS)
+    return VariantStats(
+        requests=len(rows),
+        errors=errors,
+        p99_ms=float(np.percentile(latency, 99)) if len(latency) else None,
+        labeled=len(labeled),
+        correct=int((labeled["label"] == labeled["truth"]).sum()),
+    )
+
+
+def collect(
+    store: Store, model_name: str, *, champion: str, challenger: str, mode: str, since: datetime
+) -> tuple[VariantStats, VariantStats, tuple[int, int] | None]:
+    """Champion and challenger stats since ``since``; in shadow mode also the paired counts."""
+    frame = _frame(store, model_name, [champion, challenger], since)
+    ch_variant = "shadow" if mode == "shadow" else "challenger"
+    champ_rows = frame[(frame["variant"] == "champion") & (frame["version"] == champion)]
+    ch_rows = frame[(frame["variant"] == ch_variant) & (frame["version"] == challenger)]
+    champ = _stats(champ_rows, _errors(store, model_name, champion, "champion", since))
+    chall = _stats(ch_rows, _errors(store, model_name, challenger, ch_variant, since))
+    paired = None
+    if mode == "shadow":
+        both = champ_rows.merge(ch_rows, on="base_id", suffixes=("_c", "_s"))
+        both = both[both["truth_c"].notna()]
+        right_c = both["label_c"] == both["truth_c"]
+        right_s = both["label_s"] == both["truth_c"]
+        paired = (int((right_c & ~right_s).sum()), int((~right_c & right_s).sum()))
+    return champ, chall, paired
+
+
+def labeled_feedback(store: Store, model_name: str) -> pd.DataFrame:
+    """Texts with feedback labels (columns text, label), newest first, one row per text."""
+    query = (
+        select(Prediction.text, Feedback.label)
+        .join(Feedback, Feedback.request_id == Prediction.request_id)
+        .where(Prediction.model_name == model_name, Prediction.text.is_not(None))
+        .order_by(Feedback.ts.desc())
+    )
+    with store.session() as session:
+        frame = pd.DataFrame(session.execute(query).all(), columns=["text", "label"])
+    return frame.drop_duplicates("text").reset_index(drop=True)
