@@ -9,6 +9,7 @@ import contextlib
 import functools
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TypeVar
 
@@ -20,6 +21,7 @@ from rich.table import Table
 from loopml.config import Settings, load_settings
 from loopml.errors import LoopmlError, TrainingError
 from loopml.monitoring.command import monitor
+from loopml.serving.command import serve
 
 __all__ = ["app", "main"]
 
@@ -614,34 +616,105 @@ def controller(
 
 # Stage modules own their commands (light modules: heavy imports happen inside the functions).
 app.command("monitor")(monitor)
+app.command("serve")(serve)
+
+
+def _demo_view(stats: Any, ticks: list[dict[str, Any]]) -> Table:
+    table = Table(title="loopml demo: the loop closing by itself", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    elapsed = time.monotonic() - stats.started
+    table.add_row(
+        "traffic",
+        f"{stats.sent} requests ({stats.sent / max(elapsed, 1e-9):.0f}/s), {stats.failed} failed, "
+        f"{stats.labels_sent} late labels; phase: {stats.phase}",
+    )
+    for phase in ("before shift", "after shift", "after promotion"):
+        score, n = stats.macro_f1(phase)
+        if n:
+            table.add_row(f"macro-F1 {phase}", f"{score:.3f} on {n} requests")
+    monitor = next((t["monitor"] for t in reversed(ticks) if "monitor" in t), None)
+    if monitor:
+        table.add_row("drift", f"{monitor['verdict']} {', '.join(monitor['reasons'][:2])}")
+    if ticks:
+        last = ticks[-1]
+        table.add_row("controller", f"{last['action']}: {last['reason'][:90]}")
+        routing = (last.get("rollout") or {}).get("routing") or last.get("routing")
+        if routing:
+            split = f"{routing['mode']} {routing['weight']:.0%}" if routing["challenger"] else "all"
+            table.add_row(
+                "routing",
+                f"champion {routing['champion']}, challenger {routing['challenger'] or '-'} "
+                f"({split})",
+            )
+    return table
+
+
+def _demo_summary(result: Any) -> Table:
+    table = Table(title="the loop closed: macro-F1 on the live stream")
+    for col in ("traffic", "model", "requests", "macro-F1"):
+        table.add_column(col)
+
+    def row(name: str, model: str, value: tuple[float | None, int]) -> None:
+        score = "-" if value[0] is None else f"{value[0]:.3f}"
+        table.add_row(name, model, str(value[1]), score)
+
+    old = f"v{result.champion_version}"
+    row("before the shift (non-airline)", old, result.before_shift)
+    row("after the shift (airline), old model", old, result.after_shift_old_model)
+    row(
+        "after the shift, after promotion",
+        f"v{result.promoted_version or '-'}",
+        result.after_promotion,
+    )
+    return table
+
+
+@app.command()
+@handle_errors
+def demo(
+    fast: Annotated[bool, typer.Option(help="Less data and quicker ticks (for tests).")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """The closed loop on real tweets: drift, retraining, canary, promotion (a few minutes)."""
+    from rich.live import Live
+
+    from loopml.demo import run_demo
+
+    settings = _settings()
+    live = Live(console=console, refresh_per_second=4)
+
+    def update(stats: Any, ticks: list[dict[str, Any]]) -> None:
+        if stats.sent % 25 == 0:
+            live.update(_demo_view(stats, ticks))
+
+    with quiet_stdout(json_out), live if not json_out else contextlib.nullcontext():
+        result = run_demo(
+            settings,
+            fast=fast,
+            progress=None if json_out else console.log,
+            on_update=None if json_out else update,
+        )
+    if json_out:
+        emit_json(result.to_dict())
+    else:
+        out.print(_demo_summary(result))
+        out.print(f"reports ({len(result.reports)} HTML files):", highlight=False)
+        for path in result.reports[-2:]:
+            out.print(f"  {path}", highlight=False, soft_wrap=True)
+        out.print(
+            f"audit trail: LOOPML_HOME={result.home} .venv/bin/loopml history",
+            highlight=False,
+            soft_wrap=True,
+        )
+        out.print("open the MLflow UI:")
+        ui = mlflow_ui_command(load_settings(home=result.home))
+        out.print(f"  {ui}", highlight=False, soft_wrap=True)
+    if not result.recovered:
+        console.print("[red]the loop did not close: quality did not recover (see the history)[/]")
+        raise typer.Exit(1)
 
 
 def main() -> None:
     """Console-script entry point."""
     app()
-
-
-@app.command()
-@handle_errors
-def demo(json_out: JsonOpt = False) -> None:
-    """The one-command scenario on the built-in tweets: train, gate and promote a champion."""
-    from loopml.demo import run_demo
-
-    settings = _settings()
-    with quiet_stdout(json_out), steps("demo", enabled=not json_out) as say:
-        result = run_demo(settings, progress=say)
-    if json_out:
-        emit_json(result.to_dict())
-        return
-    t = result.train
-    out.print(_gate_table(t.gate))
-    out.print(
-        f"version {t.version}: test macro-F1 [bold]{t.evaluation.metrics['macro_f1']:.4f}[/] "
-        f"on {t.split_sizes['test']} tweets; pipeline {t.total_seconds:.1f}s"
-    )
-    out.print(
-        f"champion: version [bold]{result.champion_version}[/]"
-        + (" (promoted now)" if result.promoted else " (unchanged: the gate failed)")
-    )
-    out.print("open the MLflow UI:")
-    out.print(f"  {mlflow_ui_command(settings)}", highlight=False, soft_wrap=True)

@@ -1,52 +1,323 @@
-"""The one-command scenario on the built-in corpus: validate > train > evaluate > gate > promote."""
+"""``loopml demo``: the closed loop on real tweets, end to end, in one command.
+
+1. Train a champion on the non-airline tweets (validate > train > evaluate > gate > promote).
+2. Start the real server (``loopml serve``) in a child process.
+3. Replay a stream of held-out tweets with Poisson arrival times; feedback labels arrive late for
+   a share of the requests. Half-way, traffic shifts to the airline domain the model never saw.
+4. The controller (a thread here; a Deployment or CronJob in production) monitors, detects the
+   drift, retrains on the original data plus the feedback, rolls the challenger out as a canary
+   and promotes it when the live analysis passes.
+5. Summary: macro-F1 on the stream before the shift, after it with the old model, and after the
+   promotion, plus where the reports are and how to open the MLflow UI.
+
+The demo runs in ``$LOOPML_HOME/demo`` (recreated each time) so it never touches your own models.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import contextlib
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from loopml.config import Settings
-from loopml.data import load_dataset
-from loopml.pipeline.train import TrainResult, train
-from loopml.registry import CHAMPION, Registry
-from loopml.store import open_store
+import httpx
+import pandas as pd
+from sklearn.metrics import f1_score
 
-__all__ = ["DemoResult", "run_demo"]
+from loopml.config import Settings, load_settings
+from loopml.data import Dataset, content_version, load_dataset
+from loopml.errors import LoopmlError, ServingError
+
+__all__ = ["DemoPlan", "DemoResult", "StreamStats", "run_demo"]
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """Sizes and pace of one demo run."""
+
+    champion_rows: int | None  # None: every non-airline tweet not kept for the stream
+    before_shift: int
+    max_after_shift: int
+    after_promotion: int
+    rate: float  # requests per second, Poisson arrivals
+    feedback_share: float
+    feedback_delay: int  # labels arrive this many requests later
+    time_budget_s: float
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def full(cls) -> DemoPlan:
+        """About three to four minutes on a 2-core machine."""
+        return cls(None, 1500, 6000, 1200, 120.0, 0.5, 150, 420.0, {
+            "controller_interval_s": 3.0, "monitor_window": 500, "monitor_min_samples": 300,
+            "retrain_min_labeled": 300, "retrain_cooldown_s": 60.0, "rollout_step_min_s": 5.0,
+            "rollout_min_requests": 60, "rollout_min_labeled": 40})
+
+    @classmethod
+    def fast(cls) -> DemoPlan:
+        """The same story on less data, for tests."""
+        return cls(6000, 700, 3500, 500, 200.0, 0.6, 60, 300.0, {
+            "controller_interval_s": 1.5, "monitor_window": 400, "monitor_min_samples": 300,
+            "monitor_sample_cap": 1500, "retrain_min_labeled": 200, "retrain_cooldown_s": 60.0,
+            "rollout_step_min_s": 2.0, "rollout_min_requests": 40, "rollout_min_labeled": 25})
+
+
+@dataclass
+class StreamStats:
+    """What the replay saw, phase by phase (for the live view and the summary)."""
+
+    sent: int = 0
+    failed: int = 0
+    labels_sent: int = 0
+    phase: str = "before shift"
+    answers: list[dict[str, Any]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    def macro_f1(self, phase: str, *, version: str | None = None) -> tuple[float | None, int]:
+        """Macro-F1 and row count of the answers of ``phase`` (optionally of one version)."""
+        rows = [a for a in self.answers if a["phase"] == phase
+                and (version is None or a["version"] == version)]
+        if not rows:
+            return None, 0
+        score = f1_score([r["truth"] for r in rows], [r["label"] for r in rows], average="macro")
+        return float(score), len(rows)
 
 
 @dataclass
 class DemoResult:
-    """What the demo produced."""
+    """The three numbers of the story and where to look next."""
 
-    train: TrainResult
-    champion_version: str | None
-    promoted: bool
+    champion_version: str
+    promoted_version: str | None
+    before_shift: tuple[float | None, int]
+    after_shift_old_model: tuple[float | None, int]
+    after_promotion: tuple[float | None, int]
+    ticks: list[dict[str, Any]]
+    reports: list[str]
+    home: Path
+    seconds: float
+
+    @property
+    def recovered(self) -> bool:
+        """Quality after promotion beats the old model on the shifted traffic."""
+        old, new = self.after_shift_old_model[0], self.after_promotion[0]
+        return old is not None and new is not None and new > old
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
-        return {
-            "train": self.train.to_dict(),
-            "champion_version": self.champion_version,
-            "promoted": self.promoted,
-        }
+        def pair(v: tuple[float | None, int]) -> dict[str, Any]:
+            return {"macro_f1": None if v[0] is None else round(v[0], 4), "requests": v[1]}
+
+        return {"champion_version": self.champion_version,
+                "promoted_version": self.promoted_version, "recovered": self.recovered,
+                "before_shift": pair(self.before_shift),
+                "after_shift_old_model": pair(self.after_shift_old_model),
+                "after_promotion": pair(self.after_promotion),
+                "reports": self.reports, "home": str(self.home),
+                "seconds": round(self.seconds, 1), "controller": self.ticks}
 
 
-def run_demo(settings: Settings, *, progress: Callable[[str], None] | None = None) -> DemoResult:
-    """Train a model on the built-in tweets and promote it if the gate passes."""
-    say = progress or (lambda _step: None)
-    say("validate builtin:tweets")
-    dataset = load_dataset("builtin:tweets")
-    result = train(settings, dataset=dataset, progress=say, run_name="demo-train")
-    registry = Registry(settings)
-    promoted = False
-    if result.gate.passed:
-        say("promote")
-        store = open_store(settings.db_url)
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _split_corpus(corpus: Dataset, plan: DemoPlan, seed: int) -> tuple[Dataset, pd.DataFrame,
+                                                                       pd.DataFrame]:
+    frame = corpus.frame.sample(frac=1.0, random_state=seed)
+    home = frame[frame["domain"] != "airline"]
+    airline = frame[frame["domain"] == "airline"]
+    stream_home, train_home = home.iloc[: plan.before_shift], home.iloc[plan.before_shift:]
+    if plan.champion_rows is not None:
+        train_home = train_home.iloc[: plan.champion_rows]
+    train_home = train_home.sort_index()
+    champion_data = Dataset("builtin:tweets[non-airline]", train_home,
+                            content_version(train_home))
+    return champion_data, stream_home, airline.iloc[: plan.max_after_shift]
+
+
+@contextlib.contextmanager
+def _server(settings: Settings, port: int) -> Iterator[str]:
+    env = os.environ | {"LOOPML_HOME": str(settings.home_dir), "LOOPML_RELOAD_INTERVAL_S": "1"}
+    for key in ("LOOPML_TRACKING_URI", "LOOPML_DATABASE_URL"):
+        env.pop(key, None)
+    log = (settings.home_dir / "server.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "loopml", "serve", "--port", str(port)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise ServingError(f"the demo server exited; see {settings.home_dir}/server.log")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.3)
+        else:
+            raise ServingError("the demo server did not become ready within 60 s")
+        yield url
+    finally:
+        proc.terminate()
         try:
-            registry.promote(store, result.version, reason="demo: gate passed")
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+class _Replay:
+    """Sends the stream, delivers late labels, and stops once the loop has closed."""
+
+    def __init__(self, url: str, plan: DemoPlan, stats: StreamStats, seed: int) -> None:
+        self.url = url
+        self.plan = plan
+        self.stats = stats
+        self.rng = random.Random(seed)
+        self.pending: deque[tuple[int, str, str]] = deque()
+        self.client = httpx.Client(base_url=url, timeout=10)
+
+    def _feedback(self, force: bool = False) -> None:
+        due = []
+        while self.pending and (force or self.pending[0][0] <= self.stats.sent):
+            due.append(self.pending.popleft())
+        if due:
+            body = [{"request_id": rid, "label": label} for _, rid, label in due]
+            with contextlib.suppress(httpx.HTTPError):
+                if self.client.post("/v1/feedback", json=body).status_code == 200:
+                    self.stats.labels_sent += len(due)
+
+    def send(self, text: str, truth: str) -> None:
+        """One request at its Poisson arrival time; maybe schedule its label."""
+        time.sleep(self.rng.expovariate(self.plan.rate))
+        self.stats.sent += 1
+        try:
+            response = self.client.post("/v1/predict", json={"text": text})
+            response.raise_for_status()
+        except httpx.HTTPError:
+            self.stats.failed += 1
+            return
+        body = response.json()
+        answer = body["predictions"][0]
+        self.stats.answers.append({"phase": self.stats.phase, "version": body["model_version"],
+                                   "variant": body["variant"], "label": answer["label"],
+                                   "truth": truth})
+        if self.rng.random() < self.plan.feedback_share:
+            self.pending.append((self.stats.sent + self.plan.feedback_delay,
+                                 answer["request_id"], truth))
+        self._feedback()
+
+    def close(self) -> None:
+        """Deliver the labels still pending and close the connection."""
+        self._feedback(force=True)
+        self.client.close()
+
+
+def _champion(settings: Settings, data: Dataset, say: Callable[[str], None]) -> str:
+    from loopml.pipeline.train import train
+    from loopml.registry import Registry
+    from loopml.store import open_store
+
+    say("training the champion on non-airline tweets")
+    result = train(settings, dataset=data, progress=lambda step: say(f"champion: {step}"),
+                   run_name="demo-champion")
+    if not result.gate.passed:
+        failed = ", ".join(c.name for c in result.gate.failures())
+        raise LoopmlError(f"the demo champion failed its gate ({failed})")
+    store = open_store(settings.db_url)
+    try:
+        Registry(settings).promote(store, result.version, reason="demo: first champion")
+    finally:
+        store.dispose()
+    return result.version
+
+
+def run_demo(
+    base: Settings,
+    *,
+    fast: bool = False,
+    progress: Callable[[str], None] | None = None,
+    on_update: Callable[[StreamStats, list[dict[str, Any]]], None] | None = None,
+) -> DemoResult:
+    """Run the whole closed-loop scenario and return its summary."""
+    from loopml.control.controller import Controller, Tick
+    from loopml.store import open_store
+
+    say = progress or (lambda _msg: None)
+    plan = DemoPlan.fast() if fast else DemoPlan.full()
+    home = base.home_dir / "demo"
+    shutil.rmtree(home, ignore_errors=True)
+    settings = load_settings(home=home, **plan.overrides).prepare()
+    started = time.monotonic()
+    say("loading builtin:tweets")
+    champion_data, stream_home, stream_airline = _split_corpus(
+        load_dataset("builtin:tweets"), plan, settings.seed)
+    champion = _champion(settings, champion_data, say)
+    ticks: list[dict[str, Any]] = []
+    stats = StreamStats()
+    stop = threading.Event()
+    store = open_store(settings.db_url)
+
+    def record(tick: Tick) -> None:
+        ticks.append(tick.to_dict())
+
+    loop = Controller(settings, store, on_tick=record)
+    thread = threading.Thread(target=loop.run, kwargs={"stop": stop}, daemon=True)
+    promoted: str | None = None
+    with _server(settings, _free_port()) as url:
+        say(f"serving version {champion} at {url}; replaying the stream")
+        replay = _Replay(url, plan, stats, settings.seed)
+        thread.start()
+        try:
+            promoted = _play(replay, stats, stream_home, stream_airline, plan, ticks, started,
+                             lambda: on_update(stats, ticks) if on_update else None)
         finally:
+            replay.close()
+            stop.set()
+            thread.join(timeout=120)
             store.dispose()
-        promoted = True
-    champion = registry.alias(CHAMPION)
-    return DemoResult(result, str(champion.version) if champion else None, promoted)
+    reports = sorted(str(p) for p in settings.reports_dir.glob("*.html"))
+    return DemoResult(
+        champion_version=champion, promoted_version=promoted,
+        before_shift=stats.macro_f1("before shift"),
+        after_shift_old_model=stats.macro_f1("after shift", version=champion),
+        after_promotion=stats.macro_f1("after promotion"),
+        ticks=ticks, reports=reports, home=home, seconds=time.monotonic() - started)
+
+
+def _promotion(ticks: list[dict[str, Any]]) -> str | None:
+    for tick in ticks:
+        if tick["action"] == "rollout_promote":
+            return str(tick["rollout"]["routing"]["champion"])
+    return None
+
+
+def _play(replay: _Replay, stats: StreamStats, home: pd.DataFrame, airline: pd.DataFrame,
+          plan: DemoPlan, ticks: list[dict[str, Any]], started: float,
+          update: Callable[[], None]) -> str | None:
+    for text, label in home[["text", "label"]].itertuples(index=False):
+        replay.send(text, label)
+        update()
+    stats.phase = "after shift"
+    promoted, after = None, 0
+    for text, label in airline[["text", "label"]].itertuples(index=False):
+        if promoted is None and (promoted := _promotion(ticks)) is not None:
+            stats.phase = "after promotion"
+        if promoted is not None:
+            after += 1
+        if after > plan.after_promotion or time.monotonic() - started > plan.time_budget_s:
+            break
+        replay.send(text, label)
+        update()
+    return promoted

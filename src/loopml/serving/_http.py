@@ -1,0 +1,47 @@
+"""Small HTTP helpers shared by the routes: JSON responses and the one client-error exception."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+__all__ = ["HttpError", "error_response", "json_response", "load_json"]
+
+_JSON = "application/json"
+
+
+class HttpError(Exception):
+    """A request the server refuses: rendered as ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+def json_response(
+    content: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """A JSON response serialized by orjson (numpy-free, fast)."""
+    return Response(orjson.dumps(content), status_code=status, headers=headers, media_type=_JSON)
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """The one error shape of the API: ``{"error": "..."}``."""
+    return json_response({"error": message}, status, headers)
+
+
+def load_json(body: bytes) -> Any:
+    """Parse a request body; 400 with a reason when it is empty, not UTF-8 or not JSON."""
+    if not body:
+        raise HttpError(400, "the request body is empty: send a JSON document")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        reason = str(exc)
+        if "utf-8" in reason.lower() or "surrogate" in reason.lower():
+            raise HttpError(400, f"the request body is not valid UTF-8: {reason}") from None
+        raise HttpError(400, f"the request body is not valid JSON: {reason}") from None

@@ -1,0 +1,97 @@
+"""The app factory: one FastAPI app per worker, its lifespan starting and stopping the runtime."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from loopml.config import Settings, load_settings
+from loopml.serving._http import HttpError, error_response
+from loopml.serving.docs import SCHEMAS
+from loopml.serving.middleware import EdgeMiddleware
+from loopml.serving.routes import admin, feedback, oip, ops, predict
+from loopml.serving.runtime import Runtime
+
+__all__ = ["create_app"]
+
+_DESCRIPTION = """Serves the registry version under the alias `champion` of one model.
+
+Errors are `{"error": "..."}` with a 4xx status (503 + `Retry-After` when not ready or overloaded).
+With `LOOPML_API_KEYS` set, predict, infer and feedback need `Authorization: Bearer <key>` or
+`X-API-Key: <key>`; admin routes need `Authorization: Bearer $LOOPML_ADMIN_TOKEN`."""
+
+
+def create_app(settings: Settings | None = None, *, fast_lane: bool = True) -> FastAPI:
+    """A serving app for ``settings`` (default: from the environment); nothing starts until its
+    lifespan runs (uvicorn, or ``TestClient`` as a context manager). ``fast_lane=False`` sends the
+    hot routes through FastAPI too (for benchmarks)."""
+    settings = settings or load_settings()
+    runtime = Runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="loopml serving",
+        version="1",
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+        redoc_url=None,
+    )
+    app.state.runtime = runtime
+    for module in (predict, oip, feedback, admin, ops):
+        app.include_router(module.router)
+    _add_error_handlers(app)
+    app.add_middleware(EdgeMiddleware, runtime=runtime, fast_lane=fast_lane)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(SCHEMAS)
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    async def http_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HttpError)
+        return error_response(exc.status, exc.message, exc.headers)
+
+    async def starlette_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(exc.status_code, str(exc.detail), headers)
+
+    async def validation_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(422, _describe(exc))
+
+    app.add_exception_handler(HttpError, http_error)
+    app.add_exception_handler(StarletteHTTPException, starlette_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+
+
+def _describe(exc: RequestValidationError) -> str:
+    """'where: what' for the first few problems; never echoes the offending input."""
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)

@@ -1,0 +1,238 @@
+"""Adaptive micro-batching: concurrent requests share one model call.
+
+Policy: when the model is idle and texts are queued, they are dispatched at once (after one turn
+of the event loop so that requests parsed in the same turn join). While a call runs, new requests
+queue up and the next call takes all of them, up to ``max_batch_size`` texts. So batches grow with
+load and nobody waits for a timer; ``max_batch_wait_ms = 0`` disables even the one-turn gather.
+Model calls run on one worker thread, off the event loop; that thread also journals the batch's
+prediction records (one ``write()``) before any of its answers is released. A queue holding
+``max_queue_size`` texts refuses more (:class:`QueueFullError`, HTTP 503 + Retry-After).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import time
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from loopml.errors import ServingError
+from loopml.serving.loader import LoadedModel
+from loopml.serving.metrics import Metrics
+from loopml.serving.predlog import PredictionLog
+
+__all__ = ["Answer", "Batcher", "ModelCallError", "QueueFullError", "Result"]
+
+log = logging.getLogger("loopml.serving")
+
+
+class QueueFullError(ServingError):
+    """The batch queue is full: the client should retry later."""
+
+
+class ModelCallError(ServingError):
+    """The model raised while answering a batch."""
+
+
+@dataclass(slots=True)
+class Answer:
+    """The prediction for one text."""
+
+    request_id: str
+    label: str
+    probabilities: dict[str, float]
+
+
+@dataclass(slots=True)
+class Result:
+    """Answers for one request's texts, and the model that gave them."""
+
+    model: LoadedModel
+    answers: list[Answer]
+
+
+class _Item:
+    __slots__ = ("future", "model", "start", "texts")
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        texts: list[str],
+        future: asyncio.Future[list[Answer]],
+        start: float,
+    ) -> None:
+        self.model = model
+        self.texts = texts
+        self.future = future
+        self.start = start
+
+
+class Batcher:
+    """One queue and one model thread for one serving variant."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        predlog: PredictionLog | None,
+        *,
+        max_batch_size: int,
+        max_queue_size: int,
+        gather: bool = True,
+        log_text: bool = True,
+    ) -> None:
+        self.metrics = metrics
+        self.predlog = predlog
+        self.max_batch_size = max_batch_size
+        self.max_queue_size = max_queue_size
+        self.gather = gather
+        self.log_text = log_text
+        self.queued = 0
+        self._queue: deque[_Item] = deque()
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopml-model")
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the dispatch loop on the running event loop."""
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="loopml-batcher")
+
+    async def close(self) -> None:
+        """Answer everything queued, then stop."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, model: LoadedModel, texts: list[str]) -> Result:
+        """Queue ``texts`` for ``model`` and wait for their answers."""
+        n = len(texts)
+        if self._closing:
+            raise QueueFullError("the server is shutting down")
+        if self.queued + n > self.max_queue_size:
+            raise QueueFullError(f"the queue is full ({self.queued} texts waiting)")
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        futures = []
+        for i in range(0, n, self.max_batch_size):
+            fut: asyncio.Future[list[Answer]] = loop.create_future()
+            self._queue.append(_Item(model, texts[i : i + self.max_batch_size], fut, start))
+            futures.append(fut)
+        self.queued += n
+        self.metrics.queue_depth.inc(n)
+        self._wake.set()
+        if len(futures) == 1:
+            return Result(model, await futures[0])
+        parts = await asyncio.gather(*futures)
+        return Result(model, [a for part in parts for a in part])
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if self.gather:
+                await asyncio.sleep(0)  # let requests read in this loop turn join the batch
+            batch = self._take()
+            try:
+                answers = await loop.run_in_executor(self._executor, self._run, batch)
+            except Exception as exc:
+                log.error("model call failed: %s", type(exc).__name__)
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(ModelCallError("the model failed to answer"))
+                continue
+            for item, ans in zip(batch, answers, strict=True):
+                if not item.future.done():  # the client may have gone away
+                    item.future.set_result(ans)
+
+    def _take(self) -> list[_Item]:
+        first = self._queue.popleft()
+        batch = [first]
+        size = len(first.texts)
+        while self._queue:
+            nxt = self._queue[0]
+            if nxt.model is not first.model or size + len(nxt.texts) > self.max_batch_size:
+                break
+            batch.append(self._queue.popleft())
+            size += len(nxt.texts)
+        self.queued -= size
+        self.metrics.queue_depth.dec(size)
+        return batch
+
+    def _run(self, batch: list[_Item]) -> list[list[Answer]]:
+        """Model call + journal write for one batch (runs on the model thread)."""
+        model = batch[0].model
+        texts = [t for item in batch for t in item.texts]
+        t0 = time.perf_counter()
+        proba = model.classifier.predict_proba(texts)
+        done = time.perf_counter()
+        self.metrics.model_call.observe(done - t0)
+        self.metrics.batch_size.observe(len(texts))
+        rows: list[list[float]] = proba.tolist()
+        best: list[int] = proba.argmax(axis=1).tolist()
+        classes = model.classes
+        ids = os.urandom(16 * len(texts)).hex()
+        now = time.time()
+        lines: list[bytes] = []
+        out: list[list[Answer]] = []
+        k = 0
+        for item in batch:
+            latency_ms = (done - item.start) * 1000.0
+            answers = []
+            for text in item.texts:
+                rid = ids[32 * k : 32 * k + 32]
+                probs = dict(zip(classes, rows[k], strict=True))
+                label = classes[best[k]]
+                answers.append(Answer(rid, label, probs))
+                lines.append(self._record(model, rid, now, text, label, probs, latency_ms))
+                k += 1
+            out.append(answers)
+        self._count(model, best)
+        if self.predlog is not None:
+            self.predlog.record(b"".join(lines), len(lines))
+        return out
+
+    def _record(
+        self,
+        model: LoadedModel,
+        rid: str,
+        ts: float,
+        text: str,
+        label: str,
+        probs: dict[str, float],
+        latency_ms: float,
+    ) -> bytes:
+        data = text.encode()
+        rec: dict[str, Any] = {
+            "request_id": rid,
+            "ts": ts,
+            "model_name": model.name,
+            "model_version": model.version,
+            "variant": model.variant,
+            "text": text if self.log_text else None,
+            "text_hash": hashlib.sha256(data).hexdigest(),
+            "text_length": len(text),
+            "label": label,
+            "probabilities": probs,
+            "latency_ms": round(latency_ms, 3),
+        }
+        return orjson.dumps(rec) + b"\n"
+
+    def _count(self, model: LoadedModel, best: list[int]) -> None:
+        for index, count in Counter(best).items():
+            self.metrics.predictions.labels(model.version, model.variant, model.classes[index]).inc(
+                count
+            )

@@ -1,0 +1,32 @@
+"""Dependencies of the routes, as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from loopml.serving.runtime import Runtime
+
+__all__ = ["AdminDep", "ClientDep", "RuntimeDep", "get_runtime"]
+
+
+def get_runtime(request: Request) -> Runtime:
+    """The worker's runtime, stored on the app by the factory."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def require_admin(request: Request) -> None:
+    """Admin token check (404 when the admin API is off, 401/403 otherwise)."""
+    get_runtime(request).guard.admin(request.headers)
+
+
+def require_client(request: Request) -> None:
+    """API key check when ``LOOPML_API_KEYS`` is set."""
+    get_runtime(request).guard.client(request.headers)
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+AdminDep = Annotated[None, Depends(require_admin)]
+ClientDep = Annotated[None, Depends(require_client)]

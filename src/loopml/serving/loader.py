@@ -1,0 +1,184 @@
+"""Model loading for serving: registry alias -> verified local cache -> classifier -> warm-up.
+
+Artifacts are downloaded once into ``settings.cache_dir/<model>/<version>/`` next to a SHA-256
+manifest written at download time; every load re-checks the manifest, so a corrupted or half-written
+cache is never loaded (it is downloaded again). A model that fails to load or to answer a warm-up
+prediction raises :class:`ServingError` and never reaches a request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loopml.config import Settings
+from loopml.errors import LoopmlError, ServingError
+from loopml.recipes.base import TextClassifier
+
+__all__ = ["LoadedModel", "ModelLoader", "build_manifest", "verify_manifest"]
+
+log = logging.getLogger("loopml.serving")
+
+MANIFEST = "manifest.json"
+_WARMUP = ["loopml warm-up: the flight was great", "terrible service, never again", "ok"]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A classifier ready to serve, with where it came from."""
+
+    name: str
+    version: str
+    variant: str
+    classifier: TextClassifier
+    classes: tuple[str, ...]
+    loaded_at: float = field(default_factory=time.time)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_manifest(model_dir: Path) -> dict[str, str]:
+    """relative path -> SHA-256 of every file under ``model_dir``."""
+    return {
+        p.relative_to(model_dir).as_posix(): _sha256(p)
+        for p in sorted(model_dir.rglob("*"))
+        if p.is_file()
+    }
+
+
+def verify_manifest(entry: Path) -> Path:
+    """The verified model directory of a cache entry; ServingError if anything differs."""
+    model_dir = entry / "model"
+    try:
+        expected = json.loads((entry / MANIFEST).read_text())
+    except (OSError, ValueError) as exc:
+        raise ServingError(f"cache entry {entry} has no readable manifest") from exc
+    actual = build_manifest(model_dir) if model_dir.is_dir() else {}
+    if actual != expected:
+        changed = sorted(set(actual.items()) ^ set(expected.items()))
+        names = sorted({name for name, _ in changed})[:5]
+        raise ServingError(f"cache entry {entry} does not match its manifest: {names}")
+    return model_dir
+
+
+class ModelLoader:
+    """Resolves aliases in the registry and loads versions through the verified cache."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.name = settings.model_name
+        self._registry: Any = None
+
+    @property
+    def registry(self) -> Any:
+        """The registry, created on first use (it imports and configures MLflow)."""
+        if self._registry is None:
+            from loopml.registry import Registry
+
+            self._registry = Registry(self.settings)
+        return self._registry
+
+    def resolve(self, alias: str) -> str | None:
+        """The version holding ``alias`` now, or None when the alias is not set."""
+        try:
+            mv = self.registry.alias(alias)
+        except LoopmlError:
+            raise
+        except Exception as exc:  # MLflow or its database: translate at the boundary
+            raise ServingError(f"cannot read alias {alias!r}: {type(exc).__name__}: {exc}") from exc
+        return None if mv is None else str(mv.version)
+
+    def entry(self, version: str) -> Path:
+        """Cache folder of one version."""
+        return self.settings.cache_dir / self.name / str(version)
+
+    def fetch(self, version: str) -> Path:
+        """A verified local copy of ``version`` (downloaded again if missing or corrupted)."""
+        entry = self.entry(version)
+        if entry.exists():
+            try:
+                return verify_manifest(entry)
+            except ServingError as exc:
+                log.warning("re-downloading model version %s: %s", version, exc)
+                shutil.rmtree(entry, ignore_errors=True)
+        self._download(version, entry)
+        return verify_manifest(entry)
+
+    def _download(self, version: str, entry: Path) -> None:
+        # No progress bars in server logs.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        import mlflow
+
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        # Download into a private folder and rename: other workers never see a partial copy.
+        tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=entry.parent))
+        try:
+            self.registry.version(version)  # a clear RegistryError for unknown versions
+            uri = f"models:/{self.name}/{version}"
+            try:
+                mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp / "model"))
+            except Exception as exc:
+                raise ServingError(f"cannot download {uri}: {type(exc).__name__}: {exc}") from exc
+            (tmp / MANIFEST).write_text(json.dumps(build_manifest(tmp / "model"), indent=1))
+            try:
+                tmp.rename(entry)
+            except OSError:
+                if not entry.exists():  # another worker won the race otherwise
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def load(self, version: str, variant: str) -> LoadedModel:
+        """Fetch, verify, load and warm up ``version``; ServingError if any step fails."""
+        model_dir = self.fetch(version)
+        classifier = _load_classifier(model_dir)
+        classes = tuple(str(c) for c in classifier.classes)
+        warm_up(classifier, classes)
+        return LoadedModel(self.name, str(version), variant, classifier, classes)
+
+
+def _load_classifier(model_dir: Path) -> TextClassifier:
+    import mlflow
+
+    try:
+        pyfunc = mlflow.pyfunc.load_model(str(model_dir))
+        classifier = pyfunc.unwrap_python_model().classifier
+    except Exception as exc:
+        raise ServingError(
+            f"cannot load the model at {model_dir}: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(classifier, TextClassifier):
+        raise ServingError(f"{model_dir} does not hold a loopml TextClassifier")
+    return classifier
+
+
+def warm_up(classifier: TextClassifier, classes: tuple[str, ...]) -> None:
+    """Answer a few texts and check the shape and values of the probabilities."""
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        raise ServingError(f"model classes must be at least two distinct names, got {classes}")
+    try:
+        proba = np.asarray(classifier.predict_proba(_WARMUP), dtype=np.float64)
+    except Exception as exc:
+        raise ServingError(f"warm-up prediction failed: {type(exc).__name__}: {exc}") from exc
+    if proba.shape != (len(_WARMUP), len(classes)):
+        raise ServingError(
+            f"warm-up answered shape {proba.shape}, expected {(len(_WARMUP), len(classes))}"
+        )
+    if not np.all(np.isfinite(proba)) or not np.allclose(proba.sum(axis=1), 1.0, atol=1e-3):
+        raise ServingError("warm-up probabilities are not finite or do not sum to 1")

@@ -1,0 +1,81 @@
+"""``POST /v1/feedback``: delayed ground truth, joined to predictions by request id."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from loopml.serving._http import HttpError, json_response, load_json
+from loopml.serving.deps import ClientDep, RuntimeDep
+from loopml.serving.docs import SCHEMAS, body_schema, error_responses
+from loopml.serving.schemas import FeedbackIn, FeedbackOut
+
+__all__ = ["parse_feedback", "router"]
+
+router = APIRouter(prefix="/v1", tags=["feedback"])
+
+MAX_ITEMS = 1000
+
+
+def parse_feedback(body: bytes) -> list[tuple[str, str]]:
+    """(request_id, label) pairs of a feedback body, or a 4xx naming the bad field."""
+    doc = load_json(body)
+    items = doc if isinstance(doc, list) else [doc]
+    if not items or len(items) > MAX_ITEMS:
+        raise HttpError(422, f"body: send one feedback object or a list of 1 to {MAX_ITEMS}")
+    pairs = []
+    for i, item in enumerate(items):
+        where = f"[{i}]" if isinstance(doc, list) else "body"
+        if not isinstance(item, dict):
+            raise HttpError(422, f"{where}: must be an object with 'request_id' and 'label'")
+        unknown = sorted(set(item) - {"request_id", "label"})
+        if unknown:
+            raise HttpError(422, f"{where}: unknown field(s) {unknown}")
+        for key, limit in (("request_id", 64), ("label", 100)):
+            value = item.get(key)
+            if not isinstance(value, str) or not value.strip() or len(value) > limit:
+                raise HttpError(
+                    422, f"{where}.{key}: must be a non-empty string of at most {limit} characters"
+                )
+        pairs.append((item["request_id"], item["label"]))
+    return pairs
+
+
+_DOC = body_schema(FeedbackIn)
+SCHEMAS["FeedbackIn"] = FeedbackIn.model_json_schema()
+_DOC["requestBody"]["content"]["application/json"]["schema"] = {
+    "anyOf": [
+        {"$ref": "#/components/schemas/FeedbackIn"},
+        {
+            "type": "array",
+            "items": {"$ref": "#/components/schemas/FeedbackIn"},
+            "minItems": 1,
+            "maxItems": MAX_ITEMS,
+        },
+    ],
+}
+
+
+@router.post(
+    "/feedback",
+    response_model=None,
+    openapi_extra=_DOC,
+    responses={200: {"model": FeedbackOut}, **error_responses(400, 401, 403, 404, 413, 422, 503)},
+)
+async def feedback(request: Request, runtime: RuntimeDep, _auth: ClientDep) -> Response:
+    """Store the true label of one prediction, or of a list of them (all or nothing).
+
+    A request id must come from an answered prediction (one still waiting for the database
+    counts); the label must be one of the classes of the model that answered it. A later label
+    for the same request id replaces the earlier one.
+    """
+    try:
+        pairs = parse_feedback(await request.body())
+    except HttpError:
+        runtime.metrics.feedback.labels("invalid").inc()
+        raise
+    stored: list[dict[str, Any]] = await asyncio.to_thread(runtime.record_feedback, pairs)
+    return json_response({"accepted": len(stored), "items": stored})

@@ -1,0 +1,183 @@
+"""Request and response models: they document the API (OpenAPI, /docs) and type the cold routes.
+
+The hot routes (``/v1/predict``, ``/v2/.../infer``) validate by hand with the same rules, because
+pydantic + FastAPI body handling costs a large share of a single-text request on 2 cores.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ErrorOut",
+    "FeedbackIn",
+    "FeedbackItemOut",
+    "FeedbackOut",
+    "InferIn",
+    "InferInputIn",
+    "InferOut",
+    "InferOutputOut",
+    "InferRequestedOutputIn",
+    "ModelMetadataOut",
+    "ModelReadyOut",
+    "PredictIn",
+    "PredictOut",
+    "PredictionOut",
+    "ReloadOut",
+    "StatusOut",
+    "TensorMetadataOut",
+]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx/5xx body."""
+
+    error: str
+
+
+class PredictIn(_In):
+    """One text (``text``) or several (``texts``): exactly one of the two."""
+
+    text: str | None = Field(None, min_length=1, description="A text to classify.")
+    texts: list[str] | None = Field(None, min_length=1, description="Several texts to classify.")
+
+
+class PredictionOut(BaseModel):
+    """The answer for one text."""
+
+    request_id: str = Field(description="Quote it in POST /v1/feedback.")
+    label: str
+    probabilities: dict[str, float]
+
+
+class PredictOut(BaseModel):
+    """Answers, in the order of the texts, and the model that gave them."""
+
+    model_name: str
+    model_version: str
+    variant: str
+    predictions: list[PredictionOut]
+
+
+class FeedbackIn(_In):
+    """The true label of an answered prediction."""
+
+    request_id: str = Field(min_length=1, max_length=64)
+    label: str = Field(min_length=1, max_length=100)
+
+
+class FeedbackItemOut(BaseModel):
+    """One stored feedback item."""
+
+    request_id: str
+    label: str
+    predicted: str
+    correct: bool
+
+
+class FeedbackOut(BaseModel):
+    """What was stored."""
+
+    accepted: int
+    items: list[FeedbackItemOut]
+
+
+class InferInputIn(BaseModel):
+    """An OIP V2 input tensor; loopml reads one BYTES tensor of texts."""
+
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]
+    parameters: dict[str, Any] | None = None
+
+
+class InferRequestedOutputIn(BaseModel):
+    """An output the client wants (default: all)."""
+
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class InferIn(BaseModel):
+    """OIP V2 inference request."""
+
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[InferInputIn] = Field(min_length=1)
+    outputs: list[InferRequestedOutputIn] | None = None
+
+
+class InferOutputOut(BaseModel):
+    """An OIP V2 output tensor."""
+
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]
+
+
+class InferOut(BaseModel):
+    """OIP V2 inference response: outputs ``label``, ``probabilities`` and ``request_id``."""
+
+    model_name: str
+    model_version: str
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[InferOutputOut]
+
+
+class TensorMetadataOut(BaseModel):
+    """Name, datatype and shape of a tensor (-1 = any size)."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadataOut(BaseModel):
+    """OIP V2 model metadata."""
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadataOut]
+    outputs: list[TensorMetadataOut]
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelReadyOut(BaseModel):
+    """OIP V2 model readiness."""
+
+    name: str
+    ready: bool
+
+
+class ReloadOut(BaseModel):
+    """What one reload did."""
+
+    variant: str
+    result: Literal["loaded", "unchanged", "failed", "no_alias"]
+    version: str | None
+    previous: str | None
+    error: str | None = None
+
+
+class StatusOut(BaseModel):
+    """Loaded models, queue, prediction log and limits of this worker."""
+
+    ready: bool
+    pid: int
+    uptime_s: float
+    model_name: str
+    models: dict[str, dict[str, Any]]
+    queue_depth: int
+    predlog: dict[str, Any]
+    limits: dict[str, Any]
+    last_reload: dict[str, Any] | None
