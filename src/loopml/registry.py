@@ -256,6 +256,10 @@ class Registry:
         moves: dict[str, str | None] = {CHAMPION: new, PREVIOUS: old}
         return self._apply(store, change, moves, {"rolled_back": old})
 
+    def set_alias(self, alias: str, version: str) -> None:
+        """Point ``alias`` at ``version`` (no audit: callers record why)."""
+        self._move(alias, version)
+
     def set_challenger(self, version: str | None) -> None:
         """Point (or, with None, remove) the ``challenger`` alias."""
         if version is None:

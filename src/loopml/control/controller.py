@@ -21,9 +21,9 @@ from loopml.control import rollout
 from loopml.control.live import labeled_feedback
 from loopml.control.policy import decide
 from loopml.control.retrain import champion_splits, new_labeled_rows, retrain
-from loopml.control.routing import load_routing
+from loopml.control.routing import load_routing, routing_in, save_routing
 from loopml.errors import LoopmlError, MonitorError
-from loopml.registry import CHAMPION, Registry, current_actor
+from loopml.registry import CHALLENGER, CHAMPION, Registry, current_actor
 from loopml.store import AuditEntry, Store
 
 __all__ = ["Controller", "Tick"]
@@ -97,22 +97,32 @@ class Controller:
             ts = session.execute(query).scalar_one_or_none()
         return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
 
-    def _adopt_champion(self) -> None:
-        """First tick on a registry promoted by hand: make routing follow the alias."""
-        routing = load_routing(self.store, self.registry.name)
-        champion = self.registry.alias(CHAMPION)
-        if routing.champion is None and champion is not None:
-            from loopml.control.routing import routing_in, save_routing
+    def _reconcile(self) -> None:
+        """Make the registry aliases agree with the routing state, the committed truth.
 
-            with self.store.session() as session:
-                state = routing_in(session, self.registry.name, lock=True)
-                state.champion = str(champion.version)
-                save_routing(session, state)
+        A fresh install adopts the champion alias. After a crash between an alias move and its
+        database commit, the aliases are put back to what the database says.
+        """
+        routing = load_routing(self.store, self.registry.name)
+        aliases = self.registry.aliases()
+        if routing.champion is None:
+            if CHAMPION in aliases:
+                with self.store.session() as session:
+                    state = routing_in(session, self.registry.name, lock=True)
+                    state.champion = aliases[CHAMPION]
+                    save_routing(session, state)
+            return
+        if aliases.get(CHAMPION) != routing.champion:
+            self._audit("reconcile", f"champion alias {aliases.get(CHAMPION)} did not match the "
+                        f"routing state: reset to {routing.champion}", to_version=routing.champion)
+            self.registry.set_alias(CHAMPION, routing.champion)
+        if aliases.get(CHALLENGER) != routing.challenger:
+            self.registry.set_challenger(routing.challenger)
 
     def tick(self, *, now: datetime | None = None) -> Tick:
         """One pass of the loop."""
         now = now or datetime.now(UTC)
-        self._adopt_champion()
+        self._reconcile()
         step = rollout.step(self.settings, self.store, self.registry, now=now)
         if step is not None:
             result = Tick(now, f"rollout_{step.action}", step.reason, {"rollout": step.to_dict()})
