@@ -698,6 +698,10 @@ def demo(
     if json_out:
         emit_json(result.to_dict())
     else:
+        out.print(
+            f"champion v{result.champion_version}: test macro-F1 "
+            f"{result.champion_test_macro_f1:.3f} on its own (non-airline) test split"
+        )
         out.print(_demo_summary(result))
         out.print(f"reports ({len(result.reports)} HTML files):", highlight=False)
         for path in result.reports[-2:]:

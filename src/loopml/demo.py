@@ -58,18 +58,51 @@ class DemoPlan:
     @classmethod
     def full(cls) -> DemoPlan:
         """About three to four minutes on a 2-core machine."""
-        return cls(None, 1500, 6000, 1200, 120.0, 0.5, 150, 420.0, {
-            "controller_interval_s": 3.0, "monitor_window": 500, "monitor_min_samples": 300,
-            "retrain_min_labeled": 300, "retrain_cooldown_s": 60.0, "rollout_step_min_s": 5.0,
-            "rollout_min_requests": 60, "rollout_min_labeled": 40})
+        return cls(
+            None,
+            1500,
+            6000,
+            1200,
+            120.0,
+            0.5,
+            150,
+            420.0,
+            {
+                "controller_interval_s": 3.0,
+                "monitor_window": 500,
+                "monitor_min_samples": 300,
+                "retrain_min_labeled": 300,
+                "retrain_cooldown_s": 60.0,
+                "rollout_step_min_s": 5.0,
+                "rollout_min_requests": 60,
+                "rollout_min_labeled": 40,
+            },
+        )
 
     @classmethod
     def fast(cls) -> DemoPlan:
         """The same story on less data, for tests."""
-        return cls(6000, 700, 3500, 500, 200.0, 0.6, 60, 300.0, {
-            "controller_interval_s": 1.5, "monitor_window": 400, "monitor_min_samples": 300,
-            "monitor_sample_cap": 1500, "retrain_min_labeled": 200, "retrain_cooldown_s": 60.0,
-            "rollout_step_min_s": 2.0, "rollout_min_requests": 40, "rollout_min_labeled": 25})
+        return cls(
+            6000,
+            700,
+            3500,
+            500,
+            200.0,
+            0.6,
+            60,
+            300.0,
+            {
+                "controller_interval_s": 1.5,
+                "monitor_window": 400,
+                "monitor_min_samples": 300,
+                "monitor_sample_cap": 1500,
+                "retrain_min_labeled": 200,
+                "retrain_cooldown_s": 60.0,
+                "rollout_step_min_s": 2.0,
+                "rollout_min_requests": 40,
+                "rollout_min_labeled": 25,
+            },
+        )
 
 
 @dataclass
@@ -85,8 +118,11 @@ class StreamStats:
 
     def macro_f1(self, phase: str, *, version: str | None = None) -> tuple[float | None, int]:
         """Macro-F1 and row count of the answers of ``phase`` (optionally of one version)."""
-        rows = [a for a in self.answers if a["phase"] == phase
-                and (version is None or a["version"] == version)]
+        rows = [
+            a
+            for a in self.answers
+            if a["phase"] == phase and (version is None or a["version"] == version)
+        ]
         if not rows:
             return None, 0
         score = f1_score([r["truth"] for r in rows], [r["label"] for r in rows], average="macro")
@@ -98,6 +134,7 @@ class DemoResult:
     """The three numbers of the story and where to look next."""
 
     champion_version: str
+    champion_test_macro_f1: float
     promoted_version: str | None
     before_shift: tuple[float | None, int]
     after_shift_old_model: tuple[float | None, int]
@@ -115,16 +152,23 @@ class DemoResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
+
         def pair(v: tuple[float | None, int]) -> dict[str, Any]:
             return {"macro_f1": None if v[0] is None else round(v[0], 4), "requests": v[1]}
 
-        return {"champion_version": self.champion_version,
-                "promoted_version": self.promoted_version, "recovered": self.recovered,
-                "before_shift": pair(self.before_shift),
-                "after_shift_old_model": pair(self.after_shift_old_model),
-                "after_promotion": pair(self.after_promotion),
-                "reports": self.reports, "home": str(self.home),
-                "seconds": round(self.seconds, 1), "controller": self.ticks}
+        return {
+            "champion_version": self.champion_version,
+            "champion_test_macro_f1": round(self.champion_test_macro_f1, 4),
+            "promoted_version": self.promoted_version,
+            "recovered": self.recovered,
+            "before_shift": pair(self.before_shift),
+            "after_shift_old_model": pair(self.after_shift_old_model),
+            "after_promotion": pair(self.after_promotion),
+            "reports": self.reports,
+            "home": str(self.home),
+            "seconds": round(self.seconds, 1),
+            "controller": self.ticks,
+        }
 
 
 def _free_port() -> int:
@@ -133,17 +177,17 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _split_corpus(corpus: Dataset, plan: DemoPlan, seed: int) -> tuple[Dataset, pd.DataFrame,
-                                                                       pd.DataFrame]:
+def _split_corpus(
+    corpus: Dataset, plan: DemoPlan, seed: int
+) -> tuple[Dataset, pd.DataFrame, pd.DataFrame]:
     frame = corpus.frame.sample(frac=1.0, random_state=seed)
     home = frame[frame["domain"] != "airline"]
     airline = frame[frame["domain"] == "airline"]
-    stream_home, train_home = home.iloc[: plan.before_shift], home.iloc[plan.before_shift:]
+    stream_home, train_home = home.iloc[: plan.before_shift], home.iloc[plan.before_shift :]
     if plan.champion_rows is not None:
         train_home = train_home.iloc[: plan.champion_rows]
     train_home = train_home.sort_index()
-    champion_data = Dataset("builtin:tweets[non-airline]", train_home,
-                            content_version(train_home))
+    champion_data = Dataset("builtin:tweets[non-airline]", train_home, content_version(train_home))
     return champion_data, stream_home, airline.iloc[: plan.max_after_shift]
 
 
@@ -153,8 +197,12 @@ def _server(settings: Settings, port: int) -> Iterator[str]:
     for key in ("LOOPML_TRACKING_URI", "LOOPML_DATABASE_URL"):
         env.pop(key, None)
     log = (settings.home_dir / "server.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "loopml", "serve", "--port", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loopml", "serve", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -210,12 +258,19 @@ class _Replay:
             return
         body = response.json()
         answer = body["predictions"][0]
-        self.stats.answers.append({"phase": self.stats.phase, "version": body["model_version"],
-                                   "variant": body["variant"], "label": answer["label"],
-                                   "truth": truth})
+        self.stats.answers.append(
+            {
+                "phase": self.stats.phase,
+                "version": body["model_version"],
+                "variant": body["variant"],
+                "label": answer["label"],
+                "truth": truth,
+            }
+        )
         if self.rng.random() < self.plan.feedback_share:
-            self.pending.append((self.stats.sent + self.plan.feedback_delay,
-                                 answer["request_id"], truth))
+            self.pending.append(
+                (self.stats.sent + self.plan.feedback_delay, answer["request_id"], truth)
+            )
         self._feedback()
 
     def close(self) -> None:
@@ -224,14 +279,18 @@ class _Replay:
         self.client.close()
 
 
-def _champion(settings: Settings, data: Dataset, say: Callable[[str], None]) -> str:
+def _champion(settings: Settings, data: Dataset, say: Callable[[str], None]) -> tuple[str, float]:
     from loopml.pipeline.train import train
     from loopml.registry import Registry
     from loopml.store import open_store
 
     say("training the champion on non-airline tweets")
-    result = train(settings, dataset=data, progress=lambda step: say(f"champion: {step}"),
-                   run_name="demo-champion")
+    result = train(
+        settings,
+        dataset=data,
+        progress=lambda step: say(f"champion: {step}"),
+        run_name="demo-champion",
+    )
     if not result.gate.passed:
         failed = ", ".join(c.name for c in result.gate.failures())
         raise LoopmlError(f"the demo champion failed its gate ({failed})")
@@ -240,7 +299,7 @@ def _champion(settings: Settings, data: Dataset, say: Callable[[str], None]) -> 
         Registry(settings).promote(store, result.version, reason="demo: first champion")
     finally:
         store.dispose()
-    return result.version
+    return result.version, result.evaluation.metrics["macro_f1"]
 
 
 def run_demo(
@@ -262,8 +321,9 @@ def run_demo(
     started = time.monotonic()
     say("loading builtin:tweets")
     champion_data, stream_home, stream_airline = _split_corpus(
-        load_dataset("builtin:tweets"), plan, settings.seed)
-    champion = _champion(settings, champion_data, say)
+        load_dataset("builtin:tweets"), plan, settings.seed
+    )
+    champion, champion_f1 = _champion(settings, champion_data, say)
     ticks: list[dict[str, Any]] = []
     stats = StreamStats()
     stop = threading.Event()
@@ -280,8 +340,16 @@ def run_demo(
         replay = _Replay(url, plan, stats, settings.seed)
         thread.start()
         try:
-            promoted = _play(replay, stats, stream_home, stream_airline, plan, ticks, started,
-                             lambda: on_update(stats, ticks) if on_update else None)
+            promoted = _play(
+                replay,
+                stats,
+                stream_home,
+                stream_airline,
+                plan,
+                ticks,
+                started,
+                lambda: on_update(stats, ticks) if on_update else None,
+            )
         finally:
             replay.close()
             stop.set()
@@ -289,11 +357,17 @@ def run_demo(
             store.dispose()
     reports = sorted(str(p) for p in settings.reports_dir.glob("*.html"))
     return DemoResult(
-        champion_version=champion, promoted_version=promoted,
+        champion_version=champion,
+        champion_test_macro_f1=champion_f1,
+        promoted_version=promoted,
         before_shift=stats.macro_f1("before shift"),
         after_shift_old_model=stats.macro_f1("after shift", version=champion),
         after_promotion=stats.macro_f1("after promotion"),
-        ticks=ticks, reports=reports, home=home, seconds=time.monotonic() - started)
+        ticks=ticks,
+        reports=reports,
+        home=home,
+        seconds=time.monotonic() - started,
+    )
 
 
 def _promotion(ticks: list[dict[str, Any]]) -> str | None:
@@ -303,9 +377,16 @@ def _promotion(ticks: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def _play(replay: _Replay, stats: StreamStats, home: pd.DataFrame, airline: pd.DataFrame,
-          plan: DemoPlan, ticks: list[dict[str, Any]], started: float,
-          update: Callable[[], None]) -> str | None:
+def _play(
+    replay: _Replay,
+    stats: StreamStats,
+    home: pd.DataFrame,
+    airline: pd.DataFrame,
+    plan: DemoPlan,
+    ticks: list[dict[str, Any]],
+    started: float,
+    update: Callable[[], None],
+) -> str | None:
     for text, label in home[["text", "label"]].itertuples(index=False):
         replay.send(text, label)
         update()
