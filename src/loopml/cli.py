@@ -117,6 +117,23 @@ def _labels(value: str | None) -> list[str] | None:
 # ---------------------------------------------------------------- data
 
 
+def _load(
+    source: str | None,
+    text_column: str | None,
+    label_column: str | None,
+    labels: list[str] | None,
+) -> Any:
+    from loopml.data import load_dataset
+
+    settings = _settings()
+    return load_dataset(
+        source or settings.data_source,
+        text_column=text_column or settings.text_column,
+        label_column=label_column or settings.label_column,
+        labels=labels,
+    )
+
+
 @data_app.command("validate")
 @handle_errors
 def data_validate(
@@ -127,15 +144,7 @@ def data_validate(
     json_out: JsonOpt = False,
 ) -> None:
     """Check a dataset against every rule; exit 2 with the problems and example rows."""
-    from loopml.data import load_dataset
-
-    settings = _settings()
-    dataset = load_dataset(
-        source or settings.data_source,
-        text_column=text_column or settings.text_column,
-        label_column=label_column or settings.label_column,
-        labels=_labels(labels),
-    )
+    dataset = _load(source, text_column, label_column, _labels(labels))
     summary = {"valid": True, **dataset.describe()}
     if json_out:
         emit_json(summary)
@@ -155,14 +164,7 @@ def data_describe(
     json_out: JsonOpt = False,
 ) -> None:
     """Rows, version, class and domain counts and text lengths of a dataset."""
-    from loopml.data import load_dataset
-
-    settings = _settings()
-    dataset = load_dataset(
-        source or settings.data_source,
-        text_column=text_column or settings.text_column,
-        label_column=label_column or settings.label_column,
-    )
+    dataset = _load(source, text_column, label_column, None)
     info = dataset.describe()
     if json_out:
         emit_json(info)

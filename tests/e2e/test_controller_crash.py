@@ -34,8 +34,12 @@ ENV = {
 def controller(home: Path, *args: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPML_")}
     env |= ENV | {"LOOPML_HOME": str(home)}
-    return subprocess.Popen([sys.executable, "-m", "loopml", "controller", "--json", *args],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "loopml", "controller", "--json", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def traffic(store: Store, champion: str, challenger: str, n: int = 40) -> None:
@@ -44,10 +48,21 @@ def traffic(store: Store, champion: str, challenger: str, n: int = 40) -> None:
         for version, variant in ((champion, "champion"), (challenger, "challenger")):
             for _ in range(n):
                 rid = uuid.uuid4().hex
-                session.add(Prediction(request_id=rid, ts=now, model_name="sentiment",
-                                       model_version=version, variant=variant, text=None,
-                                       text_hash="h", text_length=3, label="neutral",
-                                       probabilities={}, latency_ms=2.0))
+                session.add(
+                    Prediction(
+                        request_id=rid,
+                        ts=now,
+                        model_name="sentiment",
+                        model_version=version,
+                        variant=variant,
+                        text=None,
+                        text_hash="h",
+                        text_length=3,
+                        label="neutral",
+                        probabilities={},
+                        latency_ms=2.0,
+                    )
+                )
                 session.add(Feedback(request_id=rid, ts=now, label="neutral"))
 
 
@@ -64,10 +79,11 @@ def consistent(store: Store, registry: Registry) -> None:
         assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
 
 
-@pytest.mark.slow
-def test_kill_9_during_canary_then_resume(
-    settings: Settings, small_tweets: Dataset, home: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def two_versions(
+    settings: Settings, small_tweets: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Store, Registry]:
+    """Version 1 is the champion, version 2 a candidate; the env is the controller's."""
     for key, value in ENV.items():
         monkeypatch.setenv(key, value)
     s = settings.model_copy(update={"gate_min_slice_f1": 0.2})
@@ -75,7 +91,13 @@ def test_kill_9_during_canary_then_resume(
     train(s, dataset=small_tweets)
     registry.promote(store, "1")
     train(s, dataset=small_tweets)
-    rollout.start(s, store, registry, "2", mode="canary", reason="crash test")
+    return store, registry
+
+
+@pytest.mark.slow
+def test_kill_9_during_canary_then_resume(two_versions: tuple[Store, Registry], home: Path) -> None:
+    store, registry = two_versions
+    rollout.start(registry.settings, store, registry, "2", mode="canary", reason="crash test")
     before = load_routing(store, "sentiment").rollout
     assert before is not None
 
@@ -111,15 +133,9 @@ def test_kill_9_during_canary_then_resume(
 
 @pytest.mark.slow
 def test_alias_moved_without_commit_is_reconciled(
-    settings: Settings, small_tweets: Dataset, home: Path, monkeypatch: pytest.MonkeyPatch
+    two_versions: tuple[Store, Registry], home: Path
 ) -> None:
-    for key, value in ENV.items():
-        monkeypatch.setenv(key, value)
-    s = settings.model_copy(update={"gate_min_slice_f1": 0.2})
-    store, registry = open_store(s.db_url), Registry(s)
-    train(s, dataset=small_tweets)
-    registry.promote(store, "1")
-    train(s, dataset=small_tweets)
+    store, registry = two_versions
     registry.set_alias(CHAMPION, "2")  # what a crash between alias move and commit leaves
     proc = controller(home, "--once")
     _, err = proc.communicate(timeout=120)

@@ -25,7 +25,7 @@ from loopml.registry import CHAMPION, GATE_TAG, Registry, current_actor
 from loopml.store import Store
 from loopml.tracking import experiment_id
 
-__all__ = ["StepResult", "abort", "limits_from", "start", "status", "step"]
+__all__ = ["StepResult", "abort", "limits_from", "live_analysis", "start", "status", "step"]
 
 
 @dataclass
@@ -57,6 +57,20 @@ def limits_from(settings: Settings) -> Limits:
         quality_margin=settings.rollout_quality_margin,
         alpha=settings.rollout_alpha,
     )
+
+
+def live_analysis(settings: Settings, store: Store, routing: Routing) -> Analysis:
+    """Analyze champion against challenger on the traffic since the current step began."""
+    rollout = routing.rollout or {}
+    champ, chall, paired = collect(
+        store,
+        routing.model_name,
+        champion=str(routing.champion),
+        challenger=str(routing.challenger),
+        mode=routing.mode,
+        since=datetime.fromisoformat(rollout["step_started_at"]),
+    )
+    return analyze(champ, chall, limits_from(settings), paired=paired)
 
 
 def _now() -> datetime:
@@ -284,16 +298,7 @@ def step(
             None,
             reason,
         )
-    since = datetime.fromisoformat(rollout["step_started_at"])
-    champ, chall, paired = collect(
-        store,
-        registry.name,
-        champion=routing.champion,
-        challenger=routing.challenger,
-        mode=routing.mode,
-        since=since,
-    )
-    analysis = analyze(champ, chall, limits_from(settings), paired=paired)
+    analysis = live_analysis(settings, store, routing)
     if analysis.status == "fail":
         failed = ", ".join(f"{c.name}: {c.detail}" for c in analysis.checks if c.status == "fail")
         return StepResult(
@@ -383,16 +388,6 @@ def status(settings: Settings, store: Store, registry: Registry) -> dict[str, An
     """Routing state plus a fresh analysis of the rollout in progress (if any)."""
     routing = load_routing(store, registry.name)
     out: dict[str, Any] = {"routing": routing.to_dict(), "analysis": None}
-    rollout = routing.rollout
-    if rollout is not None and routing.champion and routing.challenger:
-        since = datetime.fromisoformat(rollout["step_started_at"])
-        champ, chall, paired = collect(
-            store,
-            registry.name,
-            champion=routing.champion,
-            challenger=routing.challenger,
-            mode=routing.mode,
-            since=since,
-        )
-        out["analysis"] = analyze(champ, chall, limits_from(settings), paired=paired).to_dict()
+    if routing.rollout is not None:
+        out["analysis"] = live_analysis(settings, store, routing).to_dict()
     return out
