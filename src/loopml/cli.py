@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 a gate or check failed, 2 bad usage or bad data.
 from __future__ import annotations
 
 import contextlib
+import enum
 import functools
 import json
 import sys
@@ -13,8 +14,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TypeVar
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -52,6 +55,13 @@ SourceOpt = Annotated[
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class RolloutMode(enum.StrEnum):
+    """How a challenger meets live traffic."""
+
+    canary = "canary"
+    shadow = "shadow"
+
+
 def _settings() -> Settings:
     return load_settings().prepare()
 
@@ -64,11 +74,20 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except LoopmlError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, click.exceptions.ClickException):
+            raise
+        except Exception as exc:
+            # Last resort (a store outage inside a library): one line, never a traceback.
+            console.print(
+                f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))[:500]}",
+                highlight=False,
+            )
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -506,12 +525,15 @@ def _control() -> Iterator[tuple[Settings, Any, Any]]:
 def rollout_start(
     version: Annotated[str, typer.Argument(help="Registered model version to roll out.")],
     mode: Annotated[
-        str | None, typer.Option(help="shadow or canary.", show_default="LOOPML_ROLLOUT_MODE")
+        RolloutMode | None,
+        typer.Option(help="shadow or canary.", show_default="LOOPML_ROLLOUT_MODE"),
     ] = None,
     weight: Annotated[
         float | None,
         typer.Option(
-            help="First canary weight, 0-1 (e.g. 0.1); later steps from LOOPML_ROLLOUT_STEPS."
+            min=0.01,
+            max=99.99,
+            help="First canary weight in percent (e.g. 10); later steps: LOOPML_ROLLOUT_STEPS.",
         ),
     ] = None,
     force: Annotated[bool, typer.Option(help="Roll out even if the gate failed.")] = False,
@@ -523,16 +545,14 @@ def rollout_start(
 
     if force and not reason.strip():
         raise typer.BadParameter("--force needs --reason")
-    if weight is not None and weight > 1:
-        weight = weight / 100  # "--weight 10" means 10%
     with _control() as (settings, store, registry), quiet_stdout(json_out):
         routing = rollout.start(
             settings,
             store,
             registry,
             version,
-            mode=mode,  # type: ignore[arg-type]
-            weight=weight,
+            mode=mode.value if mode else None,
+            weight=None if weight is None else weight / 100,
             force=force,
             reason=reason,
         )
@@ -601,10 +621,12 @@ def controller(
     """Run the closed loop: monitor, retrain, roll out, promote or roll back."""
     from loopml.control.controller import Controller, Tick
 
+    stdout = sys.stdout  # ticks go here even while libraries' prints are kept off stdout
+
     def show(tick: Tick) -> None:
         if json_out:
-            sys.stdout.write(json.dumps(tick.to_dict(), default=str) + "\n")
-            sys.stdout.flush()
+            stdout.write(json.dumps(tick.to_dict(), default=str) + "\n")
+            stdout.flush()
         else:
             console.print(f"{tick.at:%H:%M:%S} [bold]{tick.action}[/]: {tick.reason}")
 

@@ -5,10 +5,12 @@ Nothing happens at import: entry points call :func:`get_settings` and :meth:`Set
 
 from __future__ import annotations
 
+import itertools
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -21,7 +23,7 @@ from pydantic_settings import (
 
 from loopml.errors import ConfigError
 
-__all__ = ["Settings", "get_settings", "load_settings"]
+__all__ = ["Settings", "get_settings", "load_settings", "redact_url"]
 
 _PLACEHOLDERS = {"", "changeme", "change-me", "secret", "password", "admin", "token", "test"}
 
@@ -69,6 +71,7 @@ class Settings(BaseSettings):
     max_texts_per_request: int = Field(256, ge=1)
     max_body_bytes: int = Field(1_048_576, ge=1024)
     reload_interval_s: float = Field(10.0, gt=0)
+    routing_poll_s: float = Field(1.0, gt=0)
     predlog_batch_size: int = Field(500, ge=1)
     predlog_flush_interval_s: float = Field(0.5, gt=0)
 
@@ -110,7 +113,8 @@ class Settings(BaseSettings):
     @field_validator("rollout_steps")
     @classmethod
     def _check_steps(cls, value: list[float]) -> list[float]:
-        if not value or any(not 0 < v <= 1 for v in value) or value != sorted(value):
+        increasing = all(a < b for a, b in itertools.pairwise(value))
+        if not value or any(not 0 < v <= 1 for v in value) or not increasing:
             raise ValueError("rollout_steps must be increasing weights in (0, 1], e.g. 0.1,0.5,1")
         if value[-1] != 1.0:
             raise ValueError("rollout_steps must end at 1 (all traffic) before promotion")
@@ -202,6 +206,15 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError("invalid settings:\n  " + "\n  ".join(lines)) from exc
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read {_config_file()}: {exc}") from exc
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @lru_cache(maxsize=1)

@@ -317,7 +317,10 @@ def run_demo(
     plan = DemoPlan.fast() if fast else DemoPlan.full()
     home = base.home_dir / "demo"
     shutil.rmtree(home, ignore_errors=True)
-    settings = load_settings(home=home, **plan.overrides).prepare()
+    # Embedded stores only, whatever the caller's environment points at: never production.
+    settings = load_settings(
+        home=home, tracking_uri=None, database_url=None, **plan.overrides
+    ).prepare()
     started = time.monotonic()
     say("loading builtin:tweets")
     champion_data, stream_home, stream_airline = _split_corpus(

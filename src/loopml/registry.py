@@ -10,7 +10,8 @@ import contextlib
 import getpass
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = [
     "PREVIOUS",
     "AliasChange",
     "Registry",
+    "acting_as",
     "current_actor",
 ]
 
@@ -42,9 +44,23 @@ PREVIOUS = "previous"
 GATE_TAG = "loopml.gate"
 
 
+_ACTOR: ContextVar[str | None] = ContextVar("loopml_actor", default=None)
+
+
+@contextlib.contextmanager
+def acting_as(actor: str) -> Iterator[None]:
+    """Name the actor of the audit records written inside the block (this context only: the
+    admin API uses it per request instead of touching ``LOOPML_ACTOR`` in ``os.environ``)."""
+    token = _ACTOR.set(actor)
+    try:
+        yield
+    finally:
+        _ACTOR.reset(token)
+
+
 def current_actor() -> str:
-    """Who acts: ``LOOPML_ACTOR`` if set, else ``user@host``."""
-    actor = os.environ.get("LOOPML_ACTOR")
+    """Who acts: the :func:`acting_as` actor, else ``LOOPML_ACTOR`` if set, else ``user@host``."""
+    actor = _ACTOR.get() or os.environ.get("LOOPML_ACTOR")
     if actor:
         return actor
     try:
@@ -115,9 +131,23 @@ class Registry:
         """alias -> version for this model."""
         try:
             model = self.client.get_registered_model(self.name)
-        except MlflowException:
-            return {}
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return {}
+            raise RegistryError(f"reading aliases of {self.name!r}: {exc.message}") from exc
         return {a: str(v) for a, v in model.aliases.items()}
+
+    def gate_verdict(self, mv: ModelVersion) -> str:
+        """``passed`` only if the version passed its gate against today's champion."""
+        verdict = str(mv.tags.get(GATE_TAG, "not run"))
+        if verdict != "passed":
+            return verdict
+        judged = mv.tags.get("loopml.gate.champion", "none")
+        current = self.alias(CHAMPION)
+        now = str(current.version) if current is not None else "none"
+        if judged == now:
+            return verdict
+        return f"stale: judged against champion {judged}, the champion is now {now}"
 
     def load(self, version: str) -> TextClassifier:
         """Load a version's classifier (the object inside its pyfunc model)."""
@@ -220,11 +250,11 @@ class Registry:
         current = self.alias(CHAMPION)
         if current is not None and str(current.version) == str(mv.version):
             raise RegistryError(f"version {mv.version} is already the champion")
-        verdict = mv.tags.get(GATE_TAG, "not run")
+        verdict = self.gate_verdict(mv)
         if verdict != "passed" and not force:
             raise GateFailedError(
                 f"version {mv.version} cannot be promoted: its gate verdict is {verdict!r}"
-                " (run `loopml evaluate` to see why, or use --force --reason)"
+                f" (run `loopml evaluate {mv.version}` to re-run it, or use --force --reason)"
             )
         if force and not reason.strip():
             raise RegistryError("--force needs --reason: say why the gate is overridden")

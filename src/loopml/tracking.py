@@ -9,7 +9,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from loopml.config import Settings
+from loopml.config import Settings, redact_url
 from loopml.errors import RegistryError
 
 __all__ = ["configure_mlflow", "experiment_id"]
@@ -48,4 +48,5 @@ def experiment_id(settings: Settings, client: MlflowClient) -> str:
         location = settings.artifact_root if _is_database_uri(settings.mlflow_uri) else None
         return str(client.create_experiment(name, artifact_location=location))
     except MlflowException as exc:
-        raise RegistryError(f"MLflow store at {settings.mlflow_uri!r}: {exc.message}") from exc
+        where = redact_url(settings.mlflow_uri)
+        raise RegistryError(f"MLflow store at {where!r}: {exc.message}") from exc

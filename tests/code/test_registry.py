@@ -33,7 +33,7 @@ def test_failed_audit_write_leaves_aliases_untouched(
     (tmp_path / "audit.db").mkdir()  # the database file is now a directory: writes fail
     broken.dispose()
     with pytest.raises(StoreError):
-        two_versions.promote(broken, "2")
+        two_versions.promote(broken, "2", force=True, reason="audit store is broken")
     assert two_versions.aliases() == {CHAMPION: "1"}
     assert [e.to_version for e in store.history(settings.model_name)] == ["1"]
 
@@ -47,6 +47,9 @@ def test_promote_checks(two_versions: Registry, settings: Settings) -> None:
     with pytest.raises(RegistryError, match="has no version 9"):
         two_versions.promote(store, "9")
     two_versions.promote(store, "1")
+    with pytest.raises(GateFailedError, match="stale: judged against champion none"):
+        two_versions.set_tags("2", {"loopml.gate": "passed"})
+        two_versions.promote(store, "2")
     with pytest.raises(RegistryError, match="already the champion"):
         two_versions.promote(store, "1")
     two_versions.promote(store, "2", force=True, reason="hotfix")

@@ -153,7 +153,7 @@ def _quality(
         f"accuracy champion {champion.accuracy:.3f} vs challenger {ch.accuracy:.3f} "
         f"({test}, one-sided p={p:.4f})"
     )
-    worse = p < limits.alpha and (paired is not None or gap > limits.quality_margin)
+    worse = p < limits.alpha and gap > limits.quality_margin
     return AnalysisCheck("live_quality", "fail" if worse else "pass", detail, p)
 
 

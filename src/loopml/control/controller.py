@@ -88,7 +88,7 @@ class Controller:
             select(AuditEntry.ts)
             .where(
                 AuditEntry.model_name == self.registry.name,
-                AuditEntry.action.in_(["retrain", "retrain_rejected"]),
+                AuditEntry.action.in_(["retrain", "retrain_rejected", "retrain_failed"]),
             )
             .order_by(AuditEntry.id.desc())
             .limit(1)
@@ -113,8 +113,12 @@ class Controller:
                     save_routing(session, state)
             return
         if aliases.get(CHAMPION) != routing.champion:
-            self._audit("reconcile", f"champion alias {aliases.get(CHAMPION)} did not match the "
-                        f"routing state: reset to {routing.champion}", to_version=routing.champion)
+            self._audit(
+                "reconcile",
+                f"champion alias {aliases.get(CHAMPION)} did not match the "
+                f"routing state: reset to {routing.champion}",
+                to_version=routing.champion,
+            )
             self.registry.set_alias(CHAMPION, routing.champion)
         if aliases.get(CHALLENGER) != routing.challenger:
             self.registry.set_challenger(routing.challenger)
@@ -169,7 +173,13 @@ class Controller:
     ) -> Tick:
         trigger = str(summary.get("verdict"))
         feedback = labeled_feedback(self.store, self.registry.name)
-        result = retrain(self.settings, self.registry, feedback, trigger=trigger)
+        try:
+            result = retrain(self.settings, self.registry, feedback, trigger=trigger)
+        except Exception as exc:
+            # Recorded so that the cooldown also spaces out failing retrains.
+            message = str(exc) if isinstance(exc, LoopmlError) else type(exc).__name__
+            self._audit("retrain_failed", f"{why}; {message}")
+            raise
         numbers = {
             "gate": result.gate.to_dict(),
             "dataset_version": result.dataset_version,
@@ -215,9 +225,11 @@ class Controller:
             started = time.monotonic()
             try:
                 self.tick()
-            except LoopmlError as exc:
-                # One bad tick (a store outage, a failed retrain) must not end the loop.
+            except Exception as exc:
+                # One bad tick (a store outage, a failed retrain) must not end the loop. The
+                # message, not a URL or a traceback, is what gets reported.
+                message = str(exc) if isinstance(exc, LoopmlError) else type(exc).__name__
                 if self.on_tick:
-                    self.on_tick(Tick(datetime.now(UTC), "error", str(exc)))
+                    self.on_tick(Tick(datetime.now(UTC), "error", message))
             ticks += 1
             stop.wait(max(0.0, self.settings.controller_interval_s - (time.monotonic() - started)))

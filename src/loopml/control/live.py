@@ -18,29 +18,34 @@ _LATENCY_ROWS = 20_000
 
 
 def _frame(store: Store, model_name: str, versions: list[str], since: datetime) -> pd.DataFrame:
-    query = select(
-        Prediction.request_id,
-        Prediction.model_version,
-        Prediction.variant,
-        Prediction.label,
-        Prediction.latency_ms,
-    ).where(
-        Prediction.model_name == model_name,
-        Prediction.ts >= since,
-        Prediction.model_version.in_(versions),
-    )
-    with store.session() as session:
-        preds = pd.DataFrame(
-            session.execute(query).all(),
-            columns=["request_id", "version", "variant", "label", "latency_ms"],
+    # Joined in SQL (an IN list of ids breaks past 65,535 bound parameters on PostgreSQL).
+    # Shadow records carry the champion's request id plus a suffix.
+    columns = ["request_id", "version", "variant", "label", "latency_ms", "truth"]
+    frames = []
+    for shadow in (False, True):
+        key = Feedback.request_id + SHADOW_SUFFIX if shadow else Feedback.request_id
+        variant = Prediction.variant == "shadow" if shadow else Prediction.variant != "shadow"
+        query = (
+            select(
+                Prediction.request_id,
+                Prediction.model_version,
+                Prediction.variant,
+                Prediction.label,
+                Prediction.latency_ms,
+                Feedback.label,
+            )
+            .outerjoin(Feedback, key == Prediction.request_id)
+            .where(
+                Prediction.model_name == model_name,
+                Prediction.ts >= since,
+                Prediction.model_version.in_(versions),
+                variant,
+            )
         )
-        base = preds["request_id"].str.removesuffix(SHADOW_SUFFIX)
-        truth_q = select(Feedback.request_id, Feedback.label).where(
-            Feedback.request_id.in_(base.unique().tolist())
-        )
-        truth = dict(session.execute(truth_q).all()) if len(base) else {}
-    preds["base_id"] = base
-    preds["truth"] = base.map(truth)
+        with store.session() as session:
+            frames.append(pd.DataFrame(session.execute(query).all(), columns=columns))
+    preds = pd.concat(frames, ignore_index=True)
+    preds["base_id"] = preds["request_id"].str.removesuffix(SHADOW_SUFFIX)
     return preds
 
 

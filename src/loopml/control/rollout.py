@@ -21,7 +21,7 @@ from loopml.control.analysis import Analysis, Limits, analyze
 from loopml.control.live import collect
 from loopml.control.routing import Mode, Routing, load_routing, routing_in, save_routing
 from loopml.errors import RolloutError
-from loopml.registry import CHAMPION, GATE_TAG, Registry, current_actor
+from loopml.registry import CHAMPION, Registry, current_actor
 from loopml.store import Store
 from loopml.tracking import experiment_id
 
@@ -125,6 +125,11 @@ def _log_decision(
         pass  # MLflow is a view; the audit record already holds the decision
 
 
+def _check_same(routing: Routing, expect: str | None) -> None:
+    if expect is not None and (routing.rollout or {}).get("id") != expect:
+        raise RolloutError("the rollout changed while it was being analyzed: nothing was done")
+
+
 def _transition(
     store: Store,
     registry: Registry,
@@ -133,10 +138,16 @@ def _transition(
     reason: str,
     change: Callable[[Routing], None],
     analysis: Analysis | None = None,
+    expect: str | None = None,
 ) -> Routing:
-    """Apply ``change`` to the routing and append the audit record, in one transaction."""
+    """Apply ``change`` to the routing and append the audit record, in one transaction.
+
+    With ``expect``, the rollout must still be the one that was analyzed (an operator may have
+    aborted it, or started another, in the meantime).
+    """
     with store.session() as session:
         routing = routing_in(session, registry.name, lock=True)
+        _check_same(routing, expect)
         before = routing.challenger
         change(routing)
         numbers: dict[str, Any] = {"mode": routing.mode, "weight": routing.weight}
@@ -178,15 +189,18 @@ def start(
         raise RolloutError("no champion to roll out against: promote a first version")
     if str(champion.version) == str(mv.version):
         raise RolloutError(f"version {mv.version} is already the champion")
-    verdict = mv.tags.get(GATE_TAG, "not run")
+    verdict = registry.gate_verdict(mv)
     if verdict != "passed" and not force:
         raise RolloutError(
             f"version {mv.version} failed its gate ({verdict}); use --force --reason"
         )
     steps = [w for w in settings.rollout_steps if weight is None or w > weight]
     if weight is not None:
-        if not 0 < weight <= 1:
-            raise RolloutError(f"weight must be in (0, 1], got {weight}")
+        if not 0 < weight < 1:
+            raise RolloutError(
+                f"a canary weight must be between 0 and 100%, got {weight:.0%} "
+                "(all traffic on a version is a promotion: use `loopml promote`)"
+            )
         steps = [weight, *steps]
     now = _iso(_now())
     rollout = {
@@ -232,6 +246,7 @@ def abort(
     reason: str,
     analysis: Analysis | None = None,
     action: str = "rollout_abort",
+    expect: str | None = None,
 ) -> Routing:
     """Send all traffic back to the champion at once and record why."""
     current = load_routing(store, registry.name)
@@ -243,7 +258,13 @@ def abort(
         _end(routing)
 
     routing = _transition(
-        store, registry, action=action, reason=reason, change=change, analysis=analysis
+        store,
+        registry,
+        action=action,
+        reason=reason,
+        change=change,
+        analysis=analysis,
+        expect=expect,
     )
     registry.set_challenger(None)
     _log_decision(
@@ -263,6 +284,7 @@ def _promote(
 
     def finish(session: Session) -> None:
         state = routing_in(session, registry.name, lock=True)
+        _check_same(state, rollout.get("id"))
         state.champion = version
         _end(state)
         save_routing(session, state)
@@ -280,6 +302,36 @@ def _promote(
     return load_routing(store, registry.name)
 
 
+def _rollback(
+    settings: Settings,
+    store: Store,
+    registry: Registry,
+    reason: str,
+    analysis: Analysis | None,
+    expect: str,
+) -> StepResult:
+    routing = abort(
+        settings,
+        store,
+        registry,
+        reason=reason,
+        analysis=analysis,
+        action="rollout_rollback",
+        expect=expect,
+    )
+    return StepResult("rollback", routing, analysis, reason)
+
+
+def _failures(analysis: Analysis, *, step_ended: bool) -> list[str]:
+    # Errors and latency fail at once. Quality is tested once, when the step ends: testing it
+    # on every tick of a growing sample would roll back good challengers far more than alpha.
+    return [
+        f"{c.name}: {c.detail}"
+        for c in analysis.checks
+        if c.status == "fail" and (step_ended or c.name != "live_quality")
+    ]
+
+
 def step(
     settings: Settings, store: Store, registry: Registry, *, now: datetime | None = None
 ) -> StepResult | None:
@@ -289,70 +341,37 @@ def step(
     rollout = routing.rollout
     if rollout is None or routing.champion is None or routing.challenger is None:
         return None
+    expect = str(rollout["id"])
     away = _age_s(rollout["heartbeat_at"], now)
     if away > settings.rollout_lease_s:
         reason = f"controller was away {away:.0f}s (lease {settings.rollout_lease_s:.0f}s)"
-        return StepResult(
-            "rollback",
-            abort(settings, store, registry, reason=reason, action="rollout_rollback"),
-            None,
-            reason,
-        )
+        return _rollback(settings, store, registry, reason, None, expect)
     analysis = live_analysis(settings, store, routing)
-    if analysis.status == "fail":
-        failed = ", ".join(f"{c.name}: {c.detail}" for c in analysis.checks if c.status == "fail")
-        return StepResult(
-            "rollback",
-            abort(
-                settings,
-                store,
-                registry,
-                reason=failed,
-                analysis=analysis,
-                action="rollout_rollback",
-            ),
-            analysis,
-            failed,
-        )
+    step_ended = _age_s(rollout["step_started_at"], now) >= settings.rollout_step_min_s
+    failed = _failures(analysis, step_ended=step_ended)
+    if failed:
+        return _rollback(settings, store, registry, "; ".join(failed), analysis, expect)
     if _age_s(rollout["started_at"], now) > settings.rollout_max_duration_s:
         reason = f"no verdict within {settings.rollout_max_duration_s:.0f}s"
-        return StepResult(
-            "rollback",
-            abort(
-                settings,
-                store,
-                registry,
-                reason=reason,
-                analysis=analysis,
-                action="rollout_rollback",
-            ),
-            analysis,
-            reason,
-        )
-    ready = (
-        analysis.status == "pass"
-        and _age_s(rollout["step_started_at"], now) >= settings.rollout_step_min_s
-    )
-    if not ready:
-        _heartbeat(store, registry, now)
+        return _rollback(settings, store, registry, reason, analysis, expect)
+    if not (step_ended and analysis.status == "pass"):
+        _heartbeat(store, registry, now, expect)
         return StepResult(
             "wait", load_routing(store, registry.name), analysis, f"analysis {analysis.status}"
         )
-    last = routing.mode == "shadow" or rollout["step"] + 1 >= len(rollout["steps"])
-    if last:
-        return StepResult(
-            "promote",
-            _promote(settings, store, registry, routing, analysis),
-            analysis,
-            "every step passed",
-        )
+    index = int(rollout["step"]) + 1
+    # All traffic on the challenger is the promotion itself: with no champion traffic left
+    # there would be nothing to compare it with.
+    if routing.mode == "shadow" or index >= len(rollout["steps"]) or rollout["steps"][index] >= 1:
+        promoted = _promote(settings, store, registry, routing, analysis)
+        return StepResult("promote", promoted, analysis, "every step passed")
     return _advance(store, registry, routing, analysis, now)
 
 
-def _heartbeat(store: Store, registry: Registry, now: datetime) -> None:
+def _heartbeat(store: Store, registry: Registry, now: datetime, expect: str) -> None:
     with store.session() as session:
         routing = routing_in(session, registry.name, lock=True)
-        if routing.rollout is not None:
+        if routing.rollout is not None and routing.rollout.get("id") == expect:
             routing.details["rollout"] = routing.rollout | {"heartbeat_at": _iso(now)}
             save_routing(session, routing)
 
@@ -379,6 +398,7 @@ def _advance(
         reason=f"analysis passed: weight {routing.weight:.0%} -> {weight:.0%}",
         change=change,
         analysis=analysis,
+        expect=rollout["id"],
     )
     _log_decision(registry, rollout, "advance", {"weight": weight, "analysis": analysis.to_dict()})
     return StepResult("advance", new, analysis, f"weight -> {weight:.0%}")

@@ -15,7 +15,16 @@ from sqlalchemy.orm import Session
 
 from loopml.store import RoutingState, Store
 
-__all__ = ["Mode", "Routing", "choose_variant", "load_routing", "routing_in", "save_routing"]
+__all__ = [
+    "Mode",
+    "Routing",
+    "choose_variant",
+    "effective_mode",
+    "lease_expired",
+    "load_routing",
+    "routing_in",
+    "save_routing",
+]
 
 Mode = Literal["none", "shadow", "canary"]
 _BUCKETS = 10_000
@@ -59,6 +68,29 @@ def choose_variant(routing: Routing, key: str) -> str:
     digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     bucket = int.from_bytes(digest, "big") % _BUCKETS
     return "challenger" if bucket < routing.weight * _BUCKETS else "champion"
+
+
+def lease_expired(routing: Routing, lease_s: float, now: datetime | None = None) -> bool:
+    """Whether the rollout's controller heartbeat is older than ``lease_s`` (or unreadable)."""
+    rollout = routing.rollout
+    if rollout is None:
+        return False
+    try:
+        beat = datetime.fromisoformat(str(rollout["heartbeat_at"]))
+    except (KeyError, TypeError, ValueError):
+        return True
+    if beat.tzinfo is None:
+        beat = beat.replace(tzinfo=UTC)
+    return ((now or datetime.now(UTC)) - beat).total_seconds() > lease_s
+
+
+def effective_mode(routing: Routing, lease_s: float, now: datetime | None = None) -> Mode:
+    """The mode serving obeys: ``none`` without a challenger, without a rollout record, or when
+    the rollout's lease has expired (dead-man switch: the controller rolls back when it returns).
+    """
+    if routing.mode == "none" or routing.rollout is None:
+        return "none"
+    return "none" if lease_expired(routing, lease_s, now) else routing.mode
 
 
 def _from_row(row: RoutingState) -> Routing:

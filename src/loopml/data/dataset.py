@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ from sklearn.model_selection import train_test_split
 
 from loopml.data.sources import BUILTIN_TWEETS, read_source
 from loopml.data.validate import validate_frame
+from loopml.errors import DataError
 
 __all__ = ["Dataset", "Splits", "content_version", "load_dataset", "split_dataset"]
 
@@ -101,6 +103,15 @@ def split_dataset(
 ) -> Splits:
     """Deterministic stratified train/validation/test split of ``dataset`` by ``seed``."""
     frame = dataset.frame
+    counts = frame["label"].value_counts()
+    need = max(2, math.ceil(1 / min(test_size, validation_size)))  # one row per class per split
+    small = counts[counts < need]
+    if len(small):
+        listed = ", ".join(f"{label!r} ({n})" for label, n in small.items())
+        raise DataError(
+            f"{dataset.source}: too few rows to split: class {listed}; a stratified split with "
+            f"{test_size:.0%} test and {validation_size:.0%} validation needs {need} per class"
+        )
     rest, test = train_test_split(
         frame, test_size=test_size, random_state=seed, stratify=_stratum(frame)
     )

@@ -61,7 +61,7 @@ def _read_builtin() -> pd.DataFrame:
 def _decode(path: Path, *, header_lines: int) -> str:
     data = path.read_bytes()
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # spreadsheet exports start with a byte-order mark
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         row = line - header_lines

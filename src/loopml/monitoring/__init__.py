@@ -1,17 +1,13 @@
-"""Monitoring: drift of inputs and predictions, live quality, reports and Prometheus gauges."""
+"""Monitoring: drift of inputs and predictions, live quality, reports and Prometheus gauges.
+
+Names are imported on first use (PEP 562), so that ``loopml --help`` and the light
+``loopml.monitoring.command`` module do not pay for Evidently, MLflow and scikit-learn.
+"""
 
 from __future__ import annotations
 
-from loopml.monitoring.drift import Check, Reference, Thresholds, build_reference, detect_drift
-from loopml.monitoring.monitor import (
-    Assessment,
-    MonitorError,
-    MonitorReport,
-    Verdict,
-    assess,
-    run_monitor,
-)
-from loopml.monitoring.quality import Quality, live_quality
+import importlib
+from typing import Any
 
 __all__ = [
     "Assessment",
@@ -28,3 +24,20 @@ __all__ = [
     "live_quality",
     "run_monitor",
 ]
+
+_HOME = {
+    "Check": "drift", "Reference": "drift", "Thresholds": "drift", "build_reference": "drift",
+    "detect_drift": "drift", "Assessment": "monitor", "MonitorReport": "monitor",
+    "Verdict": "monitor", "assess": "monitor", "run_monitor": "monitor", "Quality": "quality",
+    "live_quality": "quality",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "MonitorError":
+        from loopml.errors import MonitorError
+
+        return MonitorError
+    if name in _HOME:
+        return getattr(importlib.import_module(f"loopml.monitoring.{_HOME[name]}"), name)
+    raise AttributeError(f"module 'loopml.monitoring' has no attribute {name!r}")

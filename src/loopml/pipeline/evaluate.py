@@ -68,7 +68,13 @@ def _domain_f1(test: pd.DataFrame, predicted: list[str]) -> dict[str, float]:
     out = {}
     frame = test.assign(predicted=predicted)
     for domain, group in frame.groupby("domain"):
-        out[str(domain)] = float(f1_score(group["label"], group["predicted"], average="macro"))
+        # Average over the classes the slice really holds, for candidate and champion alike: a
+        # single stray prediction of an absent class must not swing the slice score.
+        present = sorted(group["label"].unique())
+        score = f1_score(
+            group["label"], group["predicted"], average="macro", labels=present, zero_division=0
+        )
+        out[str(domain)] = float(score)
     return out
 
 

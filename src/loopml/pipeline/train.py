@@ -110,7 +110,9 @@ def _register(
     client = registry.client
     if not registry.exists():
         client.create_registered_model(registry.name)
-    mv = client.create_model_version(registry.name, source=info.model_uri, run_id=run_id)
+    mv = client.create_model_version(
+        registry.name, source=info.model_uri, run_id=run_id, model_id=info.model_id
+    )
     return str(mv.version)
 
 

@@ -10,11 +10,12 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.util import CommandError
 from sqlalchemy import Engine, create_engine, event, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from loopml.errors import StoreError
+from loopml.errors import ConfigError, StoreError
 from loopml.store.models import AuditEntry
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -126,12 +127,14 @@ class Store:
 
 def open_store(url: str) -> Store:
     """Connect to the loopml database at ``url`` and bring its schema up to date."""
-    engine = make_engine(url)
+    try:
+        engine = make_engine(url)
+    except (ArgumentError, ImportError) as exc:
+        raise ConfigError(f"database URL {_redact(url)!r} is not usable: {exc}") from exc
     try:
         migrate(engine)
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, CommandError) as exc:
         engine.dispose()
-        raise StoreError(
-            f"cannot open the loopml database at {_redact(url)}: {exc.args[0]}"
-        ) from exc
+        message = exc.args[0] if exc.args else type(exc).__name__
+        raise StoreError(f"cannot open the loopml database at {_redact(url)}: {message}") from exc
     return Store(engine)

@@ -82,6 +82,8 @@ def test_mcnemar_exact_p_values() -> None:
 
 def test_shadow_uses_paired_counts() -> None:
     same = stats(correct=240)
-    worse = analyze(same, same, LIMITS, paired=(30, 5))
+    worse = analyze(same, stats(correct=215), LIMITS, paired=(30, 5))  # 25 fewer right
     assert by_name(worse)["live_quality"] == "fail" and "McNemar" in worse.checks[2].detail
-    assert analyze(same, same, LIMITS, paired=(12, 10)).status == "pass"
+    assert analyze(same, stats(correct=238), LIMITS, paired=(12, 10)).status == "pass"
+    margin = Limits(**{**LIMITS.__dict__, "quality_margin": 0.15})
+    assert analyze(same, stats(correct=215), margin, paired=(30, 5)).status == "pass"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -89,7 +90,7 @@ def test_canary_steps_up_and_promotes(setup: tuple[Settings, Store, Registry]) -
 
     first = rollout.step(settings, store, registry)
     assert first is not None and first.action == "wait"
-    for expected in ("advance", "advance", "promote"):
+    for expected in ("advance", "promote"):  # 10% -> 50%; the step to 100% is the promotion
         log(store, "1", "champion", 120, accuracy=0.8)
         log(store, "2", "challenger", 120, accuracy=0.8)
         result = rollout.step(settings, store, registry)
@@ -100,7 +101,6 @@ def test_canary_steps_up_and_promotes(setup: tuple[Settings, Store, Registry]) -
     assert actions(store) == [
         "promote",
         "rollout_start_canary",
-        "rollout_advance",
         "rollout_advance",
         "rollout_promote",
     ]
@@ -182,3 +182,54 @@ def test_abort_and_status(setup: tuple[Settings, Store, Registry]) -> None:
     rollout.abort(settings, store, registry, reason="operator said so")
     assert store.history("sentiment")[0].reason == "operator said so"
     assert rollout.status(settings, store, registry)["analysis"] is None
+
+
+@pytest.mark.slow
+def test_worse_shadow_fails_mcnemar(setup: tuple[Settings, Store, Registry]) -> None:
+    settings, store, registry = setup
+    rollout.start(settings, store, registry, "2", mode="shadow")
+    ids = log(store, "1", "champion", 120, accuracy=0.8)
+    log(store, "2", "shadow", 120, accuracy=0.6, ids=ids)  # wrong on 24 pairs the champion got
+    result = rollout.step(settings, store, registry)
+    assert result is not None and result.action == "rollback"
+    assert result.analysis is not None
+    quality = next(c for c in result.analysis.checks if c.name == "live_quality")
+    assert "McNemar on 24 discordant pairs" in quality.detail
+    assert quality.p_value is not None and quality.p_value < 1e-6
+
+
+@pytest.mark.slow
+def test_quality_is_judged_once_at_the_end_of_a_step(
+    setup: tuple[Settings, Store, Registry],
+) -> None:
+    settings, store, registry = setup
+    patient = settings.model_copy(update={"rollout_step_min_s": 3600.0})
+    rollout.start(patient, store, registry, "2", mode="canary", weight=0.5)
+    log(store, "1", "champion", 150, accuracy=0.8)
+    log(store, "2", "challenger", 150, accuracy=0.4)
+    early = rollout.step(patient, store, registry)
+    assert early is not None and early.action == "wait", "no quality verdict mid-step"
+    late = rollout.step(settings, store, registry)
+    assert late is not None and late.action == "rollback"
+
+
+@pytest.mark.slow
+def test_an_aborted_rollout_is_not_promoted_by_a_stale_tick(
+    setup: tuple[Settings, Store, Registry], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, store, registry = setup
+    rollout.start(settings, store, registry, "2", mode="canary", weight=0.5)
+    log(store, "1", "champion", 120, accuracy=0.8)
+    log(store, "2", "challenger", 120, accuracy=0.8)
+    analysed = rollout.live_analysis
+
+    def operator_aborts_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        result = analysed(*args, **kwargs)
+        rollout.abort(settings, store, registry, reason="operator")
+        return result
+
+    monkeypatch.setattr(rollout, "live_analysis", operator_aborts_meanwhile)
+    with pytest.raises(RolloutError, match="changed while it was being analyzed"):
+        rollout.step(settings, store, registry)
+    assert registry.aliases()[CHAMPION] == "1"
+    assert load_routing(store, "sentiment").mode == "none"

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from loopml.data import Dataset, content_version, split_dataset
+from loopml.errors import DataError
 
 
 def test_version_depends_on_content_only(small_tweets: Dataset) -> None:
@@ -46,3 +48,11 @@ def test_tiny_classes_still_split() -> None:
     ds = Dataset("mem", frame, content_version(frame))
     s = split_dataset(ds, seed=0)
     assert set(s.test["label"]) == {"a", "b"}
+
+
+def test_a_class_too_small_to_split_is_a_data_error() -> None:
+    frame = pd.DataFrame({"text": [f"t{i}" for i in range(35)],
+                          "label": ["a"] * 30 + ["b"] * 5, "domain": "x"})
+    ds = Dataset("mem.csv", frame, content_version(frame))
+    with pytest.raises(DataError, match=r"mem.csv: too few rows to split: class 'b' \(5\)"):
+        split_dataset(ds, seed=0)
