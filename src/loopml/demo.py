@@ -69,6 +69,7 @@ class DemoPlan:
             420.0,
             {
                 "controller_interval_s": 3.0,
+                "monitor_interval_s": 0.0,
                 "monitor_window": 500,
                 "monitor_min_samples": 300,
                 "retrain_min_labeled": 300,
@@ -93,6 +94,7 @@ class DemoPlan:
             300.0,
             {
                 "controller_interval_s": 1.5,
+                "monitor_interval_s": 0.0,
                 "monitor_window": 400,
                 "monitor_min_samples": 300,
                 "monitor_sample_cap": 1500,

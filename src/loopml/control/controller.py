@@ -24,7 +24,7 @@ from loopml.control.retrain import champion_splits, new_labeled_rows, retrain
 from loopml.control.routing import load_routing, routing_in, save_routing
 from loopml.errors import LoopmlError, MonitorError
 from loopml.registry import CHALLENGER, CHAMPION, Registry, current_actor
-from loopml.store import AuditEntry, Store
+from loopml.store import AuditEntry, MonitorResult, Store
 
 __all__ = ["Controller", "Tick"]
 
@@ -136,8 +136,24 @@ class Controller:
             self.on_tick(result)
         return result
 
+    def _last_monitor(self) -> datetime | None:
+        query = (
+            select(MonitorResult.ts)
+            .where(MonitorResult.model_name == self.registry.name)
+            .order_by(MonitorResult.id.desc())
+            .limit(1)
+        )
+        with self.store.session() as session:
+            ts = session.execute(query).scalar_one_or_none()
+        return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
+
     def _monitor_and_decide(self, now: datetime) -> Tick:
         from loopml.monitoring import run_monitor
+
+        last = self._last_monitor()
+        if last is not None and (now - last).total_seconds() < self.settings.monitor_interval_s:
+            # Each run writes reports and an MLflow run: not on every tick of an idle loop.
+            return Tick(now, "idle", f"monitored {(now - last).total_seconds():.0f}s ago")
 
         try:
             report = run_monitor(self.settings)
