@@ -3,41 +3,28 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
-from serving_helpers import ADMIN_TOKEN, POSTGRES_ENV, Server, TrainedRegistry, server_env
-
-from loopml.config import load_settings
-from loopml.data import Dataset, content_version, load_dataset
-
-
-def _sample(tweets: Dataset, rows: int, seed: int) -> Dataset:
-    frame = tweets.frame.sample(rows, random_state=seed).reset_index(drop=True)
-    return Dataset(
-        source=f"{tweets.source}#sample{seed}", frame=frame, version=content_version(frame)
-    )
+from serving_helpers import (
+    ADMIN_TOKEN,
+    POSTGRES_ENV,
+    Server,
+    TrainedRegistry,
+    server_env,
+    train_registry,
+)
 
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedRegistry:
     """Train two small real models once per session and make version 1 the champion."""
-    from loopml.pipeline.train import train
-    from loopml.registry import Registry
-    from loopml.store import open_store
-
-    home = tmp_path_factory.mktemp("registry")
-    settings = load_settings(home=home, database_url=None, tracking_uri=None).prepare()
-    tweets = load_dataset("builtin:tweets")
-    versions = [train(settings, dataset=_sample(tweets, 3000, seed)).version for seed in (0, 1)]
-    store = open_store(settings.db_url)
-    Registry(settings).promote(store, versions[0], force=True, reason="serving tests")
-    store.dispose()
-    texts = tweets.frame["text"].sample(500, random_state=3).tolist()
-    return TrainedRegistry(settings, versions, texts)
+    return train_registry(tmp_path_factory.mktemp("registry"))
 
 
 @pytest.fixture
@@ -109,3 +96,27 @@ def postgres_url() -> str | None:
     finally:
         engine.dispose()
     return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, postgres_url: str | None) -> Iterator[dict[str, Any]]:
+    """A fresh loopml database: SQLite under the server's home, or a dedicated PostgreSQL
+    database (created and dropped here, so parallel runs never collide)."""
+    if request.param == "sqlite":
+        yield {"kind": "sqlite"}
+        return
+    if postgres_url is None:
+        pytest.skip("LOOPML_TEST_POSTGRES_URL is not set")
+    name = f"loopml_serving_{uuid.uuid4().hex[:10]}"
+    admin = psycopg.connect(postgres_url, autocommit=True)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = postgres_url.rpartition("/")
+    try:
+        yield {"kind": "postgres", "url": f"{base}/{name}", "name": name, "admin": admin}
+    finally:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.close()

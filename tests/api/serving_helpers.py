@@ -19,7 +19,9 @@ from loopml.config import Settings
 
 POSTGRES_ENV = "LOOPML_TEST_POSTGRES_URL"
 ADMIN_TOKEN = "test-admin-token-0123456789"
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 ROOT = Path(__file__).resolve().parents[2]
+SUPPORT = ROOT / "tests" / "support"  # test-only model classes; on every test server's path
 
 
 @dataclass
@@ -57,6 +59,35 @@ class TrainedRegistry:
         from loopml.tracking import configure_mlflow
 
         configure_mlflow(self.settings).set_registered_model_alias(name, "champion", version)
+
+
+def _sample(frame: Any, source: str, rows: int, seed: int) -> Any:
+    from loopml.data import Dataset, content_version
+
+    part = frame.sample(rows, random_state=seed).reset_index(drop=True)
+    return Dataset(source=f"{source}#sample{seed}", frame=part, version=content_version(part))
+
+
+def train_registry(home: Path) -> TrainedRegistry:
+    """Train two small real models (3,000 tweets each) in a registry under ``home``; version 1
+    is the champion (promoted through the registry, so the routing state names it too)."""
+    from loopml.config import load_settings
+    from loopml.data import load_dataset
+    from loopml.pipeline.train import train
+    from loopml.registry import Registry
+    from loopml.store import open_store
+
+    settings = load_settings(home=home, database_url=None, tracking_uri=None).prepare()
+    tweets = load_dataset("builtin:tweets")
+    versions = [
+        train(settings, dataset=_sample(tweets.frame, tweets.source, 3000, seed)).version
+        for seed in (0, 1)
+    ]
+    store = open_store(settings.db_url)
+    Registry(settings).promote(store, versions[0], force=True, reason="serving tests")
+    store.dispose()
+    texts = tweets.frame["text"].sample(500, random_state=3).tolist()
+    return TrainedRegistry(settings, versions, texts)
 
 
 def free_port() -> int:
@@ -160,6 +191,9 @@ def server_env(
             "LOOPML_CONFIG": str(home / "absent.toml"),
             "LOOPML_RELOAD_INTERVAL_S": "3600",
             "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(SUPPORT), os.environ.get("PYTHONPATH", "")) if p
+            ),
         }
     )
     for key, value in settings.items():
@@ -255,3 +289,157 @@ def count_ids(db_url: str, ids: list[str]) -> dict[str, int]:
     for rid in ids:
         counts[rid] = int(all_counts.get(rid, 0))
     return counts
+
+
+def db_settings(database: dict[str, Any]) -> dict[str, Any]:
+    return {"database_url": database["url"]} if database["kind"] == "postgres" else {}
+
+
+def db_url(database: dict[str, Any], server: Server) -> str:
+    if database["kind"] == "postgres":
+        return str(database["url"])
+    return f"sqlite:///{server.home / 'loopml.db'}"
+
+
+# -- routing and rollouts ---------------------------------------------------------------------
+
+
+def routing_of(url: str) -> dict[str, Any]:
+    """The ``routing`` block of ``/v1/status``."""
+    routing: dict[str, Any] = httpx.get(url + "/v1/status", timeout=10).json()["routing"]
+    return routing
+
+
+def wait_obeying(
+    url: str, mode: str, challenger: str | None = None, timeout: float = 60
+) -> dict[str, Any]:
+    """Wait until the server obeys ``mode`` (with ``challenger`` loaded unless mode is none)."""
+
+    def obeying() -> dict[str, Any] | None:
+        routing = routing_of(url)
+        if routing["effective_mode"] != mode:
+            return None
+        if mode != "none" and routing["serving"]["challenger"] != challenger:
+            return None
+        return routing
+
+    result: dict[str, Any] = wait_for(obeying, timeout, f"{url} to obey mode {mode}", 0.1)
+    return result
+
+
+def start_rollout(
+    url: str, version: str, mode: str, weight: float | None = None, **extra: Any
+) -> dict[str, Any]:
+    """``POST /v1/admin/rollout/start`` (forced: test versions carry no gate verdict)."""
+    body: dict[str, Any] = {"version": version, "mode": mode, "force": True, "reason": "test"}
+    if weight is not None:
+        body["weight"] = weight
+    body.update(extra)
+    resp = httpx.post(url + "/v1/admin/rollout/start", json=body, headers=AUTH, timeout=60)
+    assert resp.status_code == 200, resp.text
+    routing: dict[str, Any] = resp.json()
+    return routing
+
+
+def abort_rollout(url: str, reason: str = "test over") -> dict[str, Any]:
+    """``POST /v1/admin/rollout/abort``."""
+    resp = httpx.post(
+        url + "/v1/admin/rollout/abort", json={"reason": reason}, headers=AUTH, timeout=60
+    )
+    assert resp.status_code == 200, resp.text
+    routing: dict[str, Any] = resp.json()
+    return routing
+
+
+def query(url: str, sql: str, **params: Any) -> list[Any]:
+    """Rows of ``sql`` on the database at ``url`` (SQLite or PostgreSQL)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.text(sql), params).all())
+    finally:
+        engine.dispose()
+
+
+def register_failing_version(trained: TrainedRegistry, name: str, base: str) -> str:
+    """A new version of ``name``: version ``base`` wrapped in ``FailsAfterWarmUp`` (it loads and
+    warms up, then raises on every call). Registered like any model, through MLflow."""
+    import sys
+
+    import mlflow
+
+    from loopml.recipes.packaging import log_classifier
+    from loopml.tracking import configure_mlflow, experiment_id
+
+    if str(SUPPORT) not in sys.path:
+        sys.path.insert(0, str(SUPPORT))
+    from loopml_test_models import WARM_UP_PREFIX, FailsAfterWarmUp
+
+    client = configure_mlflow(trained.settings)
+    inner = mlflow.pyfunc.load_model(f"models:/{name}/{base}").unwrap_python_model().classifier
+    examples = [f"{WARM_UP_PREFIX}: example one", f"{WARM_UP_PREFIX}: example two"]
+    exp = experiment_id(trained.settings, client)
+    with mlflow.start_run(experiment_id=exp, run_name="failing-challenger") as run:
+        info = log_classifier(FailsAfterWarmUp(inner), examples, [])
+    mv = client.create_model_version(name, source=info.model_uri, run_id=run.info.run_id)
+    return str(mv.version)
+
+
+def broken_version(trained: TrainedRegistry, name: str, base: str, tmp: Path) -> str:
+    """A new version of ``name`` whose pickle is garbage: it can never load."""
+    import mlflow
+
+    from loopml.tracking import configure_mlflow
+
+    client = configure_mlflow(trained.settings)
+    path = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{name}/{base}", dst_path=str(tmp)
+    )
+    (Path(path) / "artifacts" / "classifier.pkl").write_bytes(b"not a pickle")
+    return str(client.create_model_version(name, source=path).version)
+
+
+def add_monitor_result(db: str, model_name: str, verdict: str = "drift") -> None:
+    """A monitoring result row like ``loopml monitor`` writes (two checks: text and label)."""
+    from datetime import UTC, datetime
+
+    from loopml.store import MonitorResult, open_store
+
+    checks = [
+        {
+            "kind": "text",
+            "group": "input",
+            "method": "domain_classifier_auc",
+            "score": 0.912,
+            "threshold": 0.6,
+            "status": "drift",
+            "note": "",
+        },
+        {
+            "kind": "label",
+            "group": "prediction",
+            "method": "jensenshannon",
+            "score": 0.041,
+            "threshold": 0.1,
+            "status": "ok",
+            "note": "",
+        },
+    ]
+    store = open_store(db)
+    try:
+        with store.session() as session:
+            session.add(
+                MonitorResult(
+                    ts=datetime.now(UTC),
+                    model_name=model_name,
+                    model_version="1",
+                    window_size=1000,
+                    verdict=verdict,
+                    summary={"verdict": verdict, "checks": checks},
+                    report_path=None,
+                )
+            )
+    finally:
+        store.dispose()

@@ -8,14 +8,20 @@ import re
 import sqlite3
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
-from serving_helpers import LoadResult, Server, TrainedRegistry, count_ids, run_load, wait_for
+from serving_helpers import (
+    LoadResult,
+    Server,
+    TrainedRegistry,
+    count_ids,
+    db_settings,
+    db_url,
+    run_load,
+    wait_for,
+)
 
 
 def metric(url: str, name: str) -> float:
@@ -33,40 +39,6 @@ def assert_accounting(url: str) -> None:
     assert served == written + metric(url, "loopml_predlog_backlog")
     status = httpx.get(url + "/v1/status").json()["predlog"]
     assert status["served"] == status["written"] + status["backlog"]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request: pytest.FixtureRequest, postgres_url: str | None) -> Iterator[dict[str, Any]]:
-    """A fresh loopml database: SQLite under the server's home, or a dedicated PostgreSQL
-    database (created and dropped here, so parallel runs never collide)."""
-    if request.param == "sqlite":
-        yield {"kind": "sqlite"}
-        return
-    if postgres_url is None:
-        pytest.skip("LOOPML_TEST_POSTGRES_URL is not set")
-    name = f"loopml_serving_{uuid.uuid4().hex[:10]}"
-    admin = psycopg.connect(postgres_url, autocommit=True)
-    admin.execute(f'CREATE DATABASE "{name}"')
-    base, _, _ = postgres_url.rpartition("/")
-    try:
-        yield {"kind": "postgres", "url": f"{base}/{name}", "name": name, "admin": admin}
-    finally:
-        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-        )
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
-
-
-def db_settings(database: dict[str, Any]) -> dict[str, Any]:
-    return {"database_url": database["url"]} if database["kind"] == "postgres" else {}
-
-
-def db_url(database: dict[str, Any], server: Server) -> str:
-    if database["kind"] == "postgres":
-        return str(database["url"])
-    return f"sqlite:///{server.home / 'loopml.db'}"
 
 
 def test_hashes_only_without_log_text_and_drains_on_shutdown(

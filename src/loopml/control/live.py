@@ -44,7 +44,7 @@ def _frame(store: Store, model_name: str, versions: list[str], since: datetime) 
         )
         with store.session() as session:
             frames.append(pd.DataFrame(session.execute(query).all(), columns=columns))
-    preds = pd.concat(frames, ignore_index=True)
+    preds = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
     preds["base_id"] = preds["request_id"].str.removesuffix(SHADOW_SUFFIX)
     return preds
 

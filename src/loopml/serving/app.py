@@ -16,12 +16,15 @@ from loopml.config import Settings, load_settings
 from loopml.serving._http import HttpError, error_response
 from loopml.serving.docs import SCHEMAS
 from loopml.serving.middleware import EdgeMiddleware
-from loopml.serving.routes import admin, feedback, oip, ops, predict
+from loopml.serving.routes import admin, feedback, oip, ops, page, predict
 from loopml.serving.runtime import Runtime
 
 __all__ = ["create_app"]
 
-_DESCRIPTION = """Serves the registry version under the alias `champion` of one model.
+_DESCRIPTION = """Serves one model as the routing state says: the champion, and during a rollout a
+challenger (canary: a stable share of request keys, `X-Request-Key` or the request id; shadow: the
+challenger scores the champion's traffic off the request path). Without a routing state it serves
+the registry version under the alias `champion`. `GET /` is a status page for humans.
 
 Errors are `{"error": "..."}` with a 4xx status (503 + `Retry-After` when not ready or overloaded).
 With `LOOPML_API_KEYS` set, predict, infer and feedback need `Authorization: Bearer <key>` or
@@ -51,7 +54,7 @@ def create_app(settings: Settings | None = None, *, fast_lane: bool = True) -> F
         redoc_url=None,
     )
     app.state.runtime = runtime
-    for module in (predict, oip, feedback, admin, ops):
+    for module in (predict, oip, feedback, admin, ops, page):
         app.include_router(module.router)
     _add_error_handlers(app)
     app.add_middleware(EdgeMiddleware, runtime=runtime, fast_lane=fast_lane)

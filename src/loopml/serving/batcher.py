@@ -28,7 +28,15 @@ from loopml.serving.loader import LoadedModel
 from loopml.serving.metrics import Metrics
 from loopml.serving.predlog import PredictionLog
 
-__all__ = ["Answer", "Batcher", "ModelCallError", "QueueFullError", "Result"]
+__all__ = [
+    "Answer",
+    "Batcher",
+    "ModelCallError",
+    "QueueFullError",
+    "Result",
+    "describe_failure",
+    "new_ids",
+]
 
 log = logging.getLogger("loopml.serving")
 
@@ -38,7 +46,36 @@ class QueueFullError(ServingError):
 
 
 class ModelCallError(ServingError):
-    """The model raised while answering a batch."""
+    """The model raised while answering a batch; ``detail`` names the exception (never texts)."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail or message
+
+
+_DETAIL_CHARS = 500
+
+
+def describe_failure(exc: BaseException, texts: list[str]) -> str:
+    """``Type: message`` of a model failure, with any of ``texts`` blanked out and truncated:
+    error records and logs must never carry request texts."""
+    message = str(exc)
+    for text in texts:
+        if not text:
+            continue
+        # The text as is, as repr() shows it (str of a KeyError, f"{text!r}") and JSON-escaped.
+        forms = {repr(text), repr(text)[1:-1], orjson.dumps(text).decode()[1:-1], text}
+        for form in sorted(forms, key=len, reverse=True):
+            if form in message:
+                message = message.replace(form, "<text>")
+    detail = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return detail[:_DETAIL_CHARS]
+
+
+def new_ids(n: int) -> list[str]:
+    """``n`` fresh request ids (32 hex characters each)."""
+    raw = os.urandom(16 * n).hex()
+    return [raw[32 * k : 32 * k + 32] for k in range(n)]
 
 
 @dataclass(slots=True)
@@ -59,7 +96,7 @@ class Result:
 
 
 class _Item:
-    __slots__ = ("future", "model", "start", "texts")
+    __slots__ = ("future", "ids", "model", "start", "texts")
 
     def __init__(
         self,
@@ -67,11 +104,13 @@ class _Item:
         texts: list[str],
         future: asyncio.Future[list[Answer]],
         start: float,
+        ids: list[str] | None,
     ) -> None:
         self.model = model
         self.texts = texts
         self.future = future
         self.start = start
+        self.ids = ids
 
 
 class Batcher:
@@ -112,8 +151,15 @@ class Batcher:
             await self._task
         self._executor.shutdown(wait=True)
 
-    async def submit(self, model: LoadedModel, texts: list[str]) -> Result:
-        """Queue ``texts`` for ``model`` and wait for their answers."""
+    def has_room(self, n: int) -> bool:
+        """Whether ``n`` more texts would be accepted now."""
+        return not self._closing and self.queued + n <= self.max_queue_size
+
+    async def submit(
+        self, model: LoadedModel, texts: list[str], ids: list[str] | None = None
+    ) -> Result:
+        """Queue ``texts`` for ``model`` and wait for their answers (request ids ``ids`` when
+        given, else fresh ones)."""
         n = len(texts)
         if self._closing:
             raise QueueFullError("the server is shutting down")
@@ -122,9 +168,11 @@ class Batcher:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         futures = []
-        for i in range(0, n, self.max_batch_size):
+        step = self.max_batch_size
+        for i in range(0, n, step):
             fut: asyncio.Future[list[Answer]] = loop.create_future()
-            self._queue.append(_Item(model, texts[i : i + self.max_batch_size], fut, start))
+            part = ids[i : i + step] if ids is not None else None
+            self._queue.append(_Item(model, texts[i : i + step], fut, start, part))
             futures.append(fut)
         self.queued += n
         self.metrics.queue_depth.inc(n)
@@ -149,10 +197,18 @@ class Batcher:
             try:
                 answers = await loop.run_in_executor(self._executor, self._run, batch)
             except Exception as exc:
-                log.error("model call failed: %s", type(exc).__name__)
+                log.error(
+                    "model call of version %s (%s) failed: %s",
+                    batch[0].model.version,
+                    batch[0].model.variant,
+                    type(exc).__name__,
+                )
                 for item in batch:
                     if not item.future.done():
-                        item.future.set_exception(ModelCallError("the model failed to answer"))
+                        detail = describe_failure(exc, item.texts)
+                        item.future.set_exception(
+                            ModelCallError("the model failed to answer", detail)
+                        )
                 continue
             for item, ans in zip(batch, answers, strict=True):
                 if not item.future.done():  # the client may have gone away
@@ -184,16 +240,23 @@ class Batcher:
         rows: list[list[float]] = proba.tolist()
         best: list[int] = proba.argmax(axis=1).tolist()
         classes = model.classes
-        ids = os.urandom(16 * len(texts)).hex()
+        fresh = sum(len(item.texts) for item in batch if item.ids is None)
+        ids = os.urandom(16 * fresh).hex() if fresh else ""
         now = time.time()
         lines: list[bytes] = []
         out: list[list[Answer]] = []
         k = 0
+        f = 0
         for item in batch:
             latency_ms = (done - item.start) * 1000.0
             answers = []
-            for text in item.texts:
-                rid = ids[32 * k : 32 * k + 32]
+            given = item.ids
+            for j, text in enumerate(item.texts):
+                if given is not None:
+                    rid = given[j]
+                else:
+                    rid = ids[32 * f : 32 * f + 32]
+                    f += 1
                 probs = dict(zip(classes, rows[k], strict=True))
                 label = classes[best[k]]
                 answers.append(Answer(rid, label, probs))

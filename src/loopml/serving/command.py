@@ -20,8 +20,9 @@ def serve(
         typer.Option("--access-log/--no-access-log", help="Log one line per request (paths only)."),
     ] = False,
 ) -> None:
-    """Serve the registry's champion over HTTP: /v1/predict, Open Inference Protocol V2 under
-    /v2, feedback, health, status and Prometheus /metrics; follows the alias and hot-swaps."""
+    """Serve the champion over HTTP: /v1/predict, Open Inference Protocol V2 under /v2,
+    feedback, health, a status page at /, JSON status and Prometheus /metrics. Follows the
+    routing state (canary or shadow challenger) and the registry alias, and hot-swaps."""
     from loopml.config import load_settings
     from loopml.errors import LoopmlError
     from loopml.serving.server import run

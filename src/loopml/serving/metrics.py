@@ -23,6 +23,11 @@ loopml_model_loaded_timestamp_seconds  gauge     variant: when the serving model
 loopml_model_reloads_total             counter   result (loaded, unchanged, failed, no_alias)
 loopml_feedback_total                  counter   result (accepted, unknown_id, invalid_label,
                                                  invalid, error): feedback items
+loopml_model_errors_total              counter   model_version, variant: texts whose model call
+                                                 failed (a failed challenger call is answered
+                                                 by the champion) or whose model failed to load
+loopml_shadow_skipped_total            counter   champion answers not scored in shadow because
+                                                 the challenger's queue was full
 ====================================== ========= ===================================================
 
 ``served == written + backlog`` holds in every process (so for the sum). With several workers,
@@ -148,6 +153,18 @@ class Metrics:
             "loopml_feedback", "Feedback items by result.", ["result"], registry=reg
         )
 
+        self.model_errors = Counter(
+            "loopml_model_errors",
+            "Texts whose model call failed, and models that failed to load.",
+            ["model_version", "variant"],
+            registry=reg,
+        )
+        self.shadow_skipped = Counter(
+            "loopml_shadow_skipped",
+            "Champion answers not scored in shadow (the challenger's queue was full).",
+            registry=reg,
+        )
+
     def set_model(
         self, name: str, variant: str, version: str, old_version: str | None, loaded_at: float
     ) -> None:
@@ -157,6 +174,10 @@ class Metrics:
             self.model_info.labels(name, old_version, variant).set(0)
         self.model_info.labels(name, version, variant).set(1)
         self.model_loaded.labels(variant).set(loaded_at)
+
+    def unset_model(self, name: str, variant: str, version: str) -> None:
+        """Mark a model that stopped serving (the challenger after a rollout)."""
+        self.model_info.labels(name, version, variant).set(0)
 
     def render(self) -> bytes:
         """The text exposition of every metric (all workers' in multiprocess mode)."""

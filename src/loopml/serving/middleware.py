@@ -43,6 +43,7 @@ class EdgeMiddleware:
         self.app = app
         self.runtime = runtime
         self.metrics = runtime.metrics
+        self.live = runtime.live
         self.max_body_bytes = runtime.settings.max_body_bytes
         self.fast_lane = fast_lane
         self._children: dict[tuple[str, ...], tuple[Any, Any]] = {}
@@ -128,6 +129,8 @@ class EdgeMiddleware:
         try:
             if runtime.guard.keys_required:
                 runtime.guard.client(Headers(scope=scope))
+            if runtime.router.plan.mode == "canary":
+                state["request_key"] = _request_key(scope)
             _template, name, version = hot
             if name is None:
                 out = await answer_predict(runtime, state, body)
@@ -163,6 +166,16 @@ class EdgeMiddleware:
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+        if variant and status == 200:
+            self.live.observe(variant, seconds)
+
+
+def _request_key(scope: Scope) -> str | None:
+    """The ``X-Request-Key`` header (the canary's stickiness key), if the client sent one."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-key":
+            return value.decode("latin-1") or None
+    return None
 
 
 class _Template:

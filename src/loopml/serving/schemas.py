@@ -26,6 +26,10 @@ __all__ = [
     "PredictOut",
     "PredictionOut",
     "ReloadOut",
+    "RolloutAbortIn",
+    "RolloutStartIn",
+    "RolloutStatusOut",
+    "RoutingOut",
     "StatusOut",
     "TensorMetadataOut",
 ]
@@ -170,14 +174,61 @@ class ReloadOut(BaseModel):
 
 
 class StatusOut(BaseModel):
-    """Loaded models, queue, prediction log and limits of this worker."""
+    """Loaded models, routing, queue, prediction log and limits of this worker."""
 
     ready: bool
     pid: int
     uptime_s: float
     model_name: str
     models: dict[str, dict[str, Any]]
+    routing: dict[str, Any] = Field(
+        description="The routing state followed (champion, challenger, mode, weight, rollout"
+        " step) and what this worker obeys now (effective_mode: none when the lease expired)."
+    )
     queue_depth: int
     predlog: dict[str, Any]
+    serving_errors: dict[str, int]
     limits: dict[str, Any]
     last_reload: dict[str, Any] | None
+
+
+class RolloutStartIn(_In):
+    """Start a shadow or canary rollout of ``version`` against the champion."""
+
+    version: str = Field(pattern=r"^[0-9]{1,18}$", description="Registry version to roll out.")
+    mode: Literal["canary", "shadow"] | None = Field(
+        None, description="Default: LOOPML_ROLLOUT_MODE."
+    )
+    weight: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="First canary weight, below 1 (default: the first of LOOPML_ROLLOUT_STEPS).",
+    )
+    force: bool = Field(False, description="Roll out even if the version's gate failed.")
+    reason: str = Field("", max_length=2000, description="Why (required with force).")
+
+
+class RolloutAbortIn(_In):
+    """Send all traffic back to the champion now."""
+
+    reason: str = Field("aborted over HTTP", min_length=1, max_length=2000)
+
+
+class RoutingOut(BaseModel):
+    """The routing state of a model."""
+
+    model_name: str
+    champion: str | None
+    challenger: str | None
+    mode: Literal["none", "shadow", "canary"]
+    weight: float
+    updated_at: str | None
+    rollout: dict[str, Any] | None
+
+
+class RolloutStatusOut(BaseModel):
+    """The routing state and a fresh analysis of the rollout in progress (if any)."""
+
+    routing: RoutingOut
+    analysis: dict[str, Any] | None

@@ -278,3 +278,55 @@ def test_no_threads_or_files_at_import() -> None:
 
     importlib.reload(loopml.serving.app)
     assert threading.active_count() == before
+
+
+def test_failure_details_never_carry_texts() -> None:
+    from loopml.serving.batcher import describe_failure
+
+    text = 'he said "don\'t" \\ and left'
+    for exc in (KeyError(text), RuntimeError(f"bad input {text!r}"), ValueError(text)):
+        detail = describe_failure(exc, [text, "other"])
+        assert "don" not in detail, detail
+        assert detail.startswith(type(exc).__name__ + ": ")
+        assert "<text>" in detail
+    assert describe_failure(RuntimeError(), ["x"]) == "RuntimeError"
+    assert len(describe_failure(RuntimeError("y" * 5000), [])) == 500
+
+
+def test_live_stats_window() -> None:
+    from loopml.serving.livestats import LiveStats
+
+    live = LiveStats(window=10)
+    for i in range(100):
+        live.observe("champion", 0.001 * (i + 1), now=1002.5)
+    live.observe("challenger", 0.5, now=1005.2)
+    live.observe("champion", 0.002, now=1011.0)  # the current second: not reported yet
+    snap = live.snapshot(now=1011.9)
+    assert snap["end"] == 1011 and snap["window_s"] == 10
+    champion = snap["variants"]["champion"]
+    assert len(champion["rps"]) == 10 and champion["rps"][-1] == 0
+    # One value per second from 1001 to 1010: the 100 answers of second 1002 are at index 1.
+    assert champion["rps"][1] == 100 and champion["total"] == 100
+    assert champion["p99_ms"][1] == 99.0 and champion["p99_ms"][0] is None
+    assert snap["variants"]["challenger"]["rps"][4] == 1
+    assert LiveStats().snapshot()["variants"] == {}
+
+
+def test_dead_man_switch() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from loopml.control.routing import Routing, effective_mode, lease_expired
+
+    now = datetime.now(UTC)
+
+    def routing(beat: object, mode: str = "canary") -> Routing:
+        return Routing("m", "1", "2", mode, 0.5, None, {"rollout": {"heartbeat_at": beat}})  # type: ignore[arg-type]
+
+    assert effective_mode(routing(now.isoformat()), 60, now) == "canary"
+    assert effective_mode(routing(now.isoformat(), "shadow"), 60, now) == "shadow"
+    old = (now - timedelta(seconds=61)).isoformat()
+    assert lease_expired(routing(old), 60, now) and effective_mode(routing(old), 60, now) == "none"
+    assert effective_mode(routing("garbage"), 60, now) == "none"
+    naive = (now - timedelta(seconds=5)).replace(tzinfo=None).isoformat()
+    assert effective_mode(routing(naive), 60, now) == "canary"
+    assert effective_mode(Routing("m", "1", "2", "canary", 0.5), 60, now) == "none"  # no rollout

@@ -1,26 +1,54 @@
-"""``/v1/admin/*``: operator actions, behind ``Authorization: Bearer $LOOPML_ADMIN_TOKEN``."""
+"""``/v1/admin/*``: operator actions, behind ``Authorization: Bearer $LOOPML_ADMIN_TOKEN``.
+
+The rollout routes are the HTTP twins of ``loopml rollout start|abort|status``: the same functions
+(:mod:`loopml.control.rollout`, imported on first use: it loads MLflow), the same audit log, run
+in a worker thread. The audit actor says
+the action came over HTTP (``http:admin@<client address>``). Every replica obeys the new routing
+state within ``LOOPML_ROUTING_POLL_S``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
+from loopml.config import Settings
+from loopml.errors import LoopmlError, RegistryError, RolloutError, StoreError
 from loopml.serving._http import HttpError
 from loopml.serving.deps import AdminDep, RuntimeDep
 from loopml.serving.docs import error_responses
-from loopml.serving.schemas import ReloadOut
+from loopml.serving.runtime import Runtime
+from loopml.serving.schemas import (
+    ReloadOut,
+    RolloutAbortIn,
+    RolloutStartIn,
+    RolloutStatusOut,
+    RoutingOut,
+)
 
-__all__ = ["router"]
+__all__ = ["http_actor", "router"]
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+log = logging.getLogger("loopml.serving")
+
+T = TypeVar("T")
+
+
+class _UnknownVersionError(LoopmlError):
+    """The version named in the request does not exist (404)."""
 
 
 @router.post("/reload", response_model=ReloadOut, responses=error_responses(401, 403, 404, 409))
 async def reload(_auth: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
-    """Follow the registry alias now (this worker; others follow at their next poll).
+    """Follow the routing state and the registry alias now (this worker; others follow at their
+    next poll).
 
-    409 when the aliased version cannot be loaded or warmed up: the previous model keeps serving.
+    409 when the version to serve cannot be loaded or warmed up: the previous model keeps serving.
     """
     out = await runtime.reload()
     if out["result"] == "failed":
@@ -28,3 +56,120 @@ async def reload(_auth: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
             409, f"reload failed, still serving version {out['previous']}: {out['error']}"
         )
     return out
+
+
+def http_actor(request: Request) -> str:
+    """The audit actor of an admin request: it came over HTTP, from this client address."""
+    client = request.client.host if request.client else "unknown"
+    return f"http:admin@{client}"
+
+
+async def _call(runtime: Runtime, request: Request, fn: Callable[..., T]) -> T:
+    """Run ``fn(settings, store, registry)`` in a thread as the HTTP actor; loopml errors become
+    4xx (RolloutError 409, unknown version 404, other RegistryError 409, database down 503)."""
+    from loopml.registry import acting_as
+
+    store = runtime.store
+    if store is None:
+        raise HttpError(503, "the server is not started", {"Retry-After": "5"})
+    actor = http_actor(request)
+
+    def call() -> T:
+        with acting_as(actor):
+            return fn(runtime.settings, store, runtime.loader.registry)
+
+    try:
+        return await asyncio.to_thread(call)
+    except _UnknownVersionError as exc:
+        raise HttpError(404, str(exc)) from None
+    except (RolloutError, RegistryError) as exc:
+        raise HttpError(409, str(exc)) from None
+    except StoreError as exc:
+        raise HttpError(
+            503, f"the loopml database is unavailable; retry later ({exc})", {"Retry-After": "5"}
+        ) from None
+    except LoopmlError as exc:
+        raise HttpError(409, str(exc)) from None
+    except Exception as exc:  # MLflow or anything below: never a 500 for an operator action
+        log.error("admin rollout action failed: %s", type(exc).__name__)
+        raise HttpError(
+            503, f"the action failed: {type(exc).__name__}; retry later", {"Retry-After": "5"}
+        ) from None
+
+
+@router.post(
+    "/rollout/start",
+    response_model=RoutingOut,
+    responses=error_responses(401, 403, 404, 409, 422, 503),
+)
+async def rollout_start(
+    body: RolloutStartIn, request: Request, _auth: AdminDep, runtime: RuntimeDep
+) -> dict[str, Any]:
+    """Start a shadow or canary rollout of ``version`` (``loopml rollout start``).
+
+    404 for an unknown version; 409 when a rollout runs already, the version is the champion or
+    its gate failed (without ``force``); 422 for a bad body (``force`` needs a ``reason``).
+    """
+    if body.force and not body.reason.strip():
+        raise HttpError(422, "reason: required with force (say why the gate is overridden)")
+
+    def start(settings: Settings, store: Any, registry: Any) -> dict[str, Any]:
+        from loopml.control import rollout
+
+        try:
+            registry.version(body.version)
+        except RegistryError as exc:
+            raise _UnknownVersionError(str(exc)) from exc
+        routing = rollout.start(
+            settings,
+            store,
+            registry,
+            body.version,
+            mode=body.mode,
+            weight=body.weight,
+            reason=body.reason,
+            force=body.force,
+        )
+        return routing.to_dict()
+
+    return await _call(runtime, request, start)
+
+
+@router.post(
+    "/rollout/abort",
+    response_model=RoutingOut,
+    responses=error_responses(401, 403, 409, 422, 503),
+)
+async def rollout_abort(
+    request: Request,
+    _auth: AdminDep,
+    runtime: RuntimeDep,
+    body: RolloutAbortIn | None = None,
+) -> dict[str, Any]:
+    """Send all traffic back to the champion now (``loopml rollout abort``); 409 when no
+    rollout is in progress."""
+    reason = body.reason if body is not None else "aborted over HTTP"
+
+    def abort(settings: Settings, store: Any, registry: Any) -> dict[str, Any]:
+        from loopml.control import rollout
+
+        return rollout.abort(settings, store, registry, reason=reason).to_dict()
+
+    return await _call(runtime, request, abort)
+
+
+@router.get(
+    "/rollout",
+    response_model=RolloutStatusOut,
+    responses=error_responses(401, 403, 503),
+)
+async def rollout_status(request: Request, _auth: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """The routing state and a fresh analysis of the rollout in progress
+    (``loopml rollout status``)."""
+
+    def status(settings: Settings, store: Any, registry: Any) -> dict[str, Any]:
+        from loopml.control import rollout
+
+        return rollout.status(settings, store, registry)
+
+    return await _call(runtime, request, status)

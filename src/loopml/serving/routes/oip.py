@@ -174,7 +174,7 @@ async def answer_infer(
     """The JSON answer to an OIP V2 inference body (HttpError for bad input or overload)."""
     _model(runtime, name, version)
     rid, texts, wanted = parse_infer(body, runtime)
-    result = await serve_texts(runtime, state, texts)
+    result = await serve_texts(runtime, state, texts, pinned=version is not None)
     model, answers = result.model, result.answers
     n = len(answers)
     tensors = {
@@ -210,8 +210,10 @@ async def infer(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     runtime.guard.client(request.headers)
     params = request.path_params
+    state = request.scope["state"]
+    state["request_key"] = request.headers.get("x-request-key")
     body = await answer_infer(
-        runtime, request.scope["state"], await request.body(), params["name"], params.get("version")
+        runtime, state, await request.body(), params["name"], params.get("version")
     )
     return Response(body, headers=_JSON)
 

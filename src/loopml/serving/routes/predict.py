@@ -10,8 +10,9 @@ from starlette.responses import Response
 
 from loopml.config import Settings
 from loopml.serving._http import HttpError, load_json
-from loopml.serving.batcher import ModelCallError, QueueFullError, Result
+from loopml.serving.batcher import ModelCallError, QueueFullError, Result, new_ids
 from loopml.serving.docs import body_schema, error_responses
+from loopml.serving.router import CHAMPION
 from loopml.serving.runtime import Runtime
 from loopml.serving.schemas import PredictIn, PredictOut
 
@@ -74,25 +75,52 @@ def parse_predict(body: bytes, settings: Settings) -> list[str]:
     return check_texts(doc["texts"], "texts", settings)
 
 
-async def serve_texts(runtime: Runtime, state: dict[str, Any], texts: list[str]) -> Result:
-    """Route, batch and answer ``texts``; labels the request (``state``) for the metrics."""
-    slot = runtime.router.pick()
-    model = slot.model
-    if model is None:
+async def serve_texts(
+    runtime: Runtime, state: dict[str, Any], texts: list[str], *, pinned: bool = False
+) -> Result:
+    """Route, batch and answer ``texts``; labels the request (``state``) for the metrics.
+
+    In a canary the request key (``state["request_key"]``: the ``X-Request-Key`` header, else the
+    first request id) picks the variant; a failing or full challenger is answered by the champion.
+    In shadow mode the challenger scores the champion's texts after the answer. ``pinned``
+    requests (a version in the path) are answered by the champion only.
+    """
+    router = runtime.router
+    plan = router.plan
+    champion = router.champion.model
+    if champion is None:
         raise HttpError(
             503,
             "no model is loaded yet: the registry alias 'champion' is not set or"
             " its model cannot be loaded",
             {"Retry-After": "5"},
         )
-    state["model_version"] = model.version
-    state["variant"] = slot.variant
+    ids = None
+    if plan.mode == "canary" and not pinned:
+        ids = new_ids(len(texts))
+        challenger = router.canary_model(plan, state.get("request_key") or ids[0])
+        if challenger is not None:
+            try:
+                result = await router.challenger.batcher.submit(challenger, texts, ids)
+            except ModelCallError as exc:
+                runtime.report_failure(challenger, len(texts), exc)
+            except QueueFullError:
+                pass  # the champion answers: a canary must never cost a request
+            else:
+                state["model_version"] = challenger.version
+                state["variant"] = challenger.variant
+                return result
+    state["model_version"] = champion.version
+    state["variant"] = CHAMPION
     try:
-        return await slot.batcher.submit(model, texts)
+        result = await router.champion.batcher.submit(champion, texts, ids)
     except QueueFullError as exc:
         raise HttpError(503, f"overloaded: {exc}; retry later", {"Retry-After": "1"}) from None
     except ModelCallError as exc:
         raise HttpError(503, str(exc), {"Retry-After": "1"}) from None
+    if plan.mode == "shadow" and plan.challenger is not None:
+        runtime.shadow(plan.challenger, texts, [a.request_id for a in result.answers])
+    return result
 
 
 async def answer_predict(runtime: Runtime, state: dict[str, Any], body: bytes) -> bytes:
@@ -116,7 +144,9 @@ async def predict(request: Request) -> Response:
     """Classify one text or a list of texts with the serving model."""
     runtime: Runtime = request.app.state.runtime
     runtime.guard.client(request.headers)
-    body = await answer_predict(runtime, request.scope["state"], await request.body())
+    state = request.scope["state"]
+    state["request_key"] = request.headers.get("x-request-key")
+    body = await answer_predict(runtime, state, await request.body())
     return Response(body, headers=_JSON)
 
 
