@@ -62,7 +62,7 @@ class DemoPlan:
             champion_rows=None, before_shift=1500, max_after_shift=8000, after_promotion=1200,
             rate=120.0, feedback_share=0.5, feedback_delay=150, time_budget_s=420.0,
             overrides=_DEMO_LOOP | {
-                "controller_interval_s": 3.0, "monitor_window": 500, "retrain_min_labeled": 1000,
+                "controller_interval_s": 3.0, "monitor_window": 500, "retrain_min_labeled": 1600,
                 "rollout_step_min_s": 5.0, "rollout_min_requests": 60, "rollout_min_labeled": 40,
             },
         )
@@ -75,7 +75,7 @@ class DemoPlan:
             rate=200.0, feedback_share=0.6, feedback_delay=60, time_budget_s=300.0,
             overrides=_DEMO_LOOP | {
                 "controller_interval_s": 1.5, "monitor_window": 400, "monitor_sample_cap": 1500,
-                "retrain_min_labeled": 500, "rollout_step_min_s": 2.0,
+                "retrain_min_labeled": 1000, "rollout_step_min_s": 2.0,
                 "rollout_min_requests": 40, "rollout_min_labeled": 25,
             },
         )
