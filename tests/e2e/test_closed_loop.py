@@ -1,0 +1,134 @@
+"""The whole loop, end to end, on real tweets, a real server and the real controller."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from loopml.config import Settings
+from loopml.control import rollout
+from loopml.control.controller import Controller
+from loopml.control.routing import load_routing
+from loopml.data import Dataset, content_version
+from loopml.demo import run_demo
+from loopml.pipeline.train import train
+from loopml.registry import CHAMPION, Registry
+from loopml.store import open_store
+
+
+@pytest.mark.slow
+def test_demo_detects_retrains_rolls_out_promotes_and_recovers(settings: Settings) -> None:
+    result = run_demo(settings, fast=True)
+    summary = result.to_dict()
+    assert result.promoted_version is not None, summary
+    assert result.recovered, summary
+    before, old, new = (summary[k]["macro_f1"] for k in
+                        ("before_shift", "after_shift_old_model", "after_promotion"))
+    assert old < before - 0.1, "the shift hurts the old model"
+    assert new > old + 0.1, "the promoted model recovers on the shifted traffic"
+    actions = [t["action"] for t in result.ticks]
+    assert "rollout_started" in actions and "rollout_promote" in actions
+    assert actions.count("rollout_advance") >= 1, "10% -> 50%, then promotion"
+    started = actions.index("rollout_started")
+    verdicts = [t["monitor"]["verdict"] for t in result.ticks[: started + 1] if "monitor" in t]
+    assert "drift" in verdicts, "the shift is seen as input drift before labels arrive"
+    assert verdicts[-1] in ("drift", "quality_alarm")
+    store = open_store(load_settings_at(result.home).db_url)
+    history = [e.action for e in reversed(store.history("sentiment", limit=200))]
+    assert history[:2] == ["promote", "retrain"]
+    assert history[-1] == "rollout_promote"
+    assert any(p.endswith(".html") for p in result.reports)
+    store.dispose()
+
+
+def load_settings_at(home: Path) -> Settings:
+    from loopml.config import load_settings
+
+    return load_settings(home=home)
+
+
+@pytest.fixture
+def server(settings: Settings, tmp_path: Path) -> Iterator[str]:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPML_")}
+    env |= {"LOOPML_HOME": str(settings.home_dir), "LOOPML_RELOAD_INTERVAL_S": "1"}
+    log = (tmp_path / "server.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "loopml", "serve", "--port", str(port)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        else:
+            pytest.fail((tmp_path / "server.log").read_text()[-3000:])
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture
+def champion_and_bad_challenger(settings: Settings, small_tweets: Dataset) -> Settings:
+    s = settings.model_copy(update={"gate_min_slice_f1": 0.2})
+    store, registry = open_store(s.db_url), Registry(s)
+    train(s, dataset=small_tweets)
+    registry.promote(store, "1")
+    frame = small_tweets.frame.copy()
+    frame["label"] = frame["label"].sample(frac=1.0, random_state=1).to_numpy()
+    shuffled = Dataset("shuffled labels", frame, content_version(frame))
+    assert not train(s, dataset=shuffled).gate.passed
+    store.dispose()
+    return s
+
+
+@pytest.mark.slow
+def test_bad_challenger_is_rolled_back_and_traffic_returns_to_champion(
+    champion_and_bad_challenger: Settings, server: str, tweets: Dataset
+) -> None:
+    s = champion_and_bad_challenger.model_copy(update={
+        "rollout_step_min_s": 0.0, "rollout_min_requests": 40, "rollout_min_labeled": 40})
+    store, registry = open_store(s.db_url), Registry(s)
+    rollout.start(s, store, registry, "2", mode="canary", weight=0.5, force=True,
+                  reason="test: a challenger trained on shuffled labels")
+    loop = Controller(s, store, registry)
+    time.sleep(2.5)  # let the server's routing poll see the canary
+    texts = tweets.frame.sample(600, random_state=7)
+    variants: list[str] = []
+    with httpx.Client(base_url=server, timeout=10) as client:
+        for i, (text, label) in enumerate(texts[["text", "label"]].itertuples(index=False)):
+            answer = client.post("/v1/predict", json={"text": text})
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            variants.append(body["variant"])
+            rid = body["predictions"][0]["request_id"]
+            assert client.post("/v1/feedback", json={"request_id": rid, "label": label}).is_success
+            if i % 50 == 49 and load_routing(store, s.model_name).rollout is not None:
+                time.sleep(1.0)  # the prediction log writes in batches
+                loop.tick()
+            if load_routing(store, s.model_name).rollout is None and variants.count("x") == 0:
+                variants.append("x")  # marks the moment of the rollback
+                time.sleep(2.5)  # one routing poll
+        assert "challenger" in variants[: variants.index("x")]
+        after = variants[variants.index("x") + 1:]
+        assert after and set(after) == {"champion"}, "all traffic back on the champion"
+    last = store.history(s.model_name)[0]
+    assert last.action == "rollout_rollback" and "live_quality" in last.reason
+    assert registry.aliases()[CHAMPION] == "1"
+    store.dispose()
