@@ -716,7 +716,7 @@ def demo(
         result = run_demo(
             settings,
             fast=fast,
-            progress=None if json_out else console.log,
+            progress=None if json_out else lambda msg: console.print(f"[dim]{msg}[/]"),
             on_update=None if json_out else update,
         )
     if json_out:

@@ -325,6 +325,7 @@ def run_demo(
     with _server(settings, _free_port()) as url:
         say(f"serving version {champion} at {url}; replaying the stream")
         replay = _Replay(url, plan, stats, settings.seed)
+        stats.started = time.monotonic()
         thread.start()
         try:
             promoted = _play(
