@@ -735,6 +735,8 @@ def demo(
             highlight=False,
             soft_wrap=True,
         )
+        out.print(f"serve its champion: LOOPML_HOME={result.home} .venv/bin/loopml serve",
+                  highlight=False, soft_wrap=True)
         out.print("open the MLflow UI:")
         ui = mlflow_ui_command(load_settings(home=result.home))
         out.print(f"  {ui}", highlight=False, soft_wrap=True)
