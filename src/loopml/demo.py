@@ -59,11 +59,22 @@ class DemoPlan:
     def full(cls) -> DemoPlan:
         """About three minutes on a 2-core machine."""
         return cls(
-            champion_rows=None, before_shift=1500, max_after_shift=8000, after_promotion=1200,
-            rate=120.0, feedback_share=0.5, feedback_delay=150, time_budget_s=420.0,
-            overrides=_DEMO_LOOP | {
-                "controller_interval_s": 3.0, "monitor_window": 500, "retrain_min_labeled": 1600,
-                "rollout_step_min_s": 5.0, "rollout_min_requests": 60, "rollout_min_labeled": 40,
+            champion_rows=None,
+            before_shift=1500,
+            max_after_shift=8000,
+            after_promotion=1200,
+            rate=120.0,
+            feedback_share=0.5,
+            feedback_delay=150,
+            time_budget_s=420.0,
+            overrides=_DEMO_LOOP
+            | {
+                "controller_interval_s": 3.0,
+                "monitor_window": 500,
+                "retrain_min_labeled": 1600,
+                "rollout_step_min_s": 5.0,
+                "rollout_min_requests": 60,
+                "rollout_min_labeled": 40,
             },
         )
 
@@ -71,12 +82,23 @@ class DemoPlan:
     def fast(cls) -> DemoPlan:
         """The same story on less data, for tests."""
         return cls(
-            champion_rows=6000, before_shift=700, max_after_shift=6000, after_promotion=500,
-            rate=200.0, feedback_share=0.6, feedback_delay=60, time_budget_s=300.0,
-            overrides=_DEMO_LOOP | {
-                "controller_interval_s": 1.5, "monitor_window": 400, "monitor_sample_cap": 1500,
-                "retrain_min_labeled": 1000, "rollout_step_min_s": 2.0,
-                "rollout_min_requests": 40, "rollout_min_labeled": 25,
+            champion_rows=6000,
+            before_shift=700,
+            max_after_shift=6000,
+            after_promotion=500,
+            rate=200.0,
+            feedback_share=0.6,
+            feedback_delay=60,
+            time_budget_s=300.0,
+            overrides=_DEMO_LOOP
+            | {
+                "controller_interval_s": 1.5,
+                "monitor_window": 400,
+                "monitor_sample_cap": 1500,
+                "retrain_min_labeled": 1000,
+                "rollout_step_min_s": 2.0,
+                "rollout_min_requests": 40,
+                "rollout_min_labeled": 25,
             },
         )
 
@@ -84,7 +106,9 @@ class DemoPlan:
 # The loop's settings, sped up for a demo: monitor on every tick, short steps, and a looser
 # latency budget (the laptop also trains while it serves two models on few cores).
 _DEMO_LOOP: dict[str, Any] = {
-    "monitor_interval_s": 0.0, "monitor_min_samples": 300, "retrain_cooldown_s": 60.0,
+    "monitor_interval_s": 0.0,
+    "monitor_min_samples": 300,
+    "retrain_cooldown_s": 60.0,
     "rollout_max_latency_ratio": 4.0,
 }
 
@@ -342,6 +366,7 @@ def run_demo(
             replay.close()
             stop.set()
             thread.join(timeout=120)
+            _close_split(settings, store)
             store.dispose()
     reports = sorted(str(p) for p in settings.reports_dir.glob("*.html"))
     return DemoResult(
@@ -356,6 +381,18 @@ def run_demo(
         home=home,
         seconds=time.monotonic() - started,
     )
+
+
+def _close_split(settings: Settings, store: Any) -> None:
+    """With the controller stopped, nobody attends a rollout still running: end it."""
+    from loopml.control import rollout
+    from loopml.control.routing import load_routing
+    from loopml.registry import Registry
+
+    if load_routing(store, settings.model_name).rollout is not None:
+        rollout.abort(
+            settings, store, Registry(settings), reason="demo finished: its controller stopped"
+        )
 
 
 def _promotion(ticks: list[dict[str, Any]]) -> str | None:
