@@ -38,7 +38,7 @@ from loopml.config import Settings, load_settings
 from loopml.data import Dataset, content_version, load_dataset
 from loopml.errors import LoopmlError, ServingError
 
-__all__ = ["DemoPlan", "DemoResult", "StreamStats", "run_demo"]
+__all__ = ["DemoPlan", "DemoResult", "StreamStats", "local_server", "run_demo"]
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,9 @@ def _split_corpus(
 
 
 @contextlib.contextmanager
-def _server(settings: Settings, port: int) -> Iterator[str]:
+def local_server(settings: Settings, port: int | None = None) -> Iterator[str]:
+    """Run ``loopml serve`` on loopback for ``settings``' embedded stores; yields its URL."""
+    port = port or _free_port()
     env = os.environ | {"LOOPML_HOME": str(settings.home_dir), "LOOPML_RELOAD_INTERVAL_S": "1"}
     for key in ("LOOPML_TRACKING_URI", "LOOPML_DATABASE_URL"):
         env.pop(key, None)
@@ -346,7 +348,7 @@ def run_demo(
     loop = Controller(settings, store, on_tick=record)
     thread = threading.Thread(target=loop.run, kwargs={"stop": stop}, daemon=True)
     promoted: str | None = None
-    with _server(settings, _free_port()) as url:
+    with local_server(settings) as url:
         say(f"serving version {champion} at {url}; replaying the stream")
         replay = _Replay(url, plan, stats, settings.seed)
         stats.started = time.monotonic()

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from loopml.config import Settings
+from loopml.config import Settings, load_settings
 from loopml.control import rollout
 from loopml.control.controller import Controller
 from loopml.control.routing import load_routing
 from loopml.data import Dataset, content_version
-from loopml.demo import run_demo
+from loopml.demo import local_server, run_demo
 from loopml.pipeline.train import train
 from loopml.registry import CHAMPION, Registry
 from loopml.store import open_store
@@ -40,7 +36,7 @@ def test_demo_detects_retrains_rolls_out_promotes_and_recovers(settings: Setting
     verdicts = [t["monitor"]["verdict"] for t in result.ticks[: started + 1] if "monitor" in t]
     assert "drift" in verdicts, "the shift is seen as input drift before labels arrive"
     assert verdicts[-1] in ("drift", "quality_alarm")
-    store = open_store(load_settings_at(result.home).db_url)
+    store = open_store(load_settings(home=result.home).db_url)
     history = [e.action for e in reversed(store.history("sentiment", limit=200))]
     assert history[:2] == ["promote", "retrain"]
     assert history[-1] == "rollout_promote"
@@ -48,40 +44,10 @@ def test_demo_detects_retrains_rolls_out_promotes_and_recovers(settings: Setting
     store.dispose()
 
 
-def load_settings_at(home: Path) -> Settings:
-    from loopml.config import load_settings
-
-    return load_settings(home=home)
-
-
 @pytest.fixture
-def server(settings: Settings, tmp_path: Path) -> Iterator[str]:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPML_")}
-    env |= {"LOOPML_HOME": str(settings.home_dir), "LOOPML_RELOAD_INTERVAL_S": "1"}
-    log = (tmp_path / "server.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "loopml", "serve", "--port", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        else:
-            pytest.fail((tmp_path / "server.log").read_text()[-3000:])
+def server(settings: Settings) -> Iterator[str]:
+    with local_server(settings) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 @pytest.fixture
