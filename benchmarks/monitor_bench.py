@@ -23,6 +23,7 @@ import numpy as np
 from sqlalchemy import insert
 
 from loopml.config import load_settings
+from loopml.control.promotion import promote
 from loopml.data import Dataset, content_version, load_dataset
 from loopml.monitoring import run_monitor
 from loopml.pipeline.train import train
@@ -64,7 +65,7 @@ def main() -> None:
         result = train(settings, dataset=Dataset("builtin:tweets[non-airline]", others,
                                                  content_version(others)))
         registry = Registry(settings)
-        registry.promote(open_store(settings.db_url), result.version, force=True, reason="bench")
+        promote(open_store(settings.db_url), registry, result.version, force=True, reason="bench")
         classifier = registry.load(result.version)
         rng = np.random.default_rng(0)
         rows = frame.iloc[rng.integers(0, len(frame), size=args.rows)]

@@ -56,6 +56,7 @@ def free_port() -> int:
 def ensure_champion(home: Path) -> tuple[str, list[str]]:
     """Train and promote a model on the built-in corpus if the registry has no champion."""
     from loopml.config import load_settings
+    from loopml.control.promotion import promote
     from loopml.registry import Registry
 
     settings = load_settings(home=home).prepare()
@@ -68,7 +69,7 @@ def ensure_champion(home: Path) -> tuple[str, list[str]]:
         print("training a champion on builtin:tweets ...", flush=True)
         result = train(settings)
         store = open_store(settings.db_url)
-        registry.promote(store, result.version, force=True, reason="serving benchmark")
+        promote(store, registry, result.version, force=True, reason="serving benchmark")
         store.dispose()
         champion = registry.alias("champion")
     from loopml.data import load_dataset

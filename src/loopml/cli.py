@@ -340,12 +340,13 @@ def evaluate(
 
 
 def _promote(settings: Settings, version: str, *, force: bool, reason: str) -> Any:
+    from loopml import control
     from loopml.registry import Registry
     from loopml.store import open_store
 
     store = open_store(settings.db_url)
     try:
-        return Registry(settings).promote(store, version, force=force, reason=reason)
+        return control.promote(store, Registry(settings), version, force=force, reason=reason)
     finally:
         store.dispose()
 
@@ -378,6 +379,7 @@ def rollback(
     json_out: JsonOpt = False,
 ) -> None:
     """Give the champion alias back to the previous version."""
+    from loopml import control
     from loopml.registry import Registry
     from loopml.store import open_store
 
@@ -385,7 +387,7 @@ def rollback(
     store = open_store(settings.db_url)
     try:
         with quiet_stdout(json_out):
-            change = Registry(settings).rollback(store, reason=reason)
+            change = control.rollback(store, Registry(settings), reason=reason)
     finally:
         store.dispose()
     if json_out:
@@ -541,12 +543,12 @@ def rollout_start(
     json_out: JsonOpt = False,
 ) -> None:
     """Start a shadow or canary rollout; the controller advances, promotes or rolls it back."""
-    from loopml.control import rollout
+    from loopml import control
 
     if force and not reason.strip():
         raise typer.BadParameter("--force needs --reason")
     with _control() as (settings, store, registry), quiet_stdout(json_out):
-        routing = rollout.start(
+        routing = control.start_rollout(
             settings,
             store,
             registry,
@@ -569,10 +571,10 @@ def rollout_start(
 @handle_errors
 def rollout_status(json_out: JsonOpt = False) -> None:
     """Routing state and a fresh analysis of the rollout in progress."""
-    from loopml.control import rollout
+    from loopml import control
 
     with _control() as (settings, store, registry), quiet_stdout(json_out):
-        info = rollout.status(settings, store, registry)
+        info = control.rollout_status(settings, store, registry)
     if json_out:
         emit_json(info)
         return
@@ -600,10 +602,10 @@ def rollout_abort(
     json_out: JsonOpt = False,
 ) -> None:
     """Send all traffic back to the champion now."""
-    from loopml.control import rollout
+    from loopml import control
 
     with _control() as (settings, store, registry), quiet_stdout(json_out):
-        routing = rollout.abort(settings, store, registry, reason=reason)
+        routing = control.abort_rollout(settings, store, registry, reason=reason)
     if json_out:
         emit_json(routing.to_dict())
         return
@@ -619,7 +621,7 @@ def controller(
     json_out: JsonOpt = False,
 ) -> None:
     """Run the closed loop: monitor, retrain, roll out, promote or roll back."""
-    from loopml.control.controller import Controller, Tick
+    from loopml.control import Controller, Tick
 
     stdout = sys.stdout  # ticks go here even while libraries' prints are kept off stdout
 

@@ -290,6 +290,7 @@ class _Replay:
 
 
 def _champion(settings: Settings, data: Dataset, say: Callable[[str], None]) -> tuple[str, float]:
+    from loopml.control.promotion import promote
     from loopml.pipeline.train import train
     from loopml.registry import Registry
     from loopml.store import open_store
@@ -306,7 +307,7 @@ def _champion(settings: Settings, data: Dataset, say: Callable[[str], None]) -> 
         raise LoopmlError(f"the demo champion failed its gate ({failed})")
     store = open_store(settings.db_url)
     try:
-        Registry(settings).promote(store, result.version, reason="demo: first champion")
+        promote(store, Registry(settings), result.version, reason="demo: first champion")
     finally:
         store.dispose()
     return result.version, result.evaluation.metrics["macro_f1"]
@@ -320,7 +321,7 @@ def run_demo(
     on_update: Callable[[StreamStats, list[dict[str, Any]]], None] | None = None,
 ) -> DemoResult:
     """Run the whole closed-loop scenario and return its summary."""
-    from loopml.control.controller import Controller, Tick
+    from loopml.control import Controller, Tick
     from loopml.store import open_store
 
     say = progress or (lambda _msg: None)
@@ -387,12 +388,12 @@ def run_demo(
 
 def _close_split(settings: Settings, store: Any) -> None:
     """With the controller stopped, nobody attends a rollout still running: end it."""
-    from loopml.control import rollout
-    from loopml.control.routing import load_routing
+    from loopml import control
     from loopml.registry import Registry
+    from loopml.routing import load_routing
 
     if load_routing(store, settings.model_name).rollout is not None:
-        rollout.abort(
+        control.abort_rollout(
             settings, store, Registry(settings), reason="demo finished: its controller stopped"
         )
 

@@ -1,37 +1,61 @@
 """The one exception tree of loopml.
 
-Every error a user can cause is a ``LoopmlError``; entry points (CLI, HTTP) turn it into a clear
-message and an exit code or status, never a traceback. Errors of the libraries below (MLflow,
-SQLAlchemy, pandas) are translated at the boundary with ``raise ... from exc``.
+Every error a user can cause is a ``LoopmlError``. Each class carries both of its renderings: an
+``exit_code`` for the CLI (0 ok, 1 a gate or check failed, 2 bad usage or bad data) and an
+``http_status`` for the API (plus ``Retry-After`` when waiting helps). One handler per entry point
+maps them (``loopml.cli.handle_errors``, the serving app's exception handler and its fast lane), as
+KServe's ``errors.py`` does; domain code never builds an HTTP response. Errors of the libraries
+below (MLflow, SQLAlchemy, pandas) are translated at the boundary with ``raise ... from exc``.
 
-    LoopmlError
-    ├── ConfigError            bad settings or loopml.toml
-    ├── DataError              data that cannot be used (exit 2)
-    │   ├── DataSourceError    a source that cannot be found or read
-    │   └── ValidationError    data that breaks a validation rule
-    ├── TrainingError          a recipe failed or got bad parameters
-    ├── RegistryError          model registry problems (unknown version, missing alias)
-    ├── GateFailedError        a candidate failed the promotion gate (exit 1)
-    ├── StoreError             the loopml database is unreachable or inconsistent
-    ├── ServingError           the serving layer cannot load or answer with a model
-    ├── MonitorError           monitoring cannot run (no champion, no reference data)
-    └── RolloutError           a rollout cannot start, continue or be aborted
+                                   exit  http
+    LoopmlError                       2   409   anything refused on purpose
+    ├── ConfigError                   2   503   bad settings or loopml.toml
+    ├── DataError                     2   422   data that cannot be used
+    │   ├── DataSourceError           2   422   a source that cannot be found or read
+    │   └── ValidationError           2   422   data that breaks a validation rule
+    ├── RequestError                  2   422   a request field is wrong (says which)
+    │   ├── MalformedRequestError     2   400   the body is empty, not UTF-8 or not JSON
+    │   ├── AuthenticationError       2   401   no credentials
+    │   ├── PermissionDeniedError     2   403   credentials that are not valid
+    │   ├── NotFoundError             2   404   no such thing (request id, disabled API)
+    │   └── PayloadTooLargeError      2   413   a body over the size limit
+    ├── TrainingError                 2   422   a recipe failed or got bad parameters
+    ├── RegistryError                 2   409   the registry refused a change
+    │   └── UnknownVersionError       2   404   no such model version
+    ├── GateFailedError               1   409   a candidate failed the promotion gate
+    ├── StoreError                    1   503   the loopml database is unreachable
+    ├── ServingError                  1   503   a model cannot load or answer (retry)
+    │   ├── NotReadyError             1   503   nothing to serve with yet (retry)
+    │   ├── OverloadedError           1   503   the queue is full (retry)
+    │   └── ReloadFailedError         1   409   a reload failed; the old model serves on
+    ├── MonitorError                  2   409   monitoring cannot run (no champion, no data)
+    └── RolloutError                  1   409   a rollout cannot start, continue or stop
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationError",
     "ConfigError",
     "DataError",
     "DataSourceError",
     "GateFailedError",
     "LoopmlError",
+    "MalformedRequestError",
     "MonitorError",
+    "NotFoundError",
+    "NotReadyError",
+    "OverloadedError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
     "RegistryError",
+    "ReloadFailedError",
+    "RequestError",
     "RolloutError",
     "ServingError",
     "StoreError",
     "TrainingError",
+    "UnknownVersionError",
     "ValidationError",
 ]
 
@@ -40,14 +64,30 @@ class LoopmlError(Exception):
     """Base class of every error loopml raises on purpose."""
 
     exit_code: int = 2
+    http_status: int = 409
+    retry_after_s: int | None = None
+    #: extra response headers (e.g. ``WWW-Authenticate``), set per class or per instance
+    extra_headers: dict[str, str] | None = None
+
+    @property
+    def http_headers(self) -> dict[str, str] | None:
+        """Response headers for this error: ``extra_headers`` plus ``Retry-After`` if set."""
+        headers = dict(self.extra_headers or {})
+        if self.retry_after_s is not None:
+            headers["Retry-After"] = str(self.retry_after_s)
+        return headers or None
 
 
 class ConfigError(LoopmlError):
     """Settings or loopml.toml hold a value loopml cannot use."""
 
+    http_status = 503
+
 
 class DataError(LoopmlError):
     """Data cannot be used for training or evaluation."""
+
+    http_status = 422
 
 
 class DataSourceError(DataError):
@@ -64,12 +104,57 @@ class ValidationError(DataError):
         super().__init__(f"{source}: {len(problems)} validation problem(s):\n{lines}")
 
 
+class RequestError(LoopmlError):
+    """A request the server refuses; the message names the field and what is wrong with it."""
+
+    http_status = 422
+
+
+class MalformedRequestError(RequestError):
+    """The request body is empty, not UTF-8 or not JSON."""
+
+    http_status = 400
+
+
+class AuthenticationError(RequestError):
+    """The request carries no credentials where they are needed."""
+
+    http_status = 401
+    extra_headers = {"WWW-Authenticate": "Bearer"}
+
+
+class PermissionDeniedError(RequestError):
+    """The request's credentials are not valid for what it asks."""
+
+    http_status = 403
+
+
+class NotFoundError(RequestError):
+    """The request names something that does not exist (or an API that is switched off)."""
+
+    http_status = 404
+
+
+class PayloadTooLargeError(RequestError):
+    """The request body is larger than the server accepts."""
+
+    http_status = 413
+
+
 class TrainingError(LoopmlError):
     """A recipe failed to train or was given bad parameters."""
+
+    http_status = 422
 
 
 class RegistryError(LoopmlError):
     """The model registry has no such model, version or alias, or refused a change."""
+
+
+class UnknownVersionError(RegistryError):
+    """The named model version does not exist."""
+
+    http_status = 404
 
 
 class GateFailedError(LoopmlError):
@@ -82,12 +167,33 @@ class StoreError(LoopmlError):
     """The loopml database cannot be reached or holds inconsistent state."""
 
     exit_code = 1
+    http_status = 503
+    retry_after_s = 5
 
 
 class ServingError(LoopmlError):
     """The serving layer cannot load a model or answer with it."""
 
     exit_code = 1
+    http_status = 503
+    retry_after_s: int | None = 1
+
+
+class NotReadyError(ServingError):
+    """Nothing to serve with yet: no model loaded, or the server is not started."""
+
+    retry_after_s = 5
+
+
+class OverloadedError(ServingError):
+    """The server's queue is full: retry shortly."""
+
+
+class ReloadFailedError(ServingError):
+    """A requested reload failed; the previous model keeps serving."""
+
+    http_status = 409
+    retry_after_s = None
 
 
 class MonitorError(LoopmlError):

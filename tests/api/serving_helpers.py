@@ -72,6 +72,7 @@ def train_registry(home: Path) -> TrainedRegistry:
     """Train two small real models (3,000 tweets each) in a registry under ``home``; version 1
     is the champion (promoted through the registry, so the routing state names it too)."""
     from loopml.config import load_settings
+    from loopml.control.promotion import promote
     from loopml.data import load_dataset
     from loopml.pipeline.train import train
     from loopml.registry import Registry
@@ -84,7 +85,7 @@ def train_registry(home: Path) -> TrainedRegistry:
         for seed in (0, 1)
     ]
     store = open_store(settings.db_url)
-    Registry(settings).promote(store, versions[0], force=True, reason="serving tests")
+    promote(store, Registry(settings), versions[0], force=True, reason="serving tests")
     store.dispose()
     texts = tweets.frame["text"].sample(500, random_state=3).tolist()
     return TrainedRegistry(settings, versions, texts)

@@ -28,8 +28,8 @@ from serving_helpers import (
     wait_obeying,
 )
 
-from loopml.control.live import SHADOW_SUFFIX
-from loopml.control.routing import Routing, choose_variant, routing_in, save_routing
+from loopml.routing import SHADOW_SUFFIX, Routing, routing_in, save_routing
+from loopml.serving.router import choose_variant
 from loopml.store import open_store
 
 FAST = {"routing_poll_s": 0.2, "predlog_flush_interval_s": 0.05}
@@ -376,6 +376,7 @@ def test_a_promotion_swaps_the_champion_without_a_failed_request(
     import threading
 
     from loopml.config import load_settings
+    from loopml.control.promotion import promote
     from loopml.registry import Registry
 
     server = fast_server(make_server)
@@ -403,8 +404,7 @@ def test_a_promotion_swaps_the_champion_without_a_failed_request(
             state.details = {k: v for k, v in state.details.items() if k != "rollout"}
             save_routing(session, state)
 
-        Registry(settings).promote(
-            store,
+        promote(store, Registry(settings),
             "2",
             force=True,
             reason="promotion test",

@@ -11,11 +11,12 @@ import pytest
 from loopml.config import Settings, load_settings
 from loopml.control import rollout
 from loopml.control.controller import Controller
-from loopml.control.routing import load_routing
+from loopml.control.promotion import promote
 from loopml.data import Dataset, content_version
 from loopml.demo import local_server, run_demo
 from loopml.pipeline.train import train
-from loopml.registry import CHAMPION, Registry
+from loopml.registry import Registry
+from loopml.routing import CHAMPION, load_routing
 from loopml.store import open_store
 
 
@@ -55,7 +56,7 @@ def champion_and_bad_challenger(settings: Settings, small_tweets: Dataset) -> Se
     s = settings.model_copy(update={"gate_min_slice_f1": 0.2})
     store, registry = open_store(s.db_url), Registry(s)
     train(s, dataset=small_tweets)
-    registry.promote(store, "1")
+    promote(store, registry, "1")
     frame = small_tweets.frame.copy()
     frame["label"] = frame["label"].sample(frac=1.0, random_state=1).to_numpy()
     shuffled = Dataset("shuffled labels", frame, content_version(frame))

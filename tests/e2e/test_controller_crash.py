@@ -16,10 +16,11 @@ from sqlalchemy import text
 
 from loopml.config import Settings
 from loopml.control import rollout
-from loopml.control.routing import load_routing
+from loopml.control.promotion import promote
 from loopml.data import Dataset
 from loopml.pipeline.train import train
-from loopml.registry import CHALLENGER, CHAMPION, Registry
+from loopml.registry import Registry
+from loopml.routing import CHALLENGER, CHAMPION, load_routing
 from loopml.store import Feedback, Prediction, Store, open_store
 
 ENV = {
@@ -89,7 +90,7 @@ def two_versions(
     s = settings.model_copy(update={"gate_min_slice_f1": 0.2})
     store, registry = open_store(s.db_url), Registry(s)
     train(s, dataset=small_tweets)
-    registry.promote(store, "1")
+    promote(store, registry, "1")
     train(s, dataset=small_tweets)
     return store, registry
 
@@ -136,7 +137,7 @@ def test_alias_moved_without_commit_is_reconciled(
     two_versions: tuple[Store, Registry], home: Path
 ) -> None:
     store, registry = two_versions
-    registry.set_alias(CHAMPION, "2")  # what a crash between alias move and commit leaves
+    registry.move_alias(CHAMPION, "2")  # what a crash between alias move and commit leaves
     proc = controller(home, "--once")
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err.decode()[-2000:]

@@ -31,7 +31,8 @@ from serving_helpers import (
     wait_obeying,
 )
 
-from loopml.control.routing import Routing, choose_variant
+from loopml.routing import Routing
+from loopml.serving.router import choose_variant
 
 POLL_S = 0.5
 

@@ -1,5 +1,55 @@
-"""The control plane: routing state, rollout analysis, policy, retraining and the controller.
+"""The control plane: rollout analysis and state machine, promotion, policy, retraining and the
+controller. The only writer of the routing state (:mod:`loopml.routing`).
 
-Modules are imported where used; this package file imports nothing so that the registry can use
-:mod:`loopml.control.routing` without a cycle.
+Public API below; serving's admin routes, the CLI and the demo use these names. They are imported
+on first use (PEP 562): the rollout and the controller load MLflow, which ``loopml --help`` and a
+serving worker's start should not pay for.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from loopml.control.controller import Controller, Tick
+    from loopml.control.promotion import AliasChange, promote, rollback
+    from loopml.control.rollout import StepResult
+    from loopml.control.rollout import abort as abort_rollout
+    from loopml.control.rollout import start as start_rollout
+    from loopml.control.rollout import status as rollout_status
+    from loopml.control.rollout import step as step_rollout
+
+__all__ = [
+    "AliasChange",
+    "Controller",
+    "StepResult",
+    "Tick",
+    "abort_rollout",
+    "promote",
+    "rollback",
+    "rollout_status",
+    "start_rollout",
+    "step_rollout",
+]
+
+# public name -> (module, attribute)
+_HOME = {
+    "AliasChange": ("promotion", "AliasChange"),
+    "promote": ("promotion", "promote"),
+    "rollback": ("promotion", "rollback"),
+    "Controller": ("controller", "Controller"),
+    "Tick": ("controller", "Tick"),
+    "StepResult": ("rollout", "StepResult"),
+    "start_rollout": ("rollout", "start"),
+    "abort_rollout": ("rollout", "abort"),
+    "rollout_status": ("rollout", "status"),
+    "step_rollout": ("rollout", "step"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        module, attribute = _HOME[name]
+        return getattr(importlib.import_module(f"loopml.control.{module}"), attribute)
+    raise AttributeError(f"module 'loopml.control' has no attribute {name!r}")

@@ -21,10 +21,10 @@ from loopml.control import rollout
 from loopml.control.live import labeled_feedback
 from loopml.control.policy import decide
 from loopml.control.retrain import champion_splits, new_labeled_rows, retrain
-from loopml.control.routing import load_routing, routing_in, save_routing
 from loopml.errors import LoopmlError, MonitorError
-from loopml.registry import CHALLENGER, CHAMPION, Registry, current_actor
-from loopml.store import AuditEntry, MonitorResult, Store
+from loopml.registry import Registry
+from loopml.routing import CHALLENGER, CHAMPION, load_routing, routing_in, save_routing
+from loopml.store import AuditEntry, MonitorResult, Store, current_actor
 
 __all__ = ["Controller", "Tick"]
 
@@ -119,7 +119,7 @@ class Controller:
                 f"routing state: reset to {routing.champion}",
                 to_version=routing.champion,
             )
-            self.registry.set_alias(CHAMPION, routing.champion)
+            self.registry.move_alias(CHAMPION, routing.champion)
         if aliases.get(CHALLENGER) != routing.challenger:
             self.registry.set_challenger(routing.challenger)
 

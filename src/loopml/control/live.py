@@ -9,11 +9,10 @@ import pandas as pd
 from sqlalchemy import func, select
 
 from loopml.control.analysis import VariantStats
+from loopml.routing import SHADOW_SUFFIX
 from loopml.store import Feedback, Prediction, ServingError, Store
 
-__all__ = ["SHADOW_SUFFIX", "collect", "labeled_feedback"]
-
-SHADOW_SUFFIX = ":shadow"  # shadow records: request id of the champion's answer + this suffix
+__all__ = ["collect", "labeled_feedback"]
 _LATENCY_ROWS = 20_000
 
 

@@ -17,7 +17,8 @@ from loopml.config import Settings
 from loopml.data import Dataset, Splits, content_version
 from loopml.errors import RegistryError, TrainingError
 from loopml.pipeline.train import TrainResult, train
-from loopml.registry import CHAMPION, Registry
+from loopml.registry import Registry
+from loopml.routing import CHAMPION
 
 __all__ = ["FEEDBACK_DOMAIN", "champion_splits", "new_labeled_rows", "retrain"]
 

@@ -19,10 +19,11 @@ from sqlalchemy.orm import Session
 from loopml.config import Settings
 from loopml.control.analysis import Analysis, Limits, analyze
 from loopml.control.live import collect
-from loopml.control.routing import Mode, Routing, load_routing, routing_in, save_routing
+from loopml.control.promotion import promote
 from loopml.errors import RolloutError
-from loopml.registry import CHAMPION, Registry, current_actor
-from loopml.store import Store
+from loopml.registry import Registry
+from loopml.routing import CHAMPION, Mode, Routing, load_routing, routing_in, save_routing
+from loopml.store import Store, current_actor
 from loopml.tracking import experiment_id
 
 __all__ = ["StepResult", "abort", "limits_from", "live_analysis", "start", "status", "step"]
@@ -289,8 +290,9 @@ def _promote(
         _end(state)
         save_routing(session, state)
 
-    registry.promote(
+    promote(
         store,
+        registry,
         version,
         force=True,
         reason="rollout passed its live analysis",

@@ -32,7 +32,8 @@ from loopml.monitoring.drift import (
 from loopml.monitoring.quality import Quality, live_quality
 from loopml.monitoring.report import write_evidently_reports, write_json, write_summary_html
 from loopml.monitoring.window import as_utc, load_window
-from loopml.registry import CHAMPION, Registry
+from loopml.registry import Registry
+from loopml.routing import CHAMPION
 from loopml.store import MonitorResult, Store, open_store
 from loopml.tracking import experiment_id
 

@@ -24,7 +24,8 @@ from loopml.pipeline.gate import GateResult, run_gate
 from loopml.recipes import get_recipe
 from loopml.recipes.base import TextClassifier
 from loopml.recipes.packaging import log_classifier
-from loopml.registry import CHAMPION, GATE_TAG, Registry
+from loopml.registry import GATE_TAG, Registry
+from loopml.routing import CHAMPION
 from loopml.tracking import experiment_id
 
 __all__ = ["TrainResult", "evaluate_version", "gate_against_champion", "record_gate", "train"]

@@ -1,4 +1,4 @@
-"""Small HTTP helpers shared by the routes: JSON responses and the one client-error exception."""
+"""Small HTTP helpers shared by the routes: JSON responses and the JSON body parser."""
 
 from __future__ import annotations
 
@@ -7,19 +7,11 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-__all__ = ["HttpError", "error_response", "json_response", "load_json"]
+from loopml.errors import MalformedRequestError
+
+__all__ = ["error_response", "json_response", "load_json"]
 
 _JSON = "application/json"
-
-
-class HttpError(Exception):
-    """A request the server refuses: rendered as ``{"error": message}`` with ``status``."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers
 
 
 def json_response(
@@ -37,11 +29,11 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 def load_json(body: bytes) -> Any:
     """Parse a request body; 400 with a reason when it is empty, not UTF-8 or not JSON."""
     if not body:
-        raise HttpError(400, "the request body is empty: send a JSON document")
+        raise MalformedRequestError("the request body is empty: send a JSON document")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         reason = str(exc)
         if "utf-8" in reason.lower() or "surrogate" in reason.lower():
-            raise HttpError(400, f"the request body is not valid UTF-8: {reason}") from None
-        raise HttpError(400, f"the request body is not valid JSON: {reason}") from None
+            raise MalformedRequestError(f"the request body is not valid UTF-8: {reason}") from None
+        raise MalformedRequestError(f"the request body is not valid JSON: {reason}") from None

@@ -13,7 +13,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from loopml.config import Settings, load_settings
-from loopml.serving._http import HttpError, error_response
+from loopml.errors import LoopmlError
+from loopml.serving._http import error_response
 from loopml.serving.docs import SCHEMAS
 from loopml.serving.middleware import EdgeMiddleware
 from loopml.serving.routes import admin, feedback, oip, ops, page, predict
@@ -73,9 +74,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    async def http_error(_request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HttpError)
-        return error_response(exc.status, exc.message, exc.headers)
+    async def loopml_error(_request: Request, exc: Exception) -> Response:
+        # The one mapping of the exception tree to HTTP: each class carries its status.
+        assert isinstance(exc, LoopmlError)
+        return error_response(exc.http_status, str(exc), exc.http_headers)
 
     async def starlette_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -86,7 +88,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return error_response(422, _describe(exc))
 
-    app.add_exception_handler(HttpError, http_error)
+    app.add_exception_handler(LoopmlError, loopml_error)
     app.add_exception_handler(StarletteHTTPException, starlette_error)
     app.add_exception_handler(RequestValidationError, validation_error)
 

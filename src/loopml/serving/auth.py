@@ -10,11 +10,9 @@ import hmac
 from starlette.datastructures import Headers
 
 from loopml.config import Settings
-from loopml.serving._http import HttpError
+from loopml.errors import AuthenticationError, NotFoundError, PermissionDeniedError
 
 __all__ = ["Guard"]
-
-_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 def _bearer(headers: Headers) -> str | None:
@@ -41,14 +39,12 @@ class Guard:
     def admin(self, headers: Headers) -> None:
         """Allow only a request bearing the admin token."""
         if self._admin is None:
-            raise HttpError(404, "the admin API is disabled: set LOOPML_ADMIN_TOKEN to enable it")
+            raise NotFoundError("the admin API is disabled: set LOOPML_ADMIN_TOKEN to enable it")
         token = _bearer(headers)
         if token is None:
-            raise HttpError(
-                401, "admin endpoints need 'Authorization: Bearer <admin token>'", _CHALLENGE
-            )
+            raise AuthenticationError("admin endpoints need 'Authorization: Bearer <admin token>'")
         if not hmac.compare_digest(token.encode(), self._admin):
-            raise HttpError(403, "the admin token is not valid")
+            raise PermissionDeniedError("the admin token is not valid")
 
     def client(self, headers: Headers) -> None:
         """Allow a request with a valid API key (Bearer or X-API-Key), or any when none is set."""
@@ -56,14 +52,12 @@ class Guard:
             return
         key = headers.get("x-api-key") or _bearer(headers)
         if key is None:
-            raise HttpError(
-                401,
-                "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-                _CHALLENGE,
+            raise AuthenticationError(
+                "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
             )
         given = key.encode()
         ok = False
         for known in self._keys:  # no early exit: every key is compared
             ok |= hmac.compare_digest(given, known)
         if not ok:
-            raise HttpError(403, "the API key is not valid")
+            raise PermissionDeniedError("the API key is not valid")

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from loopml.errors import ServingError
+from loopml.errors import OverloadedError, ServingError
 from loopml.serving.loader import LoadedModel
 from loopml.serving.metrics import Metrics
 from loopml.serving.predlog import PredictionLog
@@ -41,7 +41,7 @@ __all__ = [
 log = logging.getLogger("loopml.serving")
 
 
-class QueueFullError(ServingError):
+class QueueFullError(OverloadedError):
     """The batch queue is full: the client should retry later."""
 
 

@@ -20,7 +20,7 @@ import orjson
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from loopml.serving._http import HttpError
+from loopml.errors import LoopmlError
 from loopml.serving.routes.oip import answer_infer
 from loopml.serving.routes.predict import answer_predict
 from loopml.serving.runtime import Runtime
@@ -136,8 +136,8 @@ class EdgeMiddleware:
                 out = await answer_predict(runtime, state, body)
             else:
                 out = await answer_infer(runtime, state, body, name, version)
-        except HttpError as exc:
-            await _error(send, exc.status, exc.message, exc.headers)
+        except LoopmlError as exc:
+            await _error(send, exc.http_status, str(exc), exc.http_headers)
             return
         await send(
             {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from loopml.store._db import Store, open_store
+from loopml.store.actor import acting_as, current_actor
 from loopml.store.models import (
     AuditEntry,
     Feedback,
@@ -20,5 +21,7 @@ __all__ = [
     "RoutingState",
     "ServingError",
     "Store",
+    "acting_as",
+    "current_actor",
     "open_store",
 ]

@@ -10,12 +10,12 @@ import pytest
 
 from loopml.config import Settings
 from loopml.control import rollout
-from loopml.control.live import SHADOW_SUFFIX
-from loopml.control.routing import load_routing
+from loopml.control.promotion import promote
 from loopml.data import Dataset
 from loopml.errors import RolloutError
 from loopml.pipeline.train import train
-from loopml.registry import CHALLENGER, CHAMPION, PREVIOUS, Registry
+from loopml.registry import Registry
+from loopml.routing import CHALLENGER, CHAMPION, PREVIOUS, SHADOW_SUFFIX, load_routing
 from loopml.store import Feedback, Prediction, ServingError, Store, open_store
 
 
@@ -33,7 +33,7 @@ def setup(settings: Settings, small_tweets: Dataset) -> tuple[Settings, Store, R
     store = open_store(s.db_url)
     registry = Registry(s)
     train(s, dataset=small_tweets)
-    registry.promote(store, "1")
+    promote(store, registry, "1")
     train(s, dataset=small_tweets)
     return s, store, registry
 

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from loopml.config import Settings, load_settings
+from loopml.control.promotion import promote
 from loopml.data import Dataset, content_version
 from loopml.monitoring import run_monitor
 from loopml.monitoring.command import monitor, parse_since
@@ -71,7 +72,7 @@ def world(tweets: Dataset, tmp_path_factory: pytest.TempPathFactory) -> World:
     ds = Dataset("builtin:tweets[non-airline sample]", train_rows, content_version(train_rows))
     result = train(settings, dataset=ds)
     registry = Registry(settings)
-    registry.promote(open_store(settings.db_url), result.version, force=True, reason="test")
+    promote(open_store(settings.db_url), registry, result.version, force=True, reason="test")
     airline = frame[frame["domain"] == "airline"].sample(1200, random_state=0)
     return World(home, result.version, registry.load(result.version), held_out, airline)
 

@@ -13,9 +13,8 @@ import sqlalchemy as sa
 from starlette.datastructures import Headers
 
 from loopml.config import load_settings
-from loopml.errors import ServingError
+from loopml.errors import LoopmlError, ServingError
 from loopml.recipes.base import TextClassifier
-from loopml.serving._http import HttpError
 from loopml.serving.auth import Guard
 from loopml.serving.batcher import Batcher, QueueFullError
 from loopml.serving.loader import LoadedModel, build_manifest, verify_manifest, warm_up
@@ -210,19 +209,19 @@ def test_guard() -> None:
         ({"authorization": "Bearer nope"}, 403),
         ({"authorization": "Basic k1"}, 401),
     ):
-        with pytest.raises(HttpError) as err:
+        with pytest.raises(LoopmlError) as err:
             guard.client(Headers(headers))
-        assert err.value.status == status
-    with pytest.raises(HttpError) as err:
+        assert err.value.http_status == status
+    with pytest.raises(LoopmlError) as err:
         Guard(load_settings()).admin(Headers({"authorization": "Bearer x"}))
-    assert err.value.status == 404
+    assert err.value.http_status == 404
 
 
 def test_parse_predict_and_infer() -> None:
     settings = load_settings(max_text_chars=10, max_texts_per_request=3)
     assert parse_predict(b'{"text": "hi"}', settings) == ["hi"]
     assert parse_predict(b'{"texts": ["a", "b"], "text": null}', settings) == ["a", "b"]
-    with pytest.raises(HttpError, match="texts: 4 texts"):
+    with pytest.raises(LoopmlError, match="texts: 4 texts"):
         parse_predict(b'{"texts": ["a", "b", "c", "d"]}', settings)
 
     class R:
@@ -315,7 +314,7 @@ def test_live_stats_window() -> None:
 def test_dead_man_switch() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from loopml.control.routing import Routing, effective_mode, lease_expired
+    from loopml.routing import Routing, effective_mode, lease_expired
 
     now = datetime.now(UTC)
 

@@ -1,8 +1,8 @@
 """``/v1/admin/*``: operator actions, behind ``Authorization: Bearer $LOOPML_ADMIN_TOKEN``.
 
 The rollout routes are the HTTP twins of ``loopml rollout start|abort|status``: the same functions
-(:mod:`loopml.control.rollout`, imported on first use: it loads MLflow), the same audit log, run
-in a worker thread. The audit actor says
+(:mod:`loopml.control`'s public API, imported on first use: it loads MLflow), the same audit log,
+run in a worker thread. Their errors map to statuses by the app's one handler. The audit actor says
 the action came over HTTP (``http:admin@<client address>``). Every replica obeys the new routing
 state within ``LOOPML_ROUTING_POLL_S``.
 """
@@ -17,8 +17,14 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request
 
 from loopml.config import Settings
-from loopml.errors import LoopmlError, RegistryError, RolloutError, StoreError
-from loopml.serving._http import HttpError
+from loopml.errors import (
+    LoopmlError,
+    NotReadyError,
+    ReloadFailedError,
+    RequestError,
+    ServingError,
+    StoreError,
+)
 from loopml.serving.deps import AdminDep, RuntimeDep
 from loopml.serving.docs import error_responses
 from loopml.serving.runtime import Runtime
@@ -39,10 +45,6 @@ log = logging.getLogger("loopml.serving")
 T = TypeVar("T")
 
 
-class _UnknownVersionError(LoopmlError):
-    """The version named in the request does not exist (404)."""
-
-
 @router.post("/reload", response_model=ReloadOut, responses=error_responses(401, 403, 404, 409))
 async def reload(_auth: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Follow the routing state and the registry alias now (this worker; others follow at their
@@ -50,10 +52,10 @@ async def reload(_auth: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
 
     409 when the version to serve cannot be loaded or warmed up: the previous model keeps serving.
     """
-    out = await runtime.reload()
+    out = await runtime.follower.reload()
     if out["result"] == "failed":
-        raise HttpError(
-            409, f"reload failed, still serving version {out['previous']}: {out['error']}"
+        raise ReloadFailedError(
+            f"reload failed, still serving version {out['previous']}: {out['error']}"
         )
     return out
 
@@ -65,13 +67,13 @@ def http_actor(request: Request) -> str:
 
 
 async def _call(runtime: Runtime, request: Request, fn: Callable[..., T]) -> T:
-    """Run ``fn(settings, store, registry)`` in a thread as the HTTP actor; loopml errors become
-    4xx (RolloutError 409, unknown version 404, other RegistryError 409, database down 503)."""
-    from loopml.registry import acting_as
+    """Run ``fn(settings, store, registry)`` in a thread as the HTTP actor. Its loopml errors
+    reach the app's handler as they are; anything else (MLflow below) becomes a 503."""
+    from loopml.store import acting_as
 
     store = runtime.store
     if store is None:
-        raise HttpError(503, "the server is not started", {"Retry-After": "5"})
+        raise NotReadyError("the server is not started")
     actor = http_actor(request)
 
     def call() -> T:
@@ -80,21 +82,13 @@ async def _call(runtime: Runtime, request: Request, fn: Callable[..., T]) -> T:
 
     try:
         return await asyncio.to_thread(call)
-    except _UnknownVersionError as exc:
-        raise HttpError(404, str(exc)) from None
-    except (RolloutError, RegistryError) as exc:
-        raise HttpError(409, str(exc)) from None
     except StoreError as exc:
-        raise HttpError(
-            503, f"the loopml database is unavailable; retry later ({exc})", {"Retry-After": "5"}
-        ) from None
-    except LoopmlError as exc:
-        raise HttpError(409, str(exc)) from None
+        raise StoreError(f"the loopml database is unavailable; retry later ({exc})") from None
+    except LoopmlError:
+        raise
     except Exception as exc:  # MLflow or anything below: never a 500 for an operator action
         log.error("admin rollout action failed: %s", type(exc).__name__)
-        raise HttpError(
-            503, f"the action failed: {type(exc).__name__}; retry later", {"Retry-After": "5"}
-        ) from None
+        raise ServingError(f"the action failed: {type(exc).__name__}; retry later") from None
 
 
 @router.post(
@@ -111,16 +105,13 @@ async def rollout_start(
     its gate failed (without ``force``); 422 for a bad body (``force`` needs a ``reason``).
     """
     if body.force and not body.reason.strip():
-        raise HttpError(422, "reason: required with force (say why the gate is overridden)")
+        raise RequestError("reason: required with force (say why the gate is overridden)")
 
     def start(settings: Settings, store: Any, registry: Any) -> dict[str, Any]:
-        from loopml.control import rollout
+        from loopml import control
 
-        try:
-            registry.version(body.version)
-        except RegistryError as exc:
-            raise _UnknownVersionError(str(exc)) from exc
-        routing = rollout.start(
+        registry.version(body.version)  # UnknownVersionError (404) before anything else
+        routing = control.start_rollout(
             settings,
             store,
             registry,
@@ -151,9 +142,9 @@ async def rollout_abort(
     reason = body.reason if body is not None else "aborted over HTTP"
 
     def abort(settings: Settings, store: Any, registry: Any) -> dict[str, Any]:
-        from loopml.control import rollout
+        from loopml import control
 
-        return rollout.abort(settings, store, registry, reason=reason).to_dict()
+        return control.abort_rollout(settings, store, registry, reason=reason).to_dict()
 
     return await _call(runtime, request, abort)
 
@@ -168,8 +159,8 @@ async def rollout_status(request: Request, _auth: AdminDep, runtime: RuntimeDep)
     (``loopml rollout status``)."""
 
     def status(settings: Settings, store: Any, registry: Any) -> dict[str, Any]:
-        from loopml.control import rollout
+        from loopml import control
 
-        return rollout.status(settings, store, registry)
+        return control.rollout_status(settings, store, registry)
 
     return await _call(runtime, request, status)

@@ -8,7 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from loopml.serving._http import HttpError, json_response, load_json
+from loopml.errors import RequestError
+from loopml.serving._http import json_response, load_json
 from loopml.serving.deps import ClientDep, RuntimeDep
 from loopml.serving.docs import SCHEMAS, body_schema, error_responses
 from loopml.serving.schemas import FeedbackIn, FeedbackOut
@@ -25,20 +26,20 @@ def parse_feedback(body: bytes) -> list[tuple[str, str]]:
     doc = load_json(body)
     items = doc if isinstance(doc, list) else [doc]
     if not items or len(items) > MAX_ITEMS:
-        raise HttpError(422, f"body: send one feedback object or a list of 1 to {MAX_ITEMS}")
+        raise RequestError(f"body: send one feedback object or a list of 1 to {MAX_ITEMS}")
     pairs = []
     for i, item in enumerate(items):
         where = f"[{i}]" if isinstance(doc, list) else "body"
         if not isinstance(item, dict):
-            raise HttpError(422, f"{where}: must be an object with 'request_id' and 'label'")
+            raise RequestError(f"{where}: must be an object with 'request_id' and 'label'")
         unknown = sorted(set(item) - {"request_id", "label"})
         if unknown:
-            raise HttpError(422, f"{where}: unknown field(s) {unknown}")
+            raise RequestError(f"{where}: unknown field(s) {unknown}")
         for key, limit in (("request_id", 64), ("label", 100)):
             value = item.get(key)
             if not isinstance(value, str) or not value.strip() or len(value) > limit:
-                raise HttpError(
-                    422, f"{where}.{key}: must be a non-empty string of at most {limit} characters"
+                raise RequestError(
+                    f"{where}.{key}: must be a non-empty string of at most {limit} characters"
                 )
         pairs.append((item["request_id"], item["label"]))
     return pairs
@@ -74,8 +75,8 @@ async def feedback(request: Request, runtime: RuntimeDep, _auth: ClientDep) -> R
     """
     try:
         pairs = parse_feedback(await request.body())
-    except HttpError:
+    except RequestError:
         runtime.metrics.feedback.labels("invalid").inc()
         raise
-    stored: list[dict[str, Any]] = await asyncio.to_thread(runtime.record_feedback, pairs)
+    stored: list[dict[str, Any]] = await asyncio.to_thread(runtime.feedback.record, pairs)
     return json_response({"accepted": len(stored), "items": stored})

@@ -14,11 +14,12 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from loopml.serving._http import HttpError, json_response, load_json
+from loopml.errors import NotFoundError, RequestError
+from loopml.serving._http import json_response, load_json
 from loopml.serving.deps import RuntimeDep
 from loopml.serving.docs import body_schema, error_responses
 from loopml.serving.loader import LoadedModel
-from loopml.serving.routes.predict import check_texts, serve_texts
+from loopml.serving.routes.predict import check_texts
 from loopml.serving.runtime import Runtime
 from loopml.serving.schemas import InferIn, InferOut, ModelMetadataOut, ModelReadyOut
 
@@ -34,14 +35,14 @@ def _model(runtime: Runtime, name: str, version: str | None) -> LoadedModel | No
     """The loaded model called ``name`` (and ``version``), None while none is loaded; 404 if
     the name or version is not served here."""
     if name != runtime.settings.model_name:
-        raise HttpError(
-            404, f"unknown model {name!r}: this server serves {runtime.settings.model_name!r}"
+        raise NotFoundError(
+            f"unknown model {name!r}: this server serves {runtime.settings.model_name!r}"
         )
     model = runtime.router.pick().model
     if version is not None and (model is None or version != model.version):
         served = model.version if model else "none"
-        raise HttpError(
-            404, f"model {name!r} version {version!r} is not served here (serving {served})"
+        raise NotFoundError(
+            f"model {name!r} version {version!r} is not served here (serving {served})"
         )
     return model
 
@@ -109,29 +110,29 @@ async def version_ready(name: str, version: str, runtime: RuntimeDep) -> dict[st
 
 
 def parse_infer(body: bytes, runtime: Runtime) -> tuple[Any, list[str], list[str]]:
-    """(id, texts, requested outputs) of an OIP V2 request, or HttpError naming the field."""
+    """(id, texts, requested outputs) of an OIP V2 request, or a RequestError naming the field."""
     doc = load_json(body)
     if not isinstance(doc, dict):
-        raise HttpError(422, "body: must be a JSON object with 'inputs'")
+        raise RequestError("body: must be a JSON object with 'inputs'")
     rid = doc.get("id")
     if rid is not None and not isinstance(rid, str):
-        raise HttpError(422, "id: must be a string")
+        raise RequestError("id: must be a string")
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or not inputs:
-        raise HttpError(422, "inputs: must be a non-empty list of tensors")
+        raise RequestError("inputs: must be a non-empty list of tensors")
     if not all(isinstance(t, dict) for t in inputs):
-        raise HttpError(422, "inputs: every tensor must be a JSON object")
+        raise RequestError("inputs: every tensor must be a JSON object")
     named = [i for i, t in enumerate(inputs) if t.get("name") == "text"]
     if not named and len(inputs) != 1:
-        raise HttpError(422, "inputs: send one BYTES tensor named 'text'")
+        raise RequestError("inputs: send one BYTES tensor named 'text'")
     index = named[0] if named else 0
     return rid, _texts(inputs[index], f"inputs[{index}]", runtime), _outputs(doc.get("outputs"))
 
 
 def _texts(tensor: dict[str, Any], where: str, runtime: Runtime) -> list[str]:
     if tensor.get("datatype") != "BYTES":
-        raise HttpError(
-            422, f"{where}.datatype: must be 'BYTES' (texts), got {tensor.get('datatype')!r}"
+        raise RequestError(
+            f"{where}.datatype: must be 'BYTES' (texts), got {tensor.get('datatype')!r}"
         )
     shape, data = tensor.get("shape"), tensor.get("data")
     if (
@@ -139,9 +140,9 @@ def _texts(tensor: dict[str, Any], where: str, runtime: Runtime) -> list[str]:
         or not shape
         or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
     ):
-        raise HttpError(422, f"{where}.shape: must be a list of non-negative integers")
+        raise RequestError(f"{where}.shape: must be a list of non-negative integers")
     if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
-        raise HttpError(422, f"{where}.shape: must be [n] or [n, 1], got {shape}")
+        raise RequestError(f"{where}.shape: must be [n] or [n, 1], got {shape}")
     if (
         isinstance(data, list)
         and data
@@ -150,7 +151,7 @@ def _texts(tensor: dict[str, Any], where: str, runtime: Runtime) -> list[str]:
         data = [row[0] for row in data]  # [[t1], [t2]] for shape [n, 1]
     texts = check_texts(data, f"{where}.data", runtime.settings)
     if math.prod(shape) != len(texts):
-        raise HttpError(422, f"{where}.shape: {shape} does not match {len(texts)} data element(s)")
+        raise RequestError(f"{where}.shape: {shape} does not match {len(texts)} data element(s)")
     return texts
 
 
@@ -160,21 +161,21 @@ def _outputs(requested: Any) -> list[str]:
     if not isinstance(requested, list) or not all(
         isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested
     ):
-        raise HttpError(422, "outputs: must be a list of objects with a 'name'")
+        raise RequestError("outputs: must be a list of objects with a 'name'")
     names = [o["name"] for o in requested]
     unknown = sorted(set(names) - set(OUTPUTS))
     if unknown:
-        raise HttpError(422, f"outputs: unknown output(s) {unknown}; available: {list(OUTPUTS)}")
+        raise RequestError(f"outputs: unknown output(s) {unknown}; available: {list(OUTPUTS)}")
     return names
 
 
 async def answer_infer(
     runtime: Runtime, state: dict[str, Any], body: bytes, name: str, version: str | None
 ) -> bytes:
-    """The JSON answer to an OIP V2 inference body (HttpError for bad input or overload)."""
+    """The JSON answer to an OIP V2 inference body (a LoopmlError for bad input or overload)."""
     _model(runtime, name, version)
     rid, texts, wanted = parse_infer(body, runtime)
-    result = await serve_texts(runtime, state, texts, pinned=version is not None)
+    result = await runtime.router.answer(state, texts, pinned=version is not None)
     model, answers = result.model, result.answers
     n = len(answers)
     tensors = {

@@ -1,12 +1,13 @@
-"""Routing state: who serves (champion, optional challenger), in which mode, at which weight.
+"""Routing state and variant names: who serves (champion, optional challenger), in which mode,
+at which weight.
 
+The one neutral module that the registry, serving (the reader) and control (the writer) share.
 One row per model in ``routing_state``. The controller and the CLI/admin API write it through
 :func:`save_routing`; every serving replica polls :func:`load_routing`, so N replicas act as one.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -16,9 +17,13 @@ from sqlalchemy.orm import Session
 from loopml.store import RoutingState, Store
 
 __all__ = [
+    "CHALLENGER",
+    "CHAMPION",
+    "PREVIOUS",
+    "SHADOW",
+    "SHADOW_SUFFIX",
     "Mode",
     "Routing",
-    "choose_variant",
     "effective_mode",
     "lease_expired",
     "load_routing",
@@ -26,8 +31,13 @@ __all__ = [
     "save_routing",
 ]
 
+CHAMPION = "champion"  # registry alias and variant of the version that serves
+CHALLENGER = "challenger"  # registry alias and canary variant of the version under test
+PREVIOUS = "previous"  # registry alias of the champion before the last promotion
+SHADOW = "shadow"  # variant of the challenger's off-path scores in a shadow rollout
+SHADOW_SUFFIX = ":shadow"  # shadow records: request id of the champion's answer + this suffix
+
 Mode = Literal["none", "shadow", "canary"]
-_BUCKETS = 10_000
 
 
 @dataclass
@@ -59,15 +69,6 @@ class Routing:
             "updated_at": self.updated_at.isoformat() if self.updated_at else None,
             "rollout": self.rollout,
         }
-
-
-def choose_variant(routing: Routing, key: str) -> str:
-    """``challenger`` for the canary's share of keys (stable hash of ``key``), else ``champion``."""
-    if routing.mode != "canary" or not routing.challenger or routing.weight <= 0:
-        return "champion"
-    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
-    bucket = int.from_bytes(digest, "big") % _BUCKETS
-    return "challenger" if bucket < routing.weight * _BUCKETS else "champion"
 
 
 def lease_expired(routing: Routing, lease_s: float, now: datetime | None = None) -> bool:

@@ -5,7 +5,8 @@ import uuid
 import pytest
 
 from loopml.config import Settings
-from loopml.control.routing import Routing, choose_variant, load_routing, save_routing
+from loopml.routing import Routing, load_routing, save_routing
+from loopml.serving.router import choose_variant
 from loopml.store import open_store
 
 
