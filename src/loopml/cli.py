@@ -9,9 +9,11 @@ import contextlib
 import enum
 import functools
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 import click
@@ -23,10 +25,8 @@ from rich.table import Table
 
 from loopml.config import Settings, load_settings
 from loopml.errors import LoopmlError, TrainingError
-from loopml.monitoring.command import monitor
-from loopml.serving.command import serve
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "parse_since"]
 
 app = typer.Typer(
     help="loopml: train, gate, register, serve, monitor and roll out text classifiers.",
@@ -640,9 +640,119 @@ def controller(
             loop.run()
 
 
-# Stage modules own their commands (light modules: heavy imports happen inside the functions).
-app.command("monitor")(monitor)
-app.command("serve")(serve)
+# ---------------------------------------------------------------- serving and monitoring
+
+
+@app.command()
+@handle_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0 for all).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.", min=0, max=65535)] = 8000,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes (one model copy each).", min=1, max=64)
+    ] = 1,
+    access_log: Annotated[
+        bool,
+        typer.Option("--access-log/--no-access-log", help="Log one line per request (paths only)."),
+    ] = False,
+) -> None:
+    """Serve the champion over HTTP: /v1/predict, Open Inference Protocol V2 under /v2,
+    feedback, health, a status page at /, JSON status and Prometheus /metrics. Follows the
+    routing state (canary or shadow challenger) and the registry alias, and hot-swaps."""
+    from loopml.serving import run
+
+    run(load_settings(), host=host, port=port, workers=workers, access_log=access_log)
+
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_since(value: str, *, now: datetime | None = None) -> datetime:
+    """``2h``/``30m``/``1d``/``45s`` ago, or an ISO 8601 time (UTC when it has no offset)."""
+    now = now or datetime.now(UTC)
+    match = _RELATIVE.match(value.strip().lower())
+    if match:
+        return now - timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise LoopmlError(
+            f"--since: {value!r} is neither a duration (30m, 2h, 1d) nor an ISO time"
+        ) from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _monitor_table(summary: dict[str, Any]) -> Table:
+    w = summary["window"]
+    table = Table(title=f"{summary['model_name']} v{summary['model_version']}: "
+                        f"{summary['verdict'].upper()} ({w['rows']} predictions)")
+    for column in ("check", "method", "score", "threshold", "status"):
+        table.add_column(column)
+    colours = {"drift": "red", "ok": "green", "unavailable": "dim"}
+    for c in summary["checks"]:
+        score = "-" if c["score"] is None else f"{c['score']:.3f}"
+        status = f"[{colours[c['status']]}]{c['status']}[/]"
+        table.add_row(c["kind"], c["method"], score, str(c["threshold"]), status)
+    q = summary["quality"]
+    if q["macro_f1"] is not None:
+        low, high = q["macro_f1_ci"]
+        colour = {"alarm": "red", "ok": "green"}.get(q["status"], "dim")
+        table.add_row("live macro-F1", f"{q['labeled']} labeled", f"{q['macro_f1']:.3f}",
+                      f"floor {q['floor']}", f"[{colour}]{q['status']}[/] [{low:.3f}, {high:.3f}]")
+        table.add_row("live accuracy", f"{q['labeled']} labeled", f"{q['accuracy']:.3f}", "-", "")
+    else:
+        table.add_row("live quality", "no feedback", "-", f"floor {q['floor']}",
+                      "[dim]no labels[/]")
+    return table
+
+
+@app.command()
+@handle_errors
+def monitor(
+    window: Annotated[
+        int | None,
+        typer.Option(
+            "--window",
+            "-w",
+            min=1,
+            help="The newest N predictions of the champion.",
+            show_default="LOOPML_MONITOR_WINDOW",
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Predictions since a time: 30m, 2h, 1d or ISO 8601."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check the champion's recent predictions for drift and live quality; exit 1 on an alarm.
+
+    Exit codes: 0 no drift and no quality alarm (also "insufficient data"), 1 drift or quality
+    alarm, 2 bad usage or settings.
+    """
+    from loopml.monitoring import run_monitor
+
+    if window is not None and since is not None:
+        raise LoopmlError("give --window or --since, not both")
+    start = parse_since(since) if since is not None else None
+    settings = _settings()
+    with quiet_stdout(json_out), console.status("monitoring") as status:
+        report = run_monitor(
+            settings,
+            window=window,
+            since=start,
+            progress=lambda step: status.update(f"monitoring: {step}"),
+        )
+    summary = report.to_dict()
+    if json_out:
+        emit_json(summary)
+    else:
+        out.print(_monitor_table(summary))
+        for reason in summary["reasons"]:
+            out.print(f"  - {reason}", highlight=False)
+        out.print(f"report: {summary['reports']['html']}", highlight=False)
+    raise typer.Exit(1 if report.alarm else 0)
 
 
 def _demo_view(stats: Any, ticks: list[dict[str, Any]]) -> Table:

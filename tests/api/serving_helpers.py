@@ -100,7 +100,7 @@ def free_port() -> int:
 
 @dataclass
 class Server:
-    """A real ``python -m loopml.serving`` process on loopback."""
+    """A real ``python -m loopml serve`` process on loopback."""
 
     home: Path
     env: dict[str, str]
@@ -120,7 +120,8 @@ class Server:
         cmd = [
             sys.executable,
             "-m",
-            "loopml.serving",
+            "loopml",
+            "serve",
             "--host",
             "127.0.0.1",
             "--port",

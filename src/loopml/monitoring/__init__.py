@@ -1,7 +1,7 @@
 """Monitoring: drift of inputs and predictions, live quality, reports and Prometheus gauges.
 
-Names are imported on first use (PEP 562), so that ``loopml --help`` and the light
-``loopml.monitoring.command`` module do not pay for Evidently, MLflow and scikit-learn.
+Names are imported on first use (PEP 562), so that ``loopml --help`` does not pay for
+Evidently, MLflow and scikit-learn.
 """
 
 from __future__ import annotations

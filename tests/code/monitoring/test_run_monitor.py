@@ -12,16 +12,16 @@ from typing import NamedTuple
 import mlflow
 import pandas as pd
 import pytest
-import typer
 from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from loopml.cli import app as cli_app
+from loopml.cli import parse_since
 from loopml.config import Settings, load_settings
 from loopml.control.promotion import promote
 from loopml.data import Dataset, content_version
 from loopml.monitoring import run_monitor
-from loopml.monitoring.command import monitor, parse_since
 from loopml.monitoring.metrics import MonitorCollector
 from loopml.pipeline.train import train
 from loopml.recipes.base import TextClassifier
@@ -40,8 +40,14 @@ class World(NamedTuple):
 
 
 def insert_predictions(
-    settings: Settings, version: str, classifier: TextClassifier, texts: Sequence[str],
-    truth: Sequence[str] | None, *, log_text: bool = True, start: datetime | None = None,
+    settings: Settings,
+    version: str,
+    classifier: TextClassifier,
+    texts: Sequence[str],
+    truth: Sequence[str] | None,
+    *,
+    log_text: bool = True,
+    start: datetime | None = None,
 ) -> None:
     """Log predictions of ``texts`` as serving does, with feedback for every row in ``truth``."""
     start = start or datetime.now(UTC) - timedelta(hours=1)
@@ -51,11 +57,21 @@ def insert_predictions(
         for i, text in enumerate(texts):
             rid = hashlib.sha256(f"{version}-{start}-{i}-{text}".encode()).hexdigest()[:32]
             probs = {c: float(p) for c, p in zip(classifier.classes, proba[i], strict=True)}
-            session.add(Prediction(
-                request_id=rid, ts=start + timedelta(seconds=i), model_name=settings.model_name,
-                model_version=version, variant="champion", text=text if log_text else None,
-                text_hash=hashlib.sha256(text.encode()).hexdigest(), text_length=len(text),
-                label=max(probs, key=probs.__getitem__), probabilities=probs, latency_ms=1.0))
+            session.add(
+                Prediction(
+                    request_id=rid,
+                    ts=start + timedelta(seconds=i),
+                    model_name=settings.model_name,
+                    model_version=version,
+                    variant="champion",
+                    text=text if log_text else None,
+                    text_hash=hashlib.sha256(text.encode()).hexdigest(),
+                    text_length=len(text),
+                    label=max(probs, key=probs.__getitem__),
+                    probabilities=probs,
+                    latency_ms=1.0,
+                )
+            )
             if truth is not None:
                 session.add(Feedback(request_id=rid, ts=start, label=truth[i]))
     store.dispose()
@@ -78,14 +94,18 @@ def world(tweets: Dataset, tmp_path_factory: pytest.TempPathFactory) -> World:
 
 
 def _settings(world: World, db: str, **overrides: object) -> Settings:
-    return load_settings(home=world.home, database_url=f"sqlite:///{world.home / db}",
-                         **overrides)
+    return load_settings(home=world.home, database_url=f"sqlite:///{world.home / db}", **overrides)
 
 
 def test_in_domain_window_is_ok_and_everything_is_written(world: World) -> None:
     settings = _settings(world, "ok.db")
-    insert_predictions(settings, world.version, world.classifier,
-                       world.held_out["text"].tolist(), world.held_out["label"].tolist())
+    insert_predictions(
+        settings,
+        world.version,
+        world.classifier,
+        world.held_out["text"].tolist(),
+        world.held_out["label"].tolist(),
+    )
     report = run_monitor(settings, window=1000)
 
     assert report.verdict == "ok", report.summary["reasons"]
@@ -95,8 +115,14 @@ def test_in_domain_window_is_ok_and_everything_is_written(world: World) -> None:
     assert summary["quality"]["labeled"] == 1000
     low, high = summary["quality"]["macro_f1_ci"]
     assert low <= summary["quality"]["macro_f1"] <= high
-    assert {c["kind"] for c in summary["checks"]} >= {"text", "length", "oov", "label",
-                                                      "confidence", "mentions"}
+    assert {c["kind"] for c in summary["checks"]} >= {
+        "text",
+        "length",
+        "oov",
+        "label",
+        "confidence",
+        "mentions",
+    }
     assert report.report_path.read_text().startswith("<!doctype html>")
     assert json.loads(report.json_path.read_text())["verdict"] == "ok"
     assert len(report.evidently_paths) == 2
@@ -123,13 +149,16 @@ def test_airline_window_drifts_and_cli_exits_1(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = _settings(world, "drift.db")
-    insert_predictions(settings, world.version, world.classifier,
-                       world.airline["text"].tolist(), world.airline["label"].tolist())
+    insert_predictions(
+        settings,
+        world.version,
+        world.classifier,
+        world.airline["text"].tolist(),
+        world.airline["label"].tolist(),
+    )
     monkeypatch.setenv("LOOPML_HOME", str(world.home))
     monkeypatch.setenv("LOOPML_DATABASE_URL", settings.db_url)
-    app = typer.Typer()
-    app.command()(monitor)
-    result = CliRunner().invoke(app, ["--window", "1000", "--json"])
+    result = CliRunner().invoke(cli_app, ["monitor", "--window", "1000", "--json"])
 
     assert result.exit_code == 1, result.output
     summary = json.loads(result.stdout)
@@ -141,8 +170,14 @@ def test_airline_window_drifts_and_cli_exits_1(
 
 def test_unlogged_text_keeps_prediction_drift_and_quality(world: World) -> None:
     settings = _settings(world, "notext.db")
-    insert_predictions(settings, world.version, world.classifier, world.airline["text"].tolist(),
-                       world.airline["label"].tolist(), log_text=False)
+    insert_predictions(
+        settings,
+        world.version,
+        world.classifier,
+        world.airline["text"].tolist(),
+        world.airline["label"].tolist(),
+        log_text=False,
+    )
     report = run_monitor(settings, window=1000)
 
     status = {c.kind: c.status for c in report.assessment.checks}
@@ -154,8 +189,9 @@ def test_unlogged_text_keeps_prediction_drift_and_quality(world: World) -> None:
 
 def test_small_window_is_insufficient_never_drift(world: World) -> None:
     settings = _settings(world, "small.db")
-    insert_predictions(settings, world.version, world.classifier,
-                       world.airline["text"].tolist()[:50], None)
+    insert_predictions(
+        settings, world.version, world.classifier, world.airline["text"].tolist()[:50], None
+    )
     report = run_monitor(settings)
 
     assert report.verdict == "insufficient_data"
@@ -166,10 +202,17 @@ def test_small_window_is_insufficient_never_drift(world: World) -> None:
 def test_since_selects_by_time(world: World) -> None:
     settings = _settings(world, "since.db")
     old = datetime.now(UTC) - timedelta(days=3)
-    insert_predictions(settings, world.version, world.classifier,
-                       world.airline["text"].tolist()[:400], None, start=old)
-    insert_predictions(settings, world.version, world.classifier,
-                       world.held_out["text"].tolist()[:400], None)
+    insert_predictions(
+        settings,
+        world.version,
+        world.classifier,
+        world.airline["text"].tolist()[:400],
+        None,
+        start=old,
+    )
+    insert_predictions(
+        settings, world.version, world.classifier, world.held_out["text"].tolist()[:400], None
+    )
     report = run_monitor(settings, since=datetime.now(UTC) - timedelta(days=1))
 
     assert report.summary["window"]["rows"] == 400
@@ -178,12 +221,13 @@ def test_since_selects_by_time(world: World) -> None:
 
 def test_usage_errors_exit_2(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOOPML_HOME", str(world.home))
-    app = typer.Typer()
-    app.command()(monitor)
     runner = CliRunner()
-    assert runner.invoke(app, ["--window", "10", "--since", "1h"]).exit_code == 2
-    assert runner.invoke(app, ["--since", "yesterday-ish"]).exit_code == 2
-    assert runner.invoke(app, ["--window", "0"]).exit_code == 2
+    for args in (
+        ["--window", "10", "--since", "1h"],
+        ["--since", "yesterday-ish"],
+        ["--window", "0"],
+    ):
+        assert runner.invoke(cli_app, ["monitor", *args]).exit_code == 2
 
 
 def test_parse_since() -> None:
