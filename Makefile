@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint typecheck unit install system-deps bench clean
+.PHONY: demo test lint typecheck unit install system-deps tools k8s-generate k8s-render bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -14,6 +14,26 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Tools whose dependencies conflict with loopml's (checkov pins old packaging, cachetools and
+# importlib-metadata): their own venv, used by tests/deploy/test_k8s.py.
+TOOLS := .venv-tools
+CHECKOV_VERSION := 3.3.30
+$(TOOLS)/.installed-$(CHECKOV_VERSION):
+	test -x $(TOOLS)/bin/python || $(PY) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q --upgrade pip
+	$(TOOLS)/bin/pip install -q 'checkov==$(CHECKOV_VERSION)'
+	touch $@
+
+tools: $(TOOLS)/.installed-$(CHECKOV_VERSION)
+
+# The PrometheusRule and Grafana dashboard ConfigMap of deploy/k8s come from deploy/prometheus and
+# deploy/grafana: regenerate after editing those (a test fails while they differ).
+k8s-generate: $(STAMP)
+	$(BIN)/python deploy/k8s/generate.py
+
+k8s-render:
+	@for o in dev prod; do kubectl kustomize deploy/k8s/overlays/$$o > /dev/null && echo "$$o: ok"; done
 
 # Debian tools the tests use: promtool/prometheus (rule tests, scrape test), wrk and hey (load),
 # chromium (status page). Installed only when missing; needs root (CI and the dev machines are).
@@ -32,16 +52,16 @@ demo: $(STAMP)
 	$(BIN)/loopml demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks deploy/k8s
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) system-deps lint typecheck
+test: $(STAMP) system-deps tools lint typecheck
 	$(BIN)/pytest
 
 bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/train_bench.py
 
 clean:
-	rm -rf $(VENV) .loopml .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .loopml .pytest_cache .mypy_cache .ruff_cache
