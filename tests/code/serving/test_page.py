@@ -78,9 +78,7 @@ def test_untrusted_text_is_escaped(tmp_path: Path) -> None:
             {"kind": "label", "method": "psi", "score": None, "threshold": None, "status": "ok"},
         ],
     }
-    audit = [
-        {"ts": None, "actor": EVIL, "action": EVIL, "from": EVIL, "to": None, "reason": EVIL}
-    ]
+    audit = [{"ts": None, "actor": EVIL, "action": EVIL, "from": EVIL, "to": None, "reason": EVIL}]
     page = render(runtime, live, drift, audit, EVIL)
     assert "<script>alert" not in page and "<img" not in page
     assert page.count("&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;") >= 10
@@ -127,7 +125,10 @@ def test_page_and_static_files_need_no_api_key(client: TestClient) -> None:
     assert client.post("/v1/predict", json={"text": "hi"}).status_code == 401
 
 
-@pytest.mark.parametrize("name", ["nope.js", "%2e%2e%2fpage.py", "..%2fapp.py", "status.html", "STATUS.JS"])
+_NOT_STATIC = ["nope.js", "%2e%2e%2fpage.py", "..%2fapp.py", "status.html", "STATUS.JS"]
+
+
+@pytest.mark.parametrize("name", _NOT_STATIC)
 def test_unknown_static_files_are_404(client: TestClient, name: str) -> None:
     answer = client.get(f"/static/{name}")
     assert answer.status_code == 404
