@@ -98,7 +98,7 @@ async def static(name: str, request: Request) -> Response:
     when asked for with its hash (``?v=``), else revalidated on every use."""
     found = _static_files().get(name)
     if found is None:
-        raise HttpError(404, f"no static file {name!r}")
+        raise HttpError(404, "no such static file")
     content, etag, media_type = found
     headers = {
         "ETag": f'"{etag}"',
