@@ -133,3 +133,13 @@ def test_unknown_static_files_are_404(client: TestClient, name: str) -> None:
     answer = client.get(f"/static/{name}")
     assert answer.status_code == 404
     assert answer.headers["content-type"] == "application/json"
+
+
+def test_initial_json_takes_what_orjson_takes(tmp_path: Path) -> None:
+    runtime = Runtime(load_settings(home=tmp_path))
+    live = live_snapshot(runtime)
+    live["routing"]["updated_at"] = datetime(2024, 1, 2, tzinfo=UTC)
+    page = render(runtime, live, None, [], None)
+    initial = re.search(r'<script id="initial" type="application/json">(.*?)</script>', page, re.S)
+    assert initial is not None
+    assert json.loads(initial.group(1))["routing"]["updated_at"] == "2024-01-02T00:00:00+00:00"

@@ -25,6 +25,7 @@ from pathlib import PurePath
 from typing import Any
 
 import jinja2
+import orjson
 from fastapi import APIRouter, Request
 from sqlalchemy import select
 from starlette.responses import HTMLResponse, Response
@@ -275,7 +276,14 @@ def _templates() -> jinja2.Environment:
     env.filters["when"] = _when
     env.filters["score"] = _score
     env.globals["static_url"] = static_url
+    # ``tojson`` (the page's initial JSON) with orjson, as before: datetimes, numpy numbers.
+    env.policies["json.dumps_function"] = _json
+    env.policies["json.dumps_kwargs"] = {}
     return env
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
 def render(
