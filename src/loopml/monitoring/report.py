@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import html
+import functools
 import json
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
+import jinja2
 import pandas as pd
 
 from loopml.monitoring.descriptors import oov_rates, surface_descriptors
@@ -38,15 +39,18 @@ def _evidently_report(
         categorical_columns=[c for c in columns if c == "label"],
         numerical_columns=[c for c in columns if c not in ("text", "label")],
     )
-    report = Report([ValueDrift(column=c.kind, method=c.method, threshold=c.threshold)
-                     for c in wanted])
+    report = Report(
+        [ValueDrift(column=c.kind, method=c.method, threshold=c.threshold) for c in wanted]
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Evidently's and pandas' internal chatter
         snapshot = report.run(
-            EvidentlyDataset.from_pandas(current[columns].reset_index(drop=True),
-                                         data_definition=definition),
-            EvidentlyDataset.from_pandas(reference[columns].reset_index(drop=True),
-                                         data_definition=definition),
+            EvidentlyDataset.from_pandas(
+                current[columns].reset_index(drop=True), data_definition=definition
+            ),
+            EvidentlyDataset.from_pandas(
+                reference[columns].reset_index(drop=True), data_definition=definition
+            ),
         )
         snapshot.save_html(str(path))
     return path
@@ -86,61 +90,39 @@ def write_evidently_reports(
     return written
 
 
-_CSS = """body{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem;color:#222}
-table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.3rem .6rem;
-text-align:left}.drift,.alarm{color:#b00;font-weight:bold}.ok{color:#070}
-.unavailable,.insufficient_data{color:#888}"""
-
-
-def _row(cells: list[str], cls: str = "") -> str:
-    tds = "".join(f"<td>{c}</td>" for c in cells)
-    return f'<tr class="{cls}">{tds}</tr>' if cls else f"<tr>{tds}</tr>"
+@functools.cache
+def _templates() -> jinja2.Environment:
+    """The monitoring package's templates (created on first use), HTML-escaping every value."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("loopml.monitoring", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["fmt"] = _fmt
+    env.filters["basename"] = lambda path: PurePath(str(path)).name
+    return env
 
 
 def _fmt(value: Any) -> str:
+    """A value as the report shows it (the template escapes it): floats with 3 decimals."""
     if value is None:
         return "-"
     if isinstance(value, float):
         return f"{value:.3f}"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_fmt(v) for v in value) + "]"
-    return html.escape(str(value))
+    return str(value)
 
 
-def write_summary_html(summary: dict[str, Any], path: Path) -> Path:
-    """A self-contained page a person can open: verdict, every check, live quality, links."""
-    checks = "".join(
-        _row([_fmt(c["kind"]), _fmt(c["group"]), _fmt(c["method"]), _fmt(c["score"]),
-              _fmt(c["threshold"]), f'<span class="{c["status"]}">{c["status"]}</span>',
-              _fmt(c["note"])])
-        for c in summary["checks"]
-    )
-    q = summary["quality"]
-    quality = "".join(_row([html.escape(k), _fmt(q[k])]) for k in
-                      ("labeled", "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "floor",
-                       "min_labeled", "status"))
-    names = [html.escape(Path(p).name) for p in summary["reports"]["evidently"]]
-    links = "".join(f'<li><a href="{n}">{n}</a></li>' for n in names)
-    w = summary["window"]
-    title = f"{html.escape(summary['model_name'])} version {_fmt(summary['model_version'])}"
-    reasons = "".join(f"<li>{html.escape(r)}</li>" for r in summary["reasons"]) or "<li>none</li>"
-    page = f"""<!doctype html><html><head><meta charset="utf-8">
-<title>loopml monitor: {title}</title>
-<style>{_CSS}</style></head><body>
-<h1>Monitoring: {title}</h1>
-<p>Verdict: <span class="{html.escape(summary['verdict'])}">{html.escape(summary['verdict'])}</span>
- &mdash; {_fmt(summary['ts'])}</p>
-<ul>{reasons}</ul>
-<p>Window: {w['rows']} predictions ({w['sampled']} used for drift), from {_fmt(w['first_ts'])}
- to {_fmt(w['last_ts'])}; texts logged: {_fmt(w['text_logged'])}.</p>
-<h2>Drift checks</h2>
-<table><tr><th>check</th><th>group</th><th>method</th><th>score</th><th>threshold</th>
-<th>status</th><th>note</th></tr>{checks}</table>
-<h2>Live quality (from feedback)</h2><table>{quality}</table>
-<h2>Evidently reports</h2><ul>{links or '<li>none</li>'}</ul>
-</body></html>
-"""
+def write_summary_html(summary: object, path: Path) -> Path:
+    """A self-contained page a person can open: verdict, every check, live quality, links.
+
+    ``summary`` is the monitor's summary, a dict or an object with the same attributes (the
+    template reads ``summary.window.rows``, ``summary.quality[key]`` and so on).
+    """
+    page = _templates().get_template("report.html").render(summary=summary)
     path.write_text(page, encoding="utf-8")
     return path
-
-
