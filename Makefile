@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint typecheck unit install system-deps bench clean
+.PHONY: demo test lint typecheck unit install system-deps tools bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -14,6 +14,19 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Tools whose dependencies conflict with loopml's (checkov pins old packaging, cachetools and
+# importlib-metadata, and its hcl2 fork replaces python-hcl2): their own venv, used by
+# tests/deploy/test_terraform.py.
+TOOLS := .venv-tools
+CHECKOV_VERSION := 3.3.30
+$(TOOLS)/.installed-$(CHECKOV_VERSION):
+	test -x $(TOOLS)/bin/python || $(PY) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q --upgrade pip
+	$(TOOLS)/bin/pip install -q 'checkov==$(CHECKOV_VERSION)'
+	touch $@
+
+tools: $(TOOLS)/.installed-$(CHECKOV_VERSION)
 
 # Debian tools the tests use: promtool/prometheus (rule tests, scrape test), wrk and hey (load),
 # chromium (status page). Installed only when missing; needs root (CI and the dev machines are).
@@ -37,11 +50,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) system-deps lint typecheck
+test: $(STAMP) system-deps tools lint typecheck
 	$(BIN)/pytest
 
 bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/train_bench.py
 
 clean:
-	rm -rf $(VENV) .loopml .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .loopml .pytest_cache .mypy_cache .ruff_cache

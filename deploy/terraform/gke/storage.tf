@@ -4,7 +4,7 @@
 # ---------------------------------------------------------------------------------------------
 
 resource "google_storage_bucket" "artifacts" {
-  #checkov:skip=CKV_GCP_62:Access is audited with Cloud Audit Logs (data access logs), not the legacy usage-log bucket export.
+  #checkov:skip=CKV_GCP_62:Object access is audited by Cloud Audit Logs (Data Access logs for Cloud Storage, enabled below), not the legacy usage-log export to a second bucket.
   name          = "${var.project_id}-${local.prefix}-mlflow-artifacts"
   location      = var.region
   storage_class = "STANDARD"
@@ -39,5 +39,19 @@ resource "google_storage_bucket" "artifacts" {
     action {
       type = "Delete"
     }
+  }
+}
+
+# Who read or wrote which artifact: Data Access audit logs for Cloud Storage in this project.
+resource "google_project_iam_audit_config" "storage" {
+  project = var.project_id
+  service = "storage.googleapis.com"
+
+  audit_log_config {
+    log_type = "DATA_READ"
+  }
+
+  audit_log_config {
+    log_type = "DATA_WRITE"
   }
 }
