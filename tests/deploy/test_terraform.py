@@ -340,6 +340,7 @@ def test_kubernetes_names_and_outputs(stack: str) -> None:
     outputs = _blocks(stack, "output")
     for name in (
         "registry_url",
+        "image_repository",
         "artifacts_bucket",
         "service_account_annotations",
         "mlflow_artifacts_destination",

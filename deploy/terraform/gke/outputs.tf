@@ -20,6 +20,11 @@ output "registry_url" {
   value       = "${google_artifact_registry_repository.images.location}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"
 }
 
+output "image_repository" {
+  description = "Image name without tag for the kustomize images: newName (<image_repository>:<tag>)."
+  value       = "${google_artifact_registry_repository.images.location}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}/loopml"
+}
+
 output "artifacts_bucket" {
   description = "Name of the MLflow artifacts bucket."
   value       = google_storage_bucket.artifacts.name
