@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Tools whose dependencies conflict with loopml's (checkov pins old packaging, cachetools and
-# importlib-metadata): their own venv, used by tests/deploy/test_k8s.py.
+# importlib-metadata, and its hcl2 fork replaces python-hcl2): their own venv, used by
+# tests/deploy/test_k8s.py and tests/deploy/test_terraform.py.
 TOOLS := .venv-tools
 CHECKOV_VERSION := 3.3.30
 $(TOOLS)/.installed-$(CHECKOV_VERSION):

@@ -30,8 +30,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy import select
 from starlette.responses import HTMLResponse, Response
 
-from loopml.errors import LoopmlError
-from loopml.serving._http import HttpError
+from loopml.errors import LoopmlError, NotFoundError
 from loopml.serving.deps import RuntimeDep
 from loopml.serving.runtime import Runtime
 from loopml.store import MonitorResult
@@ -99,7 +98,7 @@ async def static(name: str, request: Request) -> Response:
     when asked for with its hash (``?v=``), else revalidated on every use."""
     found = _static_files().get(name)
     if found is None:
-        raise HttpError(404, "no such static file")
+        raise NotFoundError("no such static file")
     content, etag, media_type = found
     headers = {
         "ETag": f'"{etag}"',
