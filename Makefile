@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint typecheck unit install system-deps tools k8s-generate k8s-render bench clean
+.PHONY: demo test lint format typecheck unit install system-deps tools k8s-generate k8s-render bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -53,7 +53,12 @@ demo: $(STAMP)
 	$(BIN)/loopml demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks deploy/k8s
+	$(BIN)/ruff check src tests benchmarks deploy
+	$(BIN)/ruff format --check src tests benchmarks deploy
+
+# Apply the formatting that `make lint` checks.
+format: $(STAMP)
+	$(BIN)/ruff format src tests benchmarks deploy
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
