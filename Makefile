@@ -37,13 +37,19 @@ k8s-render:
 	@for o in dev prod; do kubectl kustomize deploy/k8s/overlays/$$o > /dev/null && echo "$$o: ok"; done
 
 # Debian tools the tests use: promtool/prometheus (rule tests, scrape test), wrk and hey (load),
-# chromium (status page). Installed only when missing; needs root (CI and the dev machines are).
+# chromium (status page); docker-compose (`config` on deploy/compose, no engine needed), amtool
+# (Alertmanager config), caddy (`caddy validate` on the proxy config), shellcheck (actionlint runs
+# it on the workflows' scripts). Installed only when missing; needs root (CI and the dev machines are).
 system-deps:
 	@missing=""; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	command -v hey >/dev/null || missing="$$missing hey"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v amtool >/dev/null || missing="$$missing prometheus-alertmanager"; \
+	command -v caddy >/dev/null || missing="$$missing caddy"; \
+	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -1,0 +1,82 @@
+"""Shared helpers of the deployment tests (compose stack, workflows)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def need_binary(name: str, package: str) -> str:
+    """The path of ``name`` (also looked up beside the running Python, for venv-installed tools);
+    fail, never skip, when it is missing: ``make system-deps`` / ``make install`` install it."""
+    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if path is None:
+        pytest.fail(f"{name} is not installed: it comes with {package} (make system-deps)")
+    return path
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """A minimal environment for tools under test: no ``LOOPML_*`` or secret of the caller."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **extra}
+
+
+def run(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(args),
+        cwd=cwd,
+        env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@cache
+def cli_group() -> object:
+    """loopml's Typer app as a click group (for parsing command lines without running them)."""
+    import typer
+
+    from loopml.cli import app
+
+    return typer.main.get_command(app)
+
+
+def check_loopml_args(args: list[str]) -> None:
+    """Parse ``loopml ARGS`` with the real CLI, without running it: unknown commands or options
+    raise a (click) ``UsageError``."""
+    command: Any = cli_group()
+    rest = list(args)
+    while hasattr(command, "commands"):  # descend through groups (`loopml rollout start ...`)
+        assert rest, f"no loopml command in {args}"
+        name = rest.pop(0)
+        assert name in command.commands, f"unknown loopml command {name!r} in {args}"
+        command = command.commands[name]
+    with command.make_context(name, rest):
+        pass
+
+
+@cache
+def app_paths() -> frozenset[str]:
+    """Every HTTP path of the serving app (from its OpenAPI schema; nothing is started)."""
+    import tempfile
+
+    from loopml.config import Settings
+    from loopml.serving.app import create_app
+
+    with tempfile.TemporaryDirectory() as home:
+        app = create_app(Settings(home=Path(home)))
+        paths = set(app.openapi()["paths"])
+    paths |= {getattr(r, "path", "") for r in app.routes} - {""}
+    return frozenset(paths)
