@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from loopml.store._db import Store, open_store
 from loopml.store.models import (
+    PREDICTION_COLUMNS,
     AuditEntry,
     Feedback,
     MonitorResult,
@@ -11,8 +12,10 @@ from loopml.store.models import (
     RoutingState,
     ServingError,
 )
+from loopml.store.types import UtcDateTime
 
 __all__ = [
+    "PREDICTION_COLUMNS",
     "AuditEntry",
     "Feedback",
     "MonitorResult",
@@ -20,5 +23,6 @@ __all__ = [
     "RoutingState",
     "ServingError",
     "Store",
+    "UtcDateTime",
     "open_store",
 ]
