@@ -23,7 +23,7 @@ from pydantic_settings import (
 
 from loopml.errors import ConfigError
 
-__all__ = ["Settings", "get_settings", "load_settings", "redact_url"]
+__all__ = ["Settings", "get_settings", "load_settings", "psycopg_url", "redact_url"]
 
 _PLACEHOLDERS = {"", "changeme", "change-me", "secret", "password", "admin", "token", "test"}
 
@@ -163,10 +163,7 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         """SQLAlchemy URL of the loopml database; SQLite under ``LOOPML_HOME`` by default."""
-        url = self.database_url or f"sqlite:///{self.home_dir / 'loopml.db'}"
-        if url.startswith("postgresql://"):
-            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-        return url
+        return psycopg_url(self.database_url or f"sqlite:///{self.home_dir / 'loopml.db'}")
 
     @property
     def artifact_root(self) -> str:
@@ -209,12 +206,27 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(f"cannot read {_config_file()}: {exc}") from exc
 
 
+def psycopg_url(url: str) -> str:
+    """``url`` with the psycopg 3 driver named when it is a plain ``postgresql://`` URL.
+
+    psycopg 3 is the driver loopml ships; SQLAlchemy's default for ``postgresql://`` is psycopg2.
+    Other URLs (SQLite, an explicit ``postgresql+driver://``) are returned as they are.
+    """
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
 def redact_url(url: str) -> str:
     """``url`` without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparseable URL>"
+    if password is None:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
 
 

@@ -9,22 +9,15 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from loopml.config import Settings, redact_url
+from loopml.config import Settings, psycopg_url, redact_url
 from loopml.errors import RegistryError
 
 __all__ = ["configure_mlflow", "experiment_id"]
 
 
-def _normalise(uri: str) -> str:
-    # psycopg 3 is the driver we ship; SQLAlchemy's default for postgresql:// is psycopg2.
-    if uri.startswith("postgresql://"):
-        return "postgresql+psycopg://" + uri.removeprefix("postgresql://")
-    return uri
-
-
 def configure_mlflow(settings: Settings) -> MlflowClient:
     """Point MLflow at the settings' tracking and registry store and return a client."""
-    uri = _normalise(settings.mlflow_uri)
+    uri = psycopg_url(settings.mlflow_uri)
     # MLflow logs Alembic migration chatter on every new SQLite store: keep the CLI readable.
     for name in ("alembic", "mlflow.store.db.utils", "mlflow.models.model", "mlflow.pyfunc"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from loopml.config import load_settings
+from loopml.config import load_settings, psycopg_url, redact_url
 from loopml.errors import ConfigError
 
 
@@ -68,3 +68,20 @@ def test_production_accepts_a_real_token(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("LOOPML_ADMIN_TOKEN", "k8Hq2-vLw9-Zr4tN-0pXe")
     s = load_settings()
     assert s.admin_token is not None and "k8Hq2" not in repr(s)
+
+
+def test_psycopg_url_names_the_driver_of_plain_postgres_urls_only() -> None:
+    assert psycopg_url("postgresql://u:p@h:5432/db") == "postgresql+psycopg://u:p@h:5432/db"
+    assert psycopg_url("postgresql+psycopg2://h/db") == "postgresql+psycopg2://h/db"
+    assert psycopg_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+    assert psycopg_url("http://mlflow:5000") == "http://mlflow:5000"
+
+
+def test_redact_url_hides_only_the_password() -> None:
+    assert redact_url("postgresql+psycopg://loopml:s3cret@db:5432/x") == (
+        "postgresql+psycopg://loopml:***@db:5432/x"
+    )
+    assert redact_url("https://user:pa:ss@mlflow.example/api") == "https://user:***@mlflow.example/api"
+    assert redact_url("sqlite:////tmp/loopml.db") == "sqlite:////tmp/loopml.db"
+    assert redact_url("postgresql://loopml@db/x") == "postgresql://loopml@db/x"
+    assert redact_url("postgresql://u:pw@[::1/x") == "<unparseable URL>"

@@ -24,7 +24,7 @@ from loopml.control.retrain import champion_splits, new_labeled_rows, retrain
 from loopml.errors import LoopmlError, MonitorError
 from loopml.registry import Registry
 from loopml.routing import CHALLENGER, CHAMPION, load_routing, routing_in, save_routing
-from loopml.store import AuditEntry, MonitorResult, Store, current_actor
+from loopml.store import AuditEntry, Store, current_actor
 
 __all__ = ["Controller", "Tick"]
 
@@ -94,8 +94,8 @@ class Controller:
             .limit(1)
         )
         with self.store.session() as session:
-            ts = session.execute(query).scalar_one_or_none()
-        return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
+            ts: datetime | None = session.execute(query).scalar_one_or_none()
+        return ts
 
     def _reconcile(self) -> None:
         """Make the registry aliases agree with the routing state, the committed truth.
@@ -137,15 +137,8 @@ class Controller:
         return result
 
     def _last_monitor(self) -> datetime | None:
-        query = (
-            select(MonitorResult.ts)
-            .where(MonitorResult.model_name == self.registry.name)
-            .order_by(MonitorResult.id.desc())
-            .limit(1)
-        )
-        with self.store.session() as session:
-            ts = session.execute(query).scalar_one_or_none()
-        return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
+        row = self.store.latest_monitor_result(self.registry.name)
+        return row.ts if row is not None else None
 
     def _monitor_and_decide(self, now: datetime) -> Tick:
         from loopml.monitoring import run_monitor

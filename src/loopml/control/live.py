@@ -19,7 +19,6 @@ _LATENCY_ROWS = 20_000
 def _frame(store: Store, model_name: str, versions: list[str], since: datetime) -> pd.DataFrame:
     # Joined in SQL (an IN list of ids breaks past 65,535 bound parameters on PostgreSQL).
     # Shadow records carry the champion's request id plus a suffix.
-    columns = ["request_id", "version", "variant", "label", "latency_ms", "truth"]
     frames = []
     for shadow in (False, True):
         key = Feedback.request_id + SHADOW_SUFFIX if shadow else Feedback.request_id
@@ -27,11 +26,11 @@ def _frame(store: Store, model_name: str, versions: list[str], since: datetime) 
         query = (
             select(
                 Prediction.request_id,
-                Prediction.model_version,
+                Prediction.model_version.label("version"),
                 Prediction.variant,
                 Prediction.label,
                 Prediction.latency_ms,
-                Feedback.label,
+                Feedback.label.label("truth"),
             )
             .outerjoin(Feedback, key == Prediction.request_id)
             .where(
@@ -42,7 +41,8 @@ def _frame(store: Store, model_name: str, versions: list[str], since: datetime) 
             )
         )
         with store.session() as session:
-            frames.append(pd.DataFrame(session.execute(query).all(), columns=columns))
+            result = session.execute(query)
+            frames.append(pd.DataFrame(result.all(), columns=list(result.keys())))
     preds = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
     preds["base_id"] = preds["request_id"].str.removesuffix(SHADOW_SUFFIX)
     return preds
@@ -100,5 +100,6 @@ def labeled_feedback(store: Store, model_name: str) -> pd.DataFrame:
         .order_by(Feedback.ts.desc())
     )
     with store.session() as session:
-        frame = pd.DataFrame(session.execute(query).all(), columns=["text", "label"])
+        result = session.execute(query)
+        frame = pd.DataFrame(result.all(), columns=list(result.keys()))
     return frame.drop_duplicates("text").reset_index(drop=True)

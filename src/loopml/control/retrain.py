@@ -9,12 +9,11 @@ on new labelled data (as the ``feedback`` slice) at once.
 from __future__ import annotations
 
 import pandas as pd
-from mlflow.artifacts import download_artifacts
 from mlflow.exceptions import MlflowException
 from sklearn.model_selection import train_test_split
 
 from loopml.config import Settings
-from loopml.data import Dataset, Splits, content_version
+from loopml.data import Dataset, Splits, content_version, load_splits
 from loopml.errors import RegistryError, TrainingError
 from loopml.pipeline.train import TrainResult, train
 from loopml.registry import Registry
@@ -30,15 +29,8 @@ def champion_splits(registry: Registry) -> tuple[Splits, str]:
     champion = registry.alias(CHAMPION)
     if champion is None or not champion.run_id:
         raise RegistryError("no champion with a training run: nothing to retrain from")
-    parts = {}
     try:
-        for name in ("train", "validation", "test"):
-            path = download_artifacts(
-                run_id=champion.run_id,
-                artifact_path=f"data/{name}.parquet",
-                tracking_uri=registry.client.tracking_uri,
-            )
-            parts[name] = pd.read_parquet(path)
+        parts = load_splits(registry.client, champion.run_id, ("train", "validation", "test"))
         source = registry.client.get_run(champion.run_id).data.tags.get("loopml.source", "?")
     except MlflowException as exc:
         raise RegistryError(

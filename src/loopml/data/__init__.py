@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from loopml.data.dataset import Dataset, Splits, content_version, load_dataset, split_dataset
 from loopml.data.sources import BUILTIN_TWEETS, domain_of, read_source
+from loopml.data.splits import load_splits
 
 __all__ = [
     "BUILTIN_TWEETS",
@@ -12,6 +13,7 @@ __all__ = [
     "content_version",
     "domain_of",
     "load_dataset",
+    "load_splits",
     "read_source",
     "split_dataset",
 ]

@@ -28,15 +28,14 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import select
 
 from loopml.errors import StoreError
-from loopml.store import MonitorResult, Store
+from loopml.store import Store
 
 __all__ = ["MONITOR_METRICS", "VERDICTS", "MonitorCollector", "families_from_summary",
            "latest_summary"]
@@ -110,11 +109,7 @@ def families_from_summary(summary: dict[str, Any], *, ran_at: float) -> list[Met
 
 def latest_summary(store: Store, model_name: str) -> tuple[dict[str, Any], datetime] | None:
     """The summary and time of the newest monitoring run of ``model_name``, if any."""
-    query = (select(MonitorResult.summary, MonitorResult.ts)
-             .where(MonitorResult.model_name == model_name)
-             .order_by(MonitorResult.id.desc()).limit(1))
-    with store.session() as session:
-        row = session.execute(query).first()
+    row = store.latest_monitor_result(model_name)
     if row is None:
         return None
     return dict(row.summary), row.ts
@@ -146,9 +141,7 @@ class MonitorCollector(Collector):
         if found is None:
             return []
         summary, ts = found
-        # SQLite gives back naive times; the log writes UTC.
-        ran_at = (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
-        return families_from_summary(summary, ran_at=ran_at)
+        return families_from_summary(summary, ran_at=ts.timestamp())
 
     def collect(self) -> Iterator[Metric]:
         """The gauges of the newest monitoring run (cached for ``ttl`` seconds)."""

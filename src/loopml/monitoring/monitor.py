@@ -11,15 +11,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-import mlflow
 import pandas as pd
 from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 
+from loopml._time import as_utc
 from loopml.config import Settings
+from loopml.data import load_splits
 from loopml.errors import MonitorError
 from loopml.monitoring.drift import (
     Check,
@@ -31,7 +33,7 @@ from loopml.monitoring.drift import (
 )
 from loopml.monitoring.quality import Quality, live_quality
 from loopml.monitoring.report import write_evidently_reports, write_json, write_summary_html
-from loopml.monitoring.window import as_utc, load_window
+from loopml.monitoring.window import load_window
 from loopml.registry import Registry
 from loopml.routing import CHAMPION
 from loopml.store import MonitorResult, Store, open_store
@@ -41,10 +43,6 @@ __all__ = ["Assessment", "MonitorError", "MonitorReport", "Verdict", "assess", "
 
 Verdict = Literal["ok", "drift", "quality_alarm", "insufficient_data"]
 Progress = Callable[[str], None]
-
-_REFERENCE_CACHE: dict[tuple[str, str, str, int, int], Reference] = {}
-_CACHE_SIZE = 4
-
 
 @dataclass(frozen=True)
 class Assessment:
@@ -120,33 +118,40 @@ class MonitorReport:
         return self.summary
 
 
-def _download(settings: Settings, run_id: str, name: str) -> pd.DataFrame:
-    try:
-        path = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path=f"data/{name}.parquet",
-            tracking_uri=mlflow.get_tracking_uri(),
-        )
-    except (MlflowException, OSError) as exc:
-        raise MonitorError(f"run {run_id} has no data/{name}.parquet to compare with: {exc}") \
-            from exc
-    return pd.read_parquet(path, columns=["text"])
+@dataclass(frozen=True)
+class _ReferenceKey:
+    """What a reference depends on. ``run_id`` and the registry (not hashable) ride along without
+    taking part in equality, so ``functools.lru_cache`` keys on the rest."""
+
+    mlflow_uri: str
+    model_name: str
+    version: str
+    sample_cap: int
+    seed: int
+    run_id: str = field(compare=False)
+    registry: Registry = field(compare=False, repr=False)
+
+
+@lru_cache(maxsize=4)
+def _cached_reference(key: _ReferenceKey) -> Reference:
+    texts: dict[str, list[str]] = {}
+    for name in ("train", "validation"):
+        try:
+            split = load_splits(key.registry.client, key.run_id, [name], columns=["text"])[name]
+        except (MlflowException, OSError) as exc:
+            raise MonitorError(f"run {key.run_id} has no data/{name}.parquet to compare with: "
+                               f"{exc}") from exc
+        texts[name] = split["text"].astype(str).tolist()
+    classifier = key.registry.load(key.version)
+    return build_reference(texts["train"], texts["validation"], classifier,
+                           cap=key.sample_cap, seed=key.seed)
 
 
 def load_reference(settings: Settings, registry: Registry, version: str, run_id: str) -> Reference:
     """The reference of ``version`` (cached per process: the controller calls this in a loop)."""
-    key = (settings.mlflow_uri, settings.model_name, version, settings.monitor_sample_cap,
-           settings.seed)
-    if key not in _REFERENCE_CACHE:
-        train = _download(settings, run_id, "train")
-        validation = _download(settings, run_id, "validation")
-        classifier = registry.load(version)
-        if len(_REFERENCE_CACHE) >= _CACHE_SIZE:
-            _REFERENCE_CACHE.pop(next(iter(_REFERENCE_CACHE)))
-        _REFERENCE_CACHE[key] = build_reference(
-            train["text"].astype(str).tolist(), validation["text"].astype(str).tolist(), classifier,
-            cap=settings.monitor_sample_cap, seed=settings.seed,
-        )
-    return _REFERENCE_CACHE[key]
+    key = _ReferenceKey(settings.mlflow_uri, settings.model_name, version,
+                        settings.monitor_sample_cap, settings.seed, run_id, registry)
+    return _cached_reference(key)
 
 
 def _iso(value: Any) -> str | None:
@@ -265,8 +270,7 @@ def run_monitor(
     say("reference")
     reference = load_reference(settings, registry, version, champion.run_id)
     say("window")
-    store = open_store(settings.db_url)
-    try:
+    with open_store(settings.db_url) as store:
         frame = load_window(store, model_name=settings.model_name, model_version=version,
                             window=requested, since=since)
         say("drift")
@@ -283,8 +287,6 @@ def run_monitor(
         summary["seconds"] = round(time.perf_counter() - started, 3)
         write_json(summary, report.json_path)
         report.result_id = _store(store, summary, report.report_path)
-    finally:
-        store.dispose()
     return report
 
 

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
+from loopml._time import as_utc
 from loopml.errors import StoreError
 from loopml.store import Feedback, Prediction, Store
 
 __all__ = ["WINDOW_COLUMNS", "as_utc", "load_window"]
 
 WINDOW_COLUMNS = ["request_id", "ts", "text", "length", "label", "confidence", "truth"]
-
-
-def as_utc(moment: datetime) -> datetime:
-    """``moment`` in UTC; a naive time is taken to be UTC already (as the log stores it)."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def load_window(
@@ -37,8 +31,9 @@ def load_window(
     the predicted class) and truth (the feedback label, None when there is none).
     """
     query = (
-        select(Prediction.request_id, Prediction.ts, Prediction.text, Prediction.text_length,
-               Prediction.label, Prediction.probabilities, Feedback.label.label("truth"))
+        select(Prediction.request_id, Prediction.ts, Prediction.text,
+               Prediction.text_length.label("length"), Prediction.label,
+               Prediction.probabilities, Feedback.label.label("truth"))
         .outerjoin(Feedback, Feedback.request_id == Prediction.request_id)
         .where(Prediction.model_name == model_name, Prediction.model_version == model_version)
         .order_by(Prediction.ts.desc())
@@ -49,13 +44,11 @@ def load_window(
         query = query.limit(window)
     try:
         with store.engine.connect() as conn:
-            rows = conn.execute(query).all()
+            result = conn.execute(query)
+            frame = pd.DataFrame(result.all(), columns=list(result.keys()))
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot read predictions: {type(exc).__name__}: {exc.args[0]}") from exc
-    frame = pd.DataFrame(
-        [(r.request_id, r.ts, r.text, float(r.text_length), r.label,
-          max(r.probabilities.values()) if r.probabilities else float("nan"), r.truth)
-         for r in rows],
-        columns=WINDOW_COLUMNS,
-    )
-    return frame
+    frame["length"] = frame["length"].astype(float)
+    frame["confidence"] = [max(p.values()) if p else float("nan")
+                           for p in frame["probabilities"]]
+    return frame[WINDOW_COLUMNS]

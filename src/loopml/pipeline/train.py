@@ -17,7 +17,7 @@ from mlflow.data.pandas_dataset import from_pandas
 from mlflow.exceptions import MlflowException
 
 from loopml.config import Settings
-from loopml.data import Dataset, Splits, load_dataset, split_dataset
+from loopml.data import Dataset, Splits, load_dataset, load_splits, split_dataset
 from loopml.errors import RegistryError
 from loopml.pipeline.evaluate import Evaluation, evaluate, plot_confusion_matrix
 from loopml.pipeline.gate import GateResult, run_gate
@@ -249,14 +249,9 @@ def evaluate_version(settings: Settings, version: str) -> tuple[Evaluation, Gate
     if not mv.run_id:
         raise RegistryError(f"version {version} has no training run: cannot find its test split")
     try:
-        path = mlflow.artifacts.download_artifacts(
-            run_id=mv.run_id,
-            artifact_path="data/test.parquet",
-            tracking_uri=mlflow.get_tracking_uri(),
-        )
+        test = load_splits(registry.client, mv.run_id, ["test"])["test"]
     except MlflowException as exc:
         raise RegistryError(f"version {version}: its test split is missing: {exc.message}") from exc
-    test = pd.read_parquet(path)
     evaluation = evaluate(registry.load(str(mv.version)), test, seed=settings.seed)
     gate, champion_eval = gate_against_champion(
         settings, registry, evaluation, test, exclude_version=str(mv.version)

@@ -35,6 +35,7 @@ import orjson
 from sqlalchemy import Engine
 
 from loopml.serving.metrics import Metrics
+from loopml.store.models import PREDICTION_COLUMNS
 
 __all__ = ["Journal", "PredictionLog", "find_in_spool"]
 
@@ -143,19 +144,7 @@ def read_lines(path: Path, offset: int, limit: int) -> tuple[list[bytes], int]:
     return lines, offset + consumed
 
 
-COLUMNS = (
-    "request_id",
-    "ts",
-    "model_name",
-    "model_version",
-    "variant",
-    "text",
-    "text_hash",
-    "text_length",
-    "label",
-    "probabilities",
-    "latency_ms",
-)
+COLUMNS = PREDICTION_COLUMNS  # one journal record: every column of ``predictions``
 
 
 def parse(lines: Iterable[bytes]) -> tuple[list[dict[str, Any]], int]:

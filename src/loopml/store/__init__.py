@@ -5,6 +5,7 @@ from __future__ import annotations
 from loopml.store._db import Store, open_store
 from loopml.store.actor import acting_as, current_actor
 from loopml.store.models import (
+    PREDICTION_COLUMNS,
     AuditEntry,
     Feedback,
     MonitorResult,
@@ -12,8 +13,10 @@ from loopml.store.models import (
     RoutingState,
     ServingError,
 )
+from loopml.store.types import UtcDateTime
 
 __all__ = [
+    "PREDICTION_COLUMNS",
     "AuditEntry",
     "Feedback",
     "MonitorResult",
@@ -21,6 +24,7 @@ __all__ = [
     "RoutingState",
     "ServingError",
     "Store",
+    "UtcDateTime",
     "acting_as",
     "current_actor",
     "open_store",

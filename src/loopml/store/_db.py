@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 from alembic import command
 from alembic.config import Config
@@ -15,20 +16,11 @@ from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from loopml.config import redact_url
 from loopml.errors import ConfigError, StoreError
-from loopml.store.models import AuditEntry
+from loopml.store.models import AuditEntry, MonitorResult
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for error messages and logs."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable database URL>"
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -66,11 +58,22 @@ def migrate(engine: Engine) -> None:
 
 
 class Store:
-    """Handle on the loopml database."""
+    """Handle on the loopml database; ``with open_store(url) as store:`` disposes it at the end."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.dispose()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -123,6 +126,17 @@ class Store:
             )
             return list(session.scalars(query))
 
+    def latest_monitor_result(self, model_name: str) -> MonitorResult | None:
+        """The newest monitoring run of ``model_name`` (usable after its session), or None."""
+        with self.session() as session:
+            query = (
+                select(MonitorResult)
+                .where(MonitorResult.model_name == model_name)
+                .order_by(MonitorResult.id.desc())
+                .limit(1)
+            )
+            return session.scalars(query).first()
+
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
@@ -133,11 +147,12 @@ def open_store(url: str) -> Store:
     try:
         engine = make_engine(url)
     except (ArgumentError, ImportError) as exc:
-        raise ConfigError(f"database URL {_redact(url)!r} is not usable: {exc}") from exc
+        raise ConfigError(f"database URL {redact_url(url)!r} is not usable: {exc}") from exc
     try:
         migrate(engine)
     except (SQLAlchemyError, CommandError) as exc:
         engine.dispose()
         message = exc.args[0] if exc.args else type(exc).__name__
-        raise StoreError(f"cannot open the loopml database at {_redact(url)}: {message}") from exc
+        where = redact_url(url)
+        raise StoreError(f"cannot open the loopml database at {where}: {message}") from exc
     return Store(engine)

@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy import JSON, Float, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from loopml.store.types import UtcDateTime
+
 __all__ = [
+    "PREDICTION_COLUMNS",
     "AuditEntry",
     "Base",
     "Feedback",
@@ -29,7 +32,7 @@ class AuditEntry(Base):
     __tablename__ = "audit_log"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    ts: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     actor: Mapped[str] = mapped_column(String(200))
     action: Mapped[str] = mapped_column(String(50), index=True)
     model_name: Mapped[str] = mapped_column(String(200))
@@ -45,7 +48,7 @@ class Prediction(Base):
     __tablename__ = "predictions"
 
     request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    ts: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     model_name: Mapped[str] = mapped_column(String(200))
     model_version: Mapped[str] = mapped_column(String(50), index=True)
     variant: Mapped[str] = mapped_column(String(20))
@@ -63,7 +66,7 @@ class Feedback(Base):
     __tablename__ = "feedback"
 
     request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    ts: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     label: Mapped[str] = mapped_column(String(100))
 
 
@@ -77,7 +80,7 @@ class RoutingState(Base):
     challenger_version: Mapped[str | None] = mapped_column(String(50))
     mode: Mapped[str] = mapped_column(String(20), default="none")
     weight: Mapped[float] = mapped_column(Float, default=0.0)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
@@ -87,7 +90,7 @@ class ServingError(Base):
     __tablename__ = "serving_errors"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    ts: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     model_name: Mapped[str] = mapped_column(String(200))
     model_version: Mapped[str] = mapped_column(String(50))
     variant: Mapped[str] = mapped_column(String(20))
@@ -101,7 +104,7 @@ class MonitorResult(Base):
     __tablename__ = "monitor_results"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    ts: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     model_name: Mapped[str] = mapped_column(String(200))
     model_version: Mapped[str | None] = mapped_column(String(50))
     window_size: Mapped[int] = mapped_column(Integer)
@@ -109,5 +112,8 @@ class MonitorResult(Base):
     summary: Mapped[dict[str, Any]] = mapped_column(JSON)
     report_path: Mapped[str | None] = mapped_column(Text)
 
+
+PREDICTION_COLUMNS: tuple[str, ...] = tuple(c.name for c in Prediction.__table__.columns)
+"""Every column of ``predictions`` in table order: the fields of one prediction-log record."""
 
 Index("ix_predictions_version_ts", Prediction.model_version, Prediction.ts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 from loopml.store.models import Base
+from loopml.store.types import render_item
 
 connection = context.config.attributes["connection"]
 # A table name of our own: MLflow keeps its own Alembic history in `alembic_version`, and
@@ -13,6 +14,7 @@ context.configure(
     connection=connection,
     target_metadata=Base.metadata,
     render_as_batch=True,
+    render_item=render_item,
     version_table="loopml_alembic_version",
 )
 with context.begin_transaction():
