@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from loopml._time import as_utc
 from loopml.config import Settings, load_settings
 from loopml.errors import LoopmlError, TrainingError
 
@@ -344,11 +345,8 @@ def _promote(settings: Settings, version: str, *, force: bool, reason: str) -> A
     from loopml.registry import Registry
     from loopml.store import open_store
 
-    store = open_store(settings.db_url)
-    try:
+    with open_store(settings.db_url) as store:
         return control.promote(store, Registry(settings), version, force=force, reason=reason)
-    finally:
-        store.dispose()
 
 
 @app.command()
@@ -384,12 +382,8 @@ def rollback(
     from loopml.store import open_store
 
     settings = _settings()
-    store = open_store(settings.db_url)
-    try:
-        with quiet_stdout(json_out):
-            change = control.rollback(store, Registry(settings), reason=reason)
-    finally:
-        store.dispose()
+    with open_store(settings.db_url) as store, quiet_stdout(json_out):
+        change = control.rollback(store, Registry(settings), reason=reason)
     if json_out:
         emit_json(vars(change))
         return
@@ -449,11 +443,8 @@ def history(
     from loopml.store import open_store
 
     settings = _settings()
-    store = open_store(settings.db_url)
-    try:
+    with open_store(settings.db_url) as store:
         entries = store.history(settings.model_name, limit=limit)
-    finally:
-        store.dispose()
     rows: list[dict[str, Any]] = [
         {
             "id": e.id,
@@ -515,11 +506,8 @@ def _control() -> Iterator[tuple[Settings, Any, Any]]:
     from loopml.store import open_store
 
     settings = _settings()
-    store = open_store(settings.db_url)
-    try:
+    with open_store(settings.db_url) as store:
         yield settings, store, Registry(settings)
-    finally:
-        store.dispose()
 
 
 @rollout_app.command("start")
@@ -680,7 +668,7 @@ def parse_since(value: str, *, now: datetime | None = None) -> datetime:
         raise LoopmlError(
             f"--since: {value!r} is neither a duration (30m, 2h, 1d) nor an ISO time"
         ) from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return as_utc(moment)
 
 
 def _monitor_table(summary: dict[str, Any]) -> Table:

@@ -305,11 +305,8 @@ def _champion(settings: Settings, data: Dataset, say: Callable[[str], None]) -> 
     if not result.gate.passed:
         failed = ", ".join(c.name for c in result.gate.failures())
         raise LoopmlError(f"the demo champion failed its gate ({failed})")
-    store = open_store(settings.db_url)
-    try:
+    with open_store(settings.db_url) as store:
         promote(store, Registry(settings), result.version, reason="demo: first champion")
-    finally:
-        store.dispose()
     return result.version, result.evaluation.metrics["macro_f1"]
 
 
@@ -341,15 +338,13 @@ def run_demo(
     ticks: list[dict[str, Any]] = []
     stats = StreamStats()
     stop = threading.Event()
-    store = open_store(settings.db_url)
-
     def record(tick: Tick) -> None:
         ticks.append(tick.to_dict())
 
-    loop = Controller(settings, store, on_tick=record)
-    thread = threading.Thread(target=loop.run, kwargs={"stop": stop}, daemon=True)
     promoted: str | None = None
-    with local_server(settings) as url:
+    with open_store(settings.db_url) as store, local_server(settings) as url:
+        loop = Controller(settings, store, on_tick=record)
+        thread = threading.Thread(target=loop.run, kwargs={"stop": stop}, daemon=True)
         say(f"serving version {champion} at {url}; replaying the stream")
         replay = _Replay(url, plan, stats, settings.seed)
         stats.started = time.monotonic()
@@ -370,7 +365,6 @@ def run_demo(
             stop.set()
             thread.join(timeout=120)
             _close_split(settings, store)
-            store.dispose()
     reports = sorted(str(p) for p in settings.reports_dir.glob("*.html"))
     return DemoResult(
         champion_version=champion,

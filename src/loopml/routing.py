@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
+from loopml._time import as_utc
 from loopml.store import RoutingState, Store
 
 __all__ = [
@@ -80,8 +81,7 @@ def lease_expired(routing: Routing, lease_s: float, now: datetime | None = None)
         beat = datetime.fromisoformat(str(rollout["heartbeat_at"]))
     except (KeyError, TypeError, ValueError):
         return True
-    if beat.tzinfo is None:
-        beat = beat.replace(tzinfo=UTC)
+    beat = as_utc(beat)
     return ((now or datetime.now(UTC)) - beat).total_seconds() > lease_s
 
 

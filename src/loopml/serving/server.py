@@ -56,7 +56,8 @@ def _migrate_once(settings: Settings) -> None:
     from loopml.store import open_store
 
     try:
-        open_store(settings.db_url).dispose()
+        with open_store(settings.db_url):
+            pass  # opening migrates the schema
     except LoopmlError as exc:
         log.warning("%s: serving anyway, predictions wait on the spool", exc)
 

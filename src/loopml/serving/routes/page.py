@@ -19,7 +19,7 @@ import hashlib
 import logging
 import os
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import resources
 from pathlib import PurePath
 from typing import Any
@@ -27,13 +27,12 @@ from typing import Any
 import jinja2
 import orjson
 from fastapi import APIRouter, Request
-from sqlalchemy import select
 from starlette.responses import HTMLResponse, Response
 
+from loopml._time import as_utc
 from loopml.errors import LoopmlError, NotFoundError
 from loopml.serving.deps import RuntimeDep
 from loopml.serving.runtime import Runtime
-from loopml.store import MonitorResult
 
 __all__ = ["display", "live_snapshot", "render", "router", "split_text"]
 
@@ -137,26 +136,20 @@ def _from_db(
     if store is None:
         return None, [], "the server is not started"
     try:
-        with store.session() as session:
-            row = session.scalars(
-                select(MonitorResult)
-                .where(MonitorResult.model_name == name)
-                .order_by(MonitorResult.id.desc())
-                .limit(1)
-            ).first()
-            drift = None
-            if row is not None:
-                drift = {
-                    "ts": row.ts,
-                    "verdict": row.verdict,
-                    "model_version": row.model_version,
-                    "window": row.window_size,
-                    "checks": [
-                        {key: check.get(key) for key in _CHECK_KEYS}
-                        for check in (row.summary or {}).get("checks") or []
-                        if isinstance(check, dict)
-                    ],
-                }
+        row = store.latest_monitor_result(name)
+        drift = None
+        if row is not None:
+            drift = {
+                "ts": row.ts,
+                "verdict": row.verdict,
+                "model_version": row.model_version,
+                "window": row.window_size,
+                "checks": [
+                    {key: check.get(key) for key in _CHECK_KEYS}
+                    for check in (row.summary or {}).get("checks") or []
+                    if isinstance(check, dict)
+                ],
+            }
         audit = [
             {
                 "ts": e.ts,
@@ -179,8 +172,7 @@ def _from_db(
 
 def _when(value: Any) -> str:
     if isinstance(value, datetime):
-        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return as_utc(value).strftime("%Y-%m-%d %H:%M:%S UTC")
     if isinstance(value, str) and value:
         try:
             return _when(datetime.fromisoformat(value))
