@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import click
 import typer
@@ -26,6 +26,10 @@ from rich.table import Table
 from loopml._time import as_utc
 from loopml.config import Settings, load_settings
 from loopml.errors import LoopmlError, TrainingError
+
+if TYPE_CHECKING:
+    from loopml.control import Tick
+    from loopml.monitoring import MonitorSummary
 
 __all__ = ["app", "main", "parse_since"]
 
@@ -564,22 +568,22 @@ def rollout_status(json_out: JsonOpt = False) -> None:
     with _control() as (settings, store, registry), quiet_stdout(json_out):
         info = control.rollout_status(settings, store, registry)
     if json_out:
-        emit_json(info)
+        emit_json(info.to_dict())
         return
-    r = info["routing"]
-    if not r["rollout"]:
-        out.print(f"no rollout: champion {r['champion'] or 'none'} serves all traffic")
+    r, rollout, analysis = info.routing, info.routing.rollout, info.analysis
+    if rollout is None or analysis is None:
+        out.print(f"no rollout: champion {r.champion or 'none'} serves all traffic")
         return
     out.print(
-        f"champion {r['champion']}, challenger {r['challenger']}: {r['mode']}"
-        + (f" at {r['weight']:.0%}" if r["mode"] == "canary" else "")
-        + f" (step {r['rollout']['step'] + 1}/{len(r['rollout']['steps'])})"
+        f"champion {r.champion}, challenger {r.challenger}: {r.mode}"
+        + (f" at {r.weight:.0%}" if r.mode == "canary" else "")
+        + f" (step {rollout['step'] + 1}/{len(rollout['steps'])})"
     )
-    table = Table(title=f"analysis: {info['analysis']['status']}")
+    table = Table(title=f"analysis: {analysis.status}")
     for col in ("check", "status", "detail"):
         table.add_column(col)
-    for c in info["analysis"]["checks"]:
-        table.add_row(c["name"], c["status"], c["detail"])
+    for c in analysis.checks:
+        table.add_row(c.name, c.status, c.detail)
     out.print(table)
 
 
@@ -609,7 +613,7 @@ def controller(
     json_out: JsonOpt = False,
 ) -> None:
     """Run the closed loop: monitor, retrain, roll out, promote or roll back."""
-    from loopml.control import Controller, Tick
+    from loopml.control import Controller
 
     stdout = sys.stdout  # ticks go here even while libraries' prints are kept off stdout
 
@@ -671,27 +675,33 @@ def parse_since(value: str, *, now: datetime | None = None) -> datetime:
     return as_utc(moment)
 
 
-def _monitor_table(summary: dict[str, Any]) -> Table:
-    w = summary["window"]
-    table = Table(title=f"{summary['model_name']} v{summary['model_version']}: "
-                        f"{summary['verdict'].upper()} ({w['rows']} predictions)")
+def _monitor_table(summary: MonitorSummary) -> Table:
+    w, q = summary.window, summary.quality
+    table = Table(
+        title=f"{summary.model_name} v{summary.model_version}: "
+        f"{summary.verdict.upper()} ({w.rows} predictions)"
+    )
     for column in ("check", "method", "score", "threshold", "status"):
         table.add_column(column)
     colours = {"drift": "red", "ok": "green", "unavailable": "dim"}
-    for c in summary["checks"]:
-        score = "-" if c["score"] is None else f"{c['score']:.3f}"
-        status = f"[{colours[c['status']]}]{c['status']}[/]"
-        table.add_row(c["kind"], c["method"], score, str(c["threshold"]), status)
-    q = summary["quality"]
-    if q["macro_f1"] is not None:
-        low, high = q["macro_f1_ci"]
-        colour = {"alarm": "red", "ok": "green"}.get(q["status"], "dim")
-        table.add_row("live macro-F1", f"{q['labeled']} labeled", f"{q['macro_f1']:.3f}",
-                      f"floor {q['floor']}", f"[{colour}]{q['status']}[/] [{low:.3f}, {high:.3f}]")
-        table.add_row("live accuracy", f"{q['labeled']} labeled", f"{q['accuracy']:.3f}", "-", "")
+    for c in summary.checks:
+        score = "-" if c.score is None else f"{c.score:.3f}"
+        table.add_row(
+            c.kind, c.method, score, str(c.threshold), f"[{colours[c.status]}]{c.status}[/]"
+        )
+    if q.macro_f1 is not None and q.accuracy is not None and q.macro_f1_ci is not None:
+        low, high = q.macro_f1_ci
+        colour = {"alarm": "red", "ok": "green"}.get(q.status, "dim")
+        table.add_row(
+            "live macro-F1",
+            f"{q.labeled} labeled",
+            f"{q.macro_f1:.3f}",
+            f"floor {q.floor}",
+            f"[{colour}]{q.status}[/] [{low:.3f}, {high:.3f}]",
+        )
+        table.add_row("live accuracy", f"{q.labeled} labeled", f"{q.accuracy:.3f}", "-", "")
     else:
-        table.add_row("live quality", "no feedback", "-", f"floor {q['floor']}",
-                      "[dim]no labels[/]")
+        table.add_row("live quality", "no feedback", "-", f"floor {q.floor}", "[dim]no labels[/]")
     return table
 
 
@@ -732,18 +742,17 @@ def monitor(
             since=start,
             progress=lambda step: status.update(f"monitoring: {step}"),
         )
-    summary = report.to_dict()
     if json_out:
-        emit_json(summary)
+        emit_json(report.to_dict())
     else:
-        out.print(_monitor_table(summary))
-        for reason in summary["reasons"]:
+        out.print(_monitor_table(report.summary))
+        for reason in report.summary.reasons:
             out.print(f"  - {reason}", highlight=False)
-        out.print(f"report: {summary['reports']['html']}", highlight=False)
+        out.print(f"report: {report.report_path}", highlight=False)
     raise typer.Exit(1 if report.alarm else 0)
 
 
-def _demo_view(stats: Any, ticks: list[dict[str, Any]]) -> Table:
+def _demo_view(stats: Any, ticks: list[Tick]) -> Table:
     table = Table(title="loopml demo: the loop closing by itself", show_header=False)
     table.add_column(style="bold")
     table.add_column()
@@ -757,19 +766,18 @@ def _demo_view(stats: Any, ticks: list[dict[str, Any]]) -> Table:
         score, n = stats.macro_f1(phase)
         if n:
             table.add_row(f"macro-F1 {phase}", f"{score:.3f} on {n} requests")
-    monitor = next((t["monitor"] for t in reversed(ticks) if "monitor" in t), None)
-    if monitor:
-        table.add_row("drift", f"{monitor['verdict']} {', '.join(monitor['reasons'][:2])}")
+    monitor = next((t.monitor for t in reversed(ticks) if t.monitor is not None), None)
+    if monitor is not None:
+        table.add_row("drift", f"{monitor.verdict} {', '.join(monitor.reasons[:2])}")
     if ticks:
         last = ticks[-1]
-        table.add_row("controller", f"{last['action']}: {last['reason'][:90]}")
-        routing = (last.get("rollout") or {}).get("routing") or last.get("routing")
-        if routing:
-            split = f"{routing['mode']} {routing['weight']:.0%}" if routing["challenger"] else "all"
+        table.add_row("controller", f"{last.action}: {last.reason[:90]}")
+        routing = last.current_routing
+        if routing is not None:
+            split = f"{routing.mode} {routing.weight:.0%}" if routing.challenger else "all"
             table.add_row(
                 "routing",
-                f"champion {routing['champion']}, challenger {routing['challenger'] or '-'} "
-                f"({split})",
+                f"champion {routing.champion}, challenger {routing.challenger or '-'} ({split})",
             )
     return table
 
@@ -808,7 +816,7 @@ def demo(
     settings = _settings()
     live = Live(console=console, refresh_per_second=4)
 
-    def update(stats: Any, ticks: list[dict[str, Any]]) -> None:
+    def update(stats: Any, ticks: list[Tick]) -> None:
         if stats.sent % 25 == 0:
             live.update(_demo_view(stats, ticks))
 
@@ -835,8 +843,11 @@ def demo(
             highlight=False,
             soft_wrap=True,
         )
-        out.print(f"serve its champion: LOOPML_HOME={result.home} .venv/bin/loopml serve",
-                  highlight=False, soft_wrap=True)
+        out.print(
+            f"serve its champion: LOOPML_HOME={result.home} .venv/bin/loopml serve",
+            highlight=False,
+            soft_wrap=True,
+        )
         out.print("open the MLflow UI:")
         ui = mlflow_ui_command(load_settings(home=result.home))
         out.print(f"  {ui}", highlight=False, soft_wrap=True)

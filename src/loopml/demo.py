@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pandas as pd
@@ -37,6 +37,9 @@ from sklearn.metrics import f1_score
 from loopml.config import Settings, load_settings
 from loopml.data import Dataset, content_version, load_dataset
 from loopml.errors import LoopmlError, ServingError
+
+if TYPE_CHECKING:
+    from loopml.control import Tick
 
 __all__ = ["DemoPlan", "DemoResult", "StreamStats", "local_server", "run_demo"]
 
@@ -147,7 +150,7 @@ class DemoResult:
     before_shift: tuple[float | None, int]
     after_shift_old_model: tuple[float | None, int]
     after_promotion: tuple[float | None, int]
-    ticks: list[dict[str, Any]]
+    ticks: list[Tick]
     reports: list[str]
     home: Path
     seconds: float
@@ -175,7 +178,7 @@ class DemoResult:
             "reports": self.reports,
             "home": str(self.home),
             "seconds": round(self.seconds, 1),
-            "controller": self.ticks,
+            "controller": [t.to_dict() for t in self.ticks],
         }
 
 
@@ -315,10 +318,10 @@ def run_demo(
     *,
     fast: bool = False,
     progress: Callable[[str], None] | None = None,
-    on_update: Callable[[StreamStats, list[dict[str, Any]]], None] | None = None,
+    on_update: Callable[[StreamStats, list[Tick]], None] | None = None,
 ) -> DemoResult:
     """Run the whole closed-loop scenario and return its summary."""
-    from loopml.control import Controller, Tick
+    from loopml.control import Controller
     from loopml.store import open_store
 
     say = progress or (lambda _msg: None)
@@ -335,11 +338,12 @@ def run_demo(
         load_dataset("builtin:tweets"), plan, settings.seed
     )
     champion, champion_f1 = _champion(settings, champion_data, say)
-    ticks: list[dict[str, Any]] = []
+    ticks: list[Tick] = []
     stats = StreamStats()
     stop = threading.Event()
+
     def record(tick: Tick) -> None:
-        ticks.append(tick.to_dict())
+        ticks.append(tick)
 
     promoted: str | None = None
     with open_store(settings.db_url) as store, local_server(settings) as url:
@@ -392,10 +396,10 @@ def _close_split(settings: Settings, store: Any) -> None:
         )
 
 
-def _promotion(ticks: list[dict[str, Any]]) -> str | None:
+def _promotion(ticks: list[Tick]) -> str | None:
     for tick in ticks:
-        if tick["action"] == "rollout_promote":
-            return str(tick["rollout"]["routing"]["champion"])
+        if tick.action == "rollout_promote" and tick.step is not None:
+            return tick.step.routing.champion
     return None
 
 
@@ -405,7 +409,7 @@ def _play(
     home: pd.DataFrame,
     airline: pd.DataFrame,
     plan: DemoPlan,
-    ticks: list[dict[str, Any]],
+    ticks: list[Tick],
     started: float,
     update: Callable[[], None],
 ) -> str | None:

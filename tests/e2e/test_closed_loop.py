@@ -30,11 +30,11 @@ def test_demo_detects_retrains_rolls_out_promotes_and_recovers(settings: Setting
                         ("before_shift", "after_shift_old_model", "after_promotion"))
     assert old < before - 0.1, "the shift hurts the old model"
     assert new > old + 0.1, "the promoted model recovers on the shifted traffic"
-    actions = [t["action"] for t in result.ticks]
+    actions = [t.action for t in result.ticks]
     assert "rollout_started" in actions and "rollout_promote" in actions
     assert actions.count("rollout_advance") >= 1, "10% -> 50%, then promotion"
     started = actions.index("rollout_started")
-    verdicts = [t["monitor"]["verdict"] for t in result.ticks[: started + 1] if "monitor" in t]
+    verdicts = [t.monitor.verdict for t in result.ticks[: started + 1] if t.monitor is not None]
     assert "drift" in verdicts, "the shift is seen as input drift before labels arrive"
     assert verdicts[-1] in ("drift", "quality_alarm")
     store = open_store(load_settings(home=result.home).db_url)

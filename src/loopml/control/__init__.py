@@ -12,9 +12,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from loopml.control.controller import Controller, Tick
+    from loopml.control.controller import Controller, MonitorNote, Tick
     from loopml.control.promotion import AliasChange, promote, rollback
-    from loopml.control.rollout import StepResult
+    from loopml.control.rollout import RolloutStatus, StepResult
     from loopml.control.rollout import abort as abort_rollout
     from loopml.control.rollout import start as start_rollout
     from loopml.control.rollout import status as rollout_status
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 __all__ = [
     "AliasChange",
     "Controller",
+    "MonitorNote",
+    "RolloutStatus",
     "StepResult",
     "Tick",
     "abort_rollout",
@@ -40,6 +42,8 @@ _HOME = {
     "rollback": ("promotion", "rollback"),
     "Controller": ("controller", "Controller"),
     "Tick": ("controller", "Tick"),
+    "MonitorNote": ("controller", "MonitorNote"),
+    "RolloutStatus": ("rollout", "RolloutStatus"),
     "StepResult": ("rollout", "StepResult"),
     "start_rollout": ("rollout", "start"),
     "abort_rollout": ("rollout", "abort"),

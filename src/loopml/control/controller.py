@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,10 +23,26 @@ from loopml.control.policy import decide
 from loopml.control.retrain import champion_splits, new_labeled_rows, retrain
 from loopml.errors import LoopmlError, MonitorError
 from loopml.registry import Registry
-from loopml.routing import CHALLENGER, CHAMPION, load_routing, routing_in, save_routing
+from loopml.routing import (
+    CHALLENGER,
+    CHAMPION,
+    Routing,
+    load_routing,
+    routing_in,
+    save_routing,
+)
 from loopml.store import AuditEntry, Store, current_actor
 
-__all__ = ["Controller", "Tick"]
+__all__ = ["Controller", "MonitorNote", "Tick"]
+
+
+@dataclass
+class MonitorNote:
+    """What the monitoring run of a tick concluded, and where its report is."""
+
+    verdict: str
+    reasons: list[str]
+    report: str
 
 
 @dataclass
@@ -36,16 +52,32 @@ class Tick:
     at: datetime
     action: str
     reason: str
-    details: dict[str, Any] = field(default_factory=dict)
+    monitor: MonitorNote | None = None
+    new_labels: int | None = None
+    version: str | None = None  # the retrained version, if any
+    routing: Routing | None = None  # the routing after a rollout started
+    step: rollout.StepResult | None = None  # the rollout step taken, if any
+
+    @property
+    def current_routing(self) -> Routing | None:
+        """The routing this tick left behind, when it changed or checked one."""
+        return self.step.routing if self.step is not None else self.routing
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {
-            "at": self.at.isoformat(),
-            "action": self.action,
-            "reason": self.reason,
-            **self.details,
-        }
+        """JSON-ready form (one line per tick of ``loopml controller --json``)."""
+        out: dict[str, Any] = {"at": self.at.isoformat(), "action": self.action}
+        out["reason"] = self.reason
+        if self.monitor is not None:
+            out["monitor"] = asdict(self.monitor)
+        if self.new_labels is not None:
+            out["new_labels"] = self.new_labels
+        if self.version is not None:
+            out["version"] = self.version
+        if self.routing is not None:
+            out["routing"] = self.routing.to_dict()
+        if self.step is not None:
+            out["rollout"] = self.step.to_dict()
+        return out
 
 
 class Controller:
@@ -129,7 +161,7 @@ class Controller:
         self._reconcile()
         step = rollout.step(self.settings, self.store, self.registry, now=now)
         if step is not None:
-            result = Tick(now, f"rollout_{step.action}", step.reason, {"rollout": step.to_dict()})
+            result = Tick(now, f"rollout_{step.action}", step.reason, step=step)
         else:
             result = self._monitor_and_decide(now)
         if self.on_tick:
@@ -152,9 +184,9 @@ class Controller:
             report = run_monitor(self.settings)
         except MonitorError as exc:
             return Tick(now, "idle", str(exc))
-        summary = report.to_dict()
+        summary = report.summary
         new_labels = 0
-        if summary.get("verdict") in ("drift", "quality_alarm"):
+        if summary.verdict in ("drift", "quality_alarm"):
             feedback = labeled_feedback(self.store, self.registry.name)
             splits, _ = champion_splits(self.registry)
             new_labels = len(new_labeled_rows(feedback, splits, set(splits.train["label"])))
@@ -165,22 +197,17 @@ class Controller:
             now=now,
             settings=self.settings,
         )
-        details = {
-            "monitor": {
-                "verdict": summary.get("verdict"),
-                "reasons": summary.get("reasons", []),
-                "report": str(report.report_path),
-            },
-            "new_labels": new_labels,
-        }
-        if decision.action != "retrain":
-            return Tick(now, decision.action, decision.reason, details)
-        return self._retrain(now, decision.reason, summary, details)
+        seen = Tick(
+            now,
+            decision.action,
+            decision.reason,
+            monitor=MonitorNote(summary.verdict, summary.reasons, str(report.report_path)),
+            new_labels=new_labels,
+        )
+        return seen if decision.action != "retrain" else self._retrain(seen, summary.verdict)
 
-    def _retrain(
-        self, now: datetime, why: str, summary: dict[str, Any], details: dict[str, Any]
-    ) -> Tick:
-        trigger = str(summary.get("verdict"))
+    def _retrain(self, seen: Tick, trigger: str) -> Tick:
+        why = seen.reason
         feedback = labeled_feedback(self.store, self.registry.name)
         try:
             result = retrain(self.settings, self.registry, feedback, trigger=trigger)
@@ -204,11 +231,11 @@ class Controller:
                 to_version=result.version,
                 details=numbers,
             )
-            return Tick(
-                now,
-                "retrain_rejected",
-                f"gate failed: {failed}",
-                details | {"version": result.version},
+            return replace(
+                seen,
+                action="retrain_rejected",
+                reason=f"gate failed: {failed}",
+                version=result.version,
             )
         self._audit("retrain", why, to_version=result.version, details=numbers)
         routing = rollout.start(
@@ -219,11 +246,12 @@ class Controller:
             reason=f"retrained after {trigger}",
             source="controller",
         )
-        return Tick(
-            now,
-            "rollout_started",
-            f"version {result.version}: {why}",
-            details | {"version": result.version, "routing": routing.to_dict()},
+        return replace(
+            seen,
+            action="rollout_started",
+            reason=f"version {result.version}: {why}",
+            version=result.version,
+            routing=routing,
         )
 
     def run(self, *, stop: threading.Event | None = None, max_ticks: int | None = None) -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from loopml.config import Settings
+
+if TYPE_CHECKING:
+    from loopml.monitoring import MonitorSummary
 
 __all__ = ["Decision", "decide"]
 
@@ -22,7 +25,7 @@ class Decision:
 
 
 def decide(
-    summary: dict[str, Any],
+    summary: MonitorSummary,
     *,
     new_labels: int,
     last_retrain: datetime | None,
@@ -30,13 +33,13 @@ def decide(
     settings: Settings,
 ) -> Decision:
     """Retrain on drift or a live-quality alarm, given enough new labels and no recent retrain."""
-    verdict = summary.get("verdict")
+    verdict = summary.verdict
     if verdict not in ("drift", "quality_alarm"):
         return Decision("none", f"monitor verdict: {verdict}")
     why = (
         "live quality under its floor"
         if verdict == "quality_alarm"
-        else ("drift detected: " + ", ".join(summary.get("reasons", [])[:3]))
+        else ("drift detected: " + ", ".join(summary.reasons[:3]))
     )
     if new_labels < settings.retrain_min_labeled:
         return Decision(

@@ -406,10 +406,21 @@ def _advance(
     return StepResult("advance", new, analysis, f"weight -> {weight:.0%}")
 
 
-def status(settings: Settings, store: Store, registry: Registry) -> dict[str, Any]:
+@dataclass
+class RolloutStatus:
+    """The routing state and, during a rollout, a fresh analysis of it."""
+
+    routing: Routing
+    analysis: Analysis | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        analysis = self.analysis.to_dict() if self.analysis is not None else None
+        return {"routing": self.routing.to_dict(), "analysis": analysis}
+
+
+def status(settings: Settings, store: Store, registry: Registry) -> RolloutStatus:
     """Routing state plus a fresh analysis of the rollout in progress (if any)."""
     routing = load_routing(store, registry.name)
-    out: dict[str, Any] = {"routing": routing.to_dict(), "analysis": None}
-    if routing.rollout is not None:
-        out["analysis"] = live_analysis(settings, store, routing).to_dict()
-    return out
+    analysis = live_analysis(settings, store, routing) if routing.rollout is not None else None
+    return RolloutStatus(routing, analysis)

@@ -14,6 +14,7 @@ __all__ = [
     "Check",
     "MonitorError",
     "MonitorReport",
+    "MonitorSummary",
     "Quality",
     "Reference",
     "Thresholds",
@@ -26,9 +27,18 @@ __all__ = [
 ]
 
 _HOME = {
-    "Check": "drift", "Reference": "drift", "Thresholds": "drift", "build_reference": "drift",
-    "detect_drift": "drift", "Assessment": "monitor", "MonitorReport": "monitor",
-    "Verdict": "monitor", "assess": "monitor", "run_monitor": "monitor", "Quality": "quality",
+    "Check": "drift",
+    "Reference": "drift",
+    "Thresholds": "drift",
+    "build_reference": "drift",
+    "detect_drift": "drift",
+    "Assessment": "monitor",
+    "MonitorReport": "monitor",
+    "Verdict": "summary",
+    "MonitorSummary": "summary",
+    "assess": "monitor",
+    "run_monitor": "monitor",
+    "Quality": "quality",
     "live_quality": "quality",
 }
 

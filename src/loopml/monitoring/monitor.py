@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 from mlflow.entities import Metric, RunTag
@@ -33,6 +33,7 @@ from loopml.monitoring.drift import (
 )
 from loopml.monitoring.quality import Quality, live_quality
 from loopml.monitoring.report import write_evidently_reports, write_json, write_summary_html
+from loopml.monitoring.summary import MonitorSummary, ReportFiles, Verdict, WindowInfo
 from loopml.monitoring.window import load_window
 from loopml.registry import Registry
 from loopml.routing import CHAMPION
@@ -41,7 +42,6 @@ from loopml.tracking import experiment_id
 
 __all__ = ["Assessment", "MonitorError", "MonitorReport", "Verdict", "assess", "run_monitor"]
 
-Verdict = Literal["ok", "drift", "quality_alarm", "insufficient_data"]
 Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def assess(reference: Reference, window: pd.DataFrame, settings: Settings, *,
 class MonitorReport:
     """What one monitoring run found and where it wrote it."""
 
-    summary: dict[str, Any]
+    summary: MonitorSummary
     assessment: Assessment
     report_path: Path
     json_path: Path
@@ -115,7 +115,7 @@ class MonitorReport:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON summary (as written next to the HTML report and stored in the database)."""
-        return self.summary
+        return self.summary.to_dict()
 
 
 @dataclass(frozen=True)
@@ -162,30 +162,29 @@ def _iso(value: Any) -> str | None:
 
 def _summary(settings: Settings, version: str, created: float | None, a: Assessment,
              window: pd.DataFrame, requested: int | None, since: datetime | None,
-             now: datetime) -> dict[str, Any]:
-    scores = {c.kind: c.score for c in a.checks if c.score is not None}
-    return {
-        "ts": now.isoformat(),
-        "model_name": settings.model_name,
-        "model_version": version,
-        "model_created_at": created,
-        "verdict": a.verdict,
-        "drift_detected": a.drift_detected,
-        "quality_alarm": a.quality_alarm,
-        "reasons": a.reasons,
-        "window": {
-            "requested": requested,
-            "since": since.isoformat() if since else None,
-            "rows": a.window_rows,
-            "sampled": a.sampled_rows,
-            "first_ts": _iso(window["ts"].min()) if len(window) else None,
-            "last_ts": _iso(window["ts"].max()) if len(window) else None,
-            "text_logged": bool(window["text"].notna().any()) if len(window) else None,
-        },
-        "checks": [c.to_dict() for c in a.checks],
-        "drift_scores": scores,
-        "quality": a.quality.to_dict(),
-        "thresholds": {
+             now: datetime) -> MonitorSummary:
+    return MonitorSummary(
+        ts=now.isoformat(),
+        model_name=settings.model_name,
+        model_version=version,
+        model_created_at=created,
+        verdict=a.verdict,
+        drift_detected=a.drift_detected,
+        quality_alarm=a.quality_alarm,
+        reasons=a.reasons,
+        window=WindowInfo(
+            requested=requested,
+            since=since.isoformat() if since else None,
+            rows=a.window_rows,
+            sampled=a.sampled_rows,
+            first_ts=_iso(window["ts"].min()) if len(window) else None,
+            last_ts=_iso(window["ts"].max()) if len(window) else None,
+            text_logged=bool(window["text"].notna().any()) if len(window) else None,
+        ),
+        checks=list(a.checks),
+        drift_scores={c.kind: c.score for c in a.checks if c.score is not None},
+        quality=a.quality,
+        thresholds={
             "min_samples": settings.monitor_min_samples,
             "min_labeled": settings.monitor_min_labeled,
             "sample_cap": settings.monitor_sample_cap,
@@ -195,30 +194,31 @@ def _summary(settings: Settings, version: str, created: float | None, a: Assessm
             "label": settings.monitor_label_threshold,
             "min_macro_f1": settings.monitor_min_macro_f1,
         },
-    }
+    )
 
 
-def _log_mlflow(settings: Settings, registry: Registry, summary: dict[str, Any],
+def _log_mlflow(settings: Settings, registry: Registry, summary: MonitorSummary,
                 files: list[Path]) -> str:
     client = registry.client
     try:
         exp = experiment_id(settings, client)
-        run = client.create_run(exp, run_name=f"monitor-v{summary['model_version']}", tags={
-            "loopml.kind": "monitor", "loopml.model_version": str(summary["model_version"]),
-            "loopml.verdict": summary["verdict"]})
+        run = client.create_run(exp, run_name=f"monitor-v{summary.model_version}", tags={
+            "loopml.kind": "monitor", "loopml.model_version": summary.model_version,
+            "loopml.verdict": summary.verdict})
         run_id = str(run.info.run_id)
         stamp = int(time.time() * 1000)
-        scores = summary["drift_scores"].items()
+        scores = summary.drift_scores.items()
         values: dict[str, float] = {f"drift.{k}": float(v) for k, v in scores}
-        q = summary["quality"]
-        values["window_rows"] = float(summary["window"]["rows"])
-        values["labeled_rows"] = float(q["labeled"])
-        for name in ("accuracy", "macro_f1"):
-            if q[name] is not None:
-                values[f"live_{name}"] = float(q[name])
-        values["drift_detected"] = float(summary["drift_detected"])
+        q = summary.quality
+        values["window_rows"] = float(summary.window.rows)
+        values["labeled_rows"] = float(q.labeled)
+        if q.accuracy is not None:
+            values["live_accuracy"] = float(q.accuracy)
+        if q.macro_f1 is not None:
+            values["live_macro_f1"] = float(q.macro_f1)
+        values["drift_detected"] = float(summary.drift_detected)
         client.log_batch(run_id, metrics=[Metric(k, v, stamp, 0) for k, v in values.items()],
-                         tags=[RunTag("loopml.model_name", summary["model_name"])])
+                         tags=[RunTag("loopml.model_name", summary.model_name)])
         for path in files:
             client.log_artifact(run_id, str(path), artifact_path="monitor")
         client.set_terminated(run_id)
@@ -227,11 +227,11 @@ def _log_mlflow(settings: Settings, registry: Registry, summary: dict[str, Any],
     return run_id
 
 
-def _store(store: Store, summary: dict[str, Any], report_path: Path) -> int:
+def _store(store: Store, summary: MonitorSummary, report_path: Path) -> int:
     row = MonitorResult(
-        ts=datetime.fromisoformat(summary["ts"]), model_name=summary["model_name"],
-        model_version=summary["model_version"], window_size=summary["window"]["rows"],
-        verdict=summary["verdict"], summary=summary, report_path=str(report_path),
+        ts=datetime.fromisoformat(summary.ts), model_name=summary.model_name,
+        model_version=summary.model_version, window_size=summary.window.rows,
+        verdict=summary.verdict, summary=summary.to_dict(), report_path=str(report_path),
     )
     with store.session() as session:
         session.add(row)
@@ -281,27 +281,27 @@ def run_monitor(
         say("report")
         report = _write_reports(settings, reference, frame, assessment, summary, now)
         say("log")
-        summary["mlflow_run_id"] = _log_mlflow(
+        summary.mlflow_run_id = _log_mlflow(
             settings, registry, summary,
             [report.report_path, report.json_path, *report.evidently_paths])
-        summary["seconds"] = round(time.perf_counter() - started, 3)
-        write_json(summary, report.json_path)
+        summary.seconds = round(time.perf_counter() - started, 3)
+        write_json(summary.to_dict(), report.json_path)
         report.result_id = _store(store, summary, report.report_path)
     return report
 
 
 def _write_reports(settings: Settings, reference: Reference, frame: pd.DataFrame,
-                   assessment: Assessment, summary: dict[str, Any], now: datetime) -> MonitorReport:
+                   assessment: Assessment, summary: MonitorSummary, now: datetime) -> MonitorReport:
     folder = settings.reports_dir
     folder.mkdir(parents=True, exist_ok=True)
-    stem = folder / f"monitor-{settings.model_name}-v{summary['model_version']}-" \
+    stem = folder / f"monitor-{settings.model_name}-v{summary.model_version}-" \
                     f"{now.strftime('%Y%m%dT%H%M%S%fZ')}"
     evidently: list[Path] = []
     if assessment.checks:
         sample = sample_rows(frame, settings.monitor_sample_cap, seed=settings.seed)
         evidently = write_evidently_reports(reference, sample, assessment.checks, stem)
-    summary["reports"] = {"html": str(stem) + ".html", "json": str(stem) + ".json",
-                          "evidently": [str(p) for p in evidently]}
-    json_path = write_json(summary, Path(str(stem) + ".json"))
+    summary.reports = ReportFiles(str(stem) + ".html", str(stem) + ".json",
+                                  [str(p) for p in evidently])
+    json_path = write_json(summary.to_dict(), Path(str(stem) + ".json"))
     html_path = write_summary_html(summary, Path(str(stem) + ".html"))
     return MonitorReport(summary, assessment, html_path, json_path, evidently)

@@ -178,10 +178,11 @@ def test_abort_and_status(setup: tuple[Settings, Store, Registry]) -> None:
         rollout.abort(settings, store, registry, reason="x")
     rollout.start(settings, store, registry, "2", mode="canary", weight=0.2)
     info = rollout.status(settings, store, registry)
-    assert info["routing"]["weight"] == 0.2 and info["analysis"]["status"] == "wait"
+    assert info.routing.weight == 0.2 and info.analysis is not None
+    assert info.analysis.status == "wait"
     rollout.abort(settings, store, registry, reason="operator said so")
     assert store.history("sentiment")[0].reason == "operator said so"
-    assert rollout.status(settings, store, registry)["analysis"] is None
+    assert rollout.status(settings, store, registry).analysis is None
 
 
 @pytest.mark.slow

@@ -161,6 +161,6 @@ async def rollout_status(request: Request, _auth: AdminDep, runtime: RuntimeDep)
     def status(settings: Settings, store: Any, registry: Any) -> dict[str, Any]:
         from loopml import control
 
-        return control.rollout_status(settings, store, registry)
+        return control.rollout_status(settings, store, registry).to_dict()
 
     return await _call(runtime, request, status)
