@@ -31,19 +31,36 @@ from loopml.registry import Registry
 from loopml.store import Feedback, Prediction, open_store
 
 
-def _fill(settings_db: str, model: str, version: str, texts: list[str], truth: list[str],
-          proba: np.ndarray, classes: list[str]) -> None:
+def _fill(
+    settings_db: str,
+    model: str,
+    version: str,
+    texts: list[str],
+    truth: list[str],
+    proba: np.ndarray,
+    classes: list[str],
+) -> None:
     store = open_store(settings_db)
     start = datetime.now(UTC) - timedelta(hours=2)
     preds, feedback = [], []
     for i, text in enumerate(texts):
         rid = f"bench-{i:07d}"
         probs = {c: float(p) for c, p in zip(classes, proba[i], strict=True)}
-        preds.append({"request_id": rid, "ts": start + timedelta(milliseconds=50 * i),
-                      "model_name": model, "model_version": version, "variant": "champion",
-                      "text": text, "text_hash": hashlib.sha256(text.encode()).hexdigest(),
-                      "text_length": len(text), "label": classes[int(proba[i].argmax())],
-                      "probabilities": probs, "latency_ms": 2.0})
+        preds.append(
+            {
+                "request_id": rid,
+                "ts": start + timedelta(milliseconds=50 * i),
+                "model_name": model,
+                "model_version": version,
+                "variant": "champion",
+                "text": text,
+                "text_hash": hashlib.sha256(text.encode()).hexdigest(),
+                "text_length": len(text),
+                "label": classes[int(proba[i].argmax())],
+                "probabilities": probs,
+                "latency_ms": 2.0,
+            }
+        )
         if i % 3 == 0:
             feedback.append({"request_id": rid, "ts": start, "label": truth[i]})
     with store.engine.begin() as conn:
@@ -62,8 +79,10 @@ def main() -> None:
         settings = load_settings(home=Path(tmp)).prepare()
         frame = load_dataset("builtin:tweets").frame
         others = frame[frame["domain"] != "airline"]
-        result = train(settings, dataset=Dataset("builtin:tweets[non-airline]", others,
-                                                 content_version(others)))
+        result = train(
+            settings,
+            dataset=Dataset("builtin:tweets[non-airline]", others, content_version(others)),
+        )
         registry = Registry(settings)
         promote(open_store(settings.db_url), registry, result.version, force=True, reason="bench")
         classifier = registry.load(result.version)
@@ -71,21 +90,34 @@ def main() -> None:
         rows = frame.iloc[rng.integers(0, len(frame), size=args.rows)]
         texts, truth = rows["text"].tolist(), rows["label"].tolist()
         t0 = time.perf_counter()
-        _fill(settings.db_url, settings.model_name, result.version, texts, truth,
-              classifier.predict_proba(texts), classifier.classes)
+        _fill(
+            settings.db_url,
+            settings.model_name,
+            result.version,
+            texts,
+            truth,
+            classifier.predict_proba(texts),
+            classifier.classes,
+        )
         print(f"filled {args.rows} predictions in {time.perf_counter() - t0:.1f} s")
         timings = []
         for _ in range(args.repeat):
             t0 = time.perf_counter()
             report = run_monitor(settings, window=args.rows)
             timings.append(time.perf_counter() - t0)
-        print(json.dumps({
-            "rows": report.summary["window"]["rows"],
-            "sampled": report.summary["window"]["sampled"],
-            "labeled": report.summary["quality"]["labeled"], "verdict": report.verdict,
-            "seconds": [round(t, 2) for t in timings],
-            "note": "first run includes downloading the reference and loading the model",
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "rows": report.summary["window"]["rows"],
+                    "sampled": report.summary["window"]["sampled"],
+                    "labeled": report.summary["quality"]["labeled"],
+                    "verdict": report.verdict,
+                    "seconds": [round(t, 2) for t in timings],
+                    "note": "first run includes downloading the reference and loading the model",
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

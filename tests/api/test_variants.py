@@ -404,7 +404,9 @@ def test_a_promotion_swaps_the_champion_without_a_failed_request(
             state.details = {k: v for k, v in state.details.items() if k != "rollout"}
             save_routing(session, state)
 
-        promote(store, Registry(settings),
+        promote(
+            store,
+            Registry(settings),
             "2",
             force=True,
             reason="promotion test",

@@ -81,7 +81,9 @@ def test_redact_url_hides_only_the_password() -> None:
     assert redact_url("postgresql+psycopg://loopml:s3cret@db:5432/x") == (
         "postgresql+psycopg://loopml:***@db:5432/x"
     )
-    assert redact_url("https://user:pa:ss@mlflow.example/api") == "https://user:***@mlflow.example/api"
+    assert (
+        redact_url("https://user:pa:ss@mlflow.example/api") == "https://user:***@mlflow.example/api"
+    )
     assert redact_url("sqlite:////tmp/loopml.db") == "sqlite:////tmp/loopml.db"
     assert redact_url("postgresql://loopml@db/x") == "postgresql://loopml@db/x"
     assert redact_url("postgresql://u:pw@[::1/x") == "<unparseable URL>"

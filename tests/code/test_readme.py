@@ -14,8 +14,11 @@ README = (Path(__file__).parents[2] / "README.md").read_text()
 
 
 def test_every_setting_is_documented() -> None:
-    missing = [f"LOOPML_{name.upper()}" for name in Settings.model_fields
-               if f"LOOPML_{name.upper()}" not in README]
+    missing = [
+        f"LOOPML_{name.upper()}"
+        for name in Settings.model_fields
+        if f"LOOPML_{name.upper()}" not in README
+    ]
     assert missing == []
 
 

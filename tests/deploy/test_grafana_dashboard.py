@@ -17,8 +17,23 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 GRAFANA = DEPLOY / "grafana"
 
 # Built-ins a query may name besides metrics.
-_PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset",
-                 "and", "or", "unless", "le", "inf", "nan", "up"}
+_PROMQL_WORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "offset",
+    "and",
+    "or",
+    "unless",
+    "le",
+    "inf",
+    "nan",
+    "up",
+}
 _SUFFIXES = ("_bucket", "_sum", "_count")
 
 
@@ -56,7 +71,7 @@ def metric_names(expr: str) -> set[str]:
     expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
     names = set()
     for match in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr):
-        word, rest = match.group(0), expr[match.end():].lstrip()
+        word, rest = match.group(0), expr[match.end() :].lstrip()
         if rest.startswith("(") or word.lower() in _PROMQL_WORDS:
             continue  # a function call or a keyword
         names.add(word)
@@ -72,11 +87,15 @@ def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_parser_sees_metrics_not_functions() -> None:
-    expr = ('histogram_quantile(0.99, sum by (le, variant) (rate('
-            'loopml_http_request_duration_seconds_bucket{route=~"/v1/predict"}[5m]))) '
-            '/ ignoring(x) group_left max(loopml:drift_score:max) > 1e-3')
-    assert metric_names(expr) == {"loopml_http_request_duration_seconds_bucket",
-                                  "loopml:drift_score:max"}
+    expr = (
+        "histogram_quantile(0.99, sum by (le, variant) (rate("
+        'loopml_http_request_duration_seconds_bucket{route=~"/v1/predict"}[5m]))) '
+        "/ ignoring(x) group_left max(loopml:drift_score:max) > 1e-3"
+    )
+    assert metric_names(expr) == {
+        "loopml_http_request_duration_seconds_bucket",
+        "loopml:drift_score:max",
+    }
 
 
 def test_dashboard_queries_only_exposed_metrics() -> None:
@@ -101,9 +120,15 @@ def test_dashboard_covers_the_essentials() -> None:
     for panel in _panels(dashboard):
         for target in panel.get("targets", []):
             queried |= metric_names(target["expr"])
-    for needed in ("loopml:http_requests:rate5m", "loopml:predict_latency_seconds:p99_5m",
-                   "loopml:http_errors:ratio_rate5m", "loopml_batch_size_sum",
-                   "loopml:drift_score:max", "loopml_live_macro_f1", "loopml:predictions:rate5m"):
+    for needed in (
+        "loopml:http_requests:rate5m",
+        "loopml:predict_latency_seconds:p99_5m",
+        "loopml:http_errors:ratio_rate5m",
+        "loopml_batch_size_sum",
+        "loopml:drift_score:max",
+        "loopml_live_macro_f1",
+        "loopml:predictions:rate5m",
+    ):
         assert needed in queried
 
 

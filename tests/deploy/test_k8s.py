@@ -46,8 +46,13 @@ def _kubectl() -> str:
 @cache
 def render(target: str) -> tuple[dict[str, Any], ...]:
     """``kubectl kustomize deploy/k8s/<target>`` as a tuple of objects."""
-    result = subprocess.run([_kubectl(), "kustomize", str(K8S / target)], capture_output=True,
-                            text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [_kubectl(), "kustomize", str(K8S / target)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     return tuple(d for d in yaml.safe_load_all(result.stdout) if d)
 
@@ -73,8 +78,11 @@ def workloads(overlay: str) -> Iterator[dict[str, Any]]:
 
 
 def pod_labels(obj: dict[str, Any]) -> dict[str, str]:
-    template = obj["spec"]["jobTemplate"]["spec"]["template"] if obj["kind"] == "CronJob" else \
-        obj["spec"]["template"]
+    template = (
+        obj["spec"]["jobTemplate"]["spec"]["template"]
+        if obj["kind"] == "CronJob"
+        else obj["spec"]["template"]
+    )
     return template["metadata"]["labels"]  # type: ignore[no-any-return]
 
 
@@ -86,20 +94,33 @@ def matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
         return False
     for expr in selector.get("matchExpressions", []):
         key, op, values = expr["key"], expr["operator"], expr.get("values", [])
-        if (op == "In" and labels.get(key) not in values) or (op == "NotIn" and
-                labels.get(key) in values) or (op == "Exists" and key not in labels) or (
-                op == "DoesNotExist" and key in labels):
+        if (
+            (op == "In" and labels.get(key) not in values)
+            or (op == "NotIn" and labels.get(key) in values)
+            or (op == "Exists" and key not in labels)
+            or (op == "DoesNotExist" and key in labels)
+        ):
             return False
     return True
 
 
 # ---- rendering and schemas -------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("target", ["base", *(f"overlays/{o}" for o in OVERLAYS)])
 def test_renders(target: str) -> None:
     kinds = {o["kind"] for o in render(target)}
-    assert {"Deployment", "Service", "ConfigMap", "NetworkPolicy", "PodDisruptionBudget",
-            "CronJob", "ServiceAccount", "ServiceMonitor", "PrometheusRule"} <= kinds
+    assert {
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "CronJob",
+        "ServiceAccount",
+        "ServiceMonitor",
+        "PrometheusRule",
+    } <= kinds
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
@@ -112,8 +133,10 @@ def test_objects_match_kubernetes_schemas(overlay: str, version: str) -> None:
         try:
             kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            errors.append(f"{obj['kind']}/{obj['metadata']['name']}: {exc.message} at "
-                          f"{'.'.join(str(p) for p in exc.caught.absolute_path)}")
+            errors.append(
+                f"{obj['kind']}/{obj['metadata']['name']}: {exc.message} at "
+                f"{'.'.join(str(p) for p in exc.caught.absolute_path)}"
+            )
     assert errors == []
 
 
@@ -134,6 +157,7 @@ def test_crd_objects_are_well_formed() -> None:
 
 
 # ---- policy ----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_container_is_locked_down(overlay: str) -> None:
@@ -228,8 +252,7 @@ def test_settings_come_from_real_keys_and_secrets_from_a_secret(overlay: str) ->
                 keys = set(configmaps[name]["data"])
                 assert keys <= SETTING_VARS, f"not loopml settings: {keys - SETTING_VARS}"
                 assert not keys & SECRET_VARS, "secrets belong in the Secret"
-            assert any(e.get("secretRef", {}).get("name") == "loopml-secrets"
-                       for e in c["envFrom"])
+            assert any(e.get("secretRef", {}).get("name") == "loopml-secrets" for e in c["envFrom"])
             for env in c.get("env", []):
                 assert env["name"] not in SECRET_VARS or "valueFrom" in env, env["name"]
                 if env["name"].startswith("LOOPML_"):
@@ -242,14 +265,19 @@ def test_service_pdb_and_networkpolicy_select_the_server_pods() -> None:
         labels = pod_labels(deployment)
         service = one(overlay, "Service", SERVER)
         assert service["spec"]["selector"] and matches(
-            {"matchLabels": service["spec"]["selector"]}, labels)
-        container_ports = {p["name"]: p["containerPort"]
-                           for p in pod_spec(deployment)["containers"][0]["ports"]}
+            {"matchLabels": service["spec"]["selector"]}, labels
+        )
+        container_ports = {
+            p["name"]: p["containerPort"] for p in pod_spec(deployment)["containers"][0]["ports"]
+        }
         for port in service["spec"]["ports"]:
             assert port["targetPort"] in container_ports
         assert matches(one(overlay, "PodDisruptionBudget", SERVER)["spec"]["selector"], labels)
-        policies = [p for p in objects(overlay, "NetworkPolicy")
-                    if matches(p["spec"]["podSelector"], labels)]
+        policies = [
+            p
+            for p in objects(overlay, "NetworkPolicy")
+            if matches(p["spec"]["podSelector"], labels)
+        ]
         assert len(policies) == 1
         (policy,) = policies
         assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
@@ -262,8 +290,10 @@ def test_service_pdb_and_networkpolicy_select_the_server_pods() -> None:
 def test_every_workload_has_a_network_policy() -> None:
     for overlay in OVERLAYS:
         for obj in workloads(overlay):
-            assert any(matches(p["spec"]["podSelector"], pod_labels(obj))
-                       for p in objects(overlay, "NetworkPolicy")), obj["metadata"]["name"]
+            assert any(
+                matches(p["spec"]["podSelector"], pod_labels(obj))
+                for p in objects(overlay, "NetworkPolicy")
+            ), obj["metadata"]["name"]
 
 
 def test_hpa_scales_the_server_on_cpu_and_requests_per_second() -> None:
@@ -275,8 +305,9 @@ def test_hpa_scales_the_server_on_cpu_and_requests_per_second() -> None:
     metrics = {m["type"]: m for m in hpa["spec"]["metrics"]}
     assert metrics["Resource"]["resource"]["name"] == "cpu"
     assert metrics["Pods"]["pods"]["metric"]["name"] == "loopml_requests_per_second"
-    assert pod_spec(one("prod", "Deployment", SERVER))["containers"][0]["resources"][
-        "requests"]["cpu"], "CPU utilization needs a CPU request"
+    assert pod_spec(one("prod", "Deployment", SERVER))["containers"][0]["resources"]["requests"][
+        "cpu"
+    ], "CPU utilization needs a CPU request"
 
 
 def test_prometheus_adapter_maps_a_real_loopml_counter() -> None:
@@ -286,9 +317,11 @@ def test_prometheus_adapter_maps_a_real_loopml_counter() -> None:
     assert registry is not None
     counters = {f"{f.name}_total" for f in registry.collect() if f.type == "counter"}
     values = yaml.safe_load((K8S / "prometheus-adapter" / "values.yaml").read_text())
-    hpa_metrics = {m["pods"]["metric"]["name"]
-                   for m in one("prod", "HorizontalPodAutoscaler", SERVER)["spec"]["metrics"]
-                   if m["type"] == "Pods"}
+    hpa_metrics = {
+        m["pods"]["metric"]["name"]
+        for m in one("prod", "HorizontalPodAutoscaler", SERVER)["spec"]["metrics"]
+        if m["type"] == "Pods"
+    }
     served = set()
     for rule in values["rules"]["custom"]:
         series = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", rule["seriesQuery"])
@@ -300,6 +333,7 @@ def test_prometheus_adapter_maps_a_real_loopml_counter() -> None:
 
 
 # ---- overlays --------------------------------------------------------------------------------
+
 
 def test_dev_overlay_is_small_and_local() -> None:
     server = one("dev", "Deployment", SERVER)
@@ -331,10 +365,12 @@ def test_prod_overlay_is_pinned_replicated_and_exposed() -> None:
     assert "/v1" in paths and "/metrics" not in paths
     for sa in objects("prod", "ServiceAccount"):
         assert {"iam.gke.io/gcp-service-account", "eks.amazonaws.com/role-arn"} <= set(
-            sa["metadata"]["annotations"])
+            sa["metadata"]["annotations"]
+        )
 
 
 # ---- monitoring: one source of truth -----------------------------------------------------------
+
 
 def _generator() -> Any:
     spec = importlib.util.spec_from_file_location("k8s_generate", K8S / "generate.py")
@@ -347,7 +383,8 @@ def _generator() -> Any:
 def test_generated_files_are_up_to_date() -> None:
     for path, content in _generator().generate().items():
         assert path.read_text(encoding="utf-8") == content, (
-            f"{path.relative_to(ROOT)} is stale: run `make k8s-generate`")
+            f"{path.relative_to(ROOT)} is stale: run `make k8s-generate`"
+        )
 
 
 def test_prometheus_rule_equals_deploy_prometheus_rules() -> None:
@@ -362,8 +399,11 @@ def test_prometheus_rule_equals_deploy_prometheus_rules() -> None:
 def test_grafana_dashboard_configmap_equals_the_dashboard() -> None:
     dashboard = ROOT / "deploy" / "grafana" / "dashboards" / "loopml.json"
     for overlay in OVERLAYS:
-        (cm,) = [c for c in objects(overlay, "ConfigMap")
-                 if c["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+        (cm,) = [
+            c
+            for c in objects(overlay, "ConfigMap")
+            if c["metadata"].get("labels", {}).get("grafana_dashboard") == "1"
+        ]
         assert json.loads(cm["data"]["loopml.json"]) == json.loads(dashboard.read_text())
 
 
@@ -383,10 +423,14 @@ def test_servicemonitor_scrapes_metrics_on_a_service_port_as_job_loopml() -> Non
 
 # ---- checkov -------------------------------------------------------------------------------------
 
+
 def _checkov() -> str:
     """checkov from the Makefile's tools venv (it conflicts with loopml's dependencies)."""
-    candidates = [os.environ.get("LOOPML_CHECKOV"), str(ROOT / ".venv-tools" / "bin" / "checkov"),
-                  shutil.which("checkov")]
+    candidates = [
+        os.environ.get("LOOPML_CHECKOV"),
+        str(ROOT / ".venv-tools" / "bin" / "checkov"),
+        shutil.which("checkov"),
+    ]
     for candidate in candidates:
         if candidate and Path(candidate).exists():
             return candidate
@@ -399,9 +443,24 @@ def test_checkov_passes_on_rendered_overlays(tmp_path: Path) -> None:
         (tmp_path / f"{overlay}.yaml").write_text(yaml.safe_dump_all(docs))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BC_", "PRISMA_"))}
     result = subprocess.run(
-        [_checkov(), "-d", str(tmp_path), "--framework", "kubernetes", "--skip-download",
-         "--quiet", "--compact", "-o", "json"],
-        capture_output=True, text=True, timeout=300, check=False, env=env)
+        [
+            _checkov(),
+            "-d",
+            str(tmp_path),
+            "--framework",
+            "kubernetes",
+            "--skip-download",
+            "--quiet",
+            "--compact",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=env,
+    )
     report = json.loads(result.stdout)
     failed = [f"{c['check_id']} {c['resource']}" for c in report["results"]["failed_checks"]]
     assert failed == []

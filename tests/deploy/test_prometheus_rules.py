@@ -21,8 +21,14 @@ def need_binary(name: str) -> str:
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([need_binary("promtool"), *args], cwd=PROMETHEUS_DIR,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [need_binary("promtool"), *args],
+        cwd=PROMETHEUS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_config_is_valid() -> None:
@@ -43,8 +49,11 @@ def test_rule_unit_tests_pass() -> None:
 
 
 def test_every_alert_has_a_unit_test() -> None:
-    alerts = {r["alert"] for g in yaml.safe_load((PROMETHEUS_DIR / "rules/alerts.yml").read_text())
-              ["groups"] for r in g["rules"]}
+    alerts = {
+        r["alert"]
+        for g in yaml.safe_load((PROMETHEUS_DIR / "rules/alerts.yml").read_text())["groups"]
+        for r in g["rules"]
+    }
     tested = set()
     for path in (PROMETHEUS_DIR / "tests").glob("*_test.yml"):
         for case in yaml.safe_load(path.read_text())["tests"]:

@@ -26,12 +26,22 @@ PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 pytestmark = pytest.mark.slow
 
 SUMMARY: dict[str, Any] = {
-    "verdict": "drift", "drift_detected": True, "quality_alarm": False,
-    "model_created_at": 1_700_000_000.0, "window": {"rows": 500},
-    "checks": [{"kind": "text", "score": 0.97, "threshold": 0.6},
-               {"kind": "mentions", "score": 1.0, "threshold": 0.25}],
-    "quality": {"labeled": 300, "accuracy": 0.5, "macro_f1": 0.48, "macro_f1_ci": [0.42, 0.53],
-                "floor": 0.6},
+    "verdict": "drift",
+    "drift_detected": True,
+    "quality_alarm": False,
+    "model_created_at": 1_700_000_000.0,
+    "window": {"rows": 500},
+    "checks": [
+        {"kind": "text", "score": 0.97, "threshold": 0.6},
+        {"kind": "mentions", "score": 1.0, "threshold": 0.25},
+    ],
+    "quality": {
+        "labeled": 300,
+        "accuracy": 0.5,
+        "macro_f1": 0.48,
+        "macro_f1_ci": [0.42, 0.53],
+        "floor": 0.6,
+    },
 }
 
 
@@ -46,9 +56,17 @@ def metrics_port(tmp_path: Path) -> Iterator[int]:
     """Serving metrics plus the monitoring collector over a real SQLite store, on loopback."""
     store = open_store(f"sqlite:///{tmp_path / 'loopml.db'}")
     with store.session() as session:
-        session.add(MonitorResult(ts=datetime.now(UTC), model_name="sentiment", model_version="3",
-                                  window_size=500, verdict="drift", summary=SUMMARY,
-                                  report_path=None))
+        session.add(
+            MonitorResult(
+                ts=datetime.now(UTC),
+                model_name="sentiment",
+                model_version="3",
+                window_size=500,
+                verdict="drift",
+                summary=SUMMARY,
+                report_path=None,
+            )
+        )
     metrics = Metrics()
     assert metrics.registry is not None
     metrics.http_requests.labels("/v1/predict", "POST", "200", "3", "champion").inc(5)
@@ -76,9 +94,14 @@ def prometheus(tmp_path: Path, metrics_port: int) -> Iterator[str]:
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = _free_port()
     proc = subprocess.Popen(
-        [binary, f"--config.file={tmp_path / 'prometheus.yml'}",
-         f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=(tmp_path / "prometheus.log").open("w"),
+        [
+            binary,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "prometheus.log").open("w"),
     )
     try:
         yield f"http://127.0.0.1:{port}"
@@ -107,8 +130,10 @@ def _query(base: str, expr: str, *, timeout: float = 60.0) -> list[dict[str, Any
 def test_prometheus_scrapes_loopml_and_evaluates_rules(prometheus: str) -> None:
     assert _query(prometheus, 'up{job="loopml"}')[0]["value"][1] == "1"
     assert _query(prometheus, "loopml_drift_detected")[0]["value"][1] == "1"
-    scores = {r["metric"]["kind"]: float(r["value"][1])
-              for r in _query(prometheus, "loopml:drift_score:max")}
+    scores = {
+        r["metric"]["kind"]: float(r["value"][1])
+        for r in _query(prometheus, "loopml:drift_score:max")
+    }
     assert scores == {"text": 0.97, "mentions": 1.0}
     requests = _query(prometheus, "loopml_http_requests_total")
     assert requests[0]["metric"]["route"] == "/v1/predict"

@@ -26,8 +26,9 @@ def test_demo_detects_retrains_rolls_out_promotes_and_recovers(settings: Setting
     summary = result.to_dict()
     assert result.promoted_version is not None, summary
     assert result.recovered, summary
-    before, old, new = (summary[k]["macro_f1"] for k in
-                        ("before_shift", "after_shift_old_model", "after_promotion"))
+    before, old, new = (
+        summary[k]["macro_f1"] for k in ("before_shift", "after_shift_old_model", "after_promotion")
+    )
     assert old < before - 0.1, "the shift hurts the old model"
     assert new > old + 0.1, "the promoted model recovers on the shifted traffic"
     actions = [t.action for t in result.ticks]
@@ -69,11 +70,20 @@ def champion_and_bad_challenger(settings: Settings, small_tweets: Dataset) -> Se
 def test_bad_challenger_is_rolled_back_and_traffic_returns_to_champion(
     champion_and_bad_challenger: Settings, server: str, tweets: Dataset
 ) -> None:
-    s = champion_and_bad_challenger.model_copy(update={
-        "rollout_step_min_s": 0.0, "rollout_min_requests": 40, "rollout_min_labeled": 40})
+    s = champion_and_bad_challenger.model_copy(
+        update={"rollout_step_min_s": 0.0, "rollout_min_requests": 40, "rollout_min_labeled": 40}
+    )
     store, registry = open_store(s.db_url), Registry(s)
-    rollout.start(s, store, registry, "2", mode="canary", weight=0.5, force=True,
-                  reason="test: a challenger trained on shuffled labels")
+    rollout.start(
+        s,
+        store,
+        registry,
+        "2",
+        mode="canary",
+        weight=0.5,
+        force=True,
+        reason="test: a challenger trained on shuffled labels",
+    )
     loop = Controller(s, store, registry)
     time.sleep(2.5)  # let the server's routing poll see the canary
     texts = tweets.frame.sample(600, random_state=7)
@@ -93,7 +103,7 @@ def test_bad_challenger_is_rolled_back_and_traffic_returns_to_champion(
                 variants.append("x")  # marks the moment of the rollback
                 time.sleep(2.5)  # one routing poll
         assert "challenger" in variants[: variants.index("x")]
-        after = variants[variants.index("x") + 1:]
+        after = variants[variants.index("x") + 1 :]
         assert after and set(after) == {"champion"}, "all traffic back on the champion"
     last = store.history(s.model_name)[0]
     assert last.action == "rollout_rollback" and "live_quality" in last.reason

@@ -146,8 +146,9 @@ def build_reference(
     vocabulary = model_vocabulary(classifier)
     if vocabulary is not None:
         outputs["oov"] = oov_rates(outputs["text"], vocabulary)
-    return Reference(inputs=inputs, outputs=outputs, classes=list(classifier.classes),
-                     vocabulary=vocabulary)
+    return Reference(
+        inputs=inputs, outputs=outputs, classes=list(classifier.classes), vocabulary=vocabulary
+    )
 
 
 def wasserstein_norm(reference: ArrayLike, current: ArrayLike) -> float:
@@ -177,23 +178,27 @@ def text_drift_auc(reference: pd.Series, current: pd.Series, threshold: float) -
         # Evidently and scikit-learn warn about their own internals (convergence, pandas idioms).
         warnings.simplefilter("ignore")
         snapshot = report.run(
-            EvidentlyDataset.from_pandas(pd.DataFrame({"text": current}),
-                                         data_definition=definition),
-            EvidentlyDataset.from_pandas(pd.DataFrame({"text": reference}),
-                                         data_definition=definition),
+            EvidentlyDataset.from_pandas(
+                pd.DataFrame({"text": current}), data_definition=definition
+            ),
+            EvidentlyDataset.from_pandas(
+                pd.DataFrame({"text": reference}), data_definition=definition
+            ),
         )
     value = snapshot.dict()["metrics"][0]["value"]
     return float(value)
 
 
-def _check(kind: str, group: Literal["input", "prediction"], method: str, score: float,
-           threshold: float) -> Check:
+def _check(
+    kind: str, group: Literal["input", "prediction"], method: str, score: float, threshold: float
+) -> Check:
     status: Status = "drift" if score >= threshold else "ok"
     return Check(kind, group, method, round(score, 6), threshold, status)
 
 
-def _unavailable(kind: str, group: Literal["input", "prediction"], method: str, threshold: float,
-                 note: str) -> Check:
+def _unavailable(
+    kind: str, group: Literal["input", "prediction"], method: str, threshold: float, note: str
+) -> Check:
     return Check(kind, group, method, None, threshold, "unavailable", note)
 
 
@@ -201,22 +206,35 @@ def _text_checks(reference: Reference, window: pd.DataFrame, t: Thresholds) -> l
     texts = window["text"].dropna() if "text" in window else pd.Series([], dtype=object)
     kinds = ["text", *SURFACE_DESCRIPTORS[1:]]
     if len(texts) < t.min_samples:
-        note = "texts are not logged (LOOPML_LOG_TEXT=false)" if texts.empty else (
-            f"only {len(texts)} logged texts (minimum {t.min_samples})")
+        note = (
+            "texts are not logged (LOOPML_LOG_TEXT=false)"
+            if texts.empty
+            else (f"only {len(texts)} logged texts (minimum {t.min_samples})")
+        )
         checks = [_unavailable("text", "input", TEXT_METHOD, t.text_auc, note)]
         checks += [_unavailable(k, "input", "wasserstein", t.descriptor, note) for k in kinds[1:]]
         checks.append(_unavailable("oov", "input", "wasserstein", t.descriptor, note))
         return checks
     ref = reference.inputs
-    checks = [_check("text", "input", TEXT_METHOD,
-                     text_drift_auc(ref["text"], texts, t.text_auc), t.text_auc)]
+    checks = [
+        _check(
+            "text", "input", TEXT_METHOD, text_drift_auc(ref["text"], texts, t.text_auc), t.text_auc
+        )
+    ]
     current = surface_descriptors(texts)
     for kind in SURFACE_DESCRIPTORS[1:]:
         score = wasserstein_norm(ref[kind], current[kind])
         checks.append(_check(kind, "input", "wasserstein", score, t.descriptor))
     if reference.vocabulary is None or "oov" not in reference.outputs:
-        checks.append(_unavailable("oov", "input", "wasserstein", t.descriptor,
-                                   "the model's recipe exposes no vocabulary"))
+        checks.append(
+            _unavailable(
+                "oov",
+                "input",
+                "wasserstein",
+                t.descriptor,
+                "the model's recipe exposes no vocabulary",
+            )
+        )
     else:
         score = wasserstein_norm(reference.outputs["oov"], oov_rates(texts, reference.vocabulary))
         checks.append(_check("oov", "input", "wasserstein", score, t.descriptor))

@@ -37,16 +37,23 @@ from prometheus_client.registry import Collector
 from loopml.errors import StoreError
 from loopml.store import Store
 
-__all__ = ["MONITOR_METRICS", "VERDICTS", "MonitorCollector", "families_from_summary",
-           "latest_summary"]
+__all__ = [
+    "MONITOR_METRICS",
+    "VERDICTS",
+    "MonitorCollector",
+    "families_from_summary",
+    "latest_summary",
+]
 
 log = logging.getLogger(__name__)
 
 VERDICTS = ("ok", "drift", "quality_alarm", "insufficient_data")
 
 MONITOR_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "loopml_drift_score": ("Drift distance of one check (text: domain-classifier ROC AUC).",
-                           ("kind",)),
+    "loopml_drift_score": (
+        "Drift distance of one check (text: domain-classifier ROC AUC).",
+        ("kind",),
+    ),
     "loopml_drift_threshold": ("Threshold a drift check is judged against.", ("kind",)),
     "loopml_drift_detected": ("1 when any drift check reached its threshold.", ()),
     "loopml_live_accuracy": ("Accuracy on predictions with feedback.", ()),
@@ -60,7 +67,9 @@ MONITOR_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "loopml_monitor_verdict": ("1 for the verdict of the last monitoring run.", ("verdict",)),
     "loopml_monitor_last_run_timestamp_seconds": ("When the last monitoring run finished.", ()),
     "loopml_monitor_model_created_timestamp_seconds": (
-        "When the monitored model version was registered.", ()),
+        "When the monitored model version was registered.",
+        (),
+    ),
 }
 
 

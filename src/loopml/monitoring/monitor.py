@@ -44,6 +44,7 @@ __all__ = ["Assessment", "MonitorError", "MonitorReport", "Verdict", "assess", "
 
 Progress = Callable[[str], None]
 
+
 @dataclass(frozen=True)
 class Assessment:
     """Drift checks, live quality and the verdict for one window."""
@@ -66,27 +67,47 @@ class Assessment:
         return self.quality.status == "alarm"
 
 
-def assess(reference: Reference, window: pd.DataFrame, settings: Settings, *,
-           seed: int | None = None) -> Assessment:
+def assess(
+    reference: Reference, window: pd.DataFrame, settings: Settings, *, seed: int | None = None
+) -> Assessment:
     """Judge ``window`` (columns text, length, label, confidence, optional truth) against
     ``reference``: the one decision code of ``loopml monitor`` and of the rate tests."""
     seed = settings.seed if seed is None else seed
     rows = len(window)
-    truth = window["truth"] if "truth" in window else pd.Series([None] * rows, dtype=object,
-                                                                 index=window.index)
-    quality = live_quality(truth, window["label"], floor=settings.monitor_min_macro_f1,
-                           min_labeled=settings.monitor_min_labeled, seed=seed)
+    truth = (
+        window["truth"]
+        if "truth" in window
+        else pd.Series([None] * rows, dtype=object, index=window.index)
+    )
+    quality = live_quality(
+        truth,
+        window["label"],
+        floor=settings.monitor_min_macro_f1,
+        min_labeled=settings.monitor_min_labeled,
+        seed=seed,
+    )
     if rows < settings.monitor_min_samples:
         reason = f"{rows} predictions in the window; at least {settings.monitor_min_samples} needed"
         return Assessment(rows, 0, [], quality, "insufficient_data", [reason])
-    checks = detect_drift(reference, window, Thresholds.from_settings(settings),
-                          cap=settings.monitor_sample_cap, seed=seed)
-    reasons = [f"{c.kind} drift: {c.method} {c.score:.3f} >= {c.threshold}"
-               for c in checks if c.status == "drift" and c.score is not None]
+    checks = detect_drift(
+        reference,
+        window,
+        Thresholds.from_settings(settings),
+        cap=settings.monitor_sample_cap,
+        seed=seed,
+    )
+    reasons = [
+        f"{c.kind} drift: {c.method} {c.score:.3f} >= {c.threshold}"
+        for c in checks
+        if c.status == "drift" and c.score is not None
+    ]
     verdict: Verdict = "drift" if reasons else "ok"
     if quality.status == "alarm" and quality.macro_f1_ci is not None:
-        reasons.insert(0, f"live macro-F1 {quality.macro_f1:.3f} (95% CI up to "
-                          f"{quality.macro_f1_ci[1]:.3f}) under the floor {quality.floor}")
+        reasons.insert(
+            0,
+            f"live macro-F1 {quality.macro_f1:.3f} (95% CI up to "
+            f"{quality.macro_f1_ci[1]:.3f}) under the floor {quality.floor}",
+        )
         verdict = "quality_alarm"
     sampled = min(rows, settings.monitor_sample_cap)
     return Assessment(rows, sampled, checks, quality, verdict, reasons)
@@ -139,18 +160,27 @@ def _cached_reference(key: _ReferenceKey) -> Reference:
         try:
             split = load_splits(key.registry.client, key.run_id, [name], columns=["text"])[name]
         except (MlflowException, OSError) as exc:
-            raise MonitorError(f"run {key.run_id} has no data/{name}.parquet to compare with: "
-                               f"{exc}") from exc
+            raise MonitorError(
+                f"run {key.run_id} has no data/{name}.parquet to compare with: {exc}"
+            ) from exc
         texts[name] = split["text"].astype(str).tolist()
     classifier = key.registry.load(key.version)
-    return build_reference(texts["train"], texts["validation"], classifier,
-                           cap=key.sample_cap, seed=key.seed)
+    return build_reference(
+        texts["train"], texts["validation"], classifier, cap=key.sample_cap, seed=key.seed
+    )
 
 
 def load_reference(settings: Settings, registry: Registry, version: str, run_id: str) -> Reference:
     """The reference of ``version`` (cached per process: the controller calls this in a loop)."""
-    key = _ReferenceKey(settings.mlflow_uri, settings.model_name, version,
-                        settings.monitor_sample_cap, settings.seed, run_id, registry)
+    key = _ReferenceKey(
+        settings.mlflow_uri,
+        settings.model_name,
+        version,
+        settings.monitor_sample_cap,
+        settings.seed,
+        run_id,
+        registry,
+    )
     return _cached_reference(key)
 
 
@@ -160,9 +190,16 @@ def _iso(value: Any) -> str | None:
     return as_utc(pd.Timestamp(value).to_pydatetime()).isoformat()
 
 
-def _summary(settings: Settings, version: str, created: float | None, a: Assessment,
-             window: pd.DataFrame, requested: int | None, since: datetime | None,
-             now: datetime) -> MonitorSummary:
+def _summary(
+    settings: Settings,
+    version: str,
+    created: float | None,
+    a: Assessment,
+    window: pd.DataFrame,
+    requested: int | None,
+    since: datetime | None,
+    now: datetime,
+) -> MonitorSummary:
     return MonitorSummary(
         ts=now.isoformat(),
         model_name=settings.model_name,
@@ -197,14 +234,21 @@ def _summary(settings: Settings, version: str, created: float | None, a: Assessm
     )
 
 
-def _log_mlflow(settings: Settings, registry: Registry, summary: MonitorSummary,
-                files: list[Path]) -> str:
+def _log_mlflow(
+    settings: Settings, registry: Registry, summary: MonitorSummary, files: list[Path]
+) -> str:
     client = registry.client
     try:
         exp = experiment_id(settings, client)
-        run = client.create_run(exp, run_name=f"monitor-v{summary.model_version}", tags={
-            "loopml.kind": "monitor", "loopml.model_version": summary.model_version,
-            "loopml.verdict": summary.verdict})
+        run = client.create_run(
+            exp,
+            run_name=f"monitor-v{summary.model_version}",
+            tags={
+                "loopml.kind": "monitor",
+                "loopml.model_version": summary.model_version,
+                "loopml.verdict": summary.verdict,
+            },
+        )
         run_id = str(run.info.run_id)
         stamp = int(time.time() * 1000)
         scores = summary.drift_scores.items()
@@ -217,8 +261,11 @@ def _log_mlflow(settings: Settings, registry: Registry, summary: MonitorSummary,
         if q.macro_f1 is not None:
             values["live_macro_f1"] = float(q.macro_f1)
         values["drift_detected"] = float(summary.drift_detected)
-        client.log_batch(run_id, metrics=[Metric(k, v, stamp, 0) for k, v in values.items()],
-                         tags=[RunTag("loopml.model_name", summary.model_name)])
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, v, stamp, 0) for k, v in values.items()],
+            tags=[RunTag("loopml.model_name", summary.model_name)],
+        )
         for path in files:
             client.log_artifact(run_id, str(path), artifact_path="monitor")
         client.set_terminated(run_id)
@@ -229,9 +276,13 @@ def _log_mlflow(settings: Settings, registry: Registry, summary: MonitorSummary,
 
 def _store(store: Store, summary: MonitorSummary, report_path: Path) -> int:
     row = MonitorResult(
-        ts=datetime.fromisoformat(summary.ts), model_name=summary.model_name,
-        model_version=summary.model_version, window_size=summary.window.rows,
-        verdict=summary.verdict, summary=summary.to_dict(), report_path=str(report_path),
+        ts=datetime.fromisoformat(summary.ts),
+        model_name=summary.model_name,
+        model_version=summary.model_version,
+        window_size=summary.window.rows,
+        verdict=summary.verdict,
+        summary=summary.to_dict(),
+        report_path=str(report_path),
     )
     with store.session() as session:
         session.add(row)
@@ -262,8 +313,10 @@ def run_monitor(
     registry = Registry(settings)
     champion = registry.alias(CHAMPION)
     if champion is None:
-        raise MonitorError(f"model {settings.model_name!r} has no champion to monitor: "
-                           "train and promote a version first")
+        raise MonitorError(
+            f"model {settings.model_name!r} has no champion to monitor: "
+            "train and promote a version first"
+        )
     version = str(champion.version)
     if not champion.run_id:
         raise MonitorError(f"version {version} has no training run: no reference data")
@@ -271,8 +324,13 @@ def run_monitor(
     reference = load_reference(settings, registry, version, champion.run_id)
     say("window")
     with open_store(settings.db_url) as store:
-        frame = load_window(store, model_name=settings.model_name, model_version=version,
-                            window=requested, since=since)
+        frame = load_window(
+            store,
+            model_name=settings.model_name,
+            model_version=version,
+            window=requested,
+            since=since,
+        )
         say("drift")
         assessment = assess(reference, frame, settings)
         now = datetime.now(UTC)
@@ -282,26 +340,38 @@ def run_monitor(
         report = _write_reports(settings, reference, frame, assessment, summary, now)
         say("log")
         summary.mlflow_run_id = _log_mlflow(
-            settings, registry, summary,
-            [report.report_path, report.json_path, *report.evidently_paths])
+            settings,
+            registry,
+            summary,
+            [report.report_path, report.json_path, *report.evidently_paths],
+        )
         summary.seconds = round(time.perf_counter() - started, 3)
         write_json(summary.to_dict(), report.json_path)
         report.result_id = _store(store, summary, report.report_path)
     return report
 
 
-def _write_reports(settings: Settings, reference: Reference, frame: pd.DataFrame,
-                   assessment: Assessment, summary: MonitorSummary, now: datetime) -> MonitorReport:
+def _write_reports(
+    settings: Settings,
+    reference: Reference,
+    frame: pd.DataFrame,
+    assessment: Assessment,
+    summary: MonitorSummary,
+    now: datetime,
+) -> MonitorReport:
     folder = settings.reports_dir
     folder.mkdir(parents=True, exist_ok=True)
-    stem = folder / f"monitor-{settings.model_name}-v{summary.model_version}-" \
-                    f"{now.strftime('%Y%m%dT%H%M%S%fZ')}"
+    stem = (
+        folder / f"monitor-{settings.model_name}-v{summary.model_version}-"
+        f"{now.strftime('%Y%m%dT%H%M%S%fZ')}"
+    )
     evidently: list[Path] = []
     if assessment.checks:
         sample = sample_rows(frame, settings.monitor_sample_cap, seed=settings.seed)
         evidently = write_evidently_reports(reference, sample, assessment.checks, stem)
-    summary.reports = ReportFiles(str(stem) + ".html", str(stem) + ".json",
-                                  [str(p) for p in evidently])
+    summary.reports = ReportFiles(
+        str(stem) + ".html", str(stem) + ".json", [str(p) for p in evidently]
+    )
     json_path = write_json(summary.to_dict(), Path(str(stem) + ".json"))
     html_path = write_summary_html(summary, Path(str(stem) + ".html"))
     return MonitorReport(summary, assessment, html_path, json_path, evidently)

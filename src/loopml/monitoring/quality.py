@@ -110,5 +110,6 @@ def live_quality(
         status = "insufficient_data"
     elif f1_ci[1] < floor:
         status = "alarm"
-    return Quality(n, correct / n, wilson_interval(correct, n), f1, f1_ci, floor, min_labeled,
-                   status)
+    return Quality(
+        n, correct / n, wilson_interval(correct, n), f1, f1_ci, floor, min_labeled, status
+    )

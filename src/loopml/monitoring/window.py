@@ -31,9 +31,15 @@ def load_window(
     the predicted class) and truth (the feedback label, None when there is none).
     """
     query = (
-        select(Prediction.request_id, Prediction.ts, Prediction.text,
-               Prediction.text_length.label("length"), Prediction.label,
-               Prediction.probabilities, Feedback.label.label("truth"))
+        select(
+            Prediction.request_id,
+            Prediction.ts,
+            Prediction.text,
+            Prediction.text_length.label("length"),
+            Prediction.label,
+            Prediction.probabilities,
+            Feedback.label.label("truth"),
+        )
         .outerjoin(Feedback, Feedback.request_id == Prediction.request_id)
         .where(Prediction.model_name == model_name, Prediction.model_version == model_version)
         .order_by(Prediction.ts.desc())
@@ -49,6 +55,5 @@ def load_window(
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot read predictions: {type(exc).__name__}: {exc.args[0]}") from exc
     frame["length"] = frame["length"].astype(float)
-    frame["confidence"] = [max(p.values()) if p else float("nan")
-                           for p in frame["probabilities"]]
+    frame["confidence"] = [max(p.values()) if p else float("nan") for p in frame["probabilities"]]
     return frame[WINDOW_COLUMNS]

@@ -51,8 +51,9 @@ def test_tiny_classes_still_split() -> None:
 
 
 def test_a_class_too_small_to_split_is_a_data_error() -> None:
-    frame = pd.DataFrame({"text": [f"t{i}" for i in range(35)],
-                          "label": ["a"] * 30 + ["b"] * 5, "domain": "x"})
+    frame = pd.DataFrame(
+        {"text": [f"t{i}" for i in range(35)], "label": ["a"] * 30 + ["b"] * 5, "domain": "x"}
+    )
     ds = Dataset("mem.csv", frame, content_version(frame))
     with pytest.raises(DataError, match=r"mem.csv: too few rows to split: class 'b' \(5\)"):
         split_dataset(ds, seed=0)

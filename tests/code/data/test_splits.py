@@ -21,8 +21,9 @@ def run_with_splits(settings: Settings, tmp_path: Path) -> tuple[mlflow.MlflowCl
     out = tmp_path / "data"
     out.mkdir()
     for name, rows in (("train", 5), ("validation", 2), ("test", 3)):
-        pd.DataFrame({"text": [f"{name} {i}" for i in range(rows)],
-                      "label": ["neutral"] * rows}).to_parquet(out / f"{name}.parquet")
+        pd.DataFrame(
+            {"text": [f"{name} {i}" for i in range(rows)], "label": ["neutral"] * rows}
+        ).to_parquet(out / f"{name}.parquet")
     with mlflow.start_run(experiment_id=experiment_id(settings, client)) as run:
         mlflow.log_artifacts(str(out), artifact_path="data")
     return client, run.info.run_id

@@ -32,8 +32,10 @@ def test_quality_alarm_needs_enough_labels_and_a_whole_interval_under_the_floor(
     truth = pd.Series(["a", "b"] * 100)
     wrong = pd.Series(["b", "a"] * 100)
     assert live_quality(truth, wrong, floor=0.6, min_labeled=100, seed=0).status == "alarm"
-    assert live_quality(truth[:50], wrong[:50], floor=0.6, min_labeled=100,
-                        seed=0).status == "insufficient_data"
+    assert (
+        live_quality(truth[:50], wrong[:50], floor=0.6, min_labeled=100, seed=0).status
+        == "insufficient_data"
+    )
     good = live_quality(truth, truth, floor=0.6, min_labeled=100, seed=0)
     assert good.status == "ok" and good.macro_f1 == 1.0
     none = live_quality(pd.Series([None] * 5), truth[:5], floor=0.6, min_labeled=1, seed=0)
@@ -65,7 +67,8 @@ def test_distances_match_evidently() -> None:
     labels_cur = pd.Series(rng.choice(["neg", "neu", "pos"], 300, p=[0.6, 0.3, 0.1]))
     expected, _ = _jensenshannon(labels_ref, labels_cur, ColumnType.Categorical, 0.1)
     assert jensenshannon_distance(labels_ref, labels_cur, ["neg", "neu", "pos"]) == pytest.approx(
-        expected)
+        expected
+    )
 
 
 def test_surface_descriptors_and_oov() -> None:
@@ -77,35 +80,60 @@ def test_surface_descriptors_and_oov() -> None:
     assert d["non_ascii"].tolist() == [0.0, 1.0, 0.0]
     assert d["length"].tolist() == [float(len(t)) for t in texts]
     assert oov_rates(["plain words here", "!!"], frozenset({"plain", "words"})).tolist() == [
-        pytest.approx(1 / 3), 0.0]
+        pytest.approx(1 / 3),
+        0.0,
+    ]
 
 
 def _reference() -> Reference:
     rng = np.random.default_rng(3)
     texts = [f"word{i % 50} other{i % 7}" for i in range(400)]
-    inputs = pd.concat([pd.DataFrame({"text": texts}), surface_descriptors(pd.Series(texts))],
-                       axis=1)
-    outputs = pd.DataFrame({"text": texts, "label": rng.choice(["a", "b"], 400),
-                            "confidence": rng.uniform(0.5, 1, 400), "oov": 0.0})
+    inputs = pd.concat(
+        [pd.DataFrame({"text": texts}), surface_descriptors(pd.Series(texts))], axis=1
+    )
+    outputs = pd.DataFrame(
+        {
+            "text": texts,
+            "label": rng.choice(["a", "b"], 400),
+            "confidence": rng.uniform(0.5, 1, 400),
+            "oov": 0.0,
+        }
+    )
     return Reference(inputs, outputs, ["a", "b"], frozenset(f"word{i}" for i in range(50)))
 
 
 def test_a_small_window_is_insufficient_data_never_drift() -> None:
-    window = pd.DataFrame({"text": ["zzz qqq"] * 20, "length": 7.0, "label": "a",
-                           "confidence": 0.5})
+    window = pd.DataFrame(
+        {"text": ["zzz qqq"] * 20, "length": 7.0, "label": "a", "confidence": 0.5}
+    )
     a = assess(_reference(), window, load_settings())
     assert a.verdict == "insufficient_data"
     assert not a.drift_detected and a.checks == []
 
 
 def test_gauges_from_a_summary() -> None:
-    summary = {"verdict": "drift", "drift_detected": True, "quality_alarm": False,
-               "checks": [{"kind": "text", "score": 0.9, "threshold": 0.6},
-                          {"kind": "oov", "score": None, "threshold": 0.25}],
-               "quality": {"labeled": 0, "accuracy": None, "macro_f1": None, "macro_f1_ci": None,
-                           "floor": 0.6}, "window": {"rows": 500}}
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for f in families_from_summary(summary, ran_at=123.0) for s in f.samples}
+    summary = {
+        "verdict": "drift",
+        "drift_detected": True,
+        "quality_alarm": False,
+        "checks": [
+            {"kind": "text", "score": 0.9, "threshold": 0.6},
+            {"kind": "oov", "score": None, "threshold": 0.25},
+        ],
+        "quality": {
+            "labeled": 0,
+            "accuracy": None,
+            "macro_f1": None,
+            "macro_f1_ci": None,
+            "floor": 0.6,
+        },
+        "window": {"rows": 500},
+    }
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in families_from_summary(summary, ran_at=123.0)
+        for s in f.samples
+    }
     assert samples[("loopml_drift_score", (("kind", "text"),))] == 0.9
     assert ("loopml_drift_score", (("kind", "oov"),)) not in samples
     assert samples[("loopml_drift_detected", ())] == 1.0

@@ -29,16 +29,18 @@ class FakeRegistry:
 def downloads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str]]]:
     calls: list[tuple[str, str]] = []
 
-    def fake_splits(client: Any, run_id: str, names: Any, *, columns: Any = None) -> dict[
-            str, pd.DataFrame]:
+    def fake_splits(
+        client: Any, run_id: str, names: Any, *, columns: Any = None
+    ) -> dict[str, pd.DataFrame]:
         (name,) = names
         calls.append((run_id, name))
         if run_id == "missing":
             raise OSError("no such artifact")
         return {name: pd.DataFrame({"text": [f"{name} text", 3]})}
 
-    def fake_build(train: list[str], validation: list[str], classifier: Any, *, cap: int,
-                   seed: int) -> Any:
+    def fake_build(
+        train: list[str], validation: list[str], classifier: Any, *, cap: int, seed: int
+    ) -> Any:
         return ("reference", tuple(train), tuple(validation), classifier, cap, seed)
 
     monkeypatch.setattr(monitor, "load_splits", fake_splits)
@@ -57,8 +59,14 @@ def test_a_reference_is_built_once_per_version_and_settings(
 ) -> None:
     first, second = FakeRegistry(), FakeRegistry()
     ref = _load(settings, first, "1")
-    assert ref == ("reference", ("train text", "3"), ("validation text", "3"), "classifier 1",
-                   settings.monitor_sample_cap, settings.seed)
+    assert ref == (
+        "reference",
+        ("train text", "3"),
+        ("validation text", "3"),
+        "classifier 1",
+        settings.monitor_sample_cap,
+        settings.seed,
+    )
     # A new registry object (each monitoring run makes one) still hits the cache.
     assert _load(settings, second, "1") is ref
     assert downloads == [("r", "train"), ("r", "validation")]

@@ -10,8 +10,13 @@ from loopml.registry import Registry
 
 def test_tune_logs_one_nested_run_per_trial(settings: Settings, small_tweets: Dataset) -> None:
     seen: list[tuple[int, float]] = []
-    result = tune(settings, dataset=small_tweets, trials=3, timeout_s=120,
-                  on_trial=lambda n, score: seen.append((n, score)))
+    result = tune(
+        settings,
+        dataset=small_tweets,
+        trials=3,
+        timeout_s=120,
+        on_trial=lambda n, score: seen.append((n, score)),
+    )
     assert result.trials == 3 and [n for n, _ in seen] == [0, 1, 2]
     assert result.best_macro_f1 == max(score for _, score in seen)
     assert set(result.best_params) == {"C", "ngram_max", "min_df", "class_weight"}

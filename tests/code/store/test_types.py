@@ -24,8 +24,16 @@ from loopml.store.types import render_item
 
 
 def _entry(ts: datetime, action: str) -> AuditEntry:
-    return AuditEntry(ts=ts, actor="t", action=action, model_name="m", from_version=None,
-                      to_version="1", reason="", details={})
+    return AuditEntry(
+        ts=ts,
+        actor="t",
+        action=action,
+        model_name="m",
+        from_version=None,
+        to_version="1",
+        reason="",
+        details={},
+    )
 
 
 def test_times_come_back_aware_utc_whatever_was_written(backend_settings: Settings) -> None:
@@ -41,8 +49,11 @@ def test_times_come_back_aware_utc_whatever_was_written(backend_settings: Settin
         with store.session() as session:
             rows = {e.action: e.ts for e in session.scalars(select(AuditEntry))}
             # Comparisons bind through the same type: after 14:00:01+02:00 is after 12:00:01 UTC.
-            later = session.scalars(select(AuditEntry.action).where(
-                AuditEntry.ts > datetime(2024, 5, 1, 14, 0, 1, tzinfo=plus_two))).all()
+            later = session.scalars(
+                select(AuditEntry.action).where(
+                    AuditEntry.ts > datetime(2024, 5, 1, 14, 0, 1, tzinfo=plus_two)
+                )
+            ).all()
     assert rows["aware_utc"] == datetime(2024, 5, 1, 12, 0, 0, 250000, tzinfo=UTC)
     assert rows["naive"] == datetime(2024, 5, 1, 12, 0, 1, tzinfo=UTC)
     assert rows["plus_two"] == datetime(2024, 5, 1, 12, 0, 2, tzinfo=UTC)
@@ -92,9 +103,17 @@ def test_latest_monitor_result_is_the_newest_of_that_model(backend_settings: Set
         assert store.latest_monitor_result("m") is None
         with store.session() as session:
             for i, name in enumerate(["m", "m", "other"]):
-                session.add(MonitorResult(
-                    ts=datetime(2024, 5, 1, 12, i), model_name=name, model_version=str(i),
-                    window_size=10 * i, verdict="ok", summary={"i": i}, report_path=None))
+                session.add(
+                    MonitorResult(
+                        ts=datetime(2024, 5, 1, 12, i),
+                        model_name=name,
+                        model_version=str(i),
+                        window_size=10 * i,
+                        verdict="ok",
+                        summary={"i": i},
+                        report_path=None,
+                    )
+                )
         row = store.latest_monitor_result("m")
     assert row is not None
     assert (row.model_version, row.window_size, row.summary) == ("1", 10, {"i": 1})
