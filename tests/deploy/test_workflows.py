@@ -112,7 +112,7 @@ def test_ci_runs_the_real_checks() -> None:
         assert re.search(rf"^{target}:", makefile, re.M), f"no make target {target}"
     assert "make test" in scripts
     assert "ruff check" in scripts and "mypy" in scripts
-    assert "ruff format --check" in (SCRIPTS / "format-check.sh").read_text()
+    assert "ruff format --check src tests benchmarks deploy" in scripts
     test = wf["jobs"]["test"]
     assert test["services"]["postgres"]["image"] == "postgres:15"
     assert test["env"]["LOOPML_TEST_POSTGRES_URL"].startswith("postgresql://postgres@")
