@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint typecheck unit install system-deps bench clean
+.PHONY: demo test lint typecheck unit install system-deps bench clean image base-image
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,17 +16,44 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Debian tools the tests use: promtool/prometheus (rule tests, scrape test), wrk and hey (load),
-# chromium (status page). Installed only when missing; needs root (CI and the dev machines are).
+# chromium (status page), the Docker engine and debootstrap (image tests: tests/deploy/test_image.py
+# starts dockerd when it is not running). Installed only when missing; needs root (CI and the dev
+# machines are).
 system-deps:
 	@missing=""; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	command -v hey >/dev/null || missing="$$missing hey"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v dockerd >/dev/null || missing="$$missing docker.io"; \
+	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+
+# The container image (Dockerfile): loopml:dev, or loopml:$(VERSION) with VERSION=1.2.3.
+# Without registry access: make base-image, then make image BASE_IMAGE=loopml-base:bookworm.
+IMAGE ?= loopml
+VERSION ?= dev
+BASE_IMAGE ?= python:3.11-slim
+LOCAL_BASE_IMAGE ?= loopml-base:bookworm
+EXTRAS ?= s3
+PKG_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+
+image:
+	docker build --network host \
+		--build-arg BASE_IMAGE=$(BASE_IMAGE) \
+		--build-arg EXTRAS=$(EXTRAS) \
+		--build-arg VERSION=$(if $(filter dev,$(VERSION)),$(PKG_VERSION)-dev,$(VERSION)) \
+		--build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+		--build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) \
+		-t $(IMAGE):$(VERSION) .
+
+# A Python 3.11 base image from Debian's packages (debootstrap), for machines that cannot pull
+# python:3.11-slim; reused when it exists (FORCE=1 rebuilds).
+base-image:
+	deploy/docker/base-image.sh $(LOCAL_BASE_IMAGE)
 
 demo: $(STAMP)
 	$(BIN)/loopml demo
