@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint typecheck unit install system-deps bench clean image base-image
+.PHONY: demo test lint typecheck unit install system-deps bench clean image base-image tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -14,6 +14,16 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# checkov (the Dockerfile policies of tests/deploy/test_image.py) in a venv of its own: it pins
+# old packaging/networkx and its bc-python-hcl2 installs the same `hcl2` module as python-hcl2.
+TOOLS := .venv-tools
+CHECKOV := $(TOOLS)/bin/checkov
+$(CHECKOV):
+	test -x $(TOOLS)/bin/python || $(PY) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q 'checkov>=3.1,<4'
+
+tools: $(CHECKOV)
 
 # Debian tools the tests use: promtool/prometheus (rule tests, scrape test), wrk and hey (load),
 # chromium (status page), the Docker engine and debootstrap (image tests: tests/deploy/test_image.py
@@ -64,11 +74,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) system-deps lint typecheck
+test: $(STAMP) system-deps tools lint typecheck
 	$(BIN)/pytest
 
 bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/train_bench.py
 
 clean:
-	rm -rf $(VENV) .loopml .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .loopml .pytest_cache .mypy_cache .ruff_cache
