@@ -1,9 +1,9 @@
 """Docker HEALTHCHECK of the loopml image, standard library only (no curl in the image).
 
 Reads the container's main command from /proc/1/cmdline: ``loopml serve`` is healthy when
-``GET /healthz`` answers 200 on its ``--port`` (default 8000); ``mlflow server`` when ``GET /health``
-answers 200 on its ``--port`` (default 5000); any other command (``controller``, ``train``,
-``monitor``) when it runs at all. ``LOOPML_HEALTHCHECK_URL`` overrides the URL.
+``GET /healthz`` answers 200 on its ``--port`` (default 8000); ``mlflow server`` when
+``GET /health`` answers 200 on its ``--port`` (default 5000); any other command (``controller``,
+``train``, ``monitor``) when it runs at all. ``LOOPML_HEALTHCHECK_URL`` overrides the URL.
 """
 
 from __future__ import annotations
@@ -23,30 +23,39 @@ def _option(argv: list[str], name: str, default: str) -> str:
     return default
 
 
-def _url() -> str | None:
+def _main_command() -> list[str]:
+    try:
+        return Path("/proc/1/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return []
+
+
+def url_for(argv: list[str]) -> str | None:
+    """The URL that tells whether the command ``argv`` is healthy; None: no HTTP to check."""
     url = os.environ.get("LOOPML_HEALTHCHECK_URL")
     if url:
         return url
-    try:
-        argv = Path("/proc/1/cmdline").read_bytes().decode().split("\0")
-    except OSError:
-        argv = []
+    # [python, /opt/loopml/bin/loopml, serve, ...]: the program, then its subcommand.
     names = [Path(a).name for a in argv]
+    program = next((i for i, n in enumerate(names) if n in ("loopml", "mlflow")), None)
+    if program is None or program + 1 >= len(argv):
+        return None
+    command = (names[program], argv[program + 1])
     host = _option(argv, "--host", "127.0.0.1")
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    if "serve" in argv and "loopml" in names:
+    if command == ("loopml", "serve"):
         return f"http://{host}:{_option(argv, '--port', '8000')}/healthz"
-    if "server" in argv and "mlflow" in names:
+    if command == ("mlflow", "server"):
         return f"http://{host}:{_option(argv, '--port', '5000')}/health"
     return None
 
 
 def main() -> int:
-    url = _url()
+    url = url_for(_main_command())
     if url is None:
         return 0
     try:
-        with urllib.request.urlopen(url, timeout=4) as response:  # noqa: S310 (loopback URL)
+        with urllib.request.urlopen(url, timeout=4) as response:
             return 0 if response.status == 200 else 1
     except OSError as exc:
         print(f"{url}: {exc}", file=sys.stderr)

@@ -13,6 +13,7 @@ Run with ``-s`` to see the measured figures (build time, cold start, drain).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import shutil
@@ -371,6 +372,24 @@ def test_sigterm_under_load_drains_every_answer(stack: Stack, server: Server) ->
             f"PostgreSQL right after the exit; docker stop took {stopped_s:.1f} s")
     assert len(set(answered)) == len(answered)
     assert logged == set(answered)
+
+
+def test_healthcheck_finds_the_url_of_the_main_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "healthcheck", REPO / "deploy" / "docker" / "healthcheck.py")
+    assert spec is not None and spec.loader is not None
+    hc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hc)
+    py, loopml, mlflow = "/opt/loopml/bin/python3", "/opt/loopml/bin/loopml", "/usr/bin/mlflow"
+    assert hc.url_for([py, loopml, "serve", "--host", "0.0.0.0", "--port", "8000", ""]) == (
+        "http://127.0.0.1:8000/healthz")
+    assert hc.url_for([py, loopml, "serve", "--port=9001"]) == "http://127.0.0.1:9001/healthz"
+    assert hc.url_for([py, mlflow, "server", "--host", "0.0.0.0"]) == (
+        "http://127.0.0.1:5000/health")
+    assert hc.url_for([py, loopml, "controller"]) is None
+    assert hc.url_for([py, loopml, "train", "--data", "serve"]) is None
+    monkeypatch.setenv("LOOPML_HEALTHCHECK_URL", "http://127.0.0.1:1/x")
+    assert hc.url_for([py, loopml, "controller"]) == "http://127.0.0.1:1/x"
 
 
 def test_hadolint_passes() -> None:
