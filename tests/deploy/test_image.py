@@ -34,7 +34,8 @@ import pytest
 
 from loopml.data import Dataset
 
-pytestmark = pytest.mark.slow
+# A cold first run (base image, then every dependency downloaded) takes 7-8 minutes here.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_NAME, IMAGE_TAG = "loopml", "test"
