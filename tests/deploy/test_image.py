@@ -147,6 +147,8 @@ def image(base_image: str) -> str:
         cwd=REPO, capture_output=True, text=True, timeout=1800, check=False)
     if proc.returncode != 0:
         pytest.fail(f"make image failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    # Earlier builds of the tag, now untagged (the build stages, unlabelled, stay as the cache).
+    _docker("image", "prune", "--force", "--filter", "label=org.opencontainers.image.title=loopml")
     size = int(_docker("image", "inspect", IMAGE, "--format", "{{.Size}}").stdout)
     cached = proc.stdout.count("Using cache") + proc.stdout.count("CACHED")
     _report(f"make image on {base_image}: {time.monotonic() - start:.1f} s "
