@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint format typecheck unit install system-deps tools k8s-generate k8s-render bench clean
+.PHONY: demo test lint format typecheck unit install system-deps tools k8s-generate k8s-render bench clean image base-image
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,7 +17,7 @@ install: $(STAMP)
 
 # Tools whose dependencies conflict with loopml's (checkov pins old packaging, cachetools and
 # importlib-metadata, and its hcl2 fork replaces python-hcl2): their own venv, used by
-# tests/deploy/test_k8s.py and tests/deploy/test_terraform.py.
+# tests/deploy/test_k8s.py, test_terraform.py and test_image.py (the Dockerfile policies).
 TOOLS := .venv-tools
 CHECKOV_VERSION := 3.3.30
 $(TOOLS)/.installed-$(CHECKOV_VERSION):
@@ -37,7 +37,8 @@ k8s-render:
 	@for o in dev prod; do kubectl kustomize deploy/k8s/overlays/$$o > /dev/null && echo "$$o: ok"; done
 
 # Debian tools the tests use: promtool/prometheus (rule tests, scrape test), wrk and hey (load),
-# chromium (status page); docker-compose (`config` on deploy/compose, no engine needed), amtool
+# chromium (status page), the Docker engine and debootstrap (tests/deploy/test_image.py starts
+# dockerd when it is not running); docker-compose (`config` on deploy/compose, no engine needed), amtool
 # (Alertmanager config), caddy (`caddy validate` on the proxy config), shellcheck (actionlint runs
 # it on the workflows' scripts). Installed only when missing; needs root (CI and the dev machines are).
 system-deps:
@@ -50,10 +51,35 @@ system-deps:
 	command -v amtool >/dev/null || missing="$$missing prometheus-alertmanager"; \
 	command -v caddy >/dev/null || missing="$$missing caddy"; \
 	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
+	command -v dockerd >/dev/null || missing="$$missing docker.io"; \
+	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+
+# The container image (Dockerfile): loopml:dev, or loopml:$(VERSION) with VERSION=1.2.3.
+# Without registry access: make base-image, then make image BASE_IMAGE=loopml-base:bookworm.
+IMAGE ?= loopml
+VERSION ?= dev
+BASE_IMAGE ?= python:3.11-slim
+LOCAL_BASE_IMAGE ?= loopml-base:bookworm
+EXTRAS ?= s3
+PKG_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+
+image:
+	docker build --network host \
+		--build-arg BASE_IMAGE=$(BASE_IMAGE) \
+		--build-arg EXTRAS=$(EXTRAS) \
+		--build-arg VERSION=$(if $(filter dev,$(VERSION)),$(PKG_VERSION)-dev,$(VERSION)) \
+		--build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+		--build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) \
+		-t $(IMAGE):$(VERSION) .
+
+# A Python 3.11 base image from Debian's packages (debootstrap), for machines that cannot pull
+# python:3.11-slim; reused when it exists (FORCE=1 rebuilds).
+base-image:
+	deploy/docker/base-image.sh $(LOCAL_BASE_IMAGE)
 
 demo: $(STAMP)
 	$(BIN)/loopml demo

@@ -1,0 +1,104 @@
+# loopml: one image for `serve` (default), `controller`, `train`, `monitor`, and an MLflow tracking
+# server (`--entrypoint mlflow`), built from this repository:
+#
+#   make image                                    # loopml:dev on python:3.11-slim
+#   make image BASE_IMAGE=loopml-base:bookworm    # without registry access: deploy/docker/base-image.sh
+#   docker run --read-only --tmpfs /tmp -v loopml:/var/lib/loopml -p 8000:8000 loopml:dev
+#
+# The root filesystem may be read-only: everything written goes to LOOPML_HOME (/var/lib/loopml, a
+# volume) or to /tmp (mount a tmpfs). On SIGTERM `serve` stops accepting connections, finishes
+# in-flight requests (up to 30 s), then drains the prediction journal to the database (up to 15 s,
+# plus at most 11 s for a write already in flight; about 1 s in all with a healthy database):
+# allow 75 s (docker stop -t 75, terminationGracePeriodSeconds: 75). See deploy/docker/README.md.
+#
+# checkov:skip=CKV_DOCKER_7: the base image is a build argument whose default is pinned to a version tag (python:3.11-slim); checkov cannot resolve ARGs in FROM
+
+ARG BASE_IMAGE=python:3.11-slim
+
+# ---- requirements: the runtime dependencies (+ EXTRAS) listed from pyproject.toml ---------------
+# Its own stage so that the build stage's dependency layer is reused until the list itself changes
+# (not on every edit of pyproject.toml's dev extras or tool settings).
+FROM ${BASE_IMAGE} AS requirements
+ARG EXTRAS=s3
+WORKDIR /src
+COPY pyproject.toml ./
+RUN python3 -c 'import sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; extras = [e for e in sys.argv[1].split(",") if e]; print("\n".join(p["dependencies"] + [d for e in extras for d in p["optional-dependencies"][e]]))' "${EXTRAS}" > /src/requirements.txt
+
+# ---- build: the wheel, then a virtual environment with it and its dependencies ----------------
+FROM ${BASE_IMAGE} AS build
+
+ARG EXTRAS=s3
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DEFAULT_TIMEOUT=120 \
+    PYTHONDONTWRITEBYTECODE=1
+
+WORKDIR /src
+SHELL ["/bin/sh", "-eu", "-c"]
+
+# Dependencies first: this layer is reused until the requirements change.
+COPY --from=requirements /src/requirements.txt /tmp/requirements.txt
+RUN python3 -m venv /opt/build \
+ && /opt/build/bin/pip install "setuptools>=77" "wheel>=0.43" \
+ && python3 -m venv /opt/loopml \
+ && /opt/loopml/bin/pip install --requirement /tmp/requirements.txt
+
+# Then the package: a wheel, installed into the venv (its dependencies are already there).
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /dist . \
+ && wheel="$(ls /dist/loopml-*.whl)" \
+ && /opt/loopml/bin/pip install "loopml[${EXTRAS}] @ file://${wheel}" \
+ && /opt/loopml/bin/pip check \
+ && /opt/loopml/bin/loopml --help > /dev/null
+
+# ---- runtime: the venv on a clean base, a non-root user, nothing written outside the volume ---
+FROM ${BASE_IMAGE} AS runtime
+
+# HOME and the working directory are the volume; caches that may be lost go to /tmp.
+ENV PATH=/opt/loopml/bin:$PATH \
+    LOOPML_HOME=/var/lib/loopml \
+    HOME=/var/lib/loopml \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    MPLBACKEND=Agg \
+    XDG_CACHE_HOME=/tmp/cache \
+    MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false
+
+RUN groupadd --system --gid 10001 loopml \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home \
+        --home-dir /var/lib/loopml --shell /usr/sbin/nologin loopml \
+ && mkdir -p /var/lib/loopml \
+ && chown 10001:10001 /var/lib/loopml \
+ && chmod 0750 /var/lib/loopml
+
+COPY --from=build /opt/loopml /opt/loopml
+COPY deploy/docker/healthcheck.py /opt/loopml/healthcheck.py
+
+USER 10001:10001
+WORKDIR /var/lib/loopml
+VOLUME ["/var/lib/loopml"]
+EXPOSE 8000
+
+# `serve`: GET /healthz on its --port; `mlflow server`: GET /health; other commands: alive.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python3", "-I", "/opt/loopml/healthcheck.py"]
+
+# Labels last: a new revision or date does not invalidate the layers above.
+ARG BASE_IMAGE=python:3.11-slim
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="loopml" \
+      org.opencontainers.image.description="Closed-loop MLOps for text classification: serve, controller, train, monitor" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.base.name="${BASE_IMAGE}"
+
+ENTRYPOINT ["loopml"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]
