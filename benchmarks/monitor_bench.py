@@ -108,9 +108,9 @@ def main() -> None:
         print(
             json.dumps(
                 {
-                    "rows": report.summary["window"]["rows"],
-                    "sampled": report.summary["window"]["sampled"],
-                    "labeled": report.summary["quality"]["labeled"],
+                    "rows": report.summary.window.rows,
+                    "sampled": report.summary.window.sampled,
+                    "labeled": report.summary.quality.labeled,
                     "verdict": report.verdict,
                     "seconds": [round(t, 2) for t in timings],
                     "note": "first run includes downloading the reference and loading the model",

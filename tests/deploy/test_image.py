@@ -46,20 +46,38 @@ DOCKERD_LOG = Path("/var/log/loopml-test-dockerd.log")
 POSTGRES_ENV = "LOOPML_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 HOME = "/var/lib/loopml"
-HARDENING = ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
-             "--security-opt", "no-new-privileges", "--network", "host"]
+HARDENING = [
+    "--read-only",
+    "--tmpfs",
+    "/tmp",
+    "--cap-drop",
+    "ALL",
+    "--security-opt",
+    "no-new-privileges",
+    "--network",
+    "host",
+]
 # The grace a stop gets (serving/server.py's docstring adds up the bounds: connections 30 s,
 # shadow 5 s, error rows 5 s, journal 15 s + 11 s for an insert in flight).
 STOP_TIMEOUT_S = 75
 
 
-def _docker(*args: str, timeout: float = 120, check: bool = True,
-            stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(["docker", *args], input=stdin.decode() if stdin else None,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+def _docker(
+    *args: str, timeout: float = 120, check: bool = True, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        ["docker", *args],
+        input=stdin.decode() if stdin else None,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     if check and proc.returncode != 0:
-        pytest.fail(f"docker {' '.join(args[:3])} ... exited {proc.returncode}:\n"
-                    f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+        pytest.fail(
+            f"docker {' '.join(args[:3])} ... exited {proc.returncode}:\n"
+            f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc
 
 
@@ -88,8 +106,10 @@ def _report(line: str) -> None:
 
 
 def _engine_up() -> bool:
-    return subprocess.run(["docker", "info"], capture_output=True, timeout=30,
-                          check=False).returncode == 0
+    return (
+        subprocess.run(["docker", "info"], capture_output=True, timeout=30, check=False).returncode
+        == 0
+    )
 
 
 @pytest.fixture(scope="session")
@@ -105,8 +125,13 @@ def docker_engine() -> None:
     DOCKERD_LOG.parent.mkdir(parents=True, exist_ok=True)
     with DOCKERD_LOG.open("ab") as log:
         # Left running for later sessions (and for anyone else's containers on it).
-        subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT,
-                         stdin=subprocess.DEVNULL, start_new_session=True)
+        subprocess.Popen(
+            ["dockerd"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
         _poll("dockerd to answer `docker info`", _engine_up, timeout=90, interval=0.5)
     except pytest.fail.Exception:
@@ -129,8 +154,13 @@ def base_image(docker_engine: None) -> str:
         if shutil.which("debootstrap") is None:
             pytest.fail("cannot pull python:3.11-slim and debootstrap is not installed")
         start = time.monotonic()
-        proc = subprocess.run([str(REPO / "deploy" / "docker" / "base-image.sh"), LOCAL_BASE],
-                              capture_output=True, text=True, timeout=900, check=False)
+        proc = subprocess.run(
+            [str(REPO / "deploy" / "docker" / "base-image.sh"), LOCAL_BASE],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
         if proc.returncode != 0:
             pytest.fail(f"base-image.sh failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
         _report(f"base image {LOCAL_BASE} made in {time.monotonic() - start:.0f} s")
@@ -142,17 +172,30 @@ def image(base_image: str) -> str:
     """The image built by ``make image`` (Docker's layer cache makes a rebuild fast)."""
     start = time.monotonic()
     proc = subprocess.run(
-        ["make", "--no-print-directory", "image", f"BASE_IMAGE={base_image}",
-         f"IMAGE={IMAGE_NAME}", f"VERSION={IMAGE_TAG}"],
-        cwd=REPO, capture_output=True, text=True, timeout=1800, check=False)
+        [
+            "make",
+            "--no-print-directory",
+            "image",
+            f"BASE_IMAGE={base_image}",
+            f"IMAGE={IMAGE_NAME}",
+            f"VERSION={IMAGE_TAG}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
     if proc.returncode != 0:
         pytest.fail(f"make image failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     # Earlier builds of the tag, now untagged (the build stages, unlabelled, stay as the cache).
     _docker("image", "prune", "--force", "--filter", "label=org.opencontainers.image.title=loopml")
     size = int(_docker("image", "inspect", IMAGE, "--format", "{{.Size}}").stdout)
     cached = proc.stdout.count("Using cache") + proc.stdout.count("CACHED")
-    _report(f"make image on {base_image}: {time.monotonic() - start:.1f} s "
-            f"({cached} cached steps), {size / 1e6:.0f} MB")
+    _report(
+        f"make image on {base_image}: {time.monotonic() - start:.1f} s "
+        f"({cached} cached steps), {size / 1e6:.0f} MB"
+    )
     return IMAGE
 
 
@@ -188,16 +231,23 @@ class Stack:
     containers: list[str] = field(default_factory=list)
 
     def env(self) -> list[str]:
-        return ["-e", f"LOOPML_DATABASE_URL={self.database}",
-                "-e", f"LOOPML_TRACKING_URI={self.database}",
-                "-v", f"{self.volume}:{HOME}"]
+        return [
+            "-e",
+            f"LOOPML_DATABASE_URL={self.database}",
+            "-e",
+            f"LOOPML_TRACKING_URI={self.database}",
+            "-v",
+            f"{self.volume}:{HOME}",
+        ]
 
-    def run(self, *args: str, timeout: float = 300,
-            stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, timeout: float = 300, stdin: bytes | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run a command to its end in a hardened container."""
         flags = ["-i"] if stdin is not None else []
-        return _docker("run", "--rm", *flags, *HARDENING, *self.env(), *args,
-                       timeout=timeout, stdin=stdin)
+        return _docker(
+            "run", "--rm", *flags, *HARDENING, *self.env(), *args, timeout=timeout, stdin=stdin
+        )
 
     def serve(self) -> Server:
         """Start ``loopml serve`` (the image's healthcheck on) on a free loopback port."""
@@ -205,8 +255,20 @@ class Stack:
         name = f"{self.prefix}-serve-{len(self.containers)}"
         self.containers.append(name)
         started = time.monotonic()
-        _docker("run", "-d", "--name", name, *HARDENING, *self.env(), self.image,
-                "serve", "--host", "127.0.0.1", "--port", str(port))
+        _docker(
+            "run",
+            "-d",
+            "--name",
+            name,
+            *HARDENING,
+            *self.env(),
+            self.image,
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        )
         server = Server(name, f"http://127.0.0.1:{port}")
         server.wait_ready()
         server.cold_start_s = time.monotonic() - started
@@ -241,13 +303,22 @@ def stack(image: str, database: str, small_tweets: Dataset) -> Iterator[Stack]:
     s = Stack(image, database, prefix, prefix)
     try:
         csv = small_tweets.frame.to_csv(index=False).encode()
-        s.run("--entrypoint", "sh", image, "-c", f"mkdir -p {HOME}/data && cat > {HOME}/data/t.csv",
-              stdin=csv)
+        s.run(
+            "--entrypoint",
+            "sh",
+            image,
+            "-c",
+            f"mkdir -p {HOME}/data && cat > {HOME}/data/t.csv",
+            stdin=csv,
+        )
         start = time.monotonic()
-        out = json.loads(s.run(image, "train", "--data", f"{HOME}/data/t.csv", "--promote",
-                               "--json").stdout)
-        _report(f"loopml train --promote in a container: {time.monotonic() - start:.1f} s, "
-                f"version {out.get('version')}, macro-F1 {out['metrics']['macro_f1']:.3f}")
+        out = json.loads(
+            s.run(image, "train", "--data", f"{HOME}/data/t.csv", "--promote", "--json").stdout
+        )
+        _report(
+            f"loopml train --promote in a container: {time.monotonic() - start:.1f} s, "
+            f"version {out.get('version')}, macro-F1 {out['metrics']['macro_f1']:.3f}"
+        )
         assert out["promoted"] is True
         yield s
     finally:
@@ -265,8 +336,9 @@ def server(stack: Stack) -> Server:
 
 def _logged(database: str, request_ids: list[str]) -> set[str]:
     with psycopg.connect(database, connect_timeout=5) as conn:
-        rows = conn.execute("SELECT request_id FROM predictions WHERE request_id = ANY(%s)",
-                            (request_ids,)).fetchall()
+        rows = conn.execute(
+            "SELECT request_id FROM predictions WHERE request_id = ANY(%s)", (request_ids,)
+        ).fetchall()
     return {r[0] for r in rows}
 
 
@@ -278,8 +350,9 @@ def test_container_is_hardened(stack: Stack, server: Server) -> None:
     assert uid != "0" and uid == "10001"
     touch = _docker("exec", server.name, "touch", "/opt/loopml/x", check=False)
     assert touch.returncode != 0 and "Read-only file system" in touch.stderr
-    caps = _docker("exec", server.name, "grep", "-E", "^(CapEff|NoNewPrivs)",
-                   "/proc/1/status").stdout.split()
+    caps = _docker(
+        "exec", server.name, "grep", "-E", "^(CapEff|NoNewPrivs)", "/proc/1/status"
+    ).stdout.split()
     assert caps == ["CapEff:", "0000000000000000", "NoNewPrivs:", "1"]
     config = json.loads(_docker("inspect", stack.image).stdout)[0]["Config"]
     assert config["User"] == "10001:10001" and config["Entrypoint"] == ["loopml"]
@@ -301,19 +374,24 @@ def test_serves_logs_and_reports_healthy(stack: Stack, server: Server) -> None:
             assert body["model_version"] == "1" and body["variant"] == "champion"
             ids.append(body["predictions"][0]["request_id"])
         assert client.get("/healthz").status_code == 200
-    _poll("the predictions in PostgreSQL", lambda: _logged(stack.database, ids) == set(ids),
-          timeout=30)
+    _poll(
+        "the predictions in PostgreSQL",
+        lambda: _logged(stack.database, ids) == set(ids),
+        timeout=30,
+    )
 
     def health() -> str | None:
-        state = json.loads(_docker("inspect", server.name, "--format",
-                                   "{{json .State.Health}}").stdout)
+        state = json.loads(
+            _docker("inspect", server.name, "--format", "{{json .State.Health}}").stdout
+        )
         return state["Status"] if state["Status"] != "starting" else None
 
     assert _poll("the HEALTHCHECK verdict", health, timeout=150, interval=1) == "healthy"
 
 
-async def _load(url: str, answered: list[str], errors: list[str], stop: threading.Event,
-                connections: int = 32) -> None:
+async def _load(
+    url: str, answered: list[str], errors: list[str], stop: threading.Event, connections: int = 32
+) -> None:
     """Predict on ``connections`` keep-alive connections (one in four sends 64-text batches, so
     requests are in flight when the signal comes) until ``stop`` is set and the server refuses or
     drops the connection."""
@@ -347,12 +425,12 @@ def test_sigterm_under_load_drains_every_answer(stack: Stack, server: Server) ->
     answered: list[str] = []
     errors: list[str] = []
     stop = threading.Event()
-    loader = threading.Thread(target=asyncio.run,
-                              args=(_load(server.url, answered, errors, stop),))
+    loader = threading.Thread(target=asyncio.run, args=(_load(server.url, answered, errors, stop),))
     loader.start()
     try:
-        _poll("3,000 answered texts under load", lambda: len(answered) >= 3000 or errors,
-              timeout=120)
+        _poll(
+            "3,000 answered texts under load", lambda: len(answered) >= 3000 or errors, timeout=120
+        )
         assert not errors, errors[:3]
         at_signal = len(answered)
         stop.set()
@@ -370,25 +448,30 @@ def test_sigterm_under_load_drains_every_answer(stack: Stack, server: Server) ->
     assert "Application shutdown complete" in logs.stderr
     assert "left on the spool" not in logs.stderr
     logged = _logged(stack.database, answered)
-    _report(f"SIGTERM under load: {len(answered)} texts answered 200 "
-            f"({len(answered) - at_signal} after the signal), {len(logged)} of them in "
-            f"PostgreSQL right after the exit; docker stop took {stopped_s:.1f} s")
+    _report(
+        f"SIGTERM under load: {len(answered)} texts answered 200 "
+        f"({len(answered) - at_signal} after the signal), {len(logged)} of them in "
+        f"PostgreSQL right after the exit; docker stop took {stopped_s:.1f} s"
+    )
     assert len(set(answered)) == len(answered)
     assert logged == set(answered)
 
 
 def test_healthcheck_finds_the_url_of_the_main_command(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = importlib.util.spec_from_file_location(
-        "healthcheck", REPO / "deploy" / "docker" / "healthcheck.py")
+        "healthcheck", REPO / "deploy" / "docker" / "healthcheck.py"
+    )
     assert spec is not None and spec.loader is not None
     hc = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hc)
     py, loopml, mlflow = "/opt/loopml/bin/python3", "/opt/loopml/bin/loopml", "/usr/bin/mlflow"
     assert hc.url_for([py, loopml, "serve", "--host", "0.0.0.0", "--port", "8000", ""]) == (
-        "http://127.0.0.1:8000/healthz")
+        "http://127.0.0.1:8000/healthz"
+    )
     assert hc.url_for([py, loopml, "serve", "--port=9001"]) == "http://127.0.0.1:9001/healthz"
     assert hc.url_for([py, mlflow, "server", "--host", "0.0.0.0"]) == (
-        "http://127.0.0.1:5000/health")
+        "http://127.0.0.1:5000/health"
+    )
     assert hc.url_for([py, loopml, "controller"]) is None
     assert hc.url_for([py, loopml, "train", "--data", "serve"]) is None
     monkeypatch.setenv("LOOPML_HEALTHCHECK_URL", "http://127.0.0.1:1/x")
@@ -397,22 +480,42 @@ def test_healthcheck_finds_the_url_of_the_main_command(monkeypatch: pytest.Monke
 
 def test_hadolint_passes() -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
-    proc = subprocess.run([hadolint, "Dockerfile"], cwd=REPO, capture_output=True, text=True,
-                          timeout=60, check=False)
+    proc = subprocess.run(
+        [hadolint, "Dockerfile"], cwd=REPO, capture_output=True, text=True, timeout=60, check=False
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_checkov_has_no_failed_check() -> None:
     # `make tools` installs checkov in .venv-tools (its pins clash with the dev dependencies).
-    found = [os.environ.get("LOOPML_CHECKOV"), str(REPO / ".venv-tools" / "bin" / "checkov"),
-             shutil.which("checkov")]
+    found = [
+        os.environ.get("LOOPML_CHECKOV"),
+        str(REPO / ".venv-tools" / "bin" / "checkov"),
+        shutil.which("checkov"),
+    ]
     checkov = next((c for c in found if c and Path(c).is_file()), None)
     if checkov is None:
         pytest.fail("checkov not found: make tools (or set LOOPML_CHECKOV)")
     env = {**os.environ, "BC_SKIP_MAPPING": "TRUE"}
-    proc = subprocess.run([checkov, "-f", "Dockerfile", "--framework", "dockerfile",
-                           "--skip-download", "--quiet", "-o", "json"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [
+            checkov,
+            "-f",
+            "Dockerfile",
+            "--framework",
+            "dockerfile",
+            "--skip-download",
+            "--quiet",
+            "-o",
+            "json",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     report = json.loads(proc.stdout)
     assert report["summary"]["failed"] == 0, proc.stdout
     assert report["summary"]["passed"] >= 50

@@ -108,7 +108,7 @@ def test_in_domain_window_is_ok_and_everything_is_written(world: World) -> None:
     )
     report = run_monitor(settings, window=1000)
 
-    assert report.verdict == "ok", report.summary["reasons"]
+    assert report.verdict == "ok", report.summary.reasons
     assert not report.alarm
     summary = report.to_dict()
     assert summary["window"]["rows"] == 1000
@@ -184,7 +184,7 @@ def test_unlogged_text_keeps_prediction_drift_and_quality(world: World) -> None:
     assert status["text"] == status["oov"] == status["mentions"] == "unavailable"
     assert status["confidence"] == "drift"
     assert report.assessment.quality.labeled == 1000
-    assert report.summary["window"]["text_logged"] is False
+    assert report.summary.window.text_logged is False
 
 
 def test_small_window_is_insufficient_never_drift(world: World) -> None:
@@ -215,8 +215,8 @@ def test_since_selects_by_time(world: World) -> None:
     )
     report = run_monitor(settings, since=datetime.now(UTC) - timedelta(days=1))
 
-    assert report.summary["window"]["rows"] == 400
-    assert report.verdict == "ok", report.summary["reasons"]
+    assert report.summary.window.rows == 400
+    assert report.verdict == "ok", report.summary.reasons
 
 
 def test_usage_errors_exit_2(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
