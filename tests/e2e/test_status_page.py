@@ -109,6 +109,14 @@ def test_status_page_in_chromium(
                         arg=variant,
                         timeout=30_000,
                     )
+                # p99 points exist only for seconds with traffic: wait for a second one too
+                # (the first drawing can come from the page's own JSON, one second of load).
+                page.wait_for_function(
+                    """() => (document.querySelector(
+                      '#chart-p99 polyline[data-variant="champion"]')
+                      .getAttribute('points') || '').trim().split(/\\s+/).length >= 2""",
+                    timeout=30_000,
+                )
                 p99 = page.get_attribute('#chart-p99 polyline[data-variant="champion"]', "points")
                 assert p99 and len(p99.split()) >= 2
                 assert page.text_content("#latest-rps")
