@@ -647,13 +647,28 @@ def serve(
         bool,
         typer.Option("--access-log/--no-access-log", help="Log one line per request (paths only)."),
     ] = False,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Also serve Open Inference Protocol V2 over gRPC (KServe's"
+            " GRPCInferenceService) on this port, on the same interface; 0 = off. Every worker"
+            " shares it (SO_REUSEPORT).",
+            min=0,
+            max=65535,
+            show_default="LOOPML_GRPC_PORT, else off",
+        ),
+    ] = None,
 ) -> None:
     """Serve the champion over HTTP: /v1/predict, Open Inference Protocol V2 under /v2,
-    feedback, health, a status page at /, JSON status and Prometheus /metrics. Follows the
-    routing state (canary or shadow challenger) and the registry alias, and hot-swaps."""
+    feedback, health, a status page at /, JSON status and Prometheus /metrics; OIP V2 over gRPC
+    too with --grpc-port. Follows the routing state (canary or shadow challenger) and the
+    registry alias, and hot-swaps."""
     from loopml.serving import run
 
-    run(load_settings(), host=host, port=port, workers=workers, access_log=access_log)
+    settings = load_settings()
+    if grpc_port is not None:
+        settings = settings.model_copy(update={"grpc_port": grpc_port})
+    run(settings, host=host, port=port, workers=workers, access_log=access_log)
 
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")

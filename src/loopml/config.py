@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(5000, ge=1)
     max_texts_per_request: int = Field(256, ge=1)
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    grpc_port: int = Field(0, ge=0, le=65535)
+    grpc_host: str | None = None
     reload_interval_s: float = Field(10.0, gt=0)
     routing_poll_s: float = Field(1.0, gt=0)
     predlog_batch_size: int = Field(500, ge=1)

@@ -2,9 +2,10 @@
 and the fast lane.
 
 The fast lane answers ``POST /v1/predict`` and ``POST /v2/models/{name}[/versions/{v}]/infer``
-directly, with the same functions the FastAPI routes call, skipping FastAPI's per-request
-machinery (measured: about half of the CPU time of a single-text request on this 2-core machine;
-see benchmarks/README.md). The FastAPI routes stay registered for OpenAPI, /docs and mounting.
+(JSON, or OIP's binary tensor data with ``Inference-Header-Content-Length``) directly, with the
+same functions the FastAPI routes call, skipping FastAPI's per-request machinery (measured: about
+half of the CPU time of a single-text request on this 2-core machine; see benchmarks/README.md).
+The FastAPI routes stay registered for OpenAPI, /docs and mounting.
 
 It never logs headers or bodies: a crash is logged with its exception type and route only, so
 neither tokens nor texts reach the server's logs.
@@ -21,6 +22,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loopml.errors import LoopmlError
+from loopml.serving.oip_binary import HEADER_LENGTH
 from loopml.serving.routes.oip import answer_infer
 from loopml.serving.routes.predict import answer_predict
 from loopml.serving.runtime import Runtime
@@ -30,6 +32,7 @@ __all__ = ["EdgeMiddleware"]
 log = logging.getLogger("loopml.serving")
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_HEADER_LENGTH = HEADER_LENGTH.encode()
 
 
 class _TooLargeError(Exception):
@@ -134,21 +137,17 @@ class EdgeMiddleware:
             _template, name, version = hot
             if name is None:
                 out = await answer_predict(runtime, state, body)
+                headers = [(b"content-type", b"application/json")]
             else:
-                out = await answer_infer(runtime, state, body, name, version)
+                answer = await answer_infer(
+                    runtime, state, body, name, version, _header(scope, _HEADER_LENGTH)
+                )
+                out, headers = answer.body, answer.headers
         except LoopmlError as exc:
             await _error(send, exc.http_status, str(exc), exc.http_headers)
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(out)).encode()),
-                ],
-            }
-        )
+        headers.append((b"content-length", str(len(out)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": out})
 
     def _observe(self, scope: Scope, state: dict[str, Any], status: int, seconds: float) -> None:
@@ -172,9 +171,14 @@ class EdgeMiddleware:
 
 def _request_key(scope: Scope) -> str | None:
     """The ``X-Request-Key`` header (the canary's stickiness key), if the client sent one."""
-    for name, value in scope["headers"]:
-        if name == b"x-request-key":
-            return value.decode("latin-1") or None
+    return _header(scope, b"x-request-key") or None
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header ``name`` (lower case), if the client sent it."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
     return None
 
 

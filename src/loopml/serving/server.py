@@ -12,6 +12,11 @@ the prediction journal to the database (up to 15 s, plus up to 11 s for an inser
 what is not committed by then stays on the spool and is replayed at the next start). Worst case
 about 30 + 5 + 5 + 15 + 11 = 66 s, with a database that stopped answering; about one second when it
 answers. ``terminationGracePeriodSeconds`` (or ``docker stop -t``) of 75 s covers it.
+
+With ``grpc_port`` set, each worker also serves OIP over gRPC (:mod:`loopml.serving.grpc`) on
+that port, bound with ``SO_REUSEPORT`` so that N workers share it as they share the HTTP socket
+(the kernel spreads connections over them); it binds ``grpc_host``, by default the HTTP ``host``.
+On SIGTERM its calls in flight get up to 5 s more, after the HTTP drain.
 """
 
 from __future__ import annotations
@@ -84,6 +89,8 @@ def run(
     if workers < 1:
         raise ServingError(f"--workers must be at least 1, got {workers}")
     settings.prepare()
+    if settings.grpc_port and settings.grpc_host is None:
+        settings = settings.model_copy(update={"grpc_host": host})
     _migrate_once(settings)
     options: dict[str, Any] = {
         "host": host,

@@ -20,7 +20,7 @@ from loopml.serving.batcher import Batcher, QueueFullError
 from loopml.serving.loader import LoadedModel, build_manifest, verify_manifest, warm_up
 from loopml.serving.metrics import Metrics
 from loopml.serving.predlog import Journal, PredictionLog, find_in_spool, read_lines
-from loopml.serving.routes.oip import parse_infer
+from loopml.serving.routes.oip import InferRequest, parse_infer
 from loopml.serving.routes.predict import parse_predict
 from loopml.store import open_store
 
@@ -233,7 +233,8 @@ def test_parse_predict_and_infer() -> None:
         b'{"id": "7", "inputs": [{"name": "text", "shape": [2], "datatype": "BYTES",'
         b' "data": ["a", "b"]}], "outputs": [{"name": "label"}]}'
     )
-    assert parse_infer(body, runtime) == ("7", ["a", "b"], ["label"])  # type: ignore[arg-type]
+    parsed = parse_infer(body, runtime)  # type: ignore[arg-type]
+    assert parsed == InferRequest("7", ["a", "b"], [("label", False)])
 
 
 # -- loader checks -----------------------------------------------------------------------------
