@@ -1,4 +1,5 @@
-"""The app factory: one FastAPI app per worker, its lifespan starting and stopping the runtime."""
+"""The app factory: one FastAPI app per worker, its lifespan starting and stopping the runtime
+(and the gRPC server of OIP V2 when ``LOOPML_GRPC_PORT`` is set)."""
 
 from __future__ import annotations
 
@@ -41,10 +42,21 @@ def create_app(settings: Settings | None = None, *, fast_lane: bool = True) -> F
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # gRPC binds before anything starts (a port in use fails the start at once), answers
+        # once the runtime runs, and stops first (its calls in flight get 5 s).
+        grpc = None
+        if settings.grpc_port:
+            from loopml.serving.grpc.service import bind_grpc  # grpcio only when asked for
+
+            grpc = bind_grpc(runtime)
         await runtime.start()
+        if grpc is not None:
+            await grpc.start()
         try:
             yield
         finally:
+            if grpc is not None:
+                await grpc.stop()
             await runtime.stop()
 
     app = FastAPI(

@@ -3,8 +3,7 @@
 The parts: a :class:`~loopml.serving.router.Router` (variants, batchers, canary and shadow), a
 :class:`~loopml.serving.follower.ModelFollower` (routing state and models), a
 :class:`~loopml.serving.feedback.FeedbackStore`, the prediction log, the serving-error log, the
-metrics, the guard and, when ``LOOPML_GRPC_PORT`` is set, the gRPC server
-(:mod:`loopml.serving.grpc`). The status view (:mod:`loopml.serving.status`) reads them.
+metrics and the guard. The status view (:mod:`loopml.serving.status`) reads them.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -32,16 +31,12 @@ from loopml.serving.router import Router, Slot
 from loopml.serving.status import routing_status, worker_status
 from loopml.store import Store
 
-if TYPE_CHECKING:
-    from loopml.serving.grpc.service import GrpcServer
-
 __all__ = ["Runtime"]
 
 log = logging.getLogger("loopml.serving")
 
 _DRAIN_TIMEOUT_S = 15.0
 _SHADOW_DRAIN_S = 5.0
-_GRPC_GRACE_S = 5.0
 
 
 class Runtime:
@@ -65,7 +60,6 @@ class Runtime:
             errors=self.errors,
         )
         self.follower = ModelFollower(settings, self.router, self.loader, self.metrics, self.errors)
-        self.grpc: GrpcServer | None = None
         self.started_at = time.time()
 
     def _batcher(self, predlog: PredictionLog | None) -> Batcher:
@@ -81,10 +75,8 @@ class Runtime:
 
     async def start(self) -> None:
         """Open the store and the prediction log, start batchers, the error writer and the
-        follower of the routing state and the registry; with ``grpc_port`` set, the gRPC server
-        (bound first, so a port that cannot be bound fails the start before anything runs)."""
+        follower of the routing state and the registry."""
         self.settings.prepare()
-        grpc = self._bind_grpc()
         engine, migrated = await asyncio.to_thread(self._open_store)
         assert self.store is not None
         self.predlog = PredictionLog(
@@ -102,19 +94,6 @@ class Runtime:
             slot.batcher = self._batcher(self.predlog)
             slot.batcher.start()
         self.follower.start(self.store)
-        if grpc is not None:
-            await grpc.start()
-            self.grpc = grpc
-
-    def _bind_grpc(self) -> GrpcServer | None:
-        port = self.settings.grpc_port
-        if not port:
-            return None
-        from loopml.serving.grpc.service import GrpcServer
-
-        grpc = GrpcServer(self)
-        grpc.bind(self.settings.grpc_host or "127.0.0.1", port)
-        return grpc
 
     def _open_store(self) -> tuple[Engine, bool]:
         from loopml.store import open_store

@@ -47,11 +47,13 @@ from loopml.serving.routes.predict import check_texts
 if TYPE_CHECKING:
     from loopml.serving.runtime import Runtime
 
-__all__ = ["GrpcServer"]
+__all__ = ["GRPC_GRACE_S", "GrpcServer", "bind_grpc"]
 
 log = logging.getLogger("loopml.serving")
 
 _SERVICE = "/inference.GRPCInferenceService/"
+#: how long calls in flight may finish when the worker stops
+GRPC_GRACE_S = 5.0
 
 
 def _headers(context: Any) -> Headers:
@@ -275,6 +277,18 @@ class GrpcServer:
         await self._server.start()
         log.info("gRPC (OIP V2) listening on port %d", self.port)
 
-    async def stop(self, grace_s: float) -> None:
+    async def stop(self, grace_s: float = GRPC_GRACE_S) -> None:
         """Refuse new calls and let the ones in flight finish for up to ``grace_s``."""
         await self._server.stop(grace_s)
+
+
+def bind_grpc(runtime: Runtime) -> GrpcServer | None:
+    """A gRPC server bound to ``grpc_host:grpc_port`` (not started), or None when the port is 0.
+
+    Call it in the worker's event loop; a ServingError when the port cannot be bound."""
+    settings = runtime.settings
+    if not settings.grpc_port:
+        return None
+    server = GrpcServer(runtime)
+    server.bind(settings.grpc_host or "127.0.0.1", settings.grpc_port)
+    return server
