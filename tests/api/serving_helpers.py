@@ -108,6 +108,8 @@ class Server:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    #: more ``loopml serve`` options (e.g. ``["--grpc-port", "8001"]``)
+    args: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -128,6 +130,7 @@ class Server:
             str(self.port),
             "--workers",
             str(self.workers),
+            *self.args,
         ]
         with self.log_path.open("wb") as log:
             # A session of its own: kill() can SIGKILL the supervisor and its workers at once.

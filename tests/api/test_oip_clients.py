@@ -372,3 +372,26 @@ def test_api_keys_through_client_headers(keyed_server: Server) -> None:
     finally:
         http_client.close()
         grpc_client.close()
+
+
+@pytest.mark.slow
+def test_grpc_port_shared_by_workers(trained: TrainedRegistry, tmp_path: Any) -> None:
+    """``loopml serve --workers 2 --grpc-port P``: both workers bind P (SO_REUSEPORT); every
+    call on fresh connections is answered; SIGTERM stops them cleanly."""
+    name, _ = trained.clone()
+    port = free_port()
+    server = Server(tmp_path, server_env(trained, tmp_path, name), workers=2)
+    server.args = ["--grpc-port", str(port)]
+    server.start()
+    try:
+        labels, _ = _json_answer(server, TEXTS)
+        for _ in range(12):
+            client = triton_grpc.InferenceServerClient(url=f"127.0.0.1:{port}")
+            try:
+                assert _labels(client.infer(name, _inputs(triton_grpc, TEXTS))) == labels
+            finally:
+                client.close()
+        assert server.logs().count(f"gRPC (OIP V2) listening on port {port}") == 2
+        assert server.stop() == 0
+    finally:
+        server.kill()
