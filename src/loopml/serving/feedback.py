@@ -91,15 +91,20 @@ class FeedbackStore:
         now = datetime.now(UTC)
         rows = [{"request_id": r, "ts": now, "label": lb, "key_id": key_id} for r, lb in items]
         ids = [rid for rid, _ in items]
-        # One multi-row statement: its row count is exact on both databases, so a label that a
-        # concurrent request stored first is caught too (and this transaction rolled back).
-        stmt = dialect.insert(Feedback.__table__).values(rows).on_conflict_do_nothing()
+        # One multi-row statement returning what it inserted: a label that a concurrent request
+        # stored first is caught too (and this transaction rolled back).
+        stmt = (
+            dialect.insert(Feedback.__table__)
+            .values(rows)
+            .on_conflict_do_nothing()
+            .returning(Feedback.__table__.c.request_id)
+        )
         try:
             with self.store.session() as session:
                 taken = list(
                     session.scalars(select(Feedback.request_id).where(Feedback.request_id.in_(ids)))
                 )
-                if not taken and session.execute(stmt).rowcount != len(rows):  # type: ignore[attr-defined]
+                if not taken and len(session.execute(stmt).all()) != len(rows):
                     taken = ["(stored concurrently)"]
                 if taken:
                     raise ConflictError(
