@@ -119,7 +119,8 @@ def test_keyed_canary_sticks_and_hides_the_split() -> None:
     same_as_unkeyed = sum(x == unkeyed(k) for x, k in zip(a, keys, strict=True)) / len(keys)
     same_as_b = sum(x == y for x, y in zip(a, b, strict=True)) / len(keys)
     print(
-        f"agreement with the unkeyed hash {same_as_unkeyed:.3f}, with another secret {same_as_b:.3f}"
+        f"agreement with the unkeyed hash {same_as_unkeyed:.3f},"
+        f" with another secret {same_as_b:.3f}"
     )
     # Independent splits agree on about half of the keys; identical ones on all.
     assert 0.45 < same_as_unkeyed < 0.55
