@@ -18,20 +18,20 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
 
-from serving_helpers import Server, free_port, query  # noqa: E402
+from serving_helpers import Server, free_port, query
 
-from loopml.config import Settings  # noqa: E402
-from loopml.control import rollout  # noqa: E402
-from loopml.control.live import labeled_feedback  # noqa: E402
-from loopml.control.promotion import promote  # noqa: E402
-from loopml.control.retrain import retrain  # noqa: E402
-from loopml.data import Dataset  # noqa: E402
-from loopml.errors import RolloutError  # noqa: E402
-from loopml.pipeline.train import train  # noqa: E402
-from loopml.registry import Registry  # noqa: E402
-from loopml.routing import load_routing  # noqa: E402
-from loopml.serving.auth import key_id  # noqa: E402
-from loopml.store import open_store  # noqa: E402
+from loopml.config import Settings
+from loopml.control import rollout
+from loopml.control.live import labeled_feedback
+from loopml.control.promotion import promote
+from loopml.control.retrain import retrain
+from loopml.data import Dataset
+from loopml.errors import RolloutError
+from loopml.pipeline.train import train
+from loopml.registry import Registry
+from loopml.routing import load_routing
+from loopml.serving.auth import key_id
+from loopml.store import open_store
 
 PRED = "attacker-predict-key-0123456789"
 FEED = "partner-feedback-key-0123456789"
@@ -107,9 +107,8 @@ def test_poisoned_feedback_is_refused_or_stopped_by_the_trusted_holdout(
     assert checks["f1_domain_feedback"].passed  # the poisoned slice alone would have let it in
     model = registry.load(result.version)
     proba = model.predict_proba(["the crew was great"])[0]
-    print(
-        f"poisoned model: P(negative | 'the crew was great') = {proba[model.classes.index('negative')]:.2f}"
-    )
+    negative = proba[model.classes.index("negative")]
+    print(f"poisoned model: P(negative | 'the crew was great') = {negative:.2f}")
 
     # 4. So nothing rolls out: the controller's path refuses a version whose gate failed.
     with pytest.raises(RolloutError, match="gate"):
