@@ -43,6 +43,8 @@ data_app = typer.Typer(help="Validate and describe datasets.", no_args_is_help=T
 app.add_typer(data_app, name="data")
 rollout_app = typer.Typer(help="Shadow and canary rollouts of a challenger.", no_args_is_help=True)
 app.add_typer(rollout_app, name="rollout")
+feedback_app = typer.Typer(help="Feedback labels: audited corrections.", no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console()
@@ -602,6 +604,35 @@ def rollout_abort(
         emit_json(routing.to_dict())
         return
     out.print(f"rollout aborted: champion {routing.champion} serves all traffic")
+
+
+@feedback_app.command("relabel")
+@handle_errors
+def feedback_relabel(
+    request_id: Annotated[str, typer.Argument(help="The request id of the labelled prediction.")],
+    label: Annotated[str, typer.Argument(help="The corrected label.")],
+    reason: Annotated[str, typer.Option(help="Why, for the audit log (required).")] = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """Correct a stored feedback label (the only way a given label changes); audited."""
+    from loopml.serving.feedback import relabel
+    from loopml.store import current_actor, open_store
+
+    settings = _settings()
+    with open_store(settings.db_url) as store:
+        result = relabel(
+            store,
+            request_id=request_id,
+            label=label,
+            reason=reason,
+            actor=current_actor(),
+            model_name=settings.model_name,
+        )
+    if json_out:
+        emit_json(result)
+        return
+    before = result["previous"]
+    out.print(f"request {request_id}: label {before['label']} (by {before['key_id']}) -> {label}")
 
 
 @app.command()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -23,7 +24,20 @@ from pydantic_settings import (
 
 from loopml.errors import ConfigError
 
-__all__ = ["Settings", "get_settings", "load_settings", "psycopg_url", "redact_url"]
+__all__ = [
+    "ROLES",
+    "Settings",
+    "get_settings",
+    "load_settings",
+    "parse_api_key",
+    "psycopg_url",
+    "redact_url",
+    "routing_secret",
+]
+
+#: What an API key may do: ``predict`` (predict and infer), ``feedback`` (post labels), ``admin``
+#: (the admin API, like ``LOOPML_ADMIN_TOKEN``). A key given without roles may only predict.
+ROLES = ("predict", "feedback", "admin")
 
 _PLACEHOLDERS = {"", "changeme", "change-me", "secret", "password", "admin", "token", "test"}
 
@@ -47,6 +61,8 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     log_text: bool = True
     seed: int = 42
+    routing_secret: SecretStr | None = None
+    feedback_rate_per_min: float = Field(1200.0, gt=0)
 
     # data
     data_source: str = "builtin:tweets"
@@ -62,6 +78,7 @@ class Settings(BaseSettings):
     gate_min_slice_f1: float = Field(0.35, ge=0, le=1)
     gate_min_behavioral_pass_rate: float = Field(0.7, ge=0, le=1)
     gate_max_p99_latency_ms: float = Field(50.0, gt=0)
+    gate_trusted_tolerance: float = Field(0.03, ge=0, le=1)
 
     # serving
     max_batch_size: int = Field(64, ge=1, le=4096)
@@ -103,6 +120,7 @@ class Settings(BaseSettings):
     retrain_min_labeled: int = Field(200, ge=1)
     retrain_cooldown_s: float = Field(600.0, ge=0)
     retrain_holdout: float = Field(0.2, gt=0, lt=1)
+    retrain_max_key_share: float = Field(1.0, gt=0, le=1)
     controller_interval_s: float = Field(30.0, gt=0)
     monitor_interval_s: float = Field(300.0, ge=0)
 
@@ -130,6 +148,16 @@ class Settings(BaseSettings):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
 
+    @field_validator("api_keys")
+    @classmethod
+    def _check_roles(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for i, entry in enumerate(value, 1):
+            try:
+                parse_api_key(entry.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(f"entry {i}: {exc}") from None  # never echo the key itself
+        return value
+
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> Settings:
         if self.env == "production" and self.admin_token is not None:
@@ -137,6 +165,9 @@ class Settings(BaseSettings):
                 raise ValueError("admin_token is a placeholder; set a real LOOPML_ADMIN_TOKEN")
             if len(self.admin_token.get_secret_value()) < 16:
                 raise ValueError("admin_token must be at least 16 characters in production")
+        secret = self.routing_secret
+        if self.env == "production" and secret and len(secret.get_secret_value()) < 16:
+            raise ValueError("routing_secret must be at least 16 characters in production")
         return self
 
     @classmethod
@@ -206,6 +237,56 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError("invalid settings:\n  " + "\n  ".join(lines)) from exc
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read {_config_file()}: {exc}") from exc
+
+
+def parse_api_key(entry: str) -> tuple[str, frozenset[str]]:
+    """``key`` or ``key:role1+role2`` of ``LOOPML_API_KEYS`` as (key, roles); a bare key predicts.
+
+    The error never repeats the key (it is a secret); a key itself cannot contain ``:``.
+    """
+    key, sep, spec = entry.rpartition(":")
+    if not sep:
+        return entry, frozenset({"predict"})
+    roles = [r.strip().lower() for r in spec.split("+")]
+    unknown = sorted({r for r in roles if r not in ROLES})
+    if not key or unknown or not roles:
+        raise ValueError(
+            f"unknown role(s) {unknown or [spec]}: write key:role1+role2 with roles"
+            f" {', '.join(ROLES)} (a key cannot contain ':')"
+        )
+    return key, frozenset(roles)
+
+
+def routing_secret(settings: Settings) -> bytes:
+    """The canary's hash key: ``LOOPML_ROUTING_SECRET``, else one generated once per
+    ``LOOPML_HOME`` (file ``routing_secret``, mode 0600). Replicas with different homes must set
+    the same ``LOOPML_ROUTING_SECRET``, or they would split the same keys differently."""
+    if settings.routing_secret is not None:
+        return settings.routing_secret.get_secret_value().encode()
+    path = settings.home_dir / "routing_secret"
+    for _ in range(50):
+        try:
+            value = path.read_bytes().strip()
+        except FileNotFoundError:
+            value = b""
+        if value:
+            return value
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".routing_secret.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, secrets.token_hex(32).encode())
+        finally:
+            os.close(fd)
+        try:
+            # A hard link never replaces an existing file: workers starting together agree on
+            # the first one written, and nobody reads a half-written secret.
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    raise ConfigError(f"cannot create the routing secret at {path}; set LOOPML_ROUTING_SECRET")
 
 
 def psycopg_url(url: str) -> str:

@@ -18,7 +18,9 @@ below (MLflow, SQLAlchemy, pandas) are translated at the boundary with ``raise .
     │   ├── AuthenticationError       2   401   no credentials
     │   ├── PermissionDeniedError     2   403   credentials that are not valid
     │   ├── NotFoundError             2   404   no such thing (request id, disabled API)
-    │   └── PayloadTooLargeError      2   413   a body over the size limit
+    │   ├── ConflictError             2   409   it is already done (a label once given)
+    │   ├── PayloadTooLargeError      2   413   a body over the size limit
+    │   └── RateLimitedError          2   429   over a per-key rate limit (retry later)
     ├── TrainingError                 2   422   a recipe failed or got bad parameters
     ├── RegistryError                 2   409   the registry refused a change
     │   └── UnknownVersionError       2   404   no such model version
@@ -37,6 +39,7 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "ConfigError",
+    "ConflictError",
     "DataError",
     "DataSourceError",
     "GateFailedError",
@@ -48,6 +51,7 @@ __all__ = [
     "OverloadedError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "RateLimitedError",
     "RegistryError",
     "ReloadFailedError",
     "RequestError",
@@ -135,10 +139,26 @@ class NotFoundError(RequestError):
     http_status = 404
 
 
+class ConflictError(RequestError):
+    """The request would change something that may not change this way (a given label)."""
+
+    http_status = 409
+
+
 class PayloadTooLargeError(RequestError):
     """The request body is larger than the server accepts."""
 
     http_status = 413
+
+
+class RateLimitedError(RequestError):
+    """The caller is over its rate limit; ``Retry-After`` says when to come back."""
+
+    http_status = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class TrainingError(LoopmlError):

@@ -231,10 +231,13 @@ def test_feedback_for_a_fresh_prediction_and_a_list(client: httpx.Client) -> Non
     )
     assert first.status_code == 200, first.text
     assert first.json()["accepted"] == 1
+    # A label is given once: a list repeating the first id is refused whole (409)...
     items = [{"request_id": p["request_id"], "label": "negative"} for p in preds]
-    resp = client.post("/v1/feedback", json=items)
-    assert resp.status_code == 200 and resp.json()["accepted"] == 2
-    assert [i["label"] for i in resp.json()["items"]] == ["negative", "negative"]
+    assert_error(client.post("/v1/feedback", json=items), 409, "already labelled")
+    # ...and nothing of it was stored: the second id still takes its label.
+    resp = client.post("/v1/feedback", json=items[1:])
+    assert resp.status_code == 200 and resp.json()["accepted"] == 1
+    assert [i["label"] for i in resp.json()["items"]] == ["negative"]
 
 
 def test_feedback_errors(client: httpx.Client) -> None:

@@ -28,10 +28,9 @@ def test_api_keys_guard_the_data_routes(trained: TrainedRegistry, make_server) -
     rid = ok.json()["predictions"][0]["request_id"]
     feedback = {"request_id": rid, "label": "negative"}
     assert httpx.post(url + "/v1/feedback", json=feedback).status_code == 401
-    assert (
-        httpx.post(url + "/v1/feedback", json=feedback, headers={"X-API-Key": KEY}).status_code
-        == 200
-    )
+    # A plain key may predict, not label: feedback trains the next model (a privileged role).
+    refused = httpx.post(url + "/v1/feedback", json=feedback, headers={"X-API-Key": KEY})
+    assert refused.status_code == 403 and "'feedback' role" in refused.json()["error"]
     for open_path in ("/healthz", "/readyz", "/metrics", "/v1/status", "/v2/health/ready"):
         assert httpx.get(url + open_path).status_code == 200
 

@@ -32,7 +32,8 @@ from loopml.routing import SHADOW_SUFFIX, Routing, routing_in, save_routing
 from loopml.serving.router import choose_variant
 from loopml.store import open_store
 
-FAST = {"routing_poll_s": 0.2, "predlog_flush_interval_s": 0.05}
+SECRET = "variants-test-routing-secret"
+FAST = {"routing_poll_s": 0.2, "predlog_flush_interval_s": 0.05, "routing_secret": SECRET}
 
 
 def fast_server(make_server: Any, name: str | None = None, **settings: Any) -> Any:
@@ -93,9 +94,9 @@ def test_canary_splits_by_key_sticks_and_logs_the_challenger(
                 seen.setdefault(key, set()).add((body["variant"], body["model_version"]))
         unkeyed = [post(http, [trained.texts[i]])["variant"] for i in range(200)]
     for key in keys:
-        want = choose_variant(expected, key)
+        want = choose_variant(expected, key, secret=SECRET.encode())
         assert seen[key] == {(want, "2" if want == "challenger" else "1")}, key
-    keyed = sum(choose_variant(expected, k) == "challenger" for k in keys)
+    keyed = sum(choose_variant(expected, k, secret=SECRET.encode()) == "challenger" for k in keys)
     keyed_share = keyed / len(keys)
     unkeyed_share = unkeyed.count("challenger") / len(unkeyed)
     print(f"canary 0.5: keyed share {keyed_share:.3f}, unkeyed share {unkeyed_share:.3f}")
@@ -194,7 +195,7 @@ def test_a_failing_challenger_costs_no_request(trained: TrainedRegistry, make_se
     with httpx.Client(base_url=server.url, timeout=30) as http:
         answers = [post(http, [texts[i]], key) for i, key in enumerate(keys)]
     assert {(a["variant"], a["model_version"]) for a in answers} == {("champion", "1")}
-    routed = sum(choose_variant(expected, k) == "challenger" for k in keys)
+    routed = sum(choose_variant(expected, k, secret=SECRET.encode()) == "challenger" for k in keys)
     assert routed > 50
 
     def challenger_errors() -> list[Any] | None:
@@ -259,7 +260,11 @@ def test_an_expired_lease_sends_all_traffic_to_the_champion(
     start_rollout(server.url, "2", "canary", 0.9)
     wait_obeying(server.url, "canary", "2")
     canary = Routing(name, "1", "2", "canary", 0.9)
-    keys = [k for k in (f"k{i}" for i in range(200)) if choose_variant(canary, k) == "challenger"]
+    keys = [
+        k
+        for k in (f"k{i}" for i in range(200))
+        if choose_variant(canary, k, secret=SECRET.encode()) == "challenger"
+    ]
     with httpx.Client(base_url=server.url, timeout=30) as http:
         assert {post(http, ["to the canary"], k)["variant"] for k in keys[:50]} == {"challenger"}
 

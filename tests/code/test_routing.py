@@ -14,16 +14,18 @@ from loopml.store import open_store
 def test_canary_share_matches_weight_and_is_stable(weight: float) -> None:
     routing = Routing("m", champion="1", challenger="2", mode="canary", weight=weight)
     keys = [uuid.uuid4().hex for _ in range(20_000)]
-    picks = [choose_variant(routing, k) for k in keys]
+    picks = [choose_variant(routing, k, secret=b"s") for k in keys]
     share = picks.count("challenger") / len(picks)
     assert abs(share - weight) < 0.015
-    assert picks == [choose_variant(routing, k) for k in keys], "same key, same variant"
+    assert picks == [choose_variant(routing, k, secret=b"s") for k in keys], (
+        "same key, same variant"
+    )
 
 
 def test_no_canary_means_champion() -> None:
     for mode, weight in (("none", 1.0), ("shadow", 1.0), ("canary", 0.0)):
         routing = Routing("m", champion="1", challenger="2", mode=mode, weight=weight)  # type: ignore[arg-type]
-        assert choose_variant(routing, "k") == "champion"
+        assert choose_variant(routing, "k", secret=b"s") == "champion"
 
 
 def test_round_trip(backend_settings: Settings) -> None:

@@ -34,6 +34,8 @@ from serving_helpers import (
 from loopml.routing import Routing
 from loopml.serving.router import choose_variant
 
+SECRET = "two-replicas-routing-secret"
+
 POLL_S = 0.5
 
 
@@ -83,6 +85,8 @@ def replicas(
             admin_token=ADMIN_TOKEN,
             database_url=shared_db,
             routing_poll_s=POLL_S,
+            # Replicas with their own homes must share the canary's hash key.
+            routing_secret=SECRET,
         )
         servers.append(Server(home, env))
     try:
@@ -123,7 +127,7 @@ def test_two_replicas_follow_one_routing_state(
         on_b = {k: variant(http, b.url, k) for k in keys}
     assert on_a == on_b
     for key in keys:
-        want = choose_variant(expected, key)
+        want = choose_variant(expected, key, secret=SECRET.encode())
         assert on_a[key] == (want, "2" if want == "challenger" else "1")
     share = sum(v == "challenger" for v, _ in on_a.values()) / len(keys)
     assert 0.35 < share < 0.65

@@ -222,6 +222,7 @@ class Controller:
             "run_id": result.run_id,
             "monitor_verdict": trigger,
             "why": why,
+            "label_provenance": result.provenance,
         }
         if not result.gate.passed:
             failed = ", ".join(c.name for c in result.gate.failures())

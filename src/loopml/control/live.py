@@ -92,9 +92,10 @@ def collect(
 
 
 def labeled_feedback(store: Store, model_name: str) -> pd.DataFrame:
-    """Texts with feedback labels (columns text, label), newest first, one row per text."""
+    """Texts with feedback labels and who gave them (columns text, label, key_id; ``unknown``
+    for labels older than provenance), newest first, one row per text."""
     query = (
-        select(Prediction.text, Feedback.label)
+        select(Prediction.text, Feedback.label, Feedback.key_id)
         .join(Feedback, Feedback.request_id == Prediction.request_id)
         .where(Prediction.model_name == model_name, Prediction.text.is_not(None))
         .order_by(Feedback.ts.desc())
@@ -102,4 +103,5 @@ def labeled_feedback(store: Store, model_name: str) -> pd.DataFrame:
     with store.session() as session:
         result = session.execute(query)
         frame = pd.DataFrame(result.all(), columns=list(result.keys()))
+    frame["key_id"] = frame["key_id"].fillna("unknown")
     return frame.drop_duplicates("text").reset_index(drop=True)

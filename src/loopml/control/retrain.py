@@ -3,10 +3,20 @@
 The new dataset is the champion's own splits (downloaded from its MLflow run) plus the feedback
 texts with their labels. Feedback rows get the domain ``feedback``; a holdout of them joins the
 original test split, so the gate compares challenger and champion on the original test split and
-on new labelled data (as the ``feedback`` slice) at once.
+on new labelled data (as the ``feedback`` slice) at once; the gate also holds the challenger to
+the original test split alone (the trusted holdout, see :mod:`loopml.pipeline.gate`).
+
+Label provenance: every feedback row carries the key id that gave it. Retraining counts the labels
+per key, can cap the share one key contributes (``LOOPML_RETRAIN_MAX_KEY_SHARE``), and writes the
+counts to the MLflow run (``label_provenance.json``, tag ``loopml.label_keys``) and to the result
+that the controller puts in its audit record.
 """
 
 from __future__ import annotations
+
+import json
+import math
+from typing import Any
 
 import pandas as pd
 from mlflow.exceptions import MlflowException
@@ -15,13 +25,18 @@ from sklearn.model_selection import train_test_split
 from loopml.config import Settings
 from loopml.data import Dataset, Splits, content_version, load_splits
 from loopml.errors import RegistryError, TrainingError
+from loopml.pipeline.gate import FEEDBACK_DOMAIN
 from loopml.pipeline.train import TrainResult, train
 from loopml.registry import Registry
 from loopml.routing import CHAMPION
 
-__all__ = ["FEEDBACK_DOMAIN", "champion_splits", "new_labeled_rows", "retrain"]
-
-FEEDBACK_DOMAIN = "feedback"
+__all__ = [
+    "FEEDBACK_DOMAIN",
+    "cap_per_key",
+    "champion_splits",
+    "new_labeled_rows",
+    "retrain",
+]
 
 
 def champion_splits(registry: Registry) -> tuple[Splits, str]:
@@ -40,11 +55,34 @@ def champion_splits(registry: Registry) -> tuple[Splits, str]:
 
 
 def new_labeled_rows(feedback: pd.DataFrame, splits: Splits, labels: set[str]) -> pd.DataFrame:
-    """Feedback rows whose text the splits do not hold yet, with a known label."""
+    """Feedback rows whose text the splits do not hold yet, with a known label (columns text,
+    label, domain, key_id: ``unknown`` where the feedback frame has no provenance)."""
     known = set(splits.train["text"]) | set(splits.validation["text"]) | set(splits.test["text"])
     rows = feedback[~feedback["text"].isin(known) & feedback["label"].isin(labels)]
     rows = rows.drop_duplicates("text").assign(domain=FEEDBACK_DOMAIN)
-    return rows[["text", "label", "domain"]]
+    if "key_id" not in rows.columns:
+        rows = rows.assign(key_id="unknown")
+    return rows[["text", "label", "domain", "key_id"]]
+
+
+def cap_per_key(rows: pd.DataFrame, max_share: float) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """``rows`` with at most ``max_share`` of them (rounded down, at least 1) from any one key,
+    keeping each key's first rows; and the provenance: labels per key, kept and dropped."""
+    given = rows["key_id"].value_counts()
+    limit = len(rows) if max_share >= 1 else max(1, math.floor(max_share * len(rows)))
+    kept = rows[rows.groupby("key_id").cumcount() < limit]
+    used = kept["key_id"].value_counts()
+    provenance = {
+        "labels": len(rows),
+        "used": len(kept),
+        "max_key_share": max_share,
+        "by_key": {str(k): int(v) for k, v in given.items()},
+        "dropped_by_cap": {
+            str(k): int(v - used.get(k, 0)) for k, v in given.items() if v > used.get(k, 0)
+        },
+        "top_key_share": round(float(used.max() / len(kept)), 4) if len(kept) else 0.0,
+    }
+    return kept, provenance
 
 
 def retrain(
@@ -53,7 +91,10 @@ def retrain(
     """Train a challenger on the champion's data plus ``feedback`` (columns text, label)."""
     old, source = champion_splits(registry)
     labels = set(old.train["label"])
-    new = new_labeled_rows(feedback, old, labels)
+    new, provenance = cap_per_key(
+        new_labeled_rows(feedback, old, labels), settings.retrain_max_key_share
+    )
+    new = new.drop(columns="key_id")  # provenance goes to the run, not into the data's version
     if len(new) < 10:
         raise TrainingError(f"only {len(new)} new labelled texts: not enough to retrain")
     stratify = new["label"] if new["label"].value_counts().min() >= 2 else None
@@ -68,10 +109,20 @@ def retrain(
     )
     frame = pd.concat([splits.train, splits.validation, splits.test])
     dataset = Dataset(source=f"{source}+feedback", frame=frame, version=content_version(frame))
-    return train(
+    keys = json.dumps(provenance["by_key"], sort_keys=True)
+    result = train(
         settings,
         dataset=dataset,
         splits=splits,
         run_name=f"retrain-{trigger}",
-        tags={"loopml.trigger": trigger, "loopml.feedback_rows": str(len(new))},
+        tags={
+            "loopml.trigger": trigger,
+            "loopml.feedback_rows": str(len(new)),
+            # MLflow caps tag values; the whole table is in label_provenance.json.
+            "loopml.label_keys": keys if len(keys) <= 4000 else keys[:3990] + "...",
+            "loopml.top_key_share": str(provenance["top_key_share"]),
+        },
     )
+    registry.client.log_dict(result.run_id, provenance, "label_provenance.json")
+    result.provenance = provenance
+    return result

@@ -19,7 +19,7 @@ from sklearn.metrics import (
 from loopml.pipeline.behavioral import BehavioralReport, run_behavioral_tests
 from loopml.recipes.base import TextClassifier
 
-__all__ = ["Evaluation", "evaluate", "plot_confusion_matrix", "single_latency_ms"]
+__all__ = ["Evaluation", "evaluate", "plot_confusion_matrix", "score", "single_latency_ms"]
 
 
 @dataclass
@@ -105,6 +105,17 @@ def evaluate(model: TextClassifier, test: pd.DataFrame, *, seed: int = 0) -> Eva
         behavioral=run_behavioral_tests(model, texts, seed=seed),
         latency_p99_ms=single_latency_ms(model, texts),
     )
+
+
+def score(model: TextClassifier, test: pd.DataFrame) -> dict[str, float]:
+    """Macro-F1 and per-class F1 (``f1_<label>``) of ``model`` on ``test``: quality only."""
+    truth = test["label"].tolist()
+    predicted = model.predict(test["text"].tolist())
+    labels = sorted(set(truth) | set(model.classes))
+    f1 = f1_score(truth, predicted, average=None, labels=labels, zero_division=0)
+    out = {"macro_f1": float(np.mean(f1))}
+    out.update({f"f1_{label}": float(f1[i]) for i, label in enumerate(labels)})
+    return out
 
 
 def plot_confusion_matrix(evaluation: Evaluation, path: Path, *, title: str) -> Path:

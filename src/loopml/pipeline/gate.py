@@ -1,14 +1,35 @@
-"""The promotion gate: a candidate must not be worse than the champion on the same test split."""
+"""The promotion gate: a candidate must not be worse than the champion on the same test split.
+
+When the test split holds feedback rows (domain ``feedback``, added by retraining), the gate
+also compares both models on the rest, the **trusted holdout**: the original test split, which
+no feedback label can touch. A candidate trained on poisoned labels may win on the poisoned
+feedback slice; it fails here when its macro-F1 or any class's F1 drops beyond
+``LOOPML_GATE_TRUSTED_TOLERANCE``, whatever the feedback slice says.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import pandas as pd
+
 from loopml.config import Settings
 from loopml.pipeline.evaluate import Evaluation
 
-__all__ = ["GateCheck", "GateResult", "run_gate"]
+__all__ = ["FEEDBACK_DOMAIN", "GateCheck", "GateResult", "run_gate", "trusted_rows"]
+
+#: The domain of test rows that came from feedback labels (see ``loopml.control.retrain``).
+FEEDBACK_DOMAIN = "feedback"
+
+Scores = dict[str, float]
+
+
+def trusted_rows(test: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``test`` that no feedback label wrote (all of them without a domain column)."""
+    if "domain" not in test.columns:
+        return test
+    return test[test["domain"] != FEEDBACK_DOMAIN]
 
 
 @dataclass
@@ -58,8 +79,13 @@ def run_gate(
     settings: Settings,
     *,
     champion_version: str | None = None,
+    trusted: tuple[Scores, Scores] | None = None,
 ) -> GateResult:
-    """Judge ``candidate``: relative to ``champion`` when there is one, else on absolute floors."""
+    """Judge ``candidate``: relative to ``champion`` when there is one, else on absolute floors.
+
+    ``trusted`` holds the candidate's and the champion's scores (:func:`~loopml.pipeline.evaluate.
+    score`) on the trusted holdout, when the test split also holds feedback rows.
+    """
     checks: list[GateCheck] = []
     f1 = candidate.metrics["macro_f1"]
     if champion is None:
@@ -84,6 +110,8 @@ def run_gate(
             checks.append(
                 _at_least(f"f1_domain_{domain}", value, ref - settings.gate_slice_tolerance, detail)
             )
+    if champion is not None and trusted is not None:
+        checks.extend(_trusted_checks(*trusted, settings.gate_trusted_tolerance))
     checks.append(
         _at_least(
             "behavioral_pass_rate",
@@ -98,3 +126,16 @@ def run_gate(
         GateCheck("latency_p99_ms", round(p99, 3), budget, p99 <= budget, "in-process, one text")
     )
     return GateResult(all(c.passed for c in checks), checks, champion_version)
+
+
+def _trusted_checks(candidate: Scores, champion: Scores, tolerance: float) -> list[GateCheck]:
+    # Per class too: poisoned labels that flip one class cost that class's F1 about three times
+    # what they cost the macro average.
+    checks = []
+    for name in sorted(champion, key=lambda n: (n != "macro_f1", n)):
+        ref = champion[name]
+        detail = f"trusted holdout: champion {ref:.4f} - tolerance {tolerance}"
+        checks.append(
+            _at_least(f"trusted_{name}", candidate.get(name, 0.0), ref - tolerance, detail)
+        )
+    return checks

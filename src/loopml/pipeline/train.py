@@ -19,8 +19,8 @@ from mlflow.exceptions import MlflowException
 from loopml.config import Settings
 from loopml.data import Dataset, Splits, load_dataset, load_splits, split_dataset
 from loopml.errors import RegistryError
-from loopml.pipeline.evaluate import Evaluation, evaluate, plot_confusion_matrix
-from loopml.pipeline.gate import GateResult, run_gate
+from loopml.pipeline.evaluate import Evaluation, evaluate, plot_confusion_matrix, score
+from loopml.pipeline.gate import GateResult, run_gate, trusted_rows
 from loopml.recipes import get_recipe
 from loopml.recipes.base import TextClassifier
 from loopml.recipes.packaging import log_classifier
@@ -48,10 +48,13 @@ class TrainResult:
     fit_seconds: float
     model_bytes: int
     total_seconds: float
+    #: who gave the feedback labels it trained on (retraining only), see ``control.retrain``
+    provenance: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
-        return {
+        extra = {"label_provenance": self.provenance} if self.provenance is not None else {}
+        return extra | {
             "run_id": self.run_id,
             "version": self.version,
             "dataset_version": self.dataset_version,
@@ -93,14 +96,24 @@ def gate_against_champion(
     test: pd.DataFrame,
     *,
     exclude_version: str | None = None,
+    model: TextClassifier | None = None,
 ) -> tuple[GateResult, Evaluation | None]:
-    """Gate ``candidate`` against the current champion, evaluated on the same ``test`` split."""
+    """Gate ``candidate`` against the current champion, evaluated on the same ``test`` split.
+
+    With the candidate's ``model`` and feedback rows in ``test``, both models are also scored on
+    the trusted holdout (the rows no feedback wrote) and the gate holds the candidate to it.
+    """
     champion = registry.alias(CHAMPION)
     version = str(champion.version) if champion is not None else None
     if version is None or version == exclude_version:
         return run_gate(candidate, None, settings), None
-    champion_eval = evaluate(registry.load(version), test, seed=settings.seed)
-    result = run_gate(candidate, champion_eval, settings, champion_version=version)
+    champion_model = registry.load(version)
+    champion_eval = evaluate(champion_model, test, seed=settings.seed)
+    trusted = None
+    holdout = trusted_rows(test)
+    if model is not None and 0 < len(holdout) < len(test):
+        trusted = (score(model, holdout), score(champion_model, holdout))
+    result = run_gate(candidate, champion_eval, settings, champion_version=version, trusted=trusted)
     return result, champion_eval
 
 
@@ -223,7 +236,7 @@ def train(
         version = _register(registry, classifier, splits.test, run.info.run_id)
         say("gate")
         gate, champion_eval = gate_against_champion(
-            settings, registry, evaluation, splits.test, exclude_version=version
+            settings, registry, evaluation, splits.test, exclude_version=version, model=classifier
         )
         record_gate(registry, run.info.run_id, version, gate, evaluation, champion_eval)
         registry.set_tags(
@@ -252,9 +265,10 @@ def evaluate_version(settings: Settings, version: str) -> tuple[Evaluation, Gate
         test = load_splits(registry.client, mv.run_id, ["test"])["test"]
     except MlflowException as exc:
         raise RegistryError(f"version {version}: its test split is missing: {exc.message}") from exc
-    evaluation = evaluate(registry.load(str(mv.version)), test, seed=settings.seed)
+    model = registry.load(str(mv.version))
+    evaluation = evaluate(model, test, seed=settings.seed)
     gate, champion_eval = gate_against_champion(
-        settings, registry, evaluation, test, exclude_version=str(mv.version)
+        settings, registry, evaluation, test, exclude_version=str(mv.version), model=model
     )
     record_gate(registry, mv.run_id, str(mv.version), gate, evaluation, champion_eval)
     return evaluation, gate

@@ -1,18 +1,41 @@
-"""Bearer tokens: the admin token for ``/v1/admin/*`` and optional API keys for the data routes.
+"""Bearer tokens: the admin token for ``/v1/admin/*`` and API keys with roles for the data routes.
 
-Secrets are compared with :func:`hmac.compare_digest` and never logged or echoed.
+``LOOPML_API_KEYS`` entries are ``key`` (predict only) or ``key:role1+role2`` (roles predict,
+feedback, admin). Feedback is a privileged channel: it trains the next model, so it needs a key
+with the ``feedback`` role; without any key configured it is open only in development.
+
+Secrets are compared with :func:`hmac.compare_digest` and never logged or echoed; a caller is known
+by a key id (a hash prefix of the key, not the key) in the feedback table and the audit log.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+from dataclasses import dataclass
 
 from starlette.datastructures import Headers
 
-from loopml.config import Settings
+from loopml.config import Settings, parse_api_key
 from loopml.errors import AuthenticationError, NotFoundError, PermissionDeniedError
 
-__all__ = ["Guard"]
+__all__ = ["ANONYMOUS", "Guard", "Principal", "key_id"]
+
+#: The key id of callers when no API key is configured (the development default).
+ANONYMOUS = "anonymous"
+
+
+def key_id(key: str) -> str:
+    """The non-secret id of an API key: ``k-`` and 12 hex characters of its SHA-256."""
+    return "k-" + hashlib.sha256(b"loopml-key-id:" + key.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who calls: the key id and the roles of its key."""
+
+    key_id: str
+    roles: frozenset[str]
 
 
 def _bearer(headers: Headers) -> str | None:
@@ -29,35 +52,62 @@ class Guard:
     def __init__(self, settings: Settings) -> None:
         token = settings.admin_token.get_secret_value() if settings.admin_token else ""
         self._admin = token.encode() if token else None
-        self._keys = [k.get_secret_value().encode() for k in settings.api_keys]
+        self._keys: list[tuple[bytes, Principal]] = []
+        for entry in settings.api_keys:
+            key, roles = parse_api_key(entry.get_secret_value())
+            self._keys.append((key.encode(), Principal(key_id(key), roles)))
+        self._open_feedback = settings.env == "development"
 
     @property
     def keys_required(self) -> bool:
         """Whether the data routes need an API key."""
         return bool(self._keys)
 
-    def admin(self, headers: Headers) -> None:
-        """Allow only a request bearing the admin token."""
-        if self._admin is None:
+    def _match(self, given: bytes) -> Principal | None:
+        found = None
+        for known, principal in self._keys:  # no early exit: every key is compared
+            if hmac.compare_digest(given, known):
+                found = principal
+        return found
+
+    def admin(self, headers: Headers) -> str:
+        """Allow only the admin token or a key with the ``admin`` role; returns who it is."""
+        admin_keys = any("admin" in p.roles for _, p in self._keys)
+        if self._admin is None and not admin_keys:
             raise NotFoundError("the admin API is disabled: set LOOPML_ADMIN_TOKEN to enable it")
         token = _bearer(headers)
         if token is None:
             raise AuthenticationError("admin endpoints need 'Authorization: Bearer <admin token>'")
-        if not hmac.compare_digest(token.encode(), self._admin):
-            raise PermissionDeniedError("the admin token is not valid")
+        if self._admin is not None and hmac.compare_digest(token.encode(), self._admin):
+            return "admin"
+        principal = self._match(token.encode())
+        if principal is not None and "admin" in principal.roles:
+            return principal.key_id
+        raise PermissionDeniedError("the admin token is not valid")
 
-    def client(self, headers: Headers) -> None:
-        """Allow a request with a valid API key (Bearer or X-API-Key), or any when none is set."""
+    def client(self, headers: Headers, role: str = "predict") -> Principal:
+        """The caller of a data route, if its key (Bearer or X-API-Key) holds ``role``.
+
+        Without configured keys anyone may predict; feedback then is open only in development.
+        """
         if not self._keys:
-            return
+            if role == "feedback" and not self._open_feedback:
+                raise PermissionDeniedError(
+                    "feedback needs an API key with the feedback role in production:"
+                    " set LOOPML_API_KEYS=<key>:feedback"
+                )
+            return Principal(ANONYMOUS, frozenset({"predict", "feedback"}))
         key = headers.get("x-api-key") or _bearer(headers)
         if key is None:
             raise AuthenticationError(
                 "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
             )
-        given = key.encode()
-        ok = False
-        for known in self._keys:  # no early exit: every key is compared
-            ok |= hmac.compare_digest(given, known)
-        if not ok:
+        principal = self._match(key.encode())
+        if principal is None:
             raise PermissionDeniedError("the API key is not valid")
+        if role not in principal.roles:
+            raise PermissionDeniedError(
+                f"this API key ({principal.key_id}) may not {role}: it needs the {role!r} role"
+                f" (LOOPML_API_KEYS entry <key>:{role})"
+            )
+        return principal

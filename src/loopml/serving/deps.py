@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from loopml.serving.auth import Principal
 from loopml.serving.runtime import Runtime
 
-__all__ = ["AdminDep", "ClientDep", "RuntimeDep", "get_runtime"]
+__all__ = ["AdminDep", "ClientDep", "FeedbackClientDep", "RuntimeDep", "get_runtime"]
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -19,7 +20,8 @@ def get_runtime(request: Request) -> Runtime:
 
 def require_admin(request: Request) -> None:
     """Admin token check (404 when the admin API is off, 401/403 otherwise)."""
-    get_runtime(request).guard.admin(request.headers)
+    # Who acted goes to the audit log: "admin" (the token) or the id of a key with the admin role.
+    request.state.admin_id = get_runtime(request).guard.admin(request.headers)
 
 
 def require_client(request: Request) -> None:
@@ -27,6 +29,12 @@ def require_client(request: Request) -> None:
     get_runtime(request).guard.client(request.headers)
 
 
+def require_feedback(request: Request) -> Principal:
+    """The caller of ``/v1/feedback``: a key with the ``feedback`` role (see ``Guard.client``)."""
+    return get_runtime(request).guard.client(request.headers, "feedback")
+
+
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 AdminDep = Annotated[None, Depends(require_admin)]
 ClientDep = Annotated[None, Depends(require_client)]
+FeedbackClientDep = Annotated[Principal, Depends(require_feedback)]

@@ -21,6 +21,7 @@ _REASONS = {
     409: "Conflict",
     413: "Body too large",
     422: "Invalid field (the message says which)",
+    429: "Over the key's rate limit (see Retry-After)",
     503: "Not ready or overloaded (see Retry-After)",
 }
 

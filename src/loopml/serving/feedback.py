@@ -1,4 +1,9 @@
-"""The feedback store: true labels for answered predictions, checked against what was answered."""
+"""The feedback store: true labels for answered predictions, checked against what was answered.
+
+Labels train the next model, so each row records who gave it (the key id) and a label once given
+never changes through ``POST /v1/feedback`` (409): only :func:`relabel`, an admin action written
+to the audit log in the same transaction, changes it.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from loopml.errors import NotFoundError, RequestError, StoreError
+from loopml.errors import ConflictError, NotFoundError, RequestError, StoreError
 from loopml.serving.metrics import Metrics
 from loopml.serving.predlog import find_in_spool
 from loopml.store import Feedback, Prediction, Store
 
-__all__ = ["FeedbackStore"]
+__all__ = ["FeedbackStore", "relabel"]
 
 _UNAVAILABLE = "the loopml database is unavailable; retry later"
 
@@ -27,11 +32,12 @@ class FeedbackStore:
         self.spool_dir = spool_dir
         self.metrics = metrics
 
-    def record(self, items: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        """Store true labels for known predictions (all or nothing).
+    def record(self, items: list[tuple[str, str]], key_id: str) -> list[dict[str, Any]]:
+        """Store true labels for known predictions (all or nothing), given by ``key_id``.
 
         Raises ``RequestError`` (a repeated id, a label the model does not know),
-        ``NotFoundError`` (an id no prediction has) or ``StoreError`` (the database is down).
+        ``NotFoundError`` (an id no prediction has), ``ConflictError`` (an id labelled before)
+        or ``StoreError`` (the database is down).
         """
         ids = [rid for rid, _ in items]
         if len(set(ids)) != len(ids):
@@ -55,7 +61,7 @@ class FeedbackStore:
                 f"label {label!r} for request_id {rid} is not one of the model's"
                 f" classes {sorted(known[rid][1])}"
             )
-        self._store(items)
+        self._store(items, key_id)
         self.metrics.feedback.labels("accepted").inc(len(items))
         return [
             {
@@ -80,19 +86,80 @@ class FeedbackStore:
                 found[rid] = (rec["label"], list(rec["probabilities"]))
         return found
 
-    def _store(self, items: list[tuple[str, str]]) -> None:
+    def _store(self, items: list[tuple[str, str]], key_id: str) -> None:
         dialect = postgresql if self.store.engine.dialect.name == "postgresql" else sqlite
         now = datetime.now(UTC)
-        rows = [{"request_id": rid, "ts": now, "label": label} for rid, label in items]
-        stmt = dialect.insert(Feedback.__table__)
-        # A later label for the same prediction corrects the earlier one.
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["request_id"],
-            set_={"label": stmt.excluded.label, "ts": stmt.excluded.ts},
+        rows = [{"request_id": r, "ts": now, "label": lb, "key_id": key_id} for r, lb in items]
+        ids = [rid for rid, _ in items]
+        # One multi-row statement returning what it inserted: a label that a concurrent request
+        # stored first is caught too (and this transaction rolled back).
+        stmt = (
+            dialect.insert(Feedback.__table__)
+            .values(rows)
+            .on_conflict_do_nothing()
+            .returning(Feedback.__table__.c.request_id)
         )
         try:
             with self.store.session() as session:
-                session.execute(stmt, rows)
+                taken = list(
+                    session.scalars(select(Feedback.request_id).where(Feedback.request_id.in_(ids)))
+                )
+                if not taken and len(session.execute(stmt).all()) != len(rows):
+                    taken = ["(stored concurrently)"]
+                if taken:
+                    raise ConflictError(
+                        f"request_id(s) already labelled: {', '.join(sorted(taken)[:10])};"
+                        " a label is given once (an admin can correct it:"
+                        " POST /v1/admin/feedback/relabel)"
+                    )
+        except ConflictError:
+            self.metrics.feedback.labels("conflict").inc(len(items))
+            raise
         except StoreError as exc:
             self.metrics.feedback.labels("error").inc(len(items))
             raise StoreError(_UNAVAILABLE) from exc
+
+
+def relabel(
+    store: Store, *, request_id: str, label: str, reason: str, actor: str, model_name: str
+) -> dict[str, Any]:
+    """Change the stored label of ``request_id`` (an admin action) and audit it, atomically.
+
+    ``NotFoundError`` when the request id has no label yet (``POST /v1/feedback`` gives the
+    first one), ``RequestError`` for a label the answering model does not know or no reason.
+    """
+    if not reason.strip():
+        raise RequestError("reason: required (say why the label is corrected)")
+    with store.session() as session:
+        row = session.get(Feedback, request_id, with_for_update=True)
+        if row is None:
+            raise NotFoundError(
+                f"request_id {request_id} has no feedback label to correct"
+                " (the first label goes through POST /v1/feedback)"
+            )
+        probs = session.scalar(
+            select(Prediction.probabilities).where(Prediction.request_id == request_id)
+        )
+        if probs is not None and label not in probs:
+            raise RequestError(
+                f"label {label!r} for request_id {request_id} is not one of the model's"
+                f" classes {sorted(probs)}"
+            )
+        before = {"label": row.label, "key_id": row.key_id}
+        row.label, row.key_id, row.ts = label, "admin", datetime.now(UTC)
+        store.audit(
+            actor=actor,
+            action="feedback_relabel",
+            model_name=model_name,
+            from_version=None,
+            to_version=None,
+            reason=reason,
+            details={
+                "request_id": request_id,
+                "from_label": before["label"],
+                "to_label": label,
+                "from_key_id": before["key_id"],
+            },
+            session=session,
+        )
+    return {"request_id": request_id, "label": label, "previous": before}

@@ -8,6 +8,9 @@ reference assignment, so the per-request lookup is an in-memory read.
 - ``none``: the champion answers everything.
 - ``canary``: :func:`choose_variant` sends the ``weight`` share of request
   keys to the challenger (variant ``challenger``); a challenger failure is answered by the champion.
+  The share is a keyed hash (BLAKE2b keyed with the server's routing secret) of the client's key:
+  a client keeps its variant by sending the same ``X-Request-Key`` but cannot compute which keys
+  land on the challenger.
 - ``shadow``: the champion answers; the challenger scores the same texts off the request path
   (variant ``shadow``, request id = the champion's + ``:shadow``).
 """
@@ -33,11 +36,14 @@ __all__ = ["CHALLENGER", "CHAMPION", "SHADOW", "Plan", "Router", "Slot", "choose
 _BUCKETS = 10_000
 
 
-def choose_variant(routing: Routing, key: str) -> str:
-    """``challenger`` for the canary's share of keys (stable hash of ``key``), else ``champion``."""
+def choose_variant(routing: Routing, key: str, *, secret: bytes) -> str:
+    """``challenger`` for the canary's share of keys (hash of ``key`` keyed with ``secret``),
+    else ``champion``."""
     if routing.mode != "canary" or not routing.challenger or routing.weight <= 0:
         return CHAMPION
-    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    # BLAKE2b takes a key of at most 64 bytes: longer secrets are hashed down first.
+    mac_key = secret if len(secret) <= 64 else hashlib.blake2b(secret).digest()
+    digest = hashlib.blake2b(key.encode(), digest_size=8, key=mac_key).digest()
     bucket = int.from_bytes(digest, "big") % _BUCKETS
     return CHALLENGER if bucket < routing.weight * _BUCKETS else CHAMPION
 
@@ -84,8 +90,10 @@ class Router:
         metrics: Metrics,
         live: LiveStats,
         errors: ErrorLog,
+        secret: bytes,
     ) -> None:
         self.champion = champion
+        self.secret = secret
         self.challenger = challenger
         self.slots = {champion.variant: champion, challenger.variant: challenger}
         self.plan = _IDLE
@@ -102,7 +110,7 @@ class Router:
         """The challenger's model when ``plan`` is a canary that sends ``key`` to it, else None."""
         if plan.mode != "canary" or plan.challenger is None or plan.routing is None:
             return None
-        if choose_variant(plan.routing, key) != CHALLENGER:
+        if choose_variant(plan.routing, key, secret=self.secret) != CHALLENGER:
             return None
         return plan.challenger
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from loopml.config import Settings
+from loopml.config import Settings, routing_secret
 from loopml.errors import NotReadyError, StoreError
 from loopml.routing import CHALLENGER, CHAMPION
 from loopml.serving.auth import Guard
@@ -27,6 +27,7 @@ from loopml.serving.livestats import LiveStats
 from loopml.serving.loader import ModelLoader
 from loopml.serving.metrics import Metrics
 from loopml.serving.predlog import PredictionLog
+from loopml.serving.ratelimit import RateLimiter
 from loopml.serving.router import Router, Slot
 from loopml.serving.status import routing_status, worker_status
 from loopml.store import Store
@@ -47,6 +48,7 @@ class Runtime:
         self.metrics = Metrics()
         self.live = LiveStats()
         self.guard = Guard(settings)
+        self.feedback_limit = RateLimiter(settings.feedback_rate_per_min)
         self.loader = ModelLoader(settings)
         self.errors = ErrorLog(settings.model_name, self.metrics)
         self.store: Store | None = None
@@ -58,6 +60,7 @@ class Runtime:
             metrics=self.metrics,
             live=self.live,
             errors=self.errors,
+            secret=routing_secret(settings),
         )
         self.follower = ModelFollower(settings, self.router, self.loader, self.metrics, self.errors)
         self.started_at = time.time()

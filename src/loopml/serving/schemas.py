@@ -15,6 +15,8 @@ __all__ = [
     "FeedbackIn",
     "FeedbackItemOut",
     "FeedbackOut",
+    "FeedbackRelabelIn",
+    "FeedbackRelabelOut",
     "InferIn",
     "InferInputIn",
     "InferOut",
@@ -90,6 +92,22 @@ class FeedbackOut(BaseModel):
 
     accepted: int
     items: list[FeedbackItemOut]
+
+
+class FeedbackRelabelIn(_In):
+    """An admin's correction of a stored label (audited)."""
+
+    request_id: str = Field(min_length=1, max_length=64)
+    label: str = Field(min_length=1, max_length=100)
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class FeedbackRelabelOut(BaseModel):
+    """The corrected label and what it was (label and the key id that gave it)."""
+
+    request_id: str
+    label: str
+    previous: dict[str, str | None]
 
 
 class InferInputIn(BaseModel):

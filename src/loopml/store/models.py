@@ -61,13 +61,18 @@ class Prediction(Base):
 
 
 class Feedback(Base):
-    """Delayed ground truth for a prediction, joined to it by request id."""
+    """Delayed ground truth for a prediction, joined to it by request id, with who gave it.
+
+    A label is given once; only an audited admin relabel changes it (``key_id`` then names the
+    admin). ``key_id`` is None for labels stored before provenance was recorded.
+    """
 
     __tablename__ = "feedback"
 
     request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     ts: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     label: Mapped[str] = mapped_column(String(100))
+    key_id: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
 
 
 class RoutingState(Base):

@@ -62,3 +62,24 @@ def test_behavior_and_latency(cfg: Settings) -> None:
     result = run_gate(ev(0.8, {}, passed=6, p99=80.0), None, cfg)
     assert failed(result) == {"behavioral_pass_rate", "latency_p99_ms"}
     assert result.verdict == "failed"
+
+
+def test_the_trusted_holdout_fails_a_candidate_whatever_the_feedback_slice_says(
+    cfg: Settings,
+) -> None:
+    champion = ev(0.70, {"other": 0.70, "feedback": 0.40})
+    # Better everywhere on the mixed split (it agrees with the poisoned feedback labels)...
+    candidate = ev(0.74, {"other": 0.69, "feedback": 0.95})
+    champ_trusted = {"macro_f1": 0.70, "f1_negative": 0.80, "f1_positive": 0.60}
+    poisoned = {"macro_f1": 0.685, "f1_negative": 0.81, "f1_positive": 0.52}
+    result = run_gate(candidate, champion, cfg, trusted=(poisoned, champ_trusted))
+    # ...but its positive class fell 0.08 on the trusted holdout (tolerance 0.03).
+    assert failed(result) == {"trusted_f1_positive"}
+    names = [c.name for c in result.checks]
+    assert names[3:6] == ["trusted_macro_f1", "trusted_f1_negative", "trusted_f1_positive"]
+    check = next(c for c in result.checks if c.name == "trusted_f1_positive")
+    assert (check.value, check.threshold) == (0.52, 0.57)
+    honest = {"macro_f1": 0.69, "f1_negative": 0.78, "f1_positive": 0.58}
+    assert run_gate(candidate, champion, cfg, trusted=(honest, champ_trusted)).passed
+    # Without a champion the trusted scores have nothing to compare with.
+    assert "trusted_macro_f1" not in {c.name for c in run_gate(candidate, None, cfg).checks}

@@ -29,6 +29,8 @@ from loopml.serving.deps import AdminDep, RuntimeDep
 from loopml.serving.docs import error_responses
 from loopml.serving.runtime import Runtime
 from loopml.serving.schemas import (
+    FeedbackRelabelIn,
+    FeedbackRelabelOut,
     ReloadOut,
     RolloutAbortIn,
     RolloutStartIn,
@@ -63,7 +65,8 @@ async def reload(_auth: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
 def http_actor(request: Request) -> str:
     """The audit actor of an admin request: it came over HTTP, from this client address."""
     client = request.client.host if request.client else "unknown"
-    return f"http:admin@{client}"
+    who = getattr(request.state, "admin_id", None) or "admin"
+    return f"http:{who}@{client}"
 
 
 async def _call(runtime: Runtime, request: Request, fn: Callable[..., T]) -> T:
@@ -164,3 +167,33 @@ async def rollout_status(request: Request, _auth: AdminDep, runtime: RuntimeDep)
         return control.rollout_status(settings, store, registry).to_dict()
 
     return await _call(runtime, request, status)
+
+
+@router.post(
+    "/feedback/relabel",
+    response_model=FeedbackRelabelOut,
+    responses=error_responses(401, 403, 404, 422, 503),
+)
+async def feedback_relabel(
+    body: FeedbackRelabelIn, request: Request, _auth: AdminDep, runtime: RuntimeDep
+) -> dict[str, Any]:
+    """Correct a stored feedback label (``loopml feedback relabel``): the only way a label
+    changes once given. The change and its reason go to the audit log in the same transaction.
+
+    404 when the request id has no label yet; 422 for a label the model does not know.
+    """
+    from loopml.serving.feedback import relabel
+
+    def change(settings: Settings, store: Any, _registry: Any) -> dict[str, Any]:
+        from loopml.store import current_actor
+
+        return relabel(
+            store,
+            request_id=body.request_id,
+            label=body.label,
+            reason=body.reason,
+            actor=current_actor(),
+            model_name=settings.model_name,
+        )
+
+    return await _call(runtime, request, change)

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from loopml.errors import RequestError
 from loopml.serving._http import json_response, load_json
-from loopml.serving.deps import ClientDep, RuntimeDep
+from loopml.serving.deps import FeedbackClientDep, RuntimeDep
 from loopml.serving.docs import SCHEMAS, body_schema, error_responses
 from loopml.serving.schemas import FeedbackIn, FeedbackOut
 
@@ -64,19 +64,28 @@ _DOC["requestBody"]["content"]["application/json"]["schema"] = {
     "/feedback",
     response_model=None,
     openapi_extra=_DOC,
-    responses={200: {"model": FeedbackOut}, **error_responses(400, 401, 403, 404, 413, 422, 503)},
+    responses={
+        200: {"model": FeedbackOut},
+        **error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503),
+    },
 )
-async def feedback(request: Request, runtime: RuntimeDep, _auth: ClientDep) -> Response:
+async def feedback(request: Request, runtime: RuntimeDep, caller: FeedbackClientDep) -> Response:
     """Store the true label of one prediction, or of a list of them (all or nothing).
 
+    Needs a key with the ``feedback`` role (without configured keys: open in development only).
     A request id must come from an answered prediction (one still waiting for the database
-    counts); the label must be one of the classes of the model that answered it. A later label
-    for the same request id replaces the earlier one.
+    counts); the label must be one of the classes of the model that answered it. A label is
+    given once: a second one for the same request id is refused (409); an admin corrects labels
+    with ``POST /v1/admin/feedback/relabel``. Each key may post ``LOOPML_FEEDBACK_RATE_PER_MIN``
+    labels a minute (429 with ``Retry-After`` beyond).
     """
     try:
         pairs = parse_feedback(await request.body())
     except RequestError:
         runtime.metrics.feedback.labels("invalid").inc()
         raise
-    stored: list[dict[str, Any]] = await asyncio.to_thread(runtime.feedback.record, pairs)
+    runtime.feedback_limit.take(caller.key_id, len(pairs))
+    stored: list[dict[str, Any]] = await asyncio.to_thread(
+        runtime.feedback.record, pairs, caller.key_id
+    )
     return json_response({"accepted": len(stored), "items": stored})
