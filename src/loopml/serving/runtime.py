@@ -47,7 +47,7 @@ class Runtime:
         self.metrics = Metrics()
         self.live = LiveStats()
         self.guard = Guard(settings)
-        self.loader = ModelLoader(settings)
+        self.loader = ModelLoader(settings, self.metrics)
         self.errors = ErrorLog(settings.model_name, self.metrics)
         self.store: Store | None = None
         self.predlog: PredictionLog | None = None
@@ -79,6 +79,7 @@ class Runtime:
         self.settings.prepare()
         engine, migrated = await asyncio.to_thread(self._open_store)
         assert self.store is not None
+        self.loader.store = self.store  # the recorded artifact hashes are read from it
         self.predlog = PredictionLog(
             self.settings.spool_dir,
             engine,
