@@ -236,9 +236,10 @@ def run(
 
         uvicorn.run(create_app(settings), **options)
         return
+    settings.run_dir.mkdir(mode=0o700, exist_ok=True)  # owner only: it holds the settings file
     metrics_dir = settings.run_dir / f"metrics-{os.getpid()}"
     shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(mode=0o700, parents=True)
+    metrics_dir.mkdir(mode=0o700)
     settings_file = write_settings_file(settings)
     # Workers inherit this process's environment: the secrets leave it (the file has them).
     removed = {k: os.environ.pop(k) for k in _SECRET_ENV if k in os.environ}
