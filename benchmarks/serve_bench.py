@@ -102,9 +102,9 @@ def serve_variant(name: str, port: int) -> None:
 
     settings = load_settings()
     if spec["server"] == "granian":
-        from loopml.serving.server import SETTINGS_ENV, _settings_json
+        from loopml.serving.server import SETTINGS_ENV, write_settings_file
 
-        os.environ[SETTINGS_ENV] = _settings_json(settings)
+        os.environ[SETTINGS_ENV] = str(write_settings_file(settings))
         os.execv(
             str(Path(sys.executable).with_name("granian")),
             [

@@ -27,6 +27,7 @@ from loopml.errors import ConfigError
 __all__ = [
     "ROLES",
     "Settings",
+    "create_private_file",
     "get_settings",
     "load_settings",
     "parse_api_key",
@@ -93,6 +94,14 @@ class Settings(BaseSettings):
     routing_poll_s: float = Field(1.0, gt=0)
     predlog_batch_size: int = Field(500, ge=1)
     predlog_flush_interval_s: float = Field(0.5, gt=0)
+
+    # hardening: connections, exposure of internals, model authenticity
+    header_timeout_s: float = Field(10.0, gt=0, le=300)
+    body_timeout_s: float = Field(30.0, gt=0, le=3600)
+    max_connections: int = Field(1024, ge=1)
+    public_status: bool | None = None
+    metrics_token: SecretStr | None = None
+    unverified_models: Literal["warn", "refuse"] | None = None
 
     # monitoring
     monitor_window: int = Field(1000, ge=1)
@@ -168,6 +177,9 @@ class Settings(BaseSettings):
         secret = self.routing_secret
         if self.env == "production" and secret and len(secret.get_secret_value()) < 16:
             raise ValueError("routing_secret must be at least 16 characters in production")
+        metrics = self.metrics_token.get_secret_value() if self.metrics_token else None
+        if self.env == "production" and metrics is not None and len(metrics) < 16:
+            raise ValueError("metrics_token must be at least 16 characters in production")
         return self
 
     @classmethod
@@ -182,6 +194,22 @@ class Settings(BaseSettings):
         """Order of precedence: arguments, environment, loopml.toml, defaults."""
         toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_file())
         return (init_settings, env_settings, toml, file_secret_settings)
+
+    @property
+    def status_is_public(self) -> bool:
+        """Whether status, page and docs answer anyone: ``LOOPML_PUBLIC_STATUS``, else only a
+        development server without API keys (keys or production mean a closed server)."""
+        if self.public_status is not None:
+            return self.public_status
+        return self.env == "development" and not self.api_keys
+
+    @property
+    def unverified_model_policy(self) -> Literal["warn", "refuse"]:
+        """What to do with a version that has no artifact hashes recorded at registration:
+        ``LOOPML_UNVERIFIED_MODELS``, else refuse in production and warn in development."""
+        if self.unverified_models is not None:
+            return self.unverified_models
+        return "refuse" if self.env == "production" else "warn"
 
     @property
     def home_dir(self) -> Path:
@@ -218,11 +246,32 @@ class Settings(BaseSettings):
         """Verified copies of model artifacts used by serving."""
         return self.home_dir / "cache"
 
+    @property
+    def run_dir(self) -> Path:
+        """Files of running processes (the settings handed to serving workers, metrics)."""
+        return self.home_dir / "run"
+
     def prepare(self) -> Settings:
-        """Create the folders of ``LOOPML_HOME``; called by entry points, never at import."""
+        """Create the folders of ``LOOPML_HOME`` (owner only) and its SQLite files (0600); called
+        by entry points, never at import."""
         for path in (self.home_dir, self.spool_dir, self.reports_dir, self.cache_dir):
-            path.mkdir(parents=True, exist_ok=True)
+            # 0700 on creation only: an existing, shared volume keeps the modes its owner chose.
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for url in (self.mlflow_uri, self.db_url):
+            # SQLite gives its -wal and -shm files the mode of the database file: create it
+            # 0600 before SQLite does (which would apply the umask, usually 0644).
+            if url.startswith("sqlite:///"):
+                create_private_file(Path(url.removeprefix("sqlite:///")))
         return self
+
+
+def create_private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists (its mode is then left alone)."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -31,8 +31,12 @@ def test_api_keys_guard_the_data_routes(trained: TrainedRegistry, make_server) -
     # A plain key may predict, not label: feedback trains the next model (a privileged role).
     refused = httpx.post(url + "/v1/feedback", json=feedback, headers={"X-API-Key": KEY})
     assert refused.status_code == 403 and "'feedback' role" in refused.json()["error"]
-    for open_path in ("/healthz", "/readyz", "/metrics", "/v1/status", "/v2/health/ready"):
+    for open_path in ("/healthz", "/readyz", "/metrics", "/v2/health/ready"):
         assert httpx.get(url + open_path).status_code == 200
+    # Keys close the internals too (LOOPML_PUBLIC_STATUS); without an admin token nobody sees them.
+    for closed_path in ("/v1/status", "/", "/docs", "/openapi.json"):
+        assert httpx.get(url + closed_path).status_code in (401, 404), closed_path
+    assert httpx.get(url + "/docs", headers={"X-API-Key": KEY}).status_code == 200
 
     # Admin API off without a token: a clear 404, whatever the caller sends.
     admin = httpx.post(url + "/v1/admin/reload", headers={"Authorization": f"Bearer {KEY}"})

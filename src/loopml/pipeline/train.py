@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import tempfile
 import time
@@ -18,7 +19,7 @@ from mlflow.exceptions import MlflowException
 
 from loopml.config import Settings
 from loopml.data import Dataset, Splits, load_dataset, load_splits, split_dataset
-from loopml.errors import RegistryError
+from loopml.errors import LoopmlError, RegistryError
 from loopml.pipeline.evaluate import Evaluation, evaluate, plot_confusion_matrix, score
 from loopml.pipeline.gate import GateResult, run_gate, trusted_rows
 from loopml.recipes import get_recipe
@@ -26,9 +27,17 @@ from loopml.recipes.base import TextClassifier
 from loopml.recipes.packaging import log_classifier
 from loopml.registry import GATE_TAG, Registry
 from loopml.routing import CHAMPION
+from loopml.store import FileHashes, hash_tree, open_store
 from loopml.tracking import experiment_id
 
-__all__ = ["TrainResult", "evaluate_version", "gate_against_champion", "record_gate", "train"]
+__all__ = [
+    "TrainResult",
+    "evaluate_version",
+    "gate_against_champion",
+    "record_artifacts",
+    "record_gate",
+    "train",
+]
 
 Progress = Callable[[str], None]
 
@@ -128,6 +137,42 @@ def _register(
         registry.name, source=info.model_uri, run_id=run_id, model_id=info.model_id
     )
     return str(mv.version)
+
+
+def record_artifacts(settings: Settings, registry: Registry, version: str) -> FileHashes:
+    """Record the SHA-256 and size of every file of ``version`` in the loopml database (serving
+    loads nothing that differs). Run right after the version is created, by the process that
+    uploaded it; ``RegistryError`` if the files cannot be read back."""
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = f"models:/{registry.name}/{version}"
+        try:
+            path = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+            files = hash_tree(Path(path))
+        except (MlflowException, OSError, ValueError) as exc:
+            raise RegistryError(f"cannot read back {uri} to record its hashes: {exc}") from exc
+    with open_store(settings.db_url) as store:
+        store.record_artifacts(registry.name, version, files)
+    return files
+
+
+def _register_recorded(
+    settings: Settings,
+    registry: Registry,
+    classifier: TextClassifier,
+    test: pd.DataFrame,
+    run_id: str,
+) -> str:
+    """Register, then record the artifact hashes; a version whose hashes cannot be recorded is
+    deleted again (serving in production would refuse it anyway)."""
+    version = _register(registry, classifier, test, run_id)
+    try:
+        record_artifacts(settings, registry, version)
+    except LoopmlError:
+        # The error being raised says more than a failed clean-up would.
+        with contextlib.suppress(MlflowException):
+            registry.client.delete_model_version(registry.name, version)
+        raise
+    return version
 
 
 def record_gate(
@@ -233,7 +278,7 @@ def train(
             mlflow.log_artifact(str(png))
         mlflow.log_dict(evaluation.behavioral.to_dict(), "behavioral.json")
         say("register")
-        version = _register(registry, classifier, splits.test, run.info.run_id)
+        version = _register_recorded(settings, registry, classifier, splits.test, run.info.run_id)
         say("gate")
         gate, champion_eval = gate_against_champion(
             settings, registry, evaluation, splits.test, exclude_version=version, model=classifier

@@ -6,10 +6,22 @@ with the ``feedback`` role; without any key configured it is open only in develo
 
 Secrets are compared with :func:`hmac.compare_digest` and never logged or echoed; a caller is known
 by a key id (a hash prefix of the key, not the key) in the feedback table and the audit log.
+
+Internals (``/v1/status``, ``/v1/status/live``, the page ``/``: PIDs, audit actors, database
+errors; ``/docs`` and ``/openapi.json``: the whole API surface) answer anyone only while
+``Settings.status_is_public`` (``LOOPML_PUBLIC_STATUS``; by default a development server without API
+keys). Otherwise status and page need the admin token, and docs an API key or the admin token; a
+browser may send them as HTTP Basic credentials (any user name, the token as password), so the page
+and its refreshes work behind the browser's own prompt. ``/metrics`` needs
+``LOOPML_METRICS_TOKEN`` (or the admin token) when that is set; without it, it stays open for
+Prometheus and carries no host, PID or secret (deployments keep it off public ingress).
+``/healthz`` and ``/readyz`` always answer, with nothing but ready or not.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -46,6 +58,33 @@ def _bearer(headers: Headers) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+def _presented(headers: Headers) -> str | None:
+    """The secret a request presents: Bearer, ``X-API-Key``, or the password of HTTP Basic."""
+    token = _bearer(headers) or headers.get("x-api-key")
+    if token:
+        return token
+    scheme, _, encoded = (headers.get("authorization") or "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.partition(":")[2] or None
+
+
+def _matches(given: str, known: list[bytes]) -> bool:
+    encoded = given.encode()
+    ok = False
+    for secret in known:  # no early exit: every secret is compared
+        ok |= hmac.compare_digest(encoded, secret)
+    return ok
+
+
+#: the 401 of a gated page asks browsers for credentials (Basic) as well as API clients (Bearer)
+_BROWSER_CHALLENGE = {"WWW-Authenticate": 'Basic realm="loopml", charset="UTF-8"'}
+
+
 class Guard:
     """Checks credentials against the settings' secrets (encoded once)."""
 
@@ -57,6 +96,9 @@ class Guard:
             key, roles = parse_api_key(entry.get_secret_value())
             self._keys.append((key.encode(), Principal(key_id(key), roles)))
         self._open_feedback = settings.env == "development"
+        metrics = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
+        self._metrics = metrics.encode() if metrics else None
+        self.public_status = settings.status_is_public
 
     @property
     def keys_required(self) -> bool:
@@ -111,3 +153,40 @@ class Guard:
                 f" (LOOPML_API_KEYS entry <key>:{role})"
             )
         return principal
+
+    # -- gates of the routes that show internals (kept apart from ``client``'s key roles) --------
+
+    def _gate(self, headers: Headers, accepted: list[bytes], what: str, browser: bool) -> None:
+        challenge = _BROWSER_CHALLENGE if browser else None
+        if not accepted:
+            raise NotFoundError(
+                f"{what} is not public (LOOPML_PUBLIC_STATUS) and no credential is configured"
+            )
+        given = _presented(headers)
+        if given is None:
+            error: AuthenticationError | PermissionDeniedError = AuthenticationError(
+                f"{what} needs credentials: 'Authorization: Bearer <token>'"
+            )
+            if challenge:
+                error.extra_headers = {**(error.extra_headers or {}), **challenge}
+            raise error
+        if not _matches(given, accepted):
+            raise PermissionDeniedError(f"the credentials are not valid for {what}")
+
+    def status(self, headers: Headers, *, browser: bool = False) -> None:
+        """Allow status and the page: public, or the admin token."""
+        if not self.public_status:
+            self._gate(headers, [self._admin] if self._admin else [], "the status", browser)
+
+    def docs(self, headers: Headers) -> None:
+        """Allow ``/docs`` and ``/openapi.json``: public, an API key or the admin token."""
+        if not self.public_status:
+            known = [key for key, _ in self._keys] + ([self._admin] if self._admin else [])
+            self._gate(headers, known, "the API documentation", True)
+
+    def metrics(self, headers: Headers) -> None:
+        """Allow ``/metrics``: open without ``LOOPML_METRICS_TOKEN``, else it or the admin
+        token."""
+        if self._metrics is not None:
+            known = [self._metrics, *([self._admin] if self._admin else [])]
+            self._gate(headers, known, "/metrics", False)

@@ -1,9 +1,19 @@
-"""Model loading for serving: registry alias -> verified local cache -> classifier -> warm-up.
+"""Model loading for serving: registry alias -> verified local cache -> authenticated files ->
+classifier -> warm-up.
 
 Artifacts are downloaded once into ``settings.cache_dir/<model>/<version>/`` next to a SHA-256
 manifest written at download time; every load re-checks the manifest, so a corrupted or half-written
-cache is never loaded (it is downloaded again). A model that fails to load or to answer a warm-up
-prediction raises :class:`ServingError` and never reaches a request.
+cache is never loaded (it is downloaded again). That manifest only says the copy is whole, not that
+it is the model that was registered: before anything is unpickled or imported, every file is checked
+against the hashes recorded in the loopml database at registration (``model_artifacts``). A
+mismatch refuses the version (the old model keeps serving), writes an audit record
+(``model_refused``) and counts ``loopml_model_refused_total``. A version without recorded hashes
+(registered before they existed, or by hand) is refused in production and loaded with a warning in
+development (``LOOPML_UNVERIFIED_MODELS``). When the database cannot be read, a copy authenticated
+earlier by this cache (``authenticated.json``) still loads; anything else waits for the database.
+
+A model that fails to load or to answer a warm-up prediction raises :class:`ServingError` and never
+reaches a request.
 """
 
 from __future__ import annotations
@@ -17,19 +27,24 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from loopml.config import Settings
 from loopml.errors import LoopmlError, ServingError
 from loopml.recipes.base import TextClassifier
+from loopml.store import FileHashes, Store, current_actor, differences, hash_tree, open_store
+
+if TYPE_CHECKING:
+    from loopml.serving.metrics import Metrics
 
 __all__ = ["LoadedModel", "ModelLoader", "build_manifest", "verify_manifest"]
 
 log = logging.getLogger("loopml.serving")
 
 MANIFEST = "manifest.json"
+AUTHENTICATED = "authenticated.json"
 _WARMUP = ["loopml warm-up: the flight was great", "terrible service, never again", "ok"]
 
 
@@ -43,6 +58,8 @@ class LoadedModel:
     classifier: TextClassifier
     classes: tuple[str, ...]
     loaded_at: float = field(default_factory=time.time)
+    #: "verified" (hashes recorded at registration match) or "unverified" (none recorded)
+    authenticity: str = "verified"
 
 
 def _sha256(path: Path) -> str:
@@ -80,10 +97,15 @@ def verify_manifest(entry: Path) -> Path:
 class ModelLoader:
     """Resolves aliases in the registry and loads versions through the verified cache."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.name = settings.model_name
+        self.metrics = metrics
+        #: the loopml database holding the recorded hashes (the worker attaches its own)
+        self.store: Store | None = None
         self._registry: Any = None
+        # (version, reason) already audited by this process: one record, not one per retry.
+        self._audited: set[tuple[str, str]] = set()
 
     @property
     def registry(self) -> Any:
@@ -145,12 +167,110 @@ class ModelLoader:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def load(self, version: str, variant: str) -> LoadedModel:
-        """Fetch, verify, load and warm up ``version``; ServingError if any step fails."""
+        """Fetch, verify, authenticate, load and warm up ``version``; ServingError if any step
+        fails. Nothing of the model is unpickled or imported before it is authenticated."""
+        version = str(version)
         model_dir = self.fetch(version)
+        authenticity = self.authenticate(version, model_dir, variant)
         classifier = _load_classifier(model_dir)
         classes = tuple(str(c) for c in classifier.classes)
         warm_up(classifier, classes)
-        return LoadedModel(self.name, str(version), variant, classifier, classes)
+        return LoadedModel(
+            self.name, version, variant, classifier, classes, authenticity=authenticity
+        )
+
+    def _recorded(self, version: str) -> FileHashes:
+        if self.store is None:  # outside a worker (benchmarks): the settings' database
+            self.store = open_store(self.settings.db_url)
+        return self.store.artifacts(self.name, version)
+
+    def authenticate(self, version: str, model_dir: Path, variant: str = "") -> str:
+        """Check ``model_dir`` against the hashes recorded at registration: "verified", or
+        "unverified" (none recorded, allowed by the policy); ServingError otherwise."""
+        entry = model_dir.parent
+        try:
+            actual = hash_tree(model_dir)
+        except (OSError, ValueError) as exc:
+            shutil.rmtree(entry, ignore_errors=True)
+            self._refuse(version, variant, "mismatch", f"its files cannot be hashed: {exc}", [])
+        try:
+            recorded = self._recorded(version)
+        except LoopmlError as exc:
+            if _load_authenticated(entry) == actual:
+                log.warning(
+                    "cannot read the recorded hashes of version %s (%s): its cached copy was"
+                    " authenticated before and has not changed",
+                    version,
+                    exc,
+                )
+                return "verified"
+            self._count(version, "unavailable")
+            raise ServingError(
+                f"version {version} cannot be authenticated now (the loopml database is"
+                f" unavailable: {exc}); not loading it"
+            ) from exc
+        if not recorded:
+            if self.settings.unverified_model_policy == "refuse":
+                self._refuse(
+                    version,
+                    variant,
+                    "unverified",
+                    "no artifact hashes were recorded at its registration"
+                    " (LOOPML_UNVERIFIED_MODELS=refuse)",
+                    [],
+                )
+            log.warning(
+                "version %s has no artifact hashes recorded at registration: loading it"
+                " unverified (development; LOOPML_UNVERIFIED_MODELS=refuse forbids this)",
+                version,
+            )
+            return "unverified"
+        changed = differences(recorded, actual)
+        if changed:
+            shutil.rmtree(entry, ignore_errors=True)  # never reuse it; download again next time
+            self._refuse(
+                version,
+                variant,
+                "mismatch",
+                f"{len(changed)} artifact file(s) differ from the hashes recorded at"
+                f" registration: {', '.join(changed[:5])}",
+                changed[:20],
+            )
+        (entry / AUTHENTICATED).write_text(json.dumps(actual, indent=1))
+        return "verified"
+
+    def _count(self, version: str, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.model_refused.labels(version, reason).inc()
+
+    def _refuse(self, version: str, variant: str, reason: str, text: str, paths: list[str]) -> None:
+        """Count, audit (once per version and reason in this process) and raise."""
+        self._count(version, reason)
+        log.error("refusing model %s version %s: %s", self.name, version, text)
+        if (version, reason) not in self._audited and self.store is not None:
+            try:
+                self.store.audit(
+                    actor=current_actor(),
+                    action="model_refused",
+                    model_name=self.name,
+                    from_version=None,
+                    to_version=version,
+                    reason=text,
+                    details={"reason": reason, "variant": variant, "paths": paths},
+                )
+                self._audited.add((version, reason))
+            except LoopmlError as exc:
+                log.error("cannot audit the refusal of version %s: %s", version, exc)
+        raise ServingError(f"version {version} refused: {text}")
+
+
+def _load_authenticated(entry: Path) -> FileHashes | None:
+    """The hashes a cache entry was authenticated with, or None."""
+    try:
+        raw = json.loads((entry / AUTHENTICATED).read_text())
+        return {str(path): (str(v[0]), int(v[1])) for path, v in raw.items()}
+    except (OSError, ValueError, TypeError, IndexError, AttributeError):
+        return None
 
 
 def _load_classifier(model_dir: Path) -> TextClassifier:

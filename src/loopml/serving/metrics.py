@@ -28,6 +28,11 @@ loopml_model_errors_total              counter   model_version, variant: texts w
                                                  by the champion) or whose model failed to load
 loopml_shadow_skipped_total            counter   champion answers not scored in shadow because
                                                  the challenger's queue was full
+loopml_model_refused_total             counter   model_version, reason (mismatch, unverified,
+                                                 unavailable): loads refused before any model
+                                                 code ran (artifact hashes recorded at
+                                                 registration differ, are missing, or cannot be
+                                                 read)
 ====================================== ========= ===================================================
 
 ``served == written + backlog`` holds in every process (so for the sum). With several workers,
@@ -162,6 +167,14 @@ class Metrics:
         self.shadow_skipped = Counter(
             "loopml_shadow_skipped",
             "Champion answers not scored in shadow (the challenger's queue was full).",
+            registry=reg,
+        )
+
+        self.model_refused = Counter(
+            "loopml_model_refused",
+            "Model loads refused because the files differ from the hashes recorded at"
+            " registration, none were recorded, or they cannot be read.",
+            ["model_version", "reason"],
             registry=reg,
         )
 

@@ -1,5 +1,10 @@
-"""The edge of the app (pure ASGI, cheap): body size limit, request metrics, last-resort errors,
-and the fast lane.
+"""The edge of the app (pure ASGI, cheap): gates, body size and time limits, request metrics,
+last-resort errors, and the fast lane.
+
+Gates come before anything is read: ``/v1/admin/*`` checks the admin token before its body is
+received (an anonymous client cannot make the server buffer a body), and the routes that show
+internals (status, page, docs, metrics) are checked here as :class:`~loopml.serving.auth.Guard`
+says. A body must arrive within ``LOOPML_BODY_TIMEOUT_S`` (else 408 and the connection closes).
 
 The fast lane answers ``POST /v1/predict`` and ``POST /v2/models/{name}[/versions/{v}]/infer``
 (JSON, or OIP's binary tensor data with ``Inference-Header-Content-Length``) directly, with the
@@ -13,6 +18,7 @@ neither tokens nor texts reach the server's logs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -39,6 +45,23 @@ class _TooLargeError(Exception):
     pass
 
 
+class _BodyTimeoutError(Exception):
+    pass
+
+
+# path -> which gate of the Guard applies (exact paths: a bounded set of metric labels too).
+_GATED = {
+    "/v1/status": "status",
+    "/v1/status/live": "status",
+    "/": "page",
+    "/docs": "docs",
+    "/docs/oauth2-redirect": "docs",
+    "/openapi.json": "docs",
+    "/metrics": "metrics",
+}
+_ADMIN_PREFIX = "/v1/admin/"
+
+
 class EdgeMiddleware:
     """Reads bodies up to ``max_body_bytes`` (else 413) and records every response's metrics."""
 
@@ -48,6 +71,7 @@ class EdgeMiddleware:
         self.metrics = runtime.metrics
         self.live = runtime.live
         self.max_body_bytes = runtime.settings.max_body_bytes
+        self.body_timeout_s = runtime.settings.body_timeout_s
         self.fast_lane = fast_lane
         self._children: dict[tuple[str, ...], tuple[Any, Any]] = {}
 
@@ -68,6 +92,8 @@ class EdgeMiddleware:
             await send(message)
 
         try:
+            if not await self._allowed(scope, send_status):
+                return
             if scope["method"] in _BODY_METHODS:
                 body = await self._read(scope, receive)
                 if body is None:
@@ -88,6 +114,14 @@ class EdgeMiddleware:
                 f"the request body is over the limit of"
                 f" {self.max_body_bytes} bytes (LOOPML_MAX_BODY_BYTES)",
             )
+        except _BodyTimeoutError:
+            await _error(
+                send_status,
+                408,
+                f"the request body was not received within {self.body_timeout_s:g} s"
+                " (LOOPML_BODY_TIMEOUT_S)",
+                {"Connection": "close"},  # the rest of the body must not be read as a request
+            )
         except Exception as exc:
             log.error("unhandled %s on %s %s", type(exc).__name__, scope["method"], _route(scope))
             if not started:
@@ -95,8 +129,41 @@ class EdgeMiddleware:
         finally:
             self._observe(scope, state, status, time.perf_counter() - start)
 
+    async def _allowed(self, scope: Scope, send: Send) -> bool:
+        """Apply the gate of a gated path (answering the refusal); True to go on."""
+        path: str = scope["path"]
+        gate = _GATED.get(path)
+        admin = gate is None and path.startswith(_ADMIN_PREFIX)
+        if gate is None and not admin:
+            return True
+        guard = self.runtime.guard
+        headers = Headers(scope=scope)
+        try:
+            if admin:
+                guard.admin(headers)
+            elif gate in ("status", "page"):
+                guard.status(headers, browser=gate == "page")
+            elif gate == "docs":
+                guard.docs(headers)
+            else:
+                guard.metrics(headers)
+        except LoopmlError as exc:
+            if gate is not None:
+                scope["route"] = _Template(path)
+            await _error(send, exc.http_status, str(exc), exc.http_headers)
+            return False
+        return True
+
     async def _read(self, scope: Scope, receive: Receive) -> bytes | None:
-        """The whole body, bounded by ``max_body_bytes`` (None if the client disconnected)."""
+        """The whole body, bounded by ``max_body_bytes`` and ``body_timeout_s`` (None if the
+        client disconnected)."""
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                return await self._read_body(scope, receive)
+        except TimeoutError:
+            raise _BodyTimeoutError from None
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:

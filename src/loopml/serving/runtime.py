@@ -49,7 +49,7 @@ class Runtime:
         self.live = LiveStats()
         self.guard = Guard(settings)
         self.feedback_limit = RateLimiter(settings.feedback_rate_per_min)
-        self.loader = ModelLoader(settings)
+        self.loader = ModelLoader(settings, self.metrics)
         self.errors = ErrorLog(settings.model_name, self.metrics)
         self.store: Store | None = None
         self.predlog: PredictionLog | None = None
@@ -82,6 +82,7 @@ class Runtime:
         self.settings.prepare()
         engine, migrated = await asyncio.to_thread(self._open_store)
         assert self.store is not None
+        self.loader.store = self.store  # the recorded artifact hashes are read from it
         self.predlog = PredictionLog(
             self.settings.spool_dir,
             engine,

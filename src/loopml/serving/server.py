@@ -1,9 +1,20 @@
 """Running the app: uvicorn (httptools + uvloop), one process or several workers.
 
 With several workers, uvicorn spawns fresh interpreters that build their app with
-:func:`app_from_env`: the settings travel in ``LOOPML_SERVE_SETTINGS`` (JSON) and the workers share
+:func:`app_from_env`: the settings travel in a 0600 JSON file under ``LOOPML_HOME/run`` (removed at
+exit) whose path is ``LOOPML_SERVE_SETTINGS_FILE``; loopml's secrets (admin token, API keys, metrics
+token, database and tracking URLs) are taken out of the environment the workers inherit, so no
+worker's ``/proc/<pid>/environ`` shows them. Credentials that libraries read only from the
+environment (``AWS_*`` for S3 artifacts, ``MLFLOW_TRACKING_PASSWORD``) stay. The workers share
 Prometheus values through ``PROMETHEUS_MULTIPROC_DIR``, a fresh folder per run. Schema migrations
 run once here, before any worker starts, so workers never race on them.
+
+The connection guard: uvicorn's httptools protocol has no timeout for a request head; the
+:class:`GuardedHttpToolsProtocol` closes a connection whose head is not complete within
+``LOOPML_HEADER_TIMEOUT_S`` of its first byte (or of the connection, for the first request) with a
+408, and one whose head grows over 64 KiB with a 431 (slowloris and header floods). Each worker
+takes at most ``LOOPML_MAX_CONNECTIONS`` connections (more are answered 503); a body must arrive
+within ``LOOPML_BODY_TIMEOUT_S`` (the edge middleware answers 408).
 
 On SIGTERM (``docker stop``, Kubernetes) each worker stops accepting connections, finishes the
 requests in flight for up to ``_GRACEFUL_S`` (30 s; then they are cancelled), and its lifespan
@@ -21,6 +32,7 @@ On SIGTERM its calls in flight get up to 5 s more, after the HTTP drain.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import json
@@ -30,30 +42,150 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from loopml.config import Settings, load_settings
-from loopml.errors import LoopmlError, ServingError
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["app_from_env", "run"]
+from loopml.config import Settings, load_settings
+from loopml.errors import ConfigError, LoopmlError, ServingError
+
+__all__ = ["GuardedHttpToolsProtocol", "app_from_env", "run", "write_settings_file"]
 
 log = logging.getLogger("loopml.serving")
 
-SETTINGS_ENV = "LOOPML_SERVE_SETTINGS"
+SETTINGS_ENV = "LOOPML_SERVE_SETTINGS_FILE"
 _GRACEFUL_S = 30
+# Settings that hold secrets (or URLs that may): never left in a worker's environment.
+_SECRET_ENV = (
+    "LOOPML_ADMIN_TOKEN",
+    "LOOPML_API_KEYS",
+    "LOOPML_METRICS_TOKEN",
+    "LOOPML_DATABASE_URL",
+    "LOOPML_TRACKING_URI",
+)
+_MAX_HEAD_BYTES = 65_536
 
 
-def _settings_json(settings: Settings) -> str:
+def _canned(status: int, reason: str, message: str) -> bytes:
+    body = orjson.dumps({"error": message})
+    return (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode() + body
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline and a size limit for each request head."""
+
+    #: seconds a request head may take (set from ``LOOPML_HEADER_TIMEOUT_S`` by the app factory)
+    header_timeout_s: float = 10.0
+    max_head_bytes: int = _MAX_HEAD_BYTES
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._in_head = True
+        self._head_bytes = 0
+
+    def _arm(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_timeout)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _reject(self, payload: bytes) -> None:
+        self._disarm()
+        if not self.transport.is_closing():
+            self.transport.write(payload)
+            self.transport.close()
+
+    def _head_timeout(self) -> None:
+        self._head_timer = None
+        self._reject(_TIMEOUT_408)
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Start the clock of the first request head with the connection (a client that sends
+        nothing, or one byte at a time, is closed when it runs out)."""
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Stop the clock."""
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """Count the bytes of a head still incomplete; over the limit: 431 and close."""
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self._in_head and self._head_bytes > self.max_head_bytes:
+            self._reject(_TOO_LARGE_431)
+
+    def on_message_begin(self) -> None:
+        """A new request's first byte: its head must be complete within the timeout."""
+        super().on_message_begin()
+        self._in_head = True
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        """The head is complete: stop the clock (the body has its own, in the middleware)."""
+        self._disarm()
+        self._in_head = False
+        self._head_bytes = 0
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        """What arrives next is the head of the next request."""
+        super().on_message_complete()
+        self._in_head = True
+        self._head_bytes = 0
+
+
+_TIMEOUT_408 = _canned(408, "Request Timeout", "the request head was not received in time")
+_TOO_LARGE_431 = _canned(431, "Request Header Fields Too Large", "the request head is too large")
+
+
+def configure_protocol(settings: Settings) -> None:
+    """Give the connection guard of this process its settings (each worker calls it)."""
+    GuardedHttpToolsProtocol.header_timeout_s = settings.header_timeout_s
+
+
+def write_settings_file(settings: Settings) -> Path:
+    """``settings`` with their secrets as a JSON file only its owner can read (0600), under
+    ``LOOPML_HOME/run``; the caller removes it."""
     data = settings.model_dump(mode="json")
     data["admin_token"] = settings.admin_token.get_secret_value() if settings.admin_token else None
     data["api_keys"] = [k.get_secret_value() for k in settings.api_keys]
-    return json.dumps(data)
+    data["metrics_token"] = (
+        settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    )
+    settings.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = settings.run_dir / f"settings-{os.getpid()}.json"
+    path.unlink(missing_ok=True)  # a stale file of a dead process with the same pid
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+    return path
 
 
 def app_from_env() -> Any:
-    """App factory for worker processes (settings from ``LOOPML_SERVE_SETTINGS``)."""
+    """App factory for worker processes (settings from the file ``LOOPML_SERVE_SETTINGS_FILE``
+    names, else from the environment)."""
     from loopml.serving.app import create_app
 
-    raw = os.environ.get(SETTINGS_ENV)
-    settings = load_settings(**json.loads(raw)) if raw else load_settings()
+    path = os.environ.get(SETTINGS_ENV)
+    if path:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read the serving settings file {path}: {exc}") from exc
+        settings = load_settings(**data)
+    else:
+        settings = load_settings()
+    configure_protocol(settings)
     return create_app(settings)
 
 
@@ -92,32 +224,41 @@ def run(
     if settings.grpc_port and settings.grpc_host is None:
         settings = settings.model_copy(update={"grpc_host": host})
     _migrate_once(settings)
+    configure_protocol(settings)
     options: dict[str, Any] = {
         "host": host,
         "port": port,
-        "http": "httptools",
+        # By name: spawned workers import it themselves.
+        "http": "loopml.serving.server:GuardedHttpToolsProtocol",
         "loop": "uvloop",
         "access_log": access_log,
         "log_config": _log_config(),
         "server_header": False,
         "timeout_graceful_shutdown": _GRACEFUL_S,
         "backlog": 4096,
+        "limit_concurrency": settings.max_connections,
     }
     if workers == 1:
         from loopml.serving.app import create_app
 
         uvicorn.run(create_app(settings), **options)
         return
-    metrics_dir = settings.home_dir / "run" / f"metrics-{os.getpid()}"
+    settings.run_dir.mkdir(mode=0o700, exist_ok=True)  # owner only: it holds the settings file
+    metrics_dir = settings.run_dir / f"metrics-{os.getpid()}"
     shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True)
+    metrics_dir.mkdir(mode=0o700)
+    settings_file = write_settings_file(settings)
+    # Workers inherit this process's environment: the secrets leave it (the file has them).
+    removed = {k: os.environ.pop(k) for k in _SECRET_ENV if k in os.environ}
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    os.environ[SETTINGS_ENV] = _settings_json(settings)
+    os.environ[SETTINGS_ENV] = str(settings_file)
     try:
         uvicorn.run("loopml.serving.server:app_from_env", factory=True, workers=workers, **options)
     finally:
         os.environ.pop(SETTINGS_ENV, None)
         os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        os.environ.update(removed)
+        settings_file.unlink(missing_ok=True)
         shutil.rmtree(metrics_dir, ignore_errors=True)
         with contextlib.suppress(OSError):
             Path(metrics_dir).parent.rmdir()

@@ -68,6 +68,7 @@ def worker_status(runtime: Runtime) -> dict[str, Any]:
             "alias": slot.alias,
             "classes": list(slot.model.classes),
             "loaded_at": slot.model.loaded_at,
+            "authenticity": slot.model.authenticity,
             "versions_served": slot.history[-10:],
         }
         for name, slot in router.slots.items()

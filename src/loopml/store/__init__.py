@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from loopml.store._db import Store, open_store
 from loopml.store.actor import acting_as, current_actor
+from loopml.store.artifacts import FileHashes, differences, hash_tree
 from loopml.store.models import (
     PREDICTION_COLUMNS,
     AuditEntry,
     Feedback,
+    ModelArtifact,
     MonitorResult,
     Prediction,
     RoutingState,
@@ -19,6 +21,8 @@ __all__ = [
     "PREDICTION_COLUMNS",
     "AuditEntry",
     "Feedback",
+    "FileHashes",
+    "ModelArtifact",
     "MonitorResult",
     "Prediction",
     "RoutingState",
@@ -27,5 +31,7 @@ __all__ = [
     "UtcDateTime",
     "acting_as",
     "current_actor",
+    "differences",
+    "hash_tree",
     "open_store",
 ]

@@ -12,15 +12,48 @@ from typing import Any, Self
 from alembic import command
 from alembic.config import Config
 from alembic.util import CommandError
-from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy import Engine, create_engine, delete, event, select, text
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from loopml.config import redact_url
+from loopml.config import create_private_file, redact_url
 from loopml.errors import ConfigError, StoreError
-from loopml.store.models import AuditEntry, MonitorResult
+from loopml.store.artifacts import FileHashes
+from loopml.store.models import AuditEntry, ModelArtifact, MonitorResult
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+
+# What went wrong, by the words of the drivers' messages; never the message itself, which names
+# the host, port, database and user (and reaches HTTP responses and the status page).
+_CAUSES = (
+    ("connection refused", "connection refused"),
+    ("timeout", "connection timed out"),
+    ("timed out", "connection timed out"),
+    ("password authentication failed", "authentication failed"),
+    ("authentication failed", "authentication failed"),
+    ("no password supplied", "authentication failed"),
+    ("does not exist", "the database does not exist"),
+    ("not currently accepting connections", "the database does not accept connections"),
+    ("could not translate host name", "the host name does not resolve"),
+    ("name or service not known", "the host name does not resolve"),
+    ("server closed the connection", "the connection was lost"),
+    ("terminating connection", "the connection was lost"),
+    ("connection is closed", "the connection was lost"),
+    ("database is locked", "the database is locked"),
+    ("unable to open database file", "the database file cannot be opened"),
+    ("readonly database", "the database is read-only"),
+    ("disk i/o error", "disk I/O error"),
+)
+
+
+def describe_db_error(exc: BaseException) -> str:
+    """A short cause of a database error without hosts, ports, names or SQL: what a client or
+    the status page may read. The full message goes to the log of the process only."""
+    text_ = str(exc).lower()
+    for needle, cause in _CAUSES:
+        if needle in text_:
+            return f"{type(exc).__name__}: {cause}"
+    return type(exc).__name__
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -35,6 +68,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 def make_engine(url: str, *, connect_timeout: float = 5.0) -> Engine:
     """An engine for ``url``: WAL for SQLite, a connect timeout and pre-ping for PostgreSQL."""
     if url.startswith("sqlite"):
+        if url.startswith("sqlite:///") and ":memory:" not in url:
+            # Owner-only from the first byte (SQLite would apply the umask, usually 0644).
+            create_private_file(Path(url.removeprefix("sqlite:///")))
         engine = create_engine(url, connect_args={"timeout": 5})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -82,7 +118,7 @@ class Store:
             with self.sessions.begin() as session:
                 yield session
         except SQLAlchemyError as exc:
-            raise StoreError(f"loopml database error: {type(exc).__name__}: {exc.args[0]}") from exc
+            raise StoreError(f"loopml database error: {describe_db_error(exc)}") from exc
 
     def audit(
         self,
@@ -137,6 +173,38 @@ class Store:
             )
             return session.scalars(query).first()
 
+    def record_artifacts(self, model_name: str, version: str, files: FileHashes) -> None:
+        """Record ``path -> (sha256, size)`` of every file of a registered version (replacing
+        what was recorded for it before: a version number reused after a deletion)."""
+        now = datetime.now(UTC)
+        with self.session() as session:
+            session.execute(
+                delete(ModelArtifact).where(
+                    ModelArtifact.model_name == model_name, ModelArtifact.version == version
+                )
+            )
+            session.add_all(
+                ModelArtifact(
+                    model_name=model_name,
+                    version=version,
+                    path=path,
+                    sha256=digest,
+                    size=size,
+                    recorded_at=now,
+                )
+                for path, (digest, size) in sorted(files.items())
+            )
+
+    def artifacts(self, model_name: str, version: str) -> FileHashes:
+        """``path -> (sha256, size)`` recorded at registration; empty when none was recorded."""
+        with self.session() as session:
+            rows = session.scalars(
+                select(ModelArtifact).where(
+                    ModelArtifact.model_name == model_name, ModelArtifact.version == version
+                )
+            )
+            return {row.path: (row.sha256, row.size) for row in rows}
+
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
@@ -152,7 +220,8 @@ def open_store(url: str) -> Store:
         migrate(engine)
     except (SQLAlchemyError, CommandError) as exc:
         engine.dispose()
-        message = exc.args[0] if exc.args else type(exc).__name__
-        where = redact_url(url)
-        raise StoreError(f"cannot open the loopml database at {where}: {message}") from exc
+        # The back-end kind helps the CLI user; the host, port and name stay out of the text.
+        kind = redact_url(url).partition(":")[0].partition("+")[0]
+        cause = describe_db_error(exc)
+        raise StoreError(f"cannot open the loopml database ({kind}): {cause}") from exc
     return Store(engine)

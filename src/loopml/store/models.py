@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Float, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from loopml.store.types import UtcDateTime
@@ -15,6 +15,7 @@ __all__ = [
     "AuditEntry",
     "Base",
     "Feedback",
+    "ModelArtifact",
     "MonitorResult",
     "Prediction",
     "RoutingState",
@@ -116,6 +117,19 @@ class MonitorResult(Base):
     verdict: Mapped[str] = mapped_column(String(30))
     summary: Mapped[dict[str, Any]] = mapped_column(JSON)
     report_path: Mapped[str | None] = mapped_column(Text)
+
+
+class ModelArtifact(Base):
+    """SHA-256 and size of one file of a registered model version, recorded at registration."""
+
+    __tablename__ = "model_artifacts"
+
+    model_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[str] = mapped_column(String(50), primary_key=True)
+    path: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 PREDICTION_COLUMNS: tuple[str, ...] = tuple(c.name for c in Prediction.__table__.columns)

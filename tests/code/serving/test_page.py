@@ -92,8 +92,9 @@ def test_untrusted_text_is_escaped(tmp_path: Path) -> None:
 
 @pytest.fixture
 def client(tmp_path: Path) -> TestClient:
-    """The app with API keys on, its lifespan not run (no model, no database)."""
-    settings = load_settings(home=tmp_path, api_keys="key-0123456789abcdef")
+    """The app with API keys on and the status made public on purpose (keys alone close it),
+    its lifespan not run (no model, no database)."""
+    settings = load_settings(home=tmp_path, api_keys="key-0123456789abcdef", public_status=True)
     return TestClient(create_app(settings), raise_server_exceptions=False)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from typer.testing import CliRunner
 
@@ -69,7 +70,8 @@ def test_migration_0003_adds_key_id_to_existing_feedback(backend_settings: Setti
     }
     with store.engine.connect() as conn:
         assert (
-            conn.execute(text("SELECT version_num FROM loopml_alembic_version")).scalar() == "0003"
+            conn.execute(text("SELECT version_num FROM loopml_alembic_version")).scalar()
+            == ScriptDirectory.from_config(cfg).get_current_head()
         )
     with store.session() as session:
         old = session.get(Feedback, "old")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy import inspect, text
 
@@ -45,9 +47,24 @@ def test_audit_history_is_newest_first(backend_settings: Settings) -> None:
     store.dispose()
 
 
-def test_unreachable_database_is_a_store_error_without_password() -> None:
+def test_unreachable_database_is_a_store_error_without_password_or_host() -> None:
+    # The text reaches HTTP answers and the status page: it says what failed, not where.
     url = "postgresql+psycopg://loopml:s3cret-pw@127.0.0.1:1/nowhere"
     with pytest.raises(StoreError) as info:
         open_store(url)
-    assert "s3cret-pw" not in str(info.value)
-    assert "127.0.0.1:1/nowhere" in str(info.value)
+    for internal in ("s3cret-pw", "127.0.0.1", "nowhere", "loopml@"):
+        assert internal not in str(info.value)
+    assert "(postgresql)" in str(info.value) and "connection refused" in str(info.value)
+
+
+def test_a_sqlite_file_created_by_the_store_is_private(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)  # the usual umask would give 0644
+    try:
+        with open_store(f"sqlite:///{tmp_path / 'fresh.db'}"):
+            pass
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "fresh.db").stat().st_mode) == 0o600
