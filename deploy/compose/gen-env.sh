@@ -9,7 +9,7 @@ while IFS= read -r line; do
     ALERTMANAGER_WEBHOOK_URL=*|\#*|'') printf '%s\n' "$line" ;;
     MINIO_ROOT_USER=*) printf 'MINIO_ROOT_USER=minio-admin\n' ;;
     MLFLOW_S3_ACCESS_KEY_ID=*) printf 'MLFLOW_S3_ACCESS_KEY_ID=mlflow-%s\n' "$(rand | cut -c1-12)" ;;
-    LOOPML_API_KEYS=*) printf 'LOOPML_API_KEYS=%s\n' "$(rand)" ;;
+    LOOPML_API_KEYS=*) printf 'LOOPML_API_KEYS=%s,%s:predict+feedback\n' "$(rand)" "$(rand)" ;;
     *=replace-me*) printf '%s=%s\n' "${line%%=*}" "$(rand)" ;;
     *) printf '%s\n' "$line" ;;
   esac

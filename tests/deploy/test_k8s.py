@@ -32,7 +32,12 @@ K8S_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
 # checked by the dedicated tests below instead (test_prometheus_rule_*, test_servicemonitor_*).
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 SETTING_VARS = {f"LOOPML_{name.upper()}" for name in Settings.model_fields}
-SECRET_VARS = {"LOOPML_ADMIN_TOKEN", "LOOPML_DATABASE_URL", "LOOPML_API_KEYS"}
+SECRET_VARS = {
+    "LOOPML_ADMIN_TOKEN",
+    "LOOPML_DATABASE_URL",
+    "LOOPML_API_KEYS",
+    "LOOPML_ROUTING_SECRET",
+}
 SERVER = "loopml-server"
 
 
