@@ -132,6 +132,7 @@ class Settings(BaseSettings):
     retrain_max_key_share: float = Field(1.0, gt=0, le=1)
     controller_interval_s: float = Field(30.0, gt=0)
     monitor_interval_s: float = Field(300.0, ge=0)
+    monitor_keep_reports: int = Field(100, ge=1)
 
     @field_validator("rollout_steps", mode="before")
     @classmethod

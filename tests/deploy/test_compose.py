@@ -20,7 +20,7 @@ COMPOSE = COMPOSE_DIR / "compose.yaml"
 ENV_EXAMPLE = COMPOSE_DIR / ".env.example"
 CADDYFILE = COMPOSE_DIR / "caddy" / "Caddyfile"
 PROMETHEUS_YML = COMPOSE_DIR / "prometheus" / "prometheus.yml"
-ALERTMANAGER_YML = COMPOSE_DIR / "alertmanager" / "alertmanager.yml"
+ALERTMANAGER_YML = COMPOSE_DIR.parent / "alertmanager" / "alertmanager.yml"
 SCRIPTS = [
     COMPOSE_DIR / "postgres" / "init-databases.sh",
     COMPOSE_DIR / "minio" / "init.sh",

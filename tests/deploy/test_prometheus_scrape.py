@@ -90,6 +90,7 @@ def prometheus(tmp_path: Path, metrics_port: int) -> Iterator[str]:
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     config["rule_files"] = [str(PROMETHEUS_DIR / f) for f in config["rule_files"]]
+    config.pop("alerting")  # no Alertmanager here: test_alertmanager.py delivers alerts
     config["scrape_configs"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{metrics_port}"]}]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = _free_port()
@@ -121,8 +122,8 @@ def _query(base: str, expr: str, *, timeout: float = 60.0) -> list[dict[str, Any
             reply = httpx.get(f"{base}/api/v1/query", params={"query": expr}, timeout=5).json()
             if reply.get("status") == "success" and reply["data"]["result"]:
                 return list(reply["data"]["result"])
-        except httpx.TransportError:
-            pass  # not listening yet
+        except (httpx.TransportError, ValueError):
+            pass  # not listening yet, or still starting (503 with a plain-text body)
         time.sleep(0.5)
     raise AssertionError(f"Prometheus returned nothing for {expr!r} within {timeout} s")
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -21,8 +23,16 @@ from loopml.store import open_store
 
 
 @pytest.mark.slow
-def test_demo_detects_retrains_rolls_out_promotes_and_recovers(settings: Settings) -> None:
+def test_demo_detects_retrains_rolls_out_promotes_and_recovers(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The demo's temporary folder (its server process's too) is the test's: count what is left.
+    probe = tmp_path / "tmp"
+    probe.mkdir()
+    monkeypatch.setenv("TMPDIR", str(probe))
+    monkeypatch.setattr(tempfile, "tempdir", str(probe))
     result = run_demo(settings, fast=True)
+    assert sorted(p.name for p in probe.iterdir()) == [], "the demo left temporary entries"
     summary = result.to_dict()
     assert result.promoted_version is not None, summary
     assert result.recovered, summary

@@ -12,6 +12,7 @@ from typing import Any
 __all__ = [
     "Assessment",
     "Check",
+    "MonitorCollector",
     "MonitorError",
     "MonitorReport",
     "MonitorSummary",
@@ -32,6 +33,7 @@ _HOME = {
     "Thresholds": "drift",
     "build_reference": "drift",
     "detect_drift": "drift",
+    "MonitorCollector": "metrics",
     "Assessment": "monitor",
     "MonitorReport": "monitor",
     "Verdict": "summary",

@@ -1,7 +1,12 @@
 """Prometheus gauges of monitoring, read from the newest ``monitor_results`` row at scrape time.
 
-Serving replicas register :class:`MonitorCollector` on their registry: every replica then reports
-the same, database-held verdict, and nothing has to push numbers into a running process.
+Every serving worker adds a :class:`MonitorCollector` to what its ``/metrics`` exports (see
+:meth:`loopml.serving.metrics.Metrics.add_collector`; once per scrape with several workers): every
+replica then reports the same, database-held verdict, and nothing has to push numbers into a
+running process. A scrape never waits on the database for long: the read runs in a thread of its
+own, at most once per ``ttl``, and a scrape that finds it still running after ``timeout`` exports
+the values read before (a database outage freezes them; the last-run timestamp then ages and
+``LoopmlMonitorNotRunning`` fires).
 
 ==========================================  ======  =========================================
 name                                        labels  meaning
@@ -125,38 +130,62 @@ def latest_summary(store: Store, model_name: str) -> tuple[dict[str, Any], datet
 
 
 class MonitorCollector(Collector):
-    """Exposes the newest monitoring result of one model; reads the database at most every ``ttl``
-    seconds, so many scrapers or replicas do not turn into many queries."""
+    """Exposes the newest monitoring result of one model.
 
-    def __init__(self, store: Store, model_name: str, *, ttl: float = 15.0) -> None:
+    Reads the database at most every ``ttl`` seconds (many scrapers or replicas do not turn into
+    many queries), in a daemon thread; ``collect`` waits for a read at most ``timeout`` seconds,
+    then answers with the values read before. At most one read is in flight, so a hung database
+    costs one thread, not one per scrape.
+    """
+
+    def __init__(
+        self, store: Store, model_name: str, *, ttl: float = 15.0, timeout: float = 2.0
+    ) -> None:
         self.store = store
         self.model_name = model_name
         self.ttl = ttl
+        self.timeout = timeout
         self._lock = threading.Lock()
         self._cached: list[Metric] = []
         self._read_at = float("-inf")
+        self._reader: threading.Thread | None = None
 
     def describe(self) -> Iterable[Metric]:
         """Nothing up front, so registering the collector does not query the database."""
         return []
 
-    def _read(self) -> list[Metric]:
+    def _read(self) -> None:
         try:
             found = latest_summary(self.store, self.model_name)
         except StoreError as exc:
             # A scrape must not fail because the database blinked: keep the last values.
             log.warning("monitoring gauges not refreshed: %s", exc)
-            return self._cached
-        if found is None:
-            return []
-        summary, ts = found
-        return families_from_summary(summary, ran_at=ts.timestamp())
+            families = None
+        else:
+            families = (
+                []
+                if found is None
+                else families_from_summary(found[0], ran_at=found[1].timestamp())
+            )
+        with self._lock:
+            if families is not None:
+                self._cached = families
+            # Failed reads wait for the ttl too: an outage is not retried on every scrape.
+            self._read_at = time.monotonic()
 
     def collect(self) -> Iterator[Metric]:
         """The gauges of the newest monitoring run (cached for ``ttl`` seconds)."""
         with self._lock:
-            now = time.monotonic()
-            if now - self._read_at >= self.ttl:
-                self._cached = self._read()
-                self._read_at = now
-            yield from self._cached
+            reader = self._reader
+            stale = time.monotonic() - self._read_at >= self.ttl
+            if stale and (reader is None or not reader.is_alive()):
+                # Daemon: a read stuck on a dead database must not hold up the process's exit.
+                reader = threading.Thread(target=self._read, name="loopml-monitor-gauges")
+                reader.daemon = True
+                self._reader = reader
+                reader.start()
+        if stale and reader is not None:
+            reader.join(self.timeout)
+        with self._lock:
+            cached = list(self._cached)
+        yield from cached

@@ -339,16 +339,34 @@ def run_monitor(
         say("report")
         report = _write_reports(settings, reference, frame, assessment, summary, now)
         say("log")
+        # The Evidently pages (about 7.5 MB a run) go to MLflow only as the evidence of an
+        # alarm: a controller monitoring a healthy model every 5 minutes would otherwise add
+        # 2 GB a day to the artifact store. The summary page, JSON and scores always go.
+        evidence = report.evidently_paths if summary.alarm else []
         summary.mlflow_run_id = _log_mlflow(
-            settings,
-            registry,
-            summary,
-            [report.report_path, report.json_path, *report.evidently_paths],
+            settings, registry, summary, [report.report_path, report.json_path, *evidence]
         )
         summary.seconds = round(time.perf_counter() - started, 3)
         write_json(summary.to_dict(), report.json_path)
         report.result_id = _store(store, summary, report.report_path)
+    _prune_reports(settings.reports_dir, settings.model_name, settings.monitor_keep_reports)
     return report
+
+
+def _prune_reports(folder: Path, model_name: str, keep: int) -> None:
+    """Remove the report files of all but the newest ``keep`` runs of ``model_name``: each run
+    writes about 7.5 MB, and the controller runs one every ``monitor_interval_s``, forever."""
+    stems = sorted(
+        (p.with_suffix("") for p in folder.glob(f"monitor-{model_name}-v*.json")),
+        key=lambda stem: stem.name.rsplit("-", 1)[-1],  # the run's UTC time, sortable as text
+    )
+    for stem in stems[:-keep]:
+        for path in (
+            stem.with_suffix(".json"),
+            stem.with_suffix(".html"),
+            *folder.glob(f"{stem.name}-evidently-*.html"),
+        ):
+            path.unlink(missing_ok=True)
 
 
 def _write_reports(

@@ -38,6 +38,11 @@ loopml_model_refused_total             counter   model_version, reason (mismatch
 ``served == written + backlog`` holds in every process (so for the sum). With several workers,
 :func:`loopml.serving.run` sets ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` aggregates every
 worker's files: filter ``loopml_model_info == 1`` for what serves now.
+
+Collectors added with :meth:`Metrics.add_collector` (the monitoring gauges of
+:class:`loopml.monitoring.MonitorCollector`) are exported by every worker's ``/metrics`` once per
+scrape: ``MultiProcessCollector`` only aggregates the mmap files, so they are added to the registry
+built for each scrape, not written to files.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from prometheus_client import (
     values,
 )
 from prometheus_client import multiprocess as prom_mp
+from prometheus_client.registry import Collector
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "multiprocess_dir"]
 
@@ -77,6 +83,7 @@ class Metrics:
         self.multiprocess = values.ValueClass.__name__ == "MmapedValue"
         # In multiprocess mode values live in mmap files; the registry is only built at scrape time.
         self.registry: CollectorRegistry | None = None if self.multiprocess else CollectorRegistry()
+        self._collectors: list[Collector] = []
         reg = self.registry
         self.http_requests = Counter(
             "loopml_http_requests_total",
@@ -192,12 +199,21 @@ class Metrics:
         """Mark a model that stopped serving (the challenger after a rollout)."""
         self.model_info.labels(name, version, variant).set(0)
 
+    def add_collector(self, collector: Collector) -> None:
+        """Export ``collector``'s metrics too (once per scrape, whatever the number of workers)."""
+        if self.registry is not None:
+            self.registry.register(collector)
+        else:
+            self._collectors.append(collector)
+
     def render(self) -> bytes:
         """The text exposition of every metric (all workers' in multiprocess mode)."""
         if self.registry is not None:
             return generate_latest(self.registry)
         registry = CollectorRegistry()
         prom_mp.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        for collector in self._collectors:
+            registry.register(collector)
         return generate_latest(registry)
 
     def process_exit(self) -> None:

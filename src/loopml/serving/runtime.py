@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from loopml import monitoring
 from loopml.config import Settings, routing_secret
 from loopml.errors import NotReadyError, StoreError
 from loopml.routing import CHALLENGER, CHAMPION
@@ -98,6 +99,11 @@ class Runtime:
             slot.batcher = self._batcher(self.predlog)
             slot.batcher.start()
         self.follower.start(self.store)
+        # Every replica exports the monitor's drift and live-quality gauges, so the alerts on
+        # them fire with any number of replicas and workers (and without the controller's port).
+        self.metrics.add_collector(
+            monitoring.MonitorCollector(self.store, self.settings.model_name)
+        )
 
     def _open_store(self) -> tuple[Engine, bool]:
         from loopml.store import open_store
