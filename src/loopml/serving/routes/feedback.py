@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -41,6 +40,8 @@ def parse_feedback(body: bytes) -> list[tuple[str, str]]:
                 raise RequestError(
                     f"{where}.{key}: must be a non-empty string of at most {limit} characters"
                 )
+            if "\x00" in value:  # PostgreSQL text cannot hold NUL: refused alike on every store
+                raise RequestError(f"{where}.{key}: must not contain NUL (\\u0000) characters")
         pairs.append((item["request_id"], item["label"]))
     return pairs
 
@@ -78,5 +79,6 @@ async def feedback(request: Request, runtime: RuntimeDep, _auth: ClientDep) -> R
     except RequestError:
         runtime.metrics.feedback.labels("invalid").inc()
         raise
-    stored: list[dict[str, Any]] = await asyncio.to_thread(runtime.feedback.record, pairs)
+    # The runtime's bounded database executor: 503 at once when it is full or the DB just failed.
+    stored: list[dict[str, Any]] = await runtime.db.run(runtime.feedback.record, pairs)
     return json_response({"accepted": len(stored), "items": stored})
