@@ -56,13 +56,28 @@ class DbWork:
             )
         self.in_flight += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._call, fn, args
+            )
         except StoreError as exc:
             self._down_until = time.monotonic() + self.cooldown_s
             self._down_reason = str(exc)[:200]
             raise
         finally:
             self.in_flight -= 1
+
+    def _check_up(self) -> None:
+        if time.monotonic() < self._down_until:
+            self.refused += 1
+            raise StoreError(
+                f"the loopml database is unavailable ({self._down_reason}); retry later"
+            )
+
+    def _call(self, fn: Callable[..., T], args: tuple[object, ...]) -> T:
+        # Checked again when a queued call starts: calls queued before the database failed must
+        # not each wait for its timeout once one of them has found it down.
+        self._check_up()
+        return fn(*args)
 
     def close(self) -> None:
         """Stop the threads once the calls in flight end."""
