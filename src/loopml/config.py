@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     routing_poll_s: float = Field(1.0, gt=0)
     predlog_batch_size: int = Field(500, ge=1)
     predlog_flush_interval_s: float = Field(0.5, gt=0)
+    # "off": a record survives a crash of the server process (it is in the OS page cache);
+    # "always": fdatasync before the answers are released, so it survives a power loss too.
+    predlog_fsync: Literal["off", "always"] = "off"
+    # request-path database work (feedback): threads, and requests waiting beyond them
+    db_workers: int = Field(2, ge=1, le=64)
+    db_queue: int = Field(16, ge=0)
 
     # hardening: connections, exposure of internals, model authenticity
     header_timeout_s: float = Field(10.0, gt=0, le=300)

@@ -29,6 +29,7 @@ below (MLflow, SQLAlchemy, pandas) are translated at the boundary with ``raise .
     ├── ServingError                  1   503   a model cannot load or answer (retry)
     │   ├── NotReadyError             1   503   nothing to serve with yet (retry)
     │   ├── OverloadedError           1   503   the queue is full (retry)
+    │   ├── JournalError              1   503   the prediction journal cannot be written (retry)
     │   └── ReloadFailedError         1   409   a reload failed; the old model serves on
     ├── MonitorError                  2   409   monitoring cannot run (no champion, no data)
     └── RolloutError                  1   409   a rollout cannot start, continue or stop
@@ -43,6 +44,7 @@ __all__ = [
     "DataError",
     "DataSourceError",
     "GateFailedError",
+    "JournalError",
     "LoopmlError",
     "MalformedRequestError",
     "MonitorError",
@@ -207,6 +209,12 @@ class NotReadyError(ServingError):
 
 class OverloadedError(ServingError):
     """The server's queue is full: retry shortly."""
+
+
+class JournalError(ServingError):
+    """The prediction journal cannot be written (disk full or failing): nothing was answered."""
+
+    retry_after_s = 5
 
 
 class ReloadFailedError(ServingError):

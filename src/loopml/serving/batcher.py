@@ -5,7 +5,9 @@ of the event loop so that requests parsed in the same turn join). While a call r
 queue up and the next call takes all of them, up to ``max_batch_size`` texts. So batches grow with
 load and nobody waits for a timer; ``max_batch_wait_ms = 0`` disables even the one-turn gather.
 Model calls run on one worker thread, off the event loop; that thread also journals the batch's
-prediction records (one ``write()``) before any of its answers is released. A queue holding
+prediction records (one ``write()``) before any of its answers is released; if the journal
+cannot take them, the whole batch fails with :class:`~loopml.errors.JournalError` (503 +
+Retry-After) instead of answering predictions that would not be logged. A queue holding
 ``max_queue_size`` texts refuses more (:class:`QueueFullError`, HTTP 503 + Retry-After).
 """
 
@@ -23,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from loopml.errors import OverloadedError, ServingError
+from loopml.errors import JournalError, OverloadedError, ServingError
 from loopml.serving.loader import LoadedModel
 from loopml.serving.metrics import Metrics
 from loopml.serving.predlog import PredictionLog
@@ -196,6 +198,11 @@ class Batcher:
             batch = self._take()
             try:
                 answers = await loop.run_in_executor(self._executor, self._run, batch)
+            except JournalError as exc:
+                for item in batch:  # not answered, so nothing answered is missing from the log
+                    if not item.future.done():
+                        item.future.set_exception(JournalError(str(exc)))
+                continue
             except Exception as exc:
                 log.error(
                     "model call of version %s (%s) failed: %s",
@@ -244,6 +251,7 @@ class Batcher:
         ids = os.urandom(16 * fresh).hex() if fresh else ""
         now = time.time()
         lines: list[bytes] = []
+        entries: list[tuple[str, str]] = []
         out: list[list[Answer]] = []
         k = 0
         f = 0
@@ -261,11 +269,12 @@ class Batcher:
                 label = classes[best[k]]
                 answers.append(Answer(rid, label, probs))
                 lines.append(self._record(model, rid, now, text, label, probs, latency_ms))
+                entries.append((rid, label))
                 k += 1
             out.append(answers)
-        self._count(model, best)
         if self.predlog is not None:
-            self.predlog.record(b"".join(lines), len(lines))
+            self.predlog.record(b"".join(lines), entries, classes)  # JournalError: none answered
+        self._count(model, best)
         return out
 
     def _record(

@@ -8,7 +8,6 @@ to the audit log in the same transaction, changes it.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -16,7 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from loopml.errors import ConflictError, NotFoundError, RequestError, StoreError
 from loopml.serving.metrics import Metrics
-from loopml.serving.predlog import find_in_spool
+from loopml.serving.predlog import PredictionLog
 from loopml.store import Feedback, Prediction, Store
 
 __all__ = ["FeedbackStore", "relabel"]
@@ -25,11 +24,12 @@ _UNAVAILABLE = "the loopml database is unavailable; retry later"
 
 
 class FeedbackStore:
-    """Stores feedback labels for predictions found in the database or still on the spool."""
+    """Stores feedback labels for predictions found in the database or still on their way there
+    (the prediction log's in-memory index of uncommitted ids: no journal is ever read)."""
 
-    def __init__(self, store: Store, spool_dir: Path, metrics: Metrics) -> None:
+    def __init__(self, store: Store, predlog: PredictionLog | None, metrics: Metrics) -> None:
         self.store = store
-        self.spool_dir = spool_dir
+        self.predlog = predlog
         self.metrics = metrics
 
     def record(self, items: list[tuple[str, str]], key_id: str) -> list[dict[str, Any]]:
@@ -74,16 +74,25 @@ class FeedbackStore:
         ]
 
     def _lookup(self, ids: list[str]) -> dict[str, tuple[str, list[str]]]:
-        """request id -> (predicted label, classes), from the database, else the spool."""
+        """request id -> (predicted label, classes), from the uncommitted index, else the DB.
+
+        The index is read first: an id leaves it only after its row is committed, so an id
+        missing from both was never answered by this process (no race with the writer).
+        """
         found: dict[str, tuple[str, list[str]]] = {}
-        with self.store.session() as session:
-            query = select(Prediction.request_id, Prediction.label, Prediction.probabilities)
-            for rid, label, probs in session.execute(query.where(Prediction.request_id.in_(ids))):
-                found[rid] = (label, list(probs))
+        overflow = False
+        if self.predlog is not None:
+            found, overflow = self.predlog.pending(ids)
         missing = [rid for rid in ids if rid not in found]
         if missing:
-            for rid, rec in find_in_spool(self.spool_dir, missing).items():
-                found[rid] = (rec["label"], list(rec["probabilities"]))
+            with self.store.session() as session:
+                query = select(Prediction.request_id, Prediction.label, Prediction.probabilities)
+                rows = session.execute(query.where(Prediction.request_id.in_(missing)))
+                for rid, label, probs in rows:
+                    found[rid] = (label, list(probs))
+        if overflow and any(rid not in found for rid in ids):
+            # More uncommitted records than the index holds: an unknown id may be one of them.
+            raise StoreError("predictions are still being stored; retry later")
         return found
 
     def _store(self, items: list[tuple[str, str]], key_id: str) -> None:

@@ -13,9 +13,11 @@ loopml_model_call_duration_seconds     histogram duration of one model call
 loopml_queue_depth                     gauge     texts waiting for the model (livesum)
 loopml_predlog_served_total            counter   prediction records produced (journaled)
 loopml_predlog_written_total           counter   own records committed to the database
-loopml_predlog_backlog                 gauge     served - written (livesum)
+loopml_predlog_backlog                 gauge     served - written - dead-lettered (livesum)
 loopml_predlog_spooled_total           counter   records that waited on the spool for the database
-loopml_predlog_dropped_total           counter   records lost (spool write failed, torn line)
+loopml_predlog_dropped_total           counter   records of batches the journal refused (503)
+loopml_predlog_dead_letter_total       counter   records the database refused or torn lines, kept in
+                                                 the spool's deadletter.jsonl (alerted)
 loopml_predlog_replayed_total          counter   records of dead processes replayed from the spool
 loopml_model_info                      gauge     model_name, model_version, variant: 1 = loaded;
                                                  0 = replaced earlier in this process (livemax)
@@ -137,7 +139,15 @@ class Metrics:
             registry=reg,
         )
         self.predlog_dropped = Counter(
-            "loopml_predlog_dropped", "Prediction records lost.", registry=reg
+            "loopml_predlog_dropped",
+            "Prediction records refused because the journal write failed (their requests got 503).",
+            registry=reg,
+        )
+        self.predlog_dead_letter = Counter(
+            "loopml_predlog_dead_letter",
+            "Prediction records the database refused, or torn journal lines, kept in the"
+            " dead-letter file.",
+            registry=reg,
         )
         self.predlog_replayed = Counter(
             "loopml_predlog_replayed",

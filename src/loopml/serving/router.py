@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from loopml.errors import NotReadyError, OverloadedError, ServingError
+from loopml.errors import JournalError, NotReadyError, OverloadedError, ServingError
 from loopml.routing import CHALLENGER, CHAMPION, SHADOW, SHADOW_SUFFIX, Mode, Routing
 from loopml.serving.batcher import Batcher, ModelCallError, QueueFullError, Result, new_ids
 from loopml.serving.incidents import ErrorLog
@@ -189,7 +189,7 @@ class Router:
         start = time.perf_counter()
         try:
             await self.challenger.batcher.submit(model, texts, [rid + SHADOW_SUFFIX for rid in ids])
-        except QueueFullError:
+        except (QueueFullError, JournalError):
             self.metrics.shadow_skipped.inc()
             return
         except ModelCallError as exc:

@@ -21,6 +21,7 @@ from loopml.errors import NotReadyError, StoreError
 from loopml.routing import CHALLENGER, CHAMPION
 from loopml.serving.auth import Guard
 from loopml.serving.batcher import Batcher
+from loopml.serving.dbwork import DbWork
 from loopml.serving.feedback import FeedbackStore
 from loopml.serving.follower import ModelFollower
 from loopml.serving.incidents import ErrorLog
@@ -55,6 +56,8 @@ class Runtime:
         self.store: Store | None = None
         self.predlog: PredictionLog | None = None
         self._feedback: FeedbackStore | None = None
+        # request-path database work: its own threads, never the loop's default executor
+        self.db = DbWork(workers=settings.db_workers, queue=settings.db_queue)
         self.router = Router(
             Slot(CHAMPION, CHAMPION, self._batcher(None)),
             Slot(CHALLENGER, CHALLENGER, self._batcher(None)),
@@ -91,9 +94,10 @@ class Runtime:
             batch_size=self.settings.predlog_batch_size,
             flush_interval_s=self.settings.predlog_flush_interval_s,
             migrate=not migrated,
+            fsync=self.settings.predlog_fsync == "always",
         )
         self.predlog.start()
-        self._feedback = FeedbackStore(self.store, self.settings.spool_dir, self.metrics)
+        self._feedback = FeedbackStore(self.store, self.predlog, self.metrics)
         self.errors.start(self.store)
         for slot in self.router.slots.values():
             slot.batcher = self._batcher(self.predlog)
@@ -127,6 +131,7 @@ class Runtime:
         await self.errors.close()
         if self.predlog is not None:
             await asyncio.to_thread(self.predlog.drain, _DRAIN_TIMEOUT_S)
+        self.db.close()
         if self.store is not None:
             self.store.dispose()
         self.metrics.process_exit()

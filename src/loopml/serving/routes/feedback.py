@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -41,6 +40,8 @@ def parse_feedback(body: bytes) -> list[tuple[str, str]]:
                 raise RequestError(
                     f"{where}.{key}: must be a non-empty string of at most {limit} characters"
                 )
+            if "\x00" in value:  # PostgreSQL text cannot hold NUL: refused alike on every store
+                raise RequestError(f"{where}.{key}: must not contain NUL (\\u0000) characters")
         pairs.append((item["request_id"], item["label"]))
     return pairs
 
@@ -85,7 +86,8 @@ async def feedback(request: Request, runtime: RuntimeDep, caller: FeedbackClient
         runtime.metrics.feedback.labels("invalid").inc()
         raise
     runtime.feedback_limit.take(caller.key_id, len(pairs))
-    stored: list[dict[str, Any]] = await asyncio.to_thread(
+    # The runtime's bounded database executor: 503 at once when it is full or the DB just failed.
+    stored: list[dict[str, Any]] = await runtime.db.run(
         runtime.feedback.record, pairs, caller.key_id
     )
     return json_response({"accepted": len(stored), "items": stored})

@@ -23,11 +23,16 @@ _JSON = {"content-type": "application/json"}
 
 
 def check_text(value: Any, where: str, settings: Settings) -> str:
-    """A non-blank string no longer than ``max_text_chars``, or a 422 naming ``where``."""
+    """A non-blank string without NUL, no longer than ``max_text_chars``, or a 422 naming
+    ``where``."""
     if not isinstance(value, str):
         raise RequestError(f"{where}: must be a string, got {_kind(value)}")
     if not value.strip():
         raise RequestError(f"{where}: must not be empty or blank")
+    if "\x00" in value:
+        # PostgreSQL text cannot hold NUL: refused at the door alike on every store, so that a
+        # prediction is never answered that its log cannot keep.
+        raise RequestError(f"{where}: must not contain NUL (\\u0000) characters")
     if len(value) > settings.max_text_chars:
         raise RequestError(
             f"{where}: {len(value)} characters is over the limit of"
