@@ -167,8 +167,8 @@ def test_feedback_lookups_use_the_index_not_the_journal(
     feedback = FeedbackStore(open_store(url), plog, metrics)
     for _ in range(5):
         with pytest.raises(NotFoundError):
-            feedback.record([(f"unknown-{k}", "a") for k in range(1000)])
-    stored = feedback.record([("p00007", "b"), ("p19999", "a")])
+            feedback.record([(f"unknown-{k}", "a") for k in range(1000)], "k-test")
+    stored = feedback.record([("p00007", "b"), ("p19999", "a")], "k-test")
     assert [s["predicted"] for s in stored] == ["a", "a"]
     assert reads == []
     plog.journal.close()
@@ -183,7 +183,7 @@ def test_the_index_forgets_committed_ids_and_the_database_answers(tmp_path: Path
     plog.record(b"".join(record(rid) for rid in ids), entries(ids), ["a", "b"])
     assert plog.flush(30)
     wait(lambda: not plog.pending(ids)[0])
-    stored = FeedbackStore(open_store(url), plog, metrics).record([("c5", "b")])
+    stored = FeedbackStore(open_store(url), plog, metrics).record([("c5", "b")], "k-test")
     assert stored[0]["predicted"] == "a" and stored[0]["correct"] is False
     assert plog.drain(10)
 

@@ -87,7 +87,7 @@ def test_labels_are_given_once_and_only_an_audited_relabel_changes_them(
     backend_settings: Settings, tmp_path: Path
 ) -> None:
     store = open_store(backend_settings.db_url)
-    feedback = FeedbackStore(store, tmp_path / "spool", Metrics())
+    feedback = FeedbackStore(store, None, Metrics())
     a, b, c = predictions(store, 3)
     stored = feedback.record([(a, "negative"), (b, "positive")], "k-alice")
     assert [s["correct"] for s in stored] == [False, True]
@@ -143,7 +143,7 @@ def test_labels_are_given_once_and_only_an_audited_relabel_changes_them(
 def test_cli_relabel(settings: Settings) -> None:
     store = open_store(settings.db_url)
     (rid,) = predictions(store, 1)
-    FeedbackStore(store, settings.spool_dir, Metrics()).record([(rid, "neutral")], "k-bob")
+    FeedbackStore(store, None, Metrics()).record([(rid, "neutral")], "k-bob")
     store.dispose()
     runner = CliRunner()
     refused = runner.invoke(app, ["feedback", "relabel", rid, "negative"])
