@@ -37,7 +37,8 @@ def measure(home: Path, seconds: int, posters: int) -> dict[str, Any]:
     """Single-text predictions alone, then with feedback misses, against the same server."""
     _version, texts = ensure_champion(home)
     body = json.dumps({"text": texts[0]})
-    proc, url = start("lean-1w", home)
+    # No rate limit here: the point is the cost of each miss, not the limiter's refusal.
+    proc, url = start("lean-1w", home, {"LOOPML_FEEDBACK_RATE_PER_MIN": "100000000"})
     try:
         with tempfile.TemporaryDirectory() as tmp_dir:
             tmp = Path(tmp_dir)

@@ -160,10 +160,12 @@ def _without_predlog(app: Any) -> Any:
     return wrapped
 
 
-def start(name: str, home: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start(
+    name: str, home: Path, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LOOPML_", "PROMETHEUS_"))}
-    env.update(LOOPML_HOME=str(home), LOOPML_RELOAD_INTERVAL_S="3600")
+    env.update(LOOPML_HOME=str(home), LOOPML_RELOAD_INTERVAL_S="3600", **(extra_env or {}))
     proc = subprocess.Popen(
         [sys.executable, __file__, "--_serve", name, str(port)],
         env=env,
