@@ -18,7 +18,6 @@ reaches a request.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ from loopml.config import Settings
 from loopml.errors import LoopmlError, ServingError
 from loopml.recipes.base import TextClassifier
 from loopml.store import FileHashes, Store, current_actor, differences, hash_tree, open_store
+from loopml.store.artifacts import sha256_file
 
 if TYPE_CHECKING:
     from loopml.serving.metrics import Metrics
@@ -62,18 +62,10 @@ class LoadedModel:
     authenticity: str = "verified"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def build_manifest(model_dir: Path) -> dict[str, str]:
     """relative path -> SHA-256 of every file under ``model_dir``."""
     return {
-        p.relative_to(model_dir).as_posix(): _sha256(p)
+        p.relative_to(model_dir).as_posix(): sha256_file(p)
         for p in sorted(model_dir.rglob("*"))
         if p.is_file()
     }
