@@ -333,3 +333,25 @@ def test_metrics_answer_and_feedback_fails_fast_while_sqlite_is_locked(
         30,
         "feedback to work again",
     )
+
+
+@pytest.mark.slow
+def test_feedback_finds_a_prediction_another_worker_has_not_committed_yet(
+    trained: TrainedRegistry, make_server
+) -> None:
+    # Each worker indexes only its own uncommitted records; a label that reaches the other worker
+    # before the answering worker's writer committed the record must still be accepted.
+    server = make_server(workers=2, predlog_flush_interval_s=0.5)
+    texts = trained.texts[:40]
+    statuses = []
+    for text in texts:
+        with httpx.Client(timeout=30) as client:  # a new connection: either worker may answer
+            rid = client.post(server.url + "/v1/predict", json={"text": text}).json()[
+                "predictions"
+            ][0]["request_id"]
+        with httpx.Client(timeout=30) as client:
+            label = {"request_id": rid, "label": "positive"}
+            statuses.append(client.post(server.url + "/v1/feedback", json=label).status_code)
+    assert statuses == [200] * len(texts)
+    unknown = {"request_id": "no-such-prediction", "label": "positive"}
+    assert httpx.post(server.url + "/v1/feedback", json=unknown, timeout=30).status_code == 404

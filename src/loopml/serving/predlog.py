@@ -640,6 +640,13 @@ class PredictionLog:
             found = {rid: (hit[0], list(hit[1])) for rid in ids if (hit := self._index.get(rid))}
             return found, self._unindexed_until is not None
 
+    def others_may_be_pending(self) -> bool:
+        """Whether another process (another worker, or a dead one being replayed) has journal
+        segments here: records it answered may not be in the database yet, and this process's
+        index does not know them."""
+        own = f"{self.journal.owner}-"
+        return any(not p.name.startswith(own) for p in self.dir.glob(f"*{SEGMENT}"))
+
     @property
     def backlog(self) -> int:
         """Records served by this process and neither committed nor dead-lettered."""

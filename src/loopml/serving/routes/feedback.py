@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from loopml.errors import RequestError
+from loopml.errors import NotFoundError, RequestError
 from loopml.serving._http import json_response, load_json
 from loopml.serving.deps import FeedbackClientDep, RuntimeDep
 from loopml.serving.docs import SCHEMAS, body_schema, error_responses
@@ -87,7 +87,15 @@ async def feedback(request: Request, runtime: RuntimeDep, caller: FeedbackClient
         raise
     runtime.feedback_limit.take(caller.key_id, len(pairs))
     # The runtime's bounded database executor: 503 at once when it is full or the DB just failed.
-    stored: list[dict[str, Any]] = await runtime.db.run(
-        runtime.feedback.record, pairs, caller.key_id
-    )
+    try:
+        stored = await runtime.db.run(runtime.feedback.record, pairs, caller.key_id)
+    except NotFoundError:
+        predlog = runtime.predlog
+        if predlog is None or not predlog.others_may_be_pending():
+            raise
+        # Another worker may have answered these ids and not committed them yet (its own index
+        # knows them, this one does not): give its writer one flush, then look again (all or
+        # nothing, so retrying stores nothing twice).
+        await asyncio.sleep(2 * runtime.settings.predlog_flush_interval_s + 0.25)
+        stored = await runtime.db.run(runtime.feedback.record, pairs, caller.key_id)
     return json_response({"accepted": len(stored), "items": stored})
