@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import SecretStr
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from loopml.config import Settings, load_settings
@@ -157,11 +158,14 @@ def write_settings_file(settings: Settings) -> Path:
     """``settings`` with their secrets as a JSON file only its owner can read (0600), under
     ``LOOPML_HOME/run``; the caller removes it."""
     data = settings.model_dump(mode="json")
-    data["admin_token"] = settings.admin_token.get_secret_value() if settings.admin_token else None
-    data["api_keys"] = [k.get_secret_value() for k in settings.api_keys]
-    data["metrics_token"] = (
-        settings.metrics_token.get_secret_value() if settings.metrics_token else None
-    )
+    # model_dump masks secrets as "**********": every secret field, whatever its name, is
+    # written with its value (a field added later must not reach the workers masked).
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            data[name] = value.get_secret_value()
+        elif isinstance(value, list) and any(isinstance(v, SecretStr) for v in value):
+            data[name] = [v.get_secret_value() for v in value]
     settings.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = settings.run_dir / f"settings-{os.getpid()}.json"
     path.unlink(missing_ok=True)  # a stale file of a dead process with the same pid
