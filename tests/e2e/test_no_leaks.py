@@ -7,14 +7,12 @@ temporary entry made by loopml, MLflow or scikit-learn in this process is counte
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
-from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from logged_predictions import insert_predictions
 
 from loopml.config import Settings, load_settings
 from loopml.control.controller import Controller
@@ -24,7 +22,7 @@ from loopml.monitoring import run_monitor
 from loopml.pipeline.train import train
 from loopml.recipes.base import TextClassifier
 from loopml.registry import Registry
-from loopml.store import Feedback, Prediction, open_store
+from loopml.store import open_store
 
 pytestmark = pytest.mark.slow
 
@@ -39,42 +37,6 @@ def probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-def _log(
-    settings: Settings,
-    version: str,
-    model: TextClassifier,
-    frame: pd.DataFrame,
-    *,
-    feedback: bool,
-    tag: str,
-) -> None:
-    """Log ``frame``'s texts as served predictions (with their true labels as feedback)."""
-    texts: Sequence[str] = frame["text"].tolist()
-    proba = model.predict_proba(list(texts))
-    start = datetime.now(UTC) - timedelta(minutes=30)
-    with open_store(settings.db_url) as store, store.session() as session:
-        for i, (text, truth) in enumerate(zip(texts, frame["label"], strict=True)):
-            rid = hashlib.sha256(f"{tag}-{i}-{text}".encode()).hexdigest()[:32]
-            probs = {c: float(p) for c, p in zip(model.classes, proba[i], strict=True)}
-            session.add(
-                Prediction(
-                    request_id=rid,
-                    ts=start + timedelta(seconds=i),
-                    model_name=settings.model_name,
-                    model_version=version,
-                    variant="champion",
-                    text=text,
-                    text_hash=hashlib.sha256(text.encode()).hexdigest(),
-                    text_length=len(text),
-                    label=max(probs, key=probs.__getitem__),
-                    probabilities=probs,
-                    latency_ms=1.0,
-                )
-            )
-            if feedback:
-                session.add(Feedback(request_id=rid, ts=start, label=truth))
-
-
 def _champion(settings: Settings, tweets: Dataset) -> tuple[str, TextClassifier, pd.DataFrame]:
     """A champion trained on 4,000 non-airline tweets; 1,000 held-out ones logged as served."""
     others = tweets.frame[tweets.frame["domain"] != "airline"].sample(5000, random_state=0)
@@ -84,7 +46,7 @@ def _champion(settings: Settings, tweets: Dataset) -> tuple[str, TextClassifier,
     with open_store(settings.db_url) as store:
         promote(store, registry, version, force=True, reason="leak test")
     model = registry.load(version)
-    _log(settings, version, model, held_out, feedback=False, tag="held-out")
+    insert_predictions(settings, version, model, held_out["text"].tolist(), None)
     return version, model, held_out
 
 
@@ -117,7 +79,9 @@ def test_monitor_and_a_controller_retrain_leave_no_temporary_entries(
 
     # Airline traffic with feedback: drift, then a retrain on the new labels and a rollout.
     airline = tweets.frame[tweets.frame["domain"] == "airline"].sample(1200, random_state=0)
-    _log(settings, version, model, airline, feedback=True, tag="airline")
+    insert_predictions(
+        settings, version, model, airline["text"].tolist(), airline["label"].tolist()
+    )
     with open_store(settings.db_url) as store:
         tick = Controller(settings, store).tick()
     assert tick.action in ("rollout_started", "retrain_rejected"), tick

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
@@ -12,6 +10,7 @@ from typing import NamedTuple
 import mlflow
 import pandas as pd
 import pytest
+from logged_predictions import insert_predictions
 from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import select
 from typer.testing import CliRunner
@@ -26,7 +25,7 @@ from loopml.monitoring.metrics import MonitorCollector
 from loopml.pipeline.train import train
 from loopml.recipes.base import TextClassifier
 from loopml.registry import Registry
-from loopml.store import Feedback, MonitorResult, Prediction, open_store
+from loopml.store import MonitorResult, open_store
 
 pytestmark = pytest.mark.slow
 
@@ -37,44 +36,6 @@ class World(NamedTuple):
     classifier: TextClassifier
     held_out: pd.DataFrame
     airline: pd.DataFrame
-
-
-def insert_predictions(
-    settings: Settings,
-    version: str,
-    classifier: TextClassifier,
-    texts: Sequence[str],
-    truth: Sequence[str] | None,
-    *,
-    log_text: bool = True,
-    start: datetime | None = None,
-) -> None:
-    """Log predictions of ``texts`` as serving does, with feedback for every row in ``truth``."""
-    start = start or datetime.now(UTC) - timedelta(hours=1)
-    proba = classifier.predict_proba(list(texts))
-    store = open_store(settings.db_url)
-    with store.session() as session:
-        for i, text in enumerate(texts):
-            rid = hashlib.sha256(f"{version}-{start}-{i}-{text}".encode()).hexdigest()[:32]
-            probs = {c: float(p) for c, p in zip(classifier.classes, proba[i], strict=True)}
-            session.add(
-                Prediction(
-                    request_id=rid,
-                    ts=start + timedelta(seconds=i),
-                    model_name=settings.model_name,
-                    model_version=version,
-                    variant="champion",
-                    text=text if log_text else None,
-                    text_hash=hashlib.sha256(text.encode()).hexdigest(),
-                    text_length=len(text),
-                    label=max(probs, key=probs.__getitem__),
-                    probabilities=probs,
-                    latency_ms=1.0,
-                )
-            )
-            if truth is not None:
-                session.add(Feedback(request_id=rid, ts=start, label=truth[i]))
-    store.dispose()
 
 
 @pytest.fixture(scope="module")
