@@ -24,7 +24,9 @@ import base64
 import binascii
 import hashlib
 import hmac
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from starlette.datastructures import Headers
 
@@ -35,6 +37,8 @@ __all__ = ["ANONYMOUS", "Guard", "Principal", "key_id"]
 
 #: The key id of callers when no API key is configured (the development default).
 ANONYMOUS = "anonymous"
+
+T = TypeVar("T")
 
 
 def key_id(key: str) -> str:
@@ -73,12 +77,14 @@ def _presented(headers: Headers) -> str | None:
     return decoded.partition(":")[2] or None
 
 
-def _matches(given: str, known: list[bytes]) -> bool:
-    encoded = given.encode()
-    ok = False
-    for secret in known:  # no early exit: every secret is compared
-        ok |= hmac.compare_digest(encoded, secret)
-    return ok
+def _find(given: bytes, known: Iterable[tuple[bytes, T]]) -> T | None:
+    """The value paired with the secret ``given`` equals, else None; every secret is compared
+    (no early exit), so the time taken does not tell which one matched."""
+    found = None
+    for secret, value in known:
+        if hmac.compare_digest(given, secret):
+            found = value
+    return found
 
 
 #: the 401 of a gated page asks browsers for credentials (Basic) as well as API clients (Bearer)
@@ -105,13 +111,6 @@ class Guard:
         """Whether the data routes need an API key."""
         return bool(self._keys)
 
-    def _match(self, given: bytes) -> Principal | None:
-        found = None
-        for known, principal in self._keys:  # no early exit: every key is compared
-            if hmac.compare_digest(given, known):
-                found = principal
-        return found
-
     def admin(self, headers: Headers) -> str:
         """Allow only the admin token or a key with the ``admin`` role; returns who it is."""
         admin_keys = any("admin" in p.roles for _, p in self._keys)
@@ -122,7 +121,7 @@ class Guard:
             raise AuthenticationError("admin endpoints need 'Authorization: Bearer <admin token>'")
         if self._admin is not None and hmac.compare_digest(token.encode(), self._admin):
             return "admin"
-        principal = self._match(token.encode())
+        principal = _find(token.encode(), self._keys)
         if principal is not None and "admin" in principal.roles:
             return principal.key_id
         raise PermissionDeniedError("the admin token is not valid")
@@ -144,7 +143,7 @@ class Guard:
             raise AuthenticationError(
                 "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
             )
-        principal = self._match(key.encode())
+        principal = _find(key.encode(), self._keys)
         if principal is None:
             raise PermissionDeniedError("the API key is not valid")
         if role not in principal.roles:
@@ -170,7 +169,7 @@ class Guard:
             if challenge:
                 error.extra_headers = {**(error.extra_headers or {}), **challenge}
             raise error
-        if not _matches(given, accepted):
+        if _find(given.encode(), ((secret, True) for secret in accepted)) is None:
             raise PermissionDeniedError(f"the credentials are not valid for {what}")
 
     def status(self, headers: Headers, *, browser: bool = False) -> None:
