@@ -26,7 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -34,7 +34,6 @@ from loopml.config import Settings
 from loopml.errors import LoopmlError, ServingError
 from loopml.recipes.base import TextClassifier
 from loopml.store import FileHashes, Store, current_actor, differences, hash_tree, open_store
-from loopml.store.artifacts import sha256_file
 
 if TYPE_CHECKING:
     from loopml.serving.metrics import Metrics
@@ -62,28 +61,42 @@ class LoadedModel:
     authenticity: str = "verified"
 
 
+class _UnhashableError(ServingError):
+    """A downloaded version's files cannot be hashed (a symlink, an unreadable file)."""
+
+
+def _digests(hashes: FileHashes) -> dict[str, str]:
+    return {path: digest for path, (digest, _size) in hashes.items()}
+
+
 def build_manifest(model_dir: Path) -> dict[str, str]:
     """relative path -> SHA-256 of every file under ``model_dir``."""
-    return {
-        p.relative_to(model_dir).as_posix(): sha256_file(p)
-        for p in sorted(model_dir.rglob("*"))
-        if p.is_file()
-    }
+    return _digests(hash_tree(model_dir))
 
 
-def verify_manifest(entry: Path) -> Path:
-    """The verified model directory of a cache entry; ServingError if anything differs."""
+def _checked(entry: Path) -> FileHashes:
+    """The hashes of a cache entry's model files (hashed once: the caller authenticates with
+    them too); ServingError if they differ from the entry's manifest."""
     model_dir = entry / "model"
     try:
         expected = json.loads((entry / MANIFEST).read_text())
     except (OSError, ValueError) as exc:
         raise ServingError(f"cache entry {entry} has no readable manifest") from exc
-    actual = build_manifest(model_dir) if model_dir.is_dir() else {}
-    if actual != expected:
-        changed = sorted(set(actual.items()) ^ set(expected.items()))
+    try:
+        actual = hash_tree(model_dir) if model_dir.is_dir() else {}
+    except (OSError, ValueError) as exc:
+        raise ServingError(f"cache entry {entry} cannot be hashed: {exc}") from exc
+    if _digests(actual) != expected:
+        changed = sorted(set(_digests(actual).items()) ^ set(expected.items()))
         names = sorted({name for name, _ in changed})[:5]
         raise ServingError(f"cache entry {entry} does not match its manifest: {names}")
-    return model_dir
+    return actual
+
+
+def verify_manifest(entry: Path) -> Path:
+    """The verified model directory of a cache entry; ServingError if anything differs."""
+    _checked(entry)
+    return entry / "model"
 
 
 class ModelLoader:
@@ -122,19 +135,19 @@ class ModelLoader:
         """Cache folder of one version."""
         return self.settings.cache_dir / self.name / str(version)
 
-    def fetch(self, version: str) -> Path:
-        """A verified local copy of ``version`` (downloaded again if missing or corrupted)."""
+    def fetch(self, version: str) -> tuple[Path, FileHashes]:
+        """A verified local copy of ``version`` (downloaded again if missing or corrupted) and
+        the hashes of its files."""
         entry = self.entry(version)
         if entry.exists():
             try:
-                return verify_manifest(entry)
+                return entry / "model", _checked(entry)
             except ServingError as exc:
                 log.warning("re-downloading model version %s: %s", version, exc)
                 shutil.rmtree(entry, ignore_errors=True)
-        self._download(version, entry)
-        return verify_manifest(entry)
+        return entry / "model", self._download(version, entry)
 
-    def _download(self, version: str, entry: Path) -> None:
+    def _download(self, version: str, entry: Path) -> FileHashes:
         # No progress bars in server logs.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         import mlflow
@@ -149,21 +162,30 @@ class ModelLoader:
                 mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp / "model"))
             except Exception as exc:
                 raise ServingError(f"cannot download {uri}: {type(exc).__name__}: {exc}") from exc
-            (tmp / MANIFEST).write_text(json.dumps(build_manifest(tmp / "model"), indent=1))
+            try:
+                hashes = hash_tree(tmp / "model")
+            except (OSError, ValueError) as exc:
+                raise _UnhashableError(f"its files cannot be hashed: {exc}") from exc
+            (tmp / MANIFEST).write_text(json.dumps(_digests(hashes), indent=1))
             try:
                 tmp.rename(entry)
             except OSError:
-                if not entry.exists():  # another worker won the race otherwise
+                if not entry.exists():
                     raise
+                return _checked(entry)  # another worker won the race: use its copy
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        return hashes
 
     def load(self, version: str, variant: str) -> LoadedModel:
         """Fetch, verify, authenticate, load and warm up ``version``; ServingError if any step
         fails. Nothing of the model is unpickled or imported before it is authenticated."""
         version = str(version)
-        model_dir = self.fetch(version)
-        authenticity = self.authenticate(version, model_dir, variant)
+        try:
+            model_dir, hashes = self.fetch(version)
+        except _UnhashableError as exc:  # e.g. a symlink planted in the artifact store
+            self._refuse(version, variant, "mismatch", str(exc), [])
+        authenticity = self.authenticate(version, model_dir, variant, hashes)
         classifier = _load_classifier(model_dir)
         classes = tuple(str(c) for c in classifier.classes)
         warm_up(classifier, classes)
@@ -176,15 +198,11 @@ class ModelLoader:
             self.store = open_store(self.settings.db_url)
         return self.store.artifacts(self.name, version)
 
-    def authenticate(self, version: str, model_dir: Path, variant: str = "") -> str:
-        """Check ``model_dir`` against the hashes recorded at registration: "verified", or
-        "unverified" (none recorded, allowed by the policy); ServingError otherwise."""
+    def authenticate(self, version: str, model_dir: Path, variant: str, actual: FileHashes) -> str:
+        """Check ``model_dir``'s file hashes (``actual``, from :meth:`fetch`) against those
+        recorded at registration: "verified", or "unverified" (none recorded, allowed by the
+        policy); ServingError otherwise."""
         entry = model_dir.parent
-        try:
-            actual = hash_tree(model_dir)
-        except (OSError, ValueError) as exc:
-            shutil.rmtree(entry, ignore_errors=True)
-            self._refuse(version, variant, "mismatch", f"its files cannot be hashed: {exc}", [])
         try:
             recorded = self._recorded(version)
         except LoopmlError as exc:
@@ -235,7 +253,9 @@ class ModelLoader:
         if self.metrics is not None:
             self.metrics.model_refused.labels(version, reason).inc()
 
-    def _refuse(self, version: str, variant: str, reason: str, text: str, paths: list[str]) -> None:
+    def _refuse(
+        self, version: str, variant: str, reason: str, text: str, paths: list[str]
+    ) -> NoReturn:
         """Count, audit (once per version and reason in this process) and raise."""
         self._count(version, reason)
         log.error("refusing model %s version %s: %s", self.name, version, text)

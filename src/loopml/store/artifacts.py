@@ -10,14 +10,13 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-__all__ = ["FileHashes", "differences", "hash_tree", "sha256_file"]
+__all__ = ["FileHashes", "differences", "hash_tree"]
 
 FileHashes = dict[str, tuple[str, int]]
 """relative POSIX path -> (SHA-256 hex digest, size in bytes)"""
 
 
-def sha256_file(path: Path) -> str:
-    """SHA-256 hex digest of the file at ``path``, read in 1 MiB chunks."""
+def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -33,7 +32,7 @@ def hash_tree(root: Path) -> FileHashes:
         if path.is_symlink():
             raise ValueError(f"{path.relative_to(root).as_posix()} is a symbolic link")
         if path.is_file():
-            out[path.relative_to(root).as_posix()] = (sha256_file(path), path.stat().st_size)
+            out[path.relative_to(root).as_posix()] = (_sha256(path), path.stat().st_size)
     return out
 
 
