@@ -41,6 +41,7 @@ __all__ = [
 ROLES = ("predict", "feedback", "admin")
 
 _PLACEHOLDERS = {"", "changeme", "change-me", "secret", "password", "admin", "token", "test"}
+_PLACEHOLDER_PREFIXES = ("replace-me", "changeme", "change-me")
 
 
 def _config_file() -> Path:
@@ -176,17 +177,19 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> Settings:
-        if self.env == "production" and self.admin_token is not None:
-            if self.admin_token.get_secret_value().lower() in _PLACEHOLDERS:
-                raise ValueError("admin_token is a placeholder; set a real LOOPML_ADMIN_TOKEN")
-            if len(self.admin_token.get_secret_value()) < 16:
-                raise ValueError("admin_token must be at least 16 characters in production")
-        secret = self.routing_secret
-        if self.env == "production" and secret and len(secret.get_secret_value()) < 16:
-            raise ValueError("routing_secret must be at least 16 characters in production")
-        metrics = self.metrics_token.get_secret_value() if self.metrics_token else None
-        if self.env == "production" and metrics is not None and len(metrics) < 16:
-            raise ValueError("metrics_token must be at least 16 characters in production")
+        # One rule for every secret of a production server: no placeholder (the committed
+        # examples' "changeme" and "replace-me-..." included), at least 16 characters.
+        if self.env != "production":
+            return self
+        for name in ("admin_token", "routing_secret", "metrics_token"):
+            secret: SecretStr | None = getattr(self, name)
+            if secret is None:
+                continue
+            value = secret.get_secret_value()
+            if value.lower() in _PLACEHOLDERS or value.lower().startswith(_PLACEHOLDER_PREFIXES):
+                raise ValueError(f"{name} is a placeholder; set a real LOOPML_{name.upper()}")
+            if len(value) < 16:
+                raise ValueError(f"{name} must be at least 16 characters in production")
         return self
 
     @classmethod

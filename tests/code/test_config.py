@@ -63,6 +63,14 @@ def test_production_rejects_placeholder_or_short_admin_token(
         load_settings()
 
 
+@pytest.mark.parametrize("name", ["admin_token", "routing_secret", "metrics_token"])
+@pytest.mark.parametrize("value", ["replace-me-admin-token-at-least-16-chars", "short-secret"])
+def test_production_rejects_every_placeholder_or_short_secret(name: str, value: str) -> None:
+    # the values of deploy/compose/.env.example and deploy/k8s/secret.example.yaml included
+    with pytest.raises(ConfigError, match=name):
+        load_settings(env="production", **{name: value})
+
+
 def test_production_accepts_a_real_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOOPML_ENV", "production")
     monkeypatch.setenv("LOOPML_ADMIN_TOKEN", "k8Hq2-vLw9-Zr4tN-0pXe")

@@ -203,7 +203,33 @@ def test_gen_env_replaces_every_placeholder(tmp_path: Path) -> None:
 # --- loopml containers ------------------------------------------------------------------------
 
 
-def test_loopml_variables_are_real_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+def generated_services(tmp_path: Path) -> dict[str, dict[str, Any]]:
+    """The loopml services of the stack rendered with a ``gen-env.sh`` env file (real secrets)."""
+    env_file = tmp_path / ".env"
+    env_file.write_text(run("sh", str(COMPOSE_DIR / "gen-env.sh")).stdout)
+    result = compose_config(env_file)
+    assert result.returncode == 0, result.stderr
+    svcs: dict[str, dict[str, Any]] = yaml.safe_load(result.stdout)["services"]
+    return {n: s for n, s in svcs.items() if s["image"].startswith("loopml:")}
+
+
+def test_the_example_placeholders_are_refused_in_production(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from loopml.config import load_settings
+    from loopml.errors import ConfigError
+
+    env = environment(services()["controller"])
+    for key, value in env.items():
+        if key.startswith("LOOPML_"):
+            monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError, match="placeholder"):
+        load_settings()
+
+
+def test_loopml_variables_are_real_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from loopml.config import Settings, load_settings
 
     settings = {f"LOOPML_{name.upper()}" for name in Settings.model_fields}
@@ -212,7 +238,7 @@ def test_loopml_variables_are_real_settings(monkeypatch: pytest.MonkeyPatch) -> 
     extra = {v for v in ("LOOPML_CONFIG", "LOOPML_ACTOR") if f'environ.get("{v}"' in src}
     assert extra == {"LOOPML_CONFIG", "LOOPML_ACTOR"}
     assert set(loopml_image_services()) == {"mlflow", *SERVING, "controller", "train"}
-    for name, service in loopml_image_services().items():
+    for name, service in generated_services(tmp_path).items():
         env = {k: v for k, v in environment(service).items() if k.startswith("LOOPML_")}
         assert set(env) - settings - extra == set(), f"{name} sets unknown settings"
         # The values validate as production settings (admin-token rules included).
