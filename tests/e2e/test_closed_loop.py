@@ -45,9 +45,13 @@ def test_demo_detects_retrains_rolls_out_promotes_and_recovers(
     assert "rollout_started" in actions and "rollout_promote" in actions
     assert actions.count("rollout_advance") >= 1, "10% -> 50%, then promotion"
     started = actions.index("rollout_started")
-    verdicts = [t.monitor.verdict for t in result.ticks[: started + 1] if t.monitor is not None]
-    assert "drift" in verdicts, "the shift is seen as input drift before labels arrive"
-    assert verdicts[-1] in ("drift", "quality_alarm")
+    notes = [t.monitor for t in result.ticks[: started + 1] if t.monitor is not None]
+    # The shift is seen as input drift. A window that already holds enough labels is a
+    # "quality_alarm" (that verdict wins over "drift"), so the drift is read from the reasons:
+    # how many labels a window holds depends on the machine's speed, the drift does not.
+    drift_seen = [n for n in notes if any(" drift: " in r for r in n.reasons)]
+    assert drift_seen, "the shift is seen as input drift"
+    assert notes[-1].verdict in ("drift", "quality_alarm")
     store = open_store(load_settings(home=result.home).db_url)
     history = [e.action for e in reversed(store.history("sentiment", limit=200))]
     assert history[:2] == ["promote", "retrain"]
