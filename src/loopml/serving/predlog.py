@@ -15,7 +15,9 @@ or down, records stay in the segments (the spool) and the writer retries with ba
 the database refuses (a bad field, a NUL on PostgreSQL) or a line that is not a valid record goes
 to ``deadletter.jsonl`` in the spool folder (``loopml_predlog_dead_letter_total``, alert
 ``LoopmlPredictionDeadLetters``) and the rest of the batch is committed: one bad row never stalls
-the log. Lines may be of any length.
+the log. Lines may be of any length. A line is one batch of records in columns (one
+``orjson`` call per model batch keeps the serving process's cost per text low; the writer
+computes text hashes and lengths) or, as older journals and tests write, one record.
 
 The serving process keeps an in-memory index of the request ids it journaled and the writer has
 not committed yet, so the feedback store finds a fresh prediction without reading the journal.
