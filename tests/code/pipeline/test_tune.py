@@ -58,9 +58,7 @@ def test_train_tune_registers_the_best_trials_params(
     children = _children(settings, result.run_id)
     assert len(children) == 4
     best = max(children, key=lambda r: r.data.metrics["validation_macro_f1"])
-    assert best.data.metrics["validation_macro_f1"] == pytest.approx(
-        result.tuning.best_macro_f1
-    )
+    assert best.data.metrics["validation_macro_f1"] == pytest.approx(result.tuning.best_macro_f1)
     # MLflow stores params as strings: compare through the recipe's own parameter model.
     best_params = TfidfLogReg(best.data.params).params_dict()
     assert result.recipe_params == result.tuning.best_params == best_params
