@@ -135,3 +135,10 @@ def test_fit_gives_probabilities_in_class_order(small_tweets: Dataset) -> None:
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
     clone = pickle.loads(pickle.dumps(model))
     np.testing.assert_allclose(clone.predict_proba(["love it!"]), proba[1:])
+
+
+def test_the_docs_show_the_example_plugin_as_it_is() -> None:
+    root = Path(__file__).parents[3]
+    doc = (root / "docs" / "recipes.md").read_text()
+    for name in ("pyproject.toml", "loopml_char_nb.py"):
+        assert (root / "examples" / "recipe-plugin" / name).read_text() in doc, name
