@@ -149,7 +149,7 @@ def _load(
     label_column: str | None,
     labels: list[str] | None,
 ) -> Any:
-    from loopml.data import load_dataset
+    from loopml.data import DataRules, load_dataset
 
     settings = _settings()
     return load_dataset(
@@ -157,6 +157,7 @@ def _load(
         text_column=text_column or settings.text_column,
         label_column=label_column or settings.label_column,
         labels=labels,
+        rules=DataRules.from_settings(settings),
     )
 
 

@@ -12,7 +12,7 @@ import optuna
 from sklearn.metrics import f1_score
 
 from loopml.config import Settings
-from loopml.data import Dataset, load_dataset, split_dataset
+from loopml.data import DataRules, Dataset, load_dataset, split_dataset
 from loopml.recipes import get_recipe
 from loopml.registry import Registry
 from loopml.tracking import experiment_id
@@ -63,6 +63,7 @@ def tune(
         source or settings.data_source,
         text_column=settings.text_column,
         label_column=settings.label_column,
+        rules=DataRules.from_settings(settings),
     )
     splits = split_dataset(
         dataset,
