@@ -46,7 +46,11 @@ def fit_checked(recipe: Recipe, texts: Sequence[str], labels: Sequence[str]) -> 
     for w in caught:
         if not issubclass(w.category, ConvergenceWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    problems = [str(w.message).splitlines()[0] for w in caught if w.category is ConvergenceWarning]
+    problems = [
+        str(w.message).splitlines()[0].rstrip(":")
+        for w in caught
+        if w.category is ConvergenceWarning
+    ]
     return Fit(classifier, converged=not problems, warning="; ".join(problems))
 
 

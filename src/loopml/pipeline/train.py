@@ -86,7 +86,8 @@ CONVERGED_TAG = "loopml.converged"
 def flag_unconverged(gate: GateResult, detail: str) -> None:
     """Fail ``gate`` with the check ``solver_converged``: weights that depend on the iteration
     limit rather than the data are not promoted without a forced, audited promotion."""
-    gate.checks.append(GateCheck("solver_converged", 0.0, 1.0, False, detail[:300]))
+    detail = f"{detail[:300]}; more iterations (e.g. -p max_iter) or a smaller C help"
+    gate.checks.append(GateCheck("solver_converged", 0.0, 1.0, False, detail))
     gate.passed = False
 
 
