@@ -33,8 +33,8 @@ from loopml.routing import CHAMPION
 __all__ = [
     "FEEDBACK_DOMAIN",
     "cap_per_key",
-    "check_data",
     "champion_splits",
+    "check_data",
     "new_labeled_rows",
     "retrain",
 ]

@@ -286,9 +286,7 @@ def train(
             _log_data(dataset, splits, Path(tmp))
         say("fit")
         t0 = time.perf_counter()
-        fit = fit_checked(
-            recipe_obj, splits.train["text"].tolist(), splits.train["label"].tolist()
-        )
+        fit = fit_checked(recipe_obj, splits.train["text"].tolist(), splits.train["label"].tolist())
         classifier = fit.classifier
         fit_seconds = time.perf_counter() - t0
         mlflow.set_tag(CONVERGED_TAG, str(fit.converged).lower())

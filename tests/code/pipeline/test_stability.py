@@ -87,9 +87,7 @@ def test_non_finite_coefficients_are_named(small_tweets: Dataset) -> None:
 
 
 @pytest.mark.slow
-def test_a_model_over_its_size_budget_is_refused(
-    relaxed: Settings, small_tweets: Dataset
-) -> None:
+def test_a_model_over_its_size_budget_is_refused(relaxed: Settings, small_tweets: Dataset) -> None:
     tight = relaxed.model_copy(update={"max_model_bytes": 100_000})
     with pytest.raises(TrainingError) as info:
         train(tight, dataset=small_tweets)
