@@ -33,7 +33,8 @@ class DataRules:
     @classmethod
     def from_settings(cls, settings: Settings) -> DataRules:
         """The bounds of ``LOOPML_MAX_TEXT_CHARS`` (shared with serving: nothing is trained on
-        texts the server would refuse), ``LOOPML_DATA_MIN_CLASS_SHARE``, ``LOOPML_DATA_MIN_ROWS``."""
+        texts the server would refuse), ``LOOPML_DATA_MIN_CLASS_SHARE`` and
+        ``LOOPML_DATA_MIN_ROWS``."""
         return cls(
             max_text_chars=settings.max_text_chars,
             min_class_share=settings.data_min_class_share,
