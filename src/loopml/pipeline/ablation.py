@@ -65,7 +65,7 @@ def _fit_score(
         seconds.append(time.perf_counter() - t0)
         predicted = model.predict(texts[val_idx].tolist())
         scores.append(f1_score(labels[val_idx], predicted, average="macro"))
-        vocab.append(len(getattr(model, "pipeline").named_steps["tfidf"].vocabulary_))
+        vocab.append(len(model.pipeline.named_steps["tfidf"].vocabulary_))
         size.append(len(pickle.dumps(model)))
     return (
         float(np.mean(scores)),
