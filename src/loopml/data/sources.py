@@ -130,8 +130,8 @@ def read_source(
 
     User files must hold ``text_column`` and ``label_column``; an optional ``domain`` column is
     kept, otherwise every row is in domain ``all``; every other column (user names, ids...) is
-    dropped here, so it never reaches a split, an artifact or a model. Rows keep their file order; the frame's index
-    is the 1-based data row number, so errors can name rows.
+    dropped here, so it never reaches a split, an artifact or a model. Rows keep their file
+    order; the frame's index is the 1-based data row number, so errors can name rows.
     """
     if source.startswith("builtin:") and source not in BUILTIN_SOURCES:
         available = ", ".join(BUILTIN_SOURCES)

@@ -20,6 +20,7 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 
 from loopml.recipes import get_recipe
+from loopml.recipes.tfidf_logreg import SklearnTextClassifier
 
 __all__ = ["FEATURES", "AblationRow", "ablate"]
 
@@ -65,6 +66,7 @@ def _fit_score(
         seconds.append(time.perf_counter() - t0)
         predicted = model.predict(texts[val_idx].tolist())
         scores.append(f1_score(labels[val_idx], predicted, average="macro"))
+        assert isinstance(model, SklearnTextClassifier)  # the recipe ablated is tfidf-logreg
         vocab.append(len(model.pipeline.named_steps["tfidf"].vocabulary_))
         size.append(len(pickle.dumps(model)))
     return (
