@@ -56,10 +56,15 @@ def _purge_reports(folder: Path, cutoff: datetime) -> int:
 
 
 def purge(
-    settings: Settings, *, older_than_days: float | None = None, now: datetime | None = None
+    settings: Settings,
+    *,
+    older_than_days: float | None = None,
+    now: datetime | None = None,
+    audit_if_empty: bool = True,
 ) -> dict[str, Any]:
     """Delete predictions, feedback and report files older than ``older_than_days`` (default
-    ``LOOPML_RETENTION_DAYS``); feedback goes with its prediction. Returns the counts."""
+    ``LOOPML_RETENTION_DAYS``); feedback goes with its prediction. Returns the counts. The
+    controller's daily purge passes ``audit_if_empty=False``: no audit record for nothing."""
     days = settings.retention_days if older_than_days is None else older_than_days
     if days < 0:
         raise RequestError(f"--older-than must be 0 days or more, got {days:g}")
@@ -78,6 +83,8 @@ def purge(
             "feedback": feedback,
             "report_files": reports,
         }
+        if not audit_if_empty and not (predictions or feedback or reports):
+            return counts
         store.audit(
             actor=current_actor(),
             action="purge",
