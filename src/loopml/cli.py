@@ -39,7 +39,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-data_app = typer.Typer(help="Validate and describe datasets.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Validate and describe datasets; purge and forget logged data.", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 rollout_app = typer.Typer(help="Shadow and canary rollouts of a challenger.", no_args_is_help=True)
 app.add_typer(rollout_app, name="rollout")
@@ -180,7 +182,7 @@ def _load(
     label_column: str | None,
     labels: list[str] | None,
 ) -> Any:
-    from loopml.data import load_dataset
+    from loopml.data import DataRules, load_dataset
 
     settings = _settings()
     return load_dataset(
@@ -188,6 +190,7 @@ def _load(
         text_column=text_column or settings.text_column,
         label_column=label_column or settings.label_column,
         labels=labels,
+        rules=DataRules.from_settings(settings),
     )
 
 
@@ -237,6 +240,67 @@ def data_describe(
             table.add_row(kind[:-1], str(name), str(count))
     out.print(table)
     out.print(f"text length: {info['text_length']}")
+
+
+@data_app.command("purge")
+@handle_errors
+def data_purge(
+    older_than: Annotated[
+        float | None,
+        typer.Option(help="Delete what is older than this many days (LOOPML_RETENTION_DAYS)."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Delete logged predictions, their feedback and report files past the retention period."""
+    from loopml.data.privacy import purge
+
+    counts = purge(_settings(), older_than_days=older_than)
+    if json_out:
+        emit_json(counts)
+        return
+    out.print(
+        f"purged data older than {counts['older_than_days']:g} days: "
+        f"{counts['predictions']} predictions, {counts['feedback']} feedback labels, "
+        f"{counts['report_files']} report files"
+    )
+
+
+@data_app.command("forget")
+@handle_errors
+def data_forget(
+    key_id: Annotated[
+        str | None, typer.Option(help="API key id: its feedback and the predictions it labelled.")
+    ] = None,
+    request_id: Annotated[
+        list[str] | None, typer.Option("--request-id", help="A request id (repeatable).")
+    ] = None,
+    text: Annotated[
+        list[str] | None, typer.Option("--text", help="An exact text (repeatable).")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """Delete one subject's predictions and feedback; audited (counts only)."""
+    from loopml.data.privacy import forget
+
+    counts = forget(
+        _settings(),
+        key_id=key_id,
+        request_ids=request_id or [],
+        texts=text or [],
+        reason=reason,
+    )
+    if json_out:
+        emit_json(counts)
+        return
+    out.print(f"deleted {counts['predictions']} predictions, {counts['feedback']} feedback labels")
+    missing = counts["request_ids_not_found"]
+    if missing:
+        out.print(
+            f"{len(missing)} request id(s) not in the log (unknown, already deleted, or not "
+            f"written yet: run again in a minute): {', '.join(missing[:10])}",
+            highlight=False,
+        )
 
 
 # ---------------------------------------------------------------- training

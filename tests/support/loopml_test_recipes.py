@@ -21,8 +21,9 @@ from sklearn.naive_bayes import MultinomialNB
 from sklearn.pipeline import Pipeline, make_pipeline
 
 from loopml.recipes import Recipe, TextClassifier
+from loopml.recipes.tfidf_logreg import TfidfLogReg
 
-__all__ = ["BagOfWordsNB", "NeedsMissingModule", "register_plugins"]
+__all__ = ["BagOfWordsNB", "NanRecipe", "NeedsMissingModule", "register_plugins"]
 
 
 class BagOfWordsParams(BaseModel):
@@ -78,3 +79,26 @@ def register_plugins(
     lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
     (dist / "entry_points.txt").write_text(f"[loopml.recipes]\n{lines}")
     monkeypatch.syspath_prepend(str(folder))
+
+
+class _NanEvery(TextClassifier):
+    """A real fitted model whose probabilities turn NaN for every ``step``-th text."""
+
+    def __init__(self, inner: TextClassifier, step: int) -> None:
+        self.inner = inner
+        self.classes = list(inner.classes)
+        self.step = step
+
+    def predict_proba(self, texts: Sequence[str]) -> npt.NDArray[np.float64]:
+        proba = self.inner.predict_proba(texts).copy()
+        proba[self.step - 1 :: self.step] = np.nan
+        return proba
+
+
+class NanRecipe(TfidfLogReg):
+    """tfidf-logreg whose fitted model answers NaN probabilities for every 50th text."""
+
+    name = "nan-test"
+
+    def fit(self, texts: Sequence[str], labels: Sequence[str]) -> _NanEvery:  # type: ignore[override]
+        return _NanEvery(super().fit(texts, labels), 50)

@@ -19,11 +19,12 @@ from mlflow.data.pandas_dataset import from_pandas
 from mlflow.exceptions import MlflowException
 
 from loopml.config import Settings
-from loopml.data import Dataset, Splits, load_dataset, load_splits, split_dataset
-from loopml.errors import LoopmlError, RegistryError
+from loopml.data import DataRules, Dataset, Splits, load_dataset, load_splits, split_dataset
+from loopml.errors import LoopmlError, RegistryError, TrainingError
 from loopml.pipeline.choice import choose_recipe
 from loopml.pipeline.evaluate import Evaluation, evaluate, plot_confusion_matrix, score
-from loopml.pipeline.gate import GateResult, run_gate, trusted_rows
+from loopml.pipeline.gate import GateCheck, GateResult, run_gate, trusted_rows
+from loopml.pipeline.stability import check_finite, fit_checked
 from loopml.pipeline.tune import Search, search
 from loopml.recipes import Recipe
 from loopml.recipes.base import TextClassifier
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 Progress = Callable[[str], None]
+
+_FINITE_SAMPLE = 512
 
 
 @dataclass
@@ -66,6 +69,8 @@ class TrainResult:
     tuning: Search | None = None
     #: who gave the feedback labels it trained on (retraining only), see ``control.retrain``
     provenance: dict[str, Any] | None = None
+    #: False when the solver stopped at its iteration limit (see ``pipeline.stability``)
+    converged: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
@@ -84,8 +89,30 @@ class TrainResult:
             "gate": self.gate.to_dict(),
             "fit_seconds": round(self.fit_seconds, 3),
             "model_bytes": self.model_bytes,
+            "converged": self.converged,
             "total_seconds": round(self.total_seconds, 3),
         }
+
+
+CONVERGED_TAG = "loopml.converged"
+
+
+def flag_unconverged(gate: GateResult, detail: str) -> None:
+    """Fail ``gate`` with the check ``solver_converged``: weights that depend on the iteration
+    limit rather than the data are not promoted without a forced, audited promotion."""
+    detail = f"{detail[:300]}; more iterations (e.g. -p max_iter) or a smaller C help"
+    gate.checks.append(GateCheck("solver_converged", 0.0, 1.0, False, detail))
+    gate.passed = False
+
+
+def check_size(settings: Settings, model_bytes: int) -> None:
+    """``TrainingError`` when the pickled model exceeds ``LOOPML_MAX_MODEL_BYTES``."""
+    if model_bytes > settings.max_model_bytes:
+        raise TrainingError(
+            f"model is {model_bytes / 1e6:.1f} MB, over its budget LOOPML_MAX_MODEL_BYTES="
+            f"{settings.max_model_bytes} ({settings.max_model_bytes / 1e6:.1f} MB); fewer "
+            "features (e.g. -p max_features=50000 or -p ngram_max=1) make it smaller"
+        )
 
 
 def _log_data(dataset: Dataset, splits: Splits, out: Path) -> None:
@@ -248,6 +275,7 @@ def train(
             source or settings.data_source,
             text_column=settings.text_column,
             label_column=settings.label_column,
+            rules=DataRules.from_settings(settings),
         )
     if splits is None:
         say("split")
@@ -298,15 +326,18 @@ def train(
         )
         say("fit")
         t0 = time.perf_counter()
-        classifier = recipe_obj.fit(splits.train["text"].tolist(), splits.train["label"].tolist())
+        fit = fit_checked(recipe_obj, splits.train["text"].tolist(), splits.train["label"].tolist())
+        classifier = fit.classifier
         fit_seconds = time.perf_counter() - t0
+        mlflow.set_tag(CONVERGED_TAG, str(fit.converged).lower())
+        # A sample: enough to meet NaN weights, cheap for slow recipes (MiniLM: ~130 texts/s).
+        check_finite(classifier, splits.test["text"].head(_FINITE_SAMPLE).tolist())
+        model_bytes = len(pickle.dumps(classifier))
+        mlflow.log_metric("model_bytes", float(model_bytes))
+        check_size(settings, model_bytes)
         say("evaluate")
         evaluation = evaluate(classifier, splits.test, seed=settings.seed)
-        model_bytes = len(pickle.dumps(classifier))
-        mlflow.log_metrics(
-            evaluation.flat_metrics()
-            | {"fit_seconds": fit_seconds, "model_bytes": float(model_bytes)}
-        )
+        mlflow.log_metrics(evaluation.flat_metrics() | {"fit_seconds": fit_seconds})
         with tempfile.TemporaryDirectory() as tmp:
             png = plot_confusion_matrix(
                 evaluation,
@@ -325,12 +356,15 @@ def train(
                 "loopml.dataset_version": dataset.version,
                 RECIPE_TAG: name,
                 RECIPE_PARAMS_TAG: json.dumps(recipe_params, sort_keys=True),
+                CONVERGED_TAG: str(fit.converged).lower(),
             },
         )
         say("gate")
         gate, champion_eval = gate_against_champion(
             settings, registry, evaluation, splits.test, exclude_version=version, model=classifier
         )
+        if not fit.converged:
+            flag_unconverged(gate, fit.warning)
         record_gate(registry, run.info.run_id, version, gate, evaluation, champion_eval)
     return TrainResult(
         run_id=run.info.run_id,
@@ -346,6 +380,7 @@ def train(
         recipe_params=recipe_params,
         recipe_reason=reason,
         tuning=tuning,
+        converged=fit.converged,
     )
 
 
@@ -364,5 +399,7 @@ def evaluate_version(settings: Settings, version: str) -> tuple[Evaluation, Gate
     gate, champion_eval = gate_against_champion(
         settings, registry, evaluation, test, exclude_version=str(mv.version), model=model
     )
+    if mv.tags.get(CONVERGED_TAG) == "false":
+        flag_unconverged(gate, "the solver stopped at its iteration limit when it was trained")
     record_gate(registry, mv.run_id, str(mv.version), gate, evaluation, champion_eval)
     return evaluation, gate

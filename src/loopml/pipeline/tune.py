@@ -16,7 +16,7 @@ import mlflow
 from sklearn.metrics import f1_score
 
 from loopml.config import Settings
-from loopml.data import Dataset, Splits, load_dataset, split_dataset
+from loopml.data import DataRules, Dataset, Splits, load_dataset, split_dataset
 from loopml.pipeline.choice import RecipeChoice, choose_recipe
 from loopml.recipes import Recipe
 from loopml.registry import Registry
@@ -156,6 +156,7 @@ def tune(
         source or settings.data_source,
         text_column=settings.text_column,
         label_column=settings.label_column,
+        rules=DataRules.from_settings(settings),
     )
     splits = split_dataset(
         dataset,
