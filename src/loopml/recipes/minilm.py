@@ -121,6 +121,8 @@ class MiniLMLogReg(Recipe):
     defaults: ClassVar[dict[str, Any]] = Params().model_dump()
     extra: ClassVar[str] = "transformers"
     requires: ClassVar[tuple[str, ...]] = REQUIRES[:-1]
+    #: texts the last fit ran through the encoder (the rest came from the cache)
+    encoded: int = 0
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
@@ -153,7 +155,7 @@ class MiniLMLogReg(Recipe):
         self, encoder: OnnxEncoder, texts: Sequence[str], *, cache: bool
     ) -> npt.NDArray[np.float32]:
         """Embeddings of the training texts; with ``cache``, read from and added to
-        ``LOOPML_HOME/cache/embeddings/<encoder hash>/`` (``self.encoded`` says how many were new)."""
+        ``LOOPML_HOME/cache/embeddings/<encoder hash>/`` (``self.encoded``: how many were new)."""
         texts = [str(t) for t in texts]
         if not cache:
             self.encoded = len(texts)

@@ -87,7 +87,7 @@ def tokenizer_json() -> str:
 def _pooled(model: Any) -> Any:
     import torch
 
-    class Pooled(torch.nn.Module):
+    class Pooled(torch.nn.Module):  # type: ignore[misc]
         """Mean of the token states under the mask, L2-normalised; keyword inputs because
         transformers 5's ``BertModel.forward`` no longer takes them positionally."""
 
@@ -250,7 +250,9 @@ class Head(Protocol):
 class LinearHead:
     """A softmax linear layer in numpy (the fine-tuned head, served without torch)."""
 
-    def __init__(self, weight: npt.NDArray[np.float32], bias: npt.NDArray[np.float32], classes: list[str]) -> None:
+    def __init__(
+        self, weight: npt.NDArray[np.float32], bias: npt.NDArray[np.float32], classes: list[str]
+    ) -> None:
         self.weight = np.asarray(weight, dtype=np.float32)
         self.bias = np.asarray(bias, dtype=np.float32)
         self.classes_ = np.asarray(classes)

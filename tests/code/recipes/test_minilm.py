@@ -70,7 +70,9 @@ def test_fit_pickles_and_int8_accuracy_change(minilm_home: Path, tweets: Dataset
     acc32 = float(np.mean(np.array(fp32.predict(test_x)) == np.array(test_y)))
     acc8 = float(np.mean(np.array(int8.predict(test_x)) == np.array(test_y)))
     agree = float(np.mean(np.array(fp32.predict(test_x)) == np.array(int8.predict(test_x))))
-    print(f"accuracy on 100 held-out tweets: fp32 {acc32:.3f}, int8 {acc8:.3f} ({acc8 - acc32:+.3f})")
+    print(
+        f"accuracy on 100 held-out tweets: fp32 {acc32:.3f}, int8 {acc8:.3f} ({acc8 - acc32:+.3f})"
+    )
     assert acc32 > 0.5
     assert agree >= 0.85 and abs(acc8 - acc32) <= 0.08
     assert len(pickle.dumps(int8)) < len(pickle.dumps(fp32)) / 2
@@ -104,8 +106,13 @@ def test_oov_drift_is_not_applicable(minilm_home: Path, tweets: Dataset) -> None
     model = get_recipe("minilm-logreg").fit(texts[:150], labels[:150])
     reference = build_reference(texts[:150], texts[150:], model, cap=500, seed=0)
     assert reference.vocabulary is None
-    thresholds = Thresholds(text_auc=0.6, descriptor=0.25, confidence=0.25, label=0.1, min_samples=10)
-    checks = {c.kind: c for c in detect_drift(reference, observe(model, texts[150:]), thresholds, cap=500, seed=0)}
+    thresholds = Thresholds(
+        text_auc=0.6, descriptor=0.25, confidence=0.25, label=0.1, min_samples=10
+    )
+    checks = {
+        c.kind: c
+        for c in detect_drift(reference, observe(model, texts[150:]), thresholds, cap=500, seed=0)
+    }
     assert checks["oov"].status == "unavailable"
     assert checks["oov"].note is not None and checks["oov"].note.startswith("not applicable")
     assert checks["text"].status == "ok"
