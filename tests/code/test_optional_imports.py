@@ -10,7 +10,8 @@ HEAVY = ("torch", "transformers", "onnxruntime", "tokenizers", "peft", "sentence
 
 
 def _loaded_after(code: str) -> list[str]:
-    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
+    report = f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
+    probe = f"{code}\nimport json, sys\n{report}"
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=300
     )
