@@ -31,7 +31,10 @@ def test_bad_params_are_clear(params: dict[str, str], message: str) -> None:
 
 
 def test_unknown_recipe() -> None:
-    with pytest.raises(TrainingError, match="unknown recipe 'bert'; available: tfidf-logreg"):
+    with pytest.raises(
+        TrainingError,
+        match="unknown recipe 'bert'; available: minilm-logreg, minilm-lora, tfidf-logreg",
+    ):
         get_recipe("bert")
 
 
