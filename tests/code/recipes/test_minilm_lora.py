@@ -47,11 +47,13 @@ def test_lora_fine_tune_learns_logs_and_exports(home: Path, tweets: Dataset) -> 
 
 
 def test_lora_is_deterministic_and_stops_early(home: Path, tweets: Dataset) -> None:
-    texts, labels = tweet_sample(tweets, 120, seed=6)
-    params = {"max_steps": "40", "eval_every": "2", "patience": "1", "batch_size": "8"}
+    texts, labels = tweet_sample(tweets, 90, seed=6)
+    # learning rates too small to change a prediction: the validation F1 cannot improve
+    frozen = {"learning_rate": "1e-9", "head_learning_rate": "1e-9"}
+    params = {"max_steps": "12", "eval_every": "2", "patience": "1", "batch_size": "8"} | frozen
     runs = [get_recipe("minilm-lora", params) for _ in range(2)]
-    probas = [r.fit(texts[:100], labels[:100]).predict_proba(texts[100:]) for r in runs]
+    probas = [r.fit(texts[:80], labels[:80]).predict_proba(texts[80:]) for r in runs]
     assert np.allclose(probas[0], probas[1], atol=1e-5)
     steps = [h["step"] for h in runs[0].history]  # type: ignore[attr-defined]
     assert steps == [h["step"] for h in runs[1].history]  # type: ignore[attr-defined]
-    assert steps[-1] < 40, "patience 1 stops at the first evaluation that does not improve"
+    assert steps == [2, 4], "patience 1 stops at the first evaluation that does not improve"
