@@ -122,6 +122,17 @@ def table(report: dict[str, Any]) -> str:
         cells.append(f"{ip['batch1']:.0f} / {ip['batch64']:.0f}")
         cells += [f"{r[f'c{c}']['req_s']:.0f}, {r[f'c{c}']['p99_ms']:.0f}" for c in CONNECTIONS]
         lines.append("| " + " | ".join(cells) + " |")
+    timeouts = [
+        f"{r['recipe']} @{c}: {r[f'c{c}']['socket_errors']}"
+        for r in report["rows"]
+        for c in CONNECTIONS
+        if r[f"c{c}"]["socket_errors"]
+    ]
+    if timeouts:
+        lines += [
+            "",
+            "wrk socket errors (its 2 s timeout caps p99 at 2000 ms): " + "; ".join(timeouts),
+        ]
     return "\n".join(lines)
 
 

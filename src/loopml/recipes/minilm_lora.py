@@ -186,7 +186,7 @@ class MiniLMLoRA(Recipe):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             log_metric("train_loss", losses[-1], step=step)
             last = step == p.max_steps or time.monotonic() >= deadline
             if step % p.eval_every == 0 or last:
