@@ -3,6 +3,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# make test also installs the transformers extra (torch, ONNX Runtime); make demo does not.
+TEST_STAMP := $(VENV)/.installed-transformers
+TORCH := torch==2.13.0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: demo test lint format typecheck unit install system-deps tools k8s-generate k8s-render bench clean image base-image
@@ -14,6 +17,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# torch first and pinned: the CPU wheel. Left to resolve through the extra, pip could pull a
+# multi-GB CUDA build.
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/pip install -q '$(TORCH)'
+	$(BIN)/pip install -q -e '.[dev,transformers]'
+	touch $(TEST_STAMP)
 
 # Tools whose dependencies conflict with loopml's (checkov pins old packaging, cachetools and
 # importlib-metadata, and its hcl2 fork replaces python-hcl2): their own venv, used by
@@ -95,7 +105,7 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) system-deps tools lint typecheck
+test: $(TEST_STAMP) system-deps tools lint typecheck
 	$(BIN)/pytest
 
 bench: $(STAMP) system-deps

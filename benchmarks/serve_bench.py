@@ -207,7 +207,7 @@ def drive(url: str, body: str, connections: int, seconds: int, tmp: Path) -> dic
     script.write_text(LUA % body)
     cmd = [
         "wrk",
-        "-t2",
+        f"-t{min(2, connections)}",  # wrk needs at least one connection per thread
         f"-c{connections}",
         f"-d{seconds}s",
         "--latency",

@@ -26,6 +26,7 @@ from loopml.errors import ConfigError
 
 __all__ = [
     "ROLES",
+    "SERVE_WORKERS_ENV",
     "Settings",
     "create_private_file",
     "get_settings",
@@ -39,6 +40,9 @@ __all__ = [
 #: What an API key may do: ``predict`` (predict and infer), ``feedback`` (post labels), ``admin``
 #: (the admin API, like ``LOOPML_ADMIN_TOKEN``). A key given without roles may only predict.
 ROLES = ("predict", "feedback", "admin")
+
+#: Set by ``loopml serve --workers N`` for its workers: ONNX models share the CPUs among them.
+SERVE_WORKERS_ENV = "LOOPML_SERVE_WORKERS"
 
 _PLACEHOLDERS = {"", "changeme", "change-me", "secret", "password", "admin", "token", "test"}
 _PLACEHOLDER_PREFIXES = ("replace-me", "changeme", "change-me")
@@ -95,6 +99,8 @@ class Settings(BaseSettings):
     max_queue_size: int = Field(2048, ge=1)
     max_text_chars: int = Field(5000, ge=1)
     max_texts_per_request: int = Field(256, ge=1)
+    # ONNX Runtime threads of a transformer model per serving process; 0: CPUs // workers
+    onnx_threads: int = Field(0, ge=0, le=256)
     max_body_bytes: int = Field(1_048_576, ge=1024)
     grpc_port: int = Field(0, ge=0, le=65535)
     grpc_host: str | None = None

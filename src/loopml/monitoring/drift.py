@@ -232,7 +232,7 @@ def _text_checks(reference: Reference, window: pd.DataFrame, t: Thresholds) -> l
                 "input",
                 "wasserstein",
                 t.descriptor,
-                "the model's recipe exposes no vocabulary",
+                "not applicable: the model's recipe exposes no vocabulary",
             )
         )
     else:

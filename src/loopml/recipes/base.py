@@ -42,6 +42,9 @@ __all__ = [
 # name -> "module:Class"; imported lazily so optional dependencies load only when used.
 RECIPES: dict[str, str] = {
     "tfidf-logreg": "loopml.recipes.tfidf_logreg:TfidfLogReg",
+    # need the "transformers" extra (torch, transformers, onnxruntime, peft)
+    "minilm-logreg": "loopml.recipes.minilm:MiniLMLogReg",
+    "minilm-lora": "loopml.recipes.minilm_lora:MiniLMLoRA",
 }
 ENTRY_POINT_GROUP = "loopml.recipes"
 

@@ -46,7 +46,7 @@ import orjson
 from pydantic import SecretStr
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from loopml.config import Settings, load_settings
+from loopml.config import SERVE_WORKERS_ENV, Settings, load_settings
 from loopml.errors import ConfigError, LoopmlError, ServingError
 
 __all__ = ["GuardedHttpToolsProtocol", "app_from_env", "run", "write_settings_file"]
@@ -256,10 +256,12 @@ def run(
     removed = {k: os.environ.pop(k) for k in _SECRET_ENV if k in os.environ}
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     os.environ[SETTINGS_ENV] = str(settings_file)
+    os.environ[SERVE_WORKERS_ENV] = str(workers)  # ONNX models split the CPUs among workers
     try:
         uvicorn.run("loopml.serving.server:app_from_env", factory=True, workers=workers, **options)
     finally:
         os.environ.pop(SETTINGS_ENV, None)
+        os.environ.pop(SERVE_WORKERS_ENV, None)
         os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
         os.environ.update(removed)
         settings_file.unlink(missing_ok=True)

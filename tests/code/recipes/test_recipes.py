@@ -47,7 +47,10 @@ def test_bad_params_name_the_recipe_the_parameter_and_the_problem(
 
 
 def test_unknown_recipe() -> None:
-    with pytest.raises(TrainingError, match="unknown recipe 'bert'; available: tfidf-logreg"):
+    with pytest.raises(
+        TrainingError,
+        match="unknown recipe 'bert'; available: minilm-logreg, minilm-lora, tfidf-logreg",
+    ):
         get_recipe("bert")
 
 
