@@ -32,10 +32,10 @@ from loopml.monitoring.drift import (
     sample_rows,
 )
 from loopml.monitoring.quality import Quality, live_quality
-from loopml.pipeline.gate import FEEDBACK_DOMAIN
 from loopml.monitoring.report import write_evidently_reports, write_json, write_summary_html
 from loopml.monitoring.summary import MonitorSummary, ReportFiles, Verdict, WindowInfo
 from loopml.monitoring.window import load_window
+from loopml.pipeline.gate import FEEDBACK_DOMAIN
 from loopml.registry import Registry
 from loopml.routing import CHAMPION
 from loopml.store import MonitorResult, Store, open_store
@@ -197,11 +197,11 @@ def _cached_reference(key: _ReferenceKey) -> Reference:
     # A retrained champion's feedback holdout sits in its test split: held-out rows of the new
     # traffic, the right place to observe its predictions (as the validation split is).
     test = read("test") if learned and key.feedback_share > 0 else None
-    mix = {"share": key.feedback_share, "cap": key.sample_cap, "seed": key.seed}
+    share, cap, seed = key.feedback_share, key.sample_cap, key.seed
     classifier = key.registry.load(key.version)
     return build_reference(
-        mix_feedback(train, None, **mix),
-        mix_feedback(validation, test, **mix),
+        mix_feedback(train, None, share=share, cap=cap, seed=seed),
+        mix_feedback(validation, test, share=share, cap=cap, seed=seed),
         classifier,
         cap=key.sample_cap,
         seed=key.seed,
