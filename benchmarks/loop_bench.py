@@ -51,12 +51,13 @@ from loopml.store import open_store
 
 ALL_LABELS_REFERENCE = 0.703  # DESIGN.md: the demo's split, every other airline label
 RESULTS = Path(__file__).with_name("results") / "loop.json"
-NOTES = """Columns: *live*: the champion's answers on the airline stream from its promotion to the
-next one (canary answers included); *(i)*: the recipe trained offline on the labels the loop had when it
-retrained (the version's training split plus the feedback holdout it kept for the gate), scored on
-the same tweets; *(ii)*: the recipe trained on the same non-airline data plus every other airline
-tweet (about 14k labels). Targets: live / (i) >= 0.95, live / 0.703 >= 0.90. The retrains after the
-first are the learning rule's (`docs/loop.md`); their numbers are in `results/loop.json`.
+NOTES = """\
+Columns: *live*: the champion's answers on the airline stream from its promotion to the next one
+(canary answers included); *(i)*: the recipe trained offline on the labels the loop had when it
+retrained (the version's training split plus the feedback holdout it kept for the gate), scored
+on the same tweets; *(ii)*: the recipe trained on the same non-airline data plus every other
+airline tweet (about 14k labels). Targets: live / (i) >= 0.95, live / 0.703 >= 0.90. The retrains
+after the first are the learning rule's (`docs/loop.md`); their numbers: `results/loop.json`.
 """
 
 
