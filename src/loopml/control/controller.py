@@ -19,17 +19,13 @@ from sqlalchemy import select
 
 from loopml.config import Settings
 from loopml.control import rollout
-from loopml.control.learning import (
-    Reachable,
-    champion_recipe,
-    learned_from_feedback,
-    reachable_macro_f1,
-)
+from loopml.control.learning import Reachable, learned_from_feedback, reachable_macro_f1
 from loopml.control.live import labeled_feedback
 from loopml.control.policy import LearningGap, cooling_down, decide
 from loopml.control.retrain import champion_splits, new_labeled_rows, retrain
 from loopml.data import Splits
 from loopml.errors import LoopmlError, MonitorError
+from loopml.pipeline.choice import choose_recipe
 from loopml.registry import Registry
 from loopml.routing import (
     CHALLENGER,
@@ -255,12 +251,10 @@ class Controller:
         version = summary.model_version
         cached = self._estimate
         if cached is None or cached[0] != version or len(new) >= 1.5 * cached[1].labels:
-            recipe, params = champion_recipe(self.registry)
             estimate = reachable_macro_f1(
                 splits,
                 new,
-                recipe=recipe,
-                params=params,
+                recipe=choose_recipe(self.registry).recipe,
                 champion=self.registry.load(version),
                 seed=s.seed,
             )

@@ -22,16 +22,13 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from loopml.data import Splits
-from loopml.errors import RegistryError
-from loopml.recipes import get_recipe
-from loopml.recipes.base import TextClassifier
+from loopml.recipes import Recipe, TextClassifier
 from loopml.registry import Registry
 from loopml.routing import CHAMPION
 
 __all__ = [
     "FOLDS",
     "Reachable",
-    "champion_recipe",
     "learned_from_feedback",
     "reachable_macro_f1",
 ]
@@ -57,19 +54,6 @@ class Reachable:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return asdict(self)
-
-
-def champion_recipe(registry: Registry) -> tuple[str, dict[str, str]]:
-    """The recipe name and parameters the champion was trained with (from its MLflow run)."""
-    champion = registry.alias(CHAMPION)
-    if champion is None or not champion.run_id:
-        raise RegistryError("no champion with a training run: no recipe to estimate with")
-    run = registry.client.get_run(champion.run_id)
-    name = run.data.tags.get("loopml.recipe") or run.data.params.get("recipe", "tfidf-logreg")
-    params = {
-        k.removeprefix("recipe."): v for k, v in run.data.params.items() if k.startswith("recipe.")
-    }
-    return name, params
 
 
 def learned_from_feedback(registry: Registry) -> bool:
@@ -115,15 +99,15 @@ def reachable_macro_f1(
     splits: Splits,
     new: pd.DataFrame,
     *,
-    recipe: str,
+    recipe: Recipe,
     champion: TextClassifier | None = None,
-    params: dict[str, str] | None = None,
     folds: int = FOLDS,
     seed: int = 0,
 ) -> Reachable:
-    """Cross-validated macro-F1 of ``recipe`` trained on ``splits.train`` plus the other folds of
-    ``new`` (columns text, label), predicting each held-out fold of ``new``; with ``champion``,
-    also its macro-F1 on ``new`` and the interval of the paired difference."""
+    """Cross-validated macro-F1 of ``recipe`` (the champion's, see ``pipeline.choice``) trained
+    on ``splits.train`` plus the other folds of ``new`` (columns text, label), predicting each
+    held-out fold of ``new``; with ``champion``, also its macro-F1 on ``new`` and the interval of
+    the paired difference."""
     started = time.perf_counter()
     new = new.reset_index(drop=True)
     base_texts = splits.train["text"].astype(str).tolist()
@@ -131,9 +115,7 @@ def reachable_macro_f1(
     predicted = pd.Series(index=new.index, dtype=object)
     for fit_idx, held_idx in _folds(new["label"], folds, seed):
         fit = new.iloc[fit_idx]
-        model = get_recipe(recipe, params).fit(
-            base_texts + fit["text"].tolist(), base_labels + fit["label"].tolist()
-        )
+        model = recipe.fit(base_texts + fit["text"].tolist(), base_labels + fit["label"].tolist())
         predicted.iloc[held_idx] = model.predict(new["text"].iloc[held_idx].tolist())
     truth, reached = new["label"].astype(str).to_numpy(), predicted.astype(str).to_numpy()
     score = round(float(f1_score(truth, reached, average="macro")), 4)
@@ -143,4 +125,4 @@ def reachable_macro_f1(
         own = round(float(f1_score(truth, served, average="macro")), 4)
         interval = _paired_interval(truth, reached, served, seed=seed)
     seconds = round(time.perf_counter() - started, 2)
-    return Reachable(score, len(new), folds, recipe, seconds, own, interval)
+    return Reachable(score, len(new), folds, recipe.name, seconds, own, interval)

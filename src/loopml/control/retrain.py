@@ -114,6 +114,7 @@ def retrain(
         settings,
         dataset=dataset,
         splits=splits,
+        recipe=None,  # the champion's recipe and parameters; the run records why (choice.py)
         run_name=f"retrain-{trigger}",
         tags={
             "loopml.trigger": trigger,

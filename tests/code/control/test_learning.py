@@ -17,13 +17,13 @@ def test_reachable_rises_with_new_labels_of_a_new_domain(tweets: Dataset) -> Non
     untrained = get_recipe("tfidf-logreg").fit(home["text"].tolist(), home["label"].tolist())
     live = f1_score(airline["label"], untrained.predict(airline["text"].tolist()), average="macro")
 
-    small = reachable_macro_f1(splits, airline.iloc[:300], recipe="tfidf-logreg")
-    large = reachable_macro_f1(splits, airline, recipe="tfidf-logreg")
+    small = reachable_macro_f1(splits, airline.iloc[:300], recipe=get_recipe("tfidf-logreg"))
+    large = reachable_macro_f1(splits, airline, recipe=get_recipe("tfidf-logreg"))
     print(f"live {live:.3f}, reachable with 300: {small.macro_f1}, 1200: {large.macro_f1}")
     assert (small.labels, large.labels, large.folds) == (300, 1200, 3)
     # Labels of the new domain help, and more of them help more (a learning curve).
     assert small.macro_f1 > live + 0.03
     assert large.macro_f1 > small.macro_f1 + 0.02
     # The same data and seed give the same estimate.
-    again = reachable_macro_f1(splits, airline.iloc[:300], recipe="tfidf-logreg")
+    again = reachable_macro_f1(splits, airline.iloc[:300], recipe=get_recipe("tfidf-logreg"))
     assert again.macro_f1 == small.macro_f1
