@@ -133,6 +133,8 @@ class Settings(BaseSettings):
     monitor_confidence_threshold: float = Field(0.25, gt=0)
     monitor_label_threshold: float = Field(0.1, gt=0, le=1)
     monitor_min_macro_f1: float = Field(0.6, ge=0, le=1)
+    # share of a retrained champion's reference drawn from the feedback rows it learned from
+    monitor_reference_feedback_share: float = Field(0.75, ge=0, le=1)
 
     # control loop
     rollout_mode: Literal["canary", "shadow"] = "canary"
@@ -150,6 +152,9 @@ class Settings(BaseSettings):
     retrain_cooldown_s: float = Field(600.0, ge=0)
     retrain_holdout: float = Field(0.2, gt=0, lt=1)
     retrain_max_key_share: float = Field(1.0, gt=0, le=1)
+    # learning after a promotion: new labels, and how far under reachable live quality may be
+    retrain_min_new_labels: int = Field(200, ge=10)
+    retrain_reachable_margin: float = Field(0.03, ge=0, le=1)
     controller_interval_s: float = Field(30.0, gt=0)
     monitor_interval_s: float = Field(300.0, ge=0)
     monitor_keep_reports: int = Field(100, ge=1)

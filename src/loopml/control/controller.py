@@ -12,17 +12,21 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 from sqlalchemy import select
 
 from loopml.config import Settings
 from loopml.control import rollout
+from loopml.control.learning import Reachable, learned_from_feedback, reachable_macro_f1
 from loopml.control.live import labeled_feedback
-from loopml.control.policy import decide
+from loopml.control.policy import LearningGap, cooling_down, decide
 from loopml.control.retrain import champion_splits, new_labeled_rows, retrain
+from loopml.data import Splits
 from loopml.data.privacy import purge
 from loopml.errors import LoopmlError, MonitorError
+from loopml.pipeline.choice import choose_recipe
 from loopml.registry import Registry
 from loopml.routing import (
     CHALLENGER,
@@ -33,6 +37,9 @@ from loopml.routing import (
     save_routing,
 )
 from loopml.store import AuditEntry, Store, current_actor
+
+if TYPE_CHECKING:
+    from loopml.monitoring import MonitorSummary
 
 __all__ = ["Controller", "MonitorNote", "Tick"]
 
@@ -58,6 +65,7 @@ class Tick:
     version: str | None = None  # the retrained version, if any
     routing: Routing | None = None  # the routing after a rollout started
     step: rollout.StepResult | None = None  # the rollout step taken, if any
+    learning: dict[str, Any] | None = None  # live vs reachable macro-F1, when estimated
 
     @property
     def current_routing(self) -> Routing | None:
@@ -74,6 +82,8 @@ class Tick:
             out["new_labels"] = self.new_labels
         if self.version is not None:
             out["version"] = self.version
+        if self.learning is not None:
+            out["learning"] = self.learning
         if self.routing is not None:
             out["routing"] = self.routing.to_dict()
         if self.step is not None:
@@ -97,6 +107,10 @@ class Controller:
         self.registry = registry or Registry(settings)
         self.on_tick = on_tick
         self._purged_at: datetime | None = None
+        # The newest reachable estimate (champion version, estimate): an optimisation only, the
+        # decisions themselves are in the audit log.
+        self._estimate: tuple[str, Reachable] | None = None
+        self._fresh_estimate = False
 
     def _audit(
         self,
@@ -196,17 +210,26 @@ class Controller:
         except MonitorError as exc:
             return Tick(now, "idle", str(exc))
         summary = report.summary
-        new_labels = 0
-        if summary.verdict in ("drift", "quality_alarm"):
-            feedback = labeled_feedback(self.store, self.registry.name)
-            splits, _ = champion_splits(self.registry)
-            new_labels = len(new_labeled_rows(feedback, splits, set(splits.train["label"])))
+        new_labels, learned, gap = 0, False, None
+        last_retrain = self._last_retrain()
+        since = cooling_down(last_retrain, now, self.settings)
+        if summary.verdict != "insufficient_data":
+            learned = learned_from_feedback(self.registry)
+            if learned or summary.verdict in ("drift", "quality_alarm"):
+                splits, _ = champion_splits(self.registry)
+                feedback = labeled_feedback(self.store, self.registry.name)
+                new = new_labeled_rows(feedback, splits, set(splits.train["label"]))
+                new_labels = len(new)
+                if learned and since is None:
+                    gap = self._learning_gap(summary, splits, new, report.result_id, now)
         decision = decide(
             summary,
             new_labels=new_labels,
-            last_retrain=self._last_retrain(),
+            last_retrain=last_retrain,
             now=now,
             settings=self.settings,
+            learned=learned,
+            learning=gap,
         )
         seen = Tick(
             now,
@@ -214,8 +237,58 @@ class Controller:
             decision.reason,
             monitor=MonitorNote(summary.verdict, summary.reasons, str(report.report_path)),
             new_labels=new_labels,
+            learning=decision.numbers or None,
         )
+        if decision.action == "none" and gap is not None and self._fresh_estimate:
+            # A new estimate that says "caught up" is a decision too: on the record, with numbers.
+            self._audit("learning_check", decision.reason, details=decision.numbers)
         return seen if decision.action != "retrain" else self._retrain(seen, summary.verdict)
+
+    def _learning_gap(
+        self,
+        summary: MonitorSummary,
+        splits: Splits,
+        new: pd.DataFrame,
+        result_id: int | None,
+        now: datetime,
+    ) -> LearningGap | None:
+        """The champion's macro-F1 on the new labels against the reachable estimate on the same
+        labels, once enough arrived. The estimate (a few fits) is redone only when the new
+        labels grew by half since the last one: learning curves are read on a log scale."""
+        window, s = summary.quality, self.settings
+        self._fresh_estimate = False
+        if len(new) < s.retrain_min_new_labels:
+            return None
+        version = summary.model_version
+        cached = self._estimate
+        if cached is None or cached[0] != version or len(new) >= 1.5 * cached[1].labels:
+            estimate = reachable_macro_f1(
+                splits,
+                new,
+                recipe=choose_recipe(self.registry).recipe,
+                champion=self.registry.load(version),
+                seed=s.seed,
+            )
+            self._estimate, self._fresh_estimate = (version, estimate), True
+        reachable = self._estimate[1] if self._estimate else None
+        if reachable is None or reachable.champion_macro_f1 is None:
+            return None
+        gap = LearningGap(
+            reachable.champion_macro_f1,
+            reachable.macro_f1,
+            reachable.labels,
+            s.retrain_reachable_margin,
+            gap_ci=reachable.gap_ci,
+            window_macro_f1=window.macro_f1,
+        )
+        learning = gap.to_dict() | {
+            "estimate": reachable.to_dict(),
+            "estimated_at": now.isoformat(),
+        }
+        summary.learning = learning
+        if result_id is not None:
+            self.store.annotate_monitor_result(result_id, "learning", learning)
+        return gap
 
     def _retrain(self, seen: Tick, trigger: str) -> Tick:
         why = seen.reason
@@ -235,6 +308,8 @@ class Controller:
             "why": why,
             "label_provenance": result.provenance,
         }
+        if seen.learning:
+            numbers["learning"] = seen.learning
         if not result.gate.passed:
             failed = ", ".join(c.name for c in result.gate.failures())
             self._audit(

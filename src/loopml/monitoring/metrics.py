@@ -20,6 +20,8 @@ loopml_live_macro_f1_lower / _upper         -       its 95% bootstrap interval
 loopml_live_labeled_rows                    -       predictions of the window with feedback
 loopml_live_quality_floor                   -       macro-F1 floor (LOOPML_MONITOR_MIN_MACRO_F1)
 loopml_quality_alarm                        -       1 when the whole macro-F1 interval is under it
+loopml_reachable_macro_f1                   -       macro-F1 a retrain could reach (docs/loop.md)
+loopml_learning_gap                         -       reachable minus live macro-F1
 loopml_monitor_window_rows                  -       predictions in the last monitored window
 loopml_monitor_verdict                      verdict 1 for the last verdict, 0 for the others
 loopml_monitor_last_run_timestamp_seconds   -       when the last monitoring run finished
@@ -68,6 +70,11 @@ MONITOR_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "loopml_live_labeled_rows": ("Predictions of the monitored window with feedback.", ()),
     "loopml_live_quality_floor": ("Macro-F1 floor of the quality alarm.", ()),
     "loopml_quality_alarm": ("1 when the whole live macro-F1 interval is under its floor.", ()),
+    "loopml_reachable_macro_f1": (
+        "Macro-F1 a retrain on the labels available would reach (learning-curve estimate).",
+        (),
+    ),
+    "loopml_learning_gap": ("Reachable macro-F1 minus live macro-F1.", ()),
     "loopml_monitor_window_rows": ("Predictions in the last monitored window.", ()),
     "loopml_monitor_verdict": ("1 for the verdict of the last monitoring run.", ("verdict",)),
     "loopml_monitor_last_run_timestamp_seconds": ("When the last monitoring run finished.", ()),
@@ -115,6 +122,8 @@ def families_from_summary(summary: dict[str, Any], *, ran_at: float) -> list[Met
         "loopml_monitor_window_rows": summary.get("window", {}).get("rows", 0),
         "loopml_monitor_last_run_timestamp_seconds": ran_at,
         "loopml_monitor_model_created_timestamp_seconds": summary.get("model_created_at"),
+        "loopml_reachable_macro_f1": (summary.get("learning") or {}).get("reachable_macro_f1"),
+        "loopml_learning_gap": (summary.get("learning") or {}).get("gap"),
     }
     families: list[Metric] = [score, threshold, verdict]
     families += [f for name, value in plain.items() if (f := _plain(name, value)) is not None]

@@ -35,6 +35,7 @@ from loopml.monitoring.quality import Quality, live_quality
 from loopml.monitoring.report import write_evidently_reports, write_json, write_summary_html
 from loopml.monitoring.summary import MonitorSummary, ReportFiles, Verdict, WindowInfo
 from loopml.monitoring.window import load_window
+from loopml.pipeline.gate import FEEDBACK_DOMAIN
 from loopml.registry import Registry
 from loopml.routing import CHAMPION
 from loopml.store import MonitorResult, Store, open_store
@@ -151,22 +152,59 @@ class _ReferenceKey:
     seed: int
     run_id: str = field(compare=False)
     registry: Registry = field(compare=False, repr=False)
+    feedback_share: float = 0.0
+
+
+def mix_feedback(
+    frame: pd.DataFrame, extra: pd.DataFrame | None, *, share: float, cap: int, seed: int
+) -> list[str]:
+    """Texts of ``frame`` (plus ``extra``'s feedback rows) in which the feedback rows (domain
+    ``feedback``) make up ``share``, at most ``cap`` in all; every text when there is no feedback.
+
+    A retrained champion's data is its original data plus the served traffic that came back
+    labelled; drawn at random, a few thousand feedback rows drown in tens of thousands of original
+    ones and the reference stays the old domain."""
+    rows = frame if extra is None else pd.concat([frame, extra[extra["domain"] == FEEDBACK_DOMAIN]])
+    if "domain" not in rows or share <= 0:
+        return rows["text"].astype(str).tolist()
+    is_feedback = rows["domain"] == FEEDBACK_DOMAIN
+    feedback, original = rows[is_feedback], rows[~is_feedback]
+    if feedback.empty:
+        return original["text"].astype(str).tolist()
+    n_feedback = min(len(feedback), round(share * cap))
+    # The ratio holds even with few feedback rows: the reference shrinks rather than dilutes.
+    n_original = min(len(original), round(n_feedback * (1 - share) / share)) if share < 1 else 0
+    parts = [
+        sample_rows(feedback, n_feedback, seed=seed),
+        sample_rows(original, n_original, seed=seed),
+    ]
+    return pd.concat(parts)["text"].astype(str).tolist()
 
 
 @lru_cache(maxsize=4)
 def _cached_reference(key: _ReferenceKey) -> Reference:
-    texts: dict[str, list[str]] = {}
-    for name in ("train", "validation"):
+    def read(name: str) -> pd.DataFrame:
         try:
-            split = load_splits(key.registry.client, key.run_id, [name], columns=["text"])[name]
+            split = load_splits(key.registry.client, key.run_id, [name], columns=["text", "domain"])
         except (MlflowException, OSError) as exc:
             raise MonitorError(
                 f"run {key.run_id} has no data/{name}.parquet to compare with: {exc}"
             ) from exc
-        texts[name] = split["text"].astype(str).tolist()
+        return split[name]
+
+    train, validation = read("train"), read("validation")
+    learned = "domain" in train and bool((train["domain"] == FEEDBACK_DOMAIN).any())
+    # A retrained champion's feedback holdout sits in its test split: held-out rows of the new
+    # traffic, the right place to observe its predictions (as the validation split is).
+    test = read("test") if learned and key.feedback_share > 0 else None
+    share, cap, seed = key.feedback_share, key.sample_cap, key.seed
     classifier = key.registry.load(key.version)
     return build_reference(
-        texts["train"], texts["validation"], classifier, cap=key.sample_cap, seed=key.seed
+        mix_feedback(train, None, share=share, cap=cap, seed=seed),
+        mix_feedback(validation, test, share=share, cap=cap, seed=seed),
+        classifier,
+        cap=key.sample_cap,
+        seed=key.seed,
     )
 
 
@@ -180,6 +218,7 @@ def load_reference(settings: Settings, registry: Registry, version: str, run_id:
         settings.seed,
         run_id,
         registry,
+        settings.monitor_reference_feedback_share,
     )
     return _cached_reference(key)
 

@@ -57,6 +57,9 @@ class MonitorSummary:
     reports: ReportFiles | None = None
     mlflow_run_id: str | None = None
     seconds: float | None = None
+    #: filled by the controller for a champion that learned from feedback: live_macro_f1,
+    #: reachable_macro_f1, gap, new_labels, margin and the estimate (see docs/loop.md)
+    learning: dict[str, Any] | None = None
 
     @property
     def alarm(self) -> bool:

@@ -173,6 +173,15 @@ class Store:
             )
             return session.scalars(query).first()
 
+    def annotate_monitor_result(self, result_id: int, key: str, value: Any) -> None:
+        """Add ``key: value`` to the stored summary of monitoring run ``result_id`` (what the
+        controller concluded from it, e.g. the learning gap)."""
+        with self.session() as session:
+            row = session.get(MonitorResult, result_id)
+            if row is not None:
+                # A new dict, so that the JSON column sees the change.
+                row.summary = {**(row.summary or {}), key: value}
+
     def record_artifacts(self, model_name: str, version: str, files: FileHashes) -> None:
         """Record ``path -> (sha256, size)`` of every file of a registered version (replacing
         what was recorded for it before: a version number reused after a deletion)."""
