@@ -223,6 +223,11 @@ class Controller:
             "monitor_verdict": trigger,
             "why": why,
             "label_provenance": result.provenance,
+            "recipe": {
+                "name": result.recipe,
+                "params": result.recipe_params,
+                "why": result.recipe_reason,
+            },
         }
         if not result.gate.passed:
             failed = ", ".join(c.name for c in result.gate.failures())
