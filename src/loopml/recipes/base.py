@@ -84,7 +84,7 @@ class Recipe(ABC):
             raise TrainingError(f"recipe {cls.name}: {_explain(cls, exc)}") from exc
 
     @classmethod
-    def default_params(cls) -> dict[str, Any]:
+    def defaults(cls) -> dict[str, Any]:
         """The default parameters, JSON-ready."""
         return cls.Params().model_dump(mode="json")
 
@@ -199,7 +199,7 @@ def describe_recipes() -> list[dict[str, Any]]:
         }
         try:
             cls = recipe_class(entry.name)
-            row |= {"extra": cls.extra, "parameters": cls.default_params()}
+            row |= {"extra": cls.extra, "parameters": cls.defaults()}
             check_requirements(cls)
             row["installed"] = True
         except TrainingError as exc:

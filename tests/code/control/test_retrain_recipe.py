@@ -40,7 +40,7 @@ def test_retrain_reuses_the_champions_non_default_params(
 ) -> None:
     champion = _champion(settings, small_tweets, "tfidf-logreg", {"C": "0.5", "ngram_max": "1"})
     registry = Registry(settings)
-    expected = TfidfLogReg.default_params() | {"C": 0.5, "ngram_max": 1}
+    expected = TfidfLogReg.defaults() | {"C": 0.5, "ngram_max": 1}
     assert json.loads(registry.version(champion).tags[RECIPE_PARAMS_TAG]) == expected
 
     result = retrain(settings, registry, _feedback(), trigger="drift")
@@ -76,4 +76,4 @@ def test_versions_without_the_params_tag_fall_back_to_the_run(
     registry.client.delete_model_version_tag(registry.name, champion, RECIPE_PARAMS_TAG)
     name, params = registry.recipe_of(registry.version(champion)) or ("", {})
     assert name == "tfidf-logreg"
-    assert TfidfLogReg(params).params_dict() == TfidfLogReg.default_params() | {"min_df": 3}
+    assert TfidfLogReg(params).params_dict() == TfidfLogReg.defaults() | {"min_df": 3}

@@ -34,9 +34,9 @@ def test_tune_logs_one_nested_run_per_trial(settings: Settings, small_tweets: Da
     )
     assert result.trials == 3 and [n for n, _ in seen] == [0, 1, 2]
     assert result.search.recipe == "tfidf-logreg" and "no champion" in result.reason
-    assert result.search.start_params == TfidfLogReg.default_params()
+    assert result.search.start_params == TfidfLogReg.defaults()
     assert result.best_macro_f1 == max([result.search.start_macro_f1] + [s for _, s in seen])
-    assert set(result.best_params) == set(TfidfLogReg.default_params())
+    assert set(result.best_params) == set(TfidfLogReg.defaults())
     children = _children(settings, result.run_id)
     assert len(children) == 4, "the start run and one per trial"
     scores = {r.info.run_name: r.data.metrics["validation_macro_f1"] for r in children}

@@ -22,7 +22,7 @@ def test_params_are_coerced_from_cli_strings() -> None:
     assert recipe.params.C == 2.0
     assert recipe.params.ngram_max == 1
     assert recipe.params.sublinear_tf is False
-    assert recipe.params_dict() == TfidfLogReg.default_params() | {
+    assert recipe.params_dict() == TfidfLogReg.defaults() | {
         "C": 2.0,
         "ngram_max": 1,
         "sublinear_tf": False,
@@ -59,7 +59,7 @@ def test_search_space_covers_every_parameter_but_max_iter() -> None:
         space = TfidfLogReg.search_space(trial)
         seen.append(TfidfLogReg(space).params_dict())  # every point validates
         study.tell(trial, 0.0)
-    assert set(space) == set(TfidfLogReg.default_params()) - {"max_iter"}
+    assert set(space) == set(TfidfLogReg.defaults()) - {"max_iter"}
     assert len({p["C"] for p in seen}) == 20
     assert {p["class_weight"] for p in seen} == {"none", "balanced"}
 
