@@ -307,6 +307,11 @@ class Controller:
             "monitor_verdict": trigger,
             "why": why,
             "label_provenance": result.provenance,
+            "recipe": {
+                "name": result.recipe,
+                "params": result.recipe_params,
+                "why": result.recipe_reason,
+            },
         }
         if seen.learning:
             numbers["learning"] = seen.learning

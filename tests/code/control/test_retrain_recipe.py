@@ -34,6 +34,7 @@ def _champion(settings: Settings, data: Dataset, recipe: str, params: dict[str, 
     return result.version
 
 
+@pytest.mark.slow
 def test_retrain_reuses_the_champions_non_default_params(
     settings: Settings, small_tweets: Dataset
 ) -> None:
@@ -51,6 +52,7 @@ def test_retrain_reuses_the_champions_non_default_params(
     assert run.data.params["recipe.C"] == "0.5"
 
 
+@pytest.mark.slow
 def test_retrain_reuses_a_plugin_champion(
     settings: Settings, small_tweets: Dataset, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

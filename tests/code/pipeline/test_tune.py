@@ -50,6 +50,7 @@ def test_tune_stops_at_its_time_budget(settings: Settings, small_tweets: Dataset
     assert 1 <= result.trials < 1000
 
 
+@pytest.mark.slow
 def test_train_tune_registers_the_best_trials_params(
     settings: Settings, small_tweets: Dataset
 ) -> None:
