@@ -93,9 +93,9 @@ def test_retraining_encodes_only_new_texts(minilm_home: Path, tweets: Dataset) -
 
 
 def test_bad_params_fail_before_any_work() -> None:
-    with pytest.raises(TrainingError, match="recipe minilm-logreg: max_length: Input should be"):
-        get_recipe("minilm-logreg", {"max_length": "2"}).fit(["a", "b"], ["x", "y"])
-    with pytest.raises(TrainingError, match=r"unknown parameter\(s\) \['ngram_max'\]"):
+    with pytest.raises(TrainingError, match="recipe minilm-logreg: parameter max_length='2'"):
+        get_recipe("minilm-logreg", {"max_length": "2"})
+    with pytest.raises(TrainingError, match="unknown parameter 'ngram_max'"):
         get_recipe("minilm-logreg", {"ngram_max": "2"})
 
 

@@ -49,7 +49,7 @@ def test_bad_params_name_the_recipe_the_parameter_and_the_problem(
 def test_unknown_recipe() -> None:
     with pytest.raises(
         TrainingError,
-        match="unknown recipe 'bert'; available: minilm-logreg, minilm-lora, tfidf-logreg",
+        match="unknown recipe 'bert'; available: tfidf-logreg, minilm-logreg, minilm-lora",
     ):
         get_recipe("bert")
 
