@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     gate_min_behavioral_pass_rate: float = Field(0.7, ge=0, le=1)
     gate_max_p99_latency_ms: float = Field(50.0, gt=0)
     gate_trusted_tolerance: float = Field(0.03, ge=0, le=1)
+    # the candidate's macro-F1 must beat each simple baseline's by this much (may be negative)
+    gate_baseline_margin: float = Field(0.0, ge=-1, le=1)
 
     # serving
     max_batch_size: int = Field(64, ge=1, le=4096)
@@ -120,6 +122,10 @@ class Settings(BaseSettings):
     monitor_confidence_threshold: float = Field(0.25, gt=0)
     monitor_label_threshold: float = Field(0.1, gt=0, le=1)
     monitor_min_macro_f1: float = Field(0.6, ge=0, le=1)
+    # offline test macro-F1 minus live macro-F1 beyond which the offline metric stops predicting
+    monitor_max_offline_gap: float = Field(0.15, ge=0, le=1)
+    # training/serving skew: largest tolerated |logged - recomputed| class probability
+    skew_tolerance: float = Field(1e-6, gt=0, le=1)
 
     # control loop
     rollout_mode: Literal["canary", "shadow"] = "canary"
