@@ -39,8 +39,8 @@ def run_scripts(name: str) -> str:
     return "\n".join(s.get("run", "") for s in steps(name))
 
 
-def test_the_four_workflows_exist() -> None:
-    assert set(workflows()) == {"ci.yml", "release.yml", "deploy.yml", "retrain.yml"}
+def test_the_five_workflows_exist() -> None:
+    assert set(workflows()) == {"ci.yml", "release.yml", "deploy.yml", "retrain.yml", "deps.yml"}
 
 
 def test_actionlint_finds_nothing() -> None:
