@@ -45,7 +45,9 @@ rollout_app = typer.Typer(help="Shadow and canary rollouts of a challenger.", no
 app.add_typer(rollout_app, name="rollout")
 feedback_app = typer.Typer(help="Feedback labels: audited corrections.", no_args_is_help=True)
 app.add_typer(feedback_app, name="feedback")
-check_app = typer.Typer(help="Checks on a served model (exit 1 when one fails).", no_args_is_help=True)
+check_app = typer.Typer(
+    help="Checks on a served model (exit 1 when one fails).", no_args_is_help=True
+)
 app.add_typer(check_app, name="check")
 
 console = Console(stderr=True, soft_wrap=True)
@@ -753,9 +755,10 @@ def _monitor_table(summary: MonitorSummary) -> Table:
     gap = summary.offline_vs_live
     if gap is not None and gap.gap is not None:
         colour = "red" if gap.status == "alarm" else "green"
+        offline, live = gap.offline_macro_f1_same_labels, gap.live_macro_f1_same_labels
         table.add_row(
             "offline vs live",
-            f"test {gap.offline_macro_f1_same_labels:.3f}, live {gap.live_macro_f1_same_labels:.3f}",
+            f"test {offline:.3f}, live {live:.3f}",
             f"gap {gap.gap:.3f}",
             f"max {gap.max_gap}",
             f"[{colour}]{gap.status}[/]",
@@ -815,7 +818,11 @@ def monitor(
 def check_skew(
     version: Annotated[
         str | None,
-        typer.Option("--version", help="Model version whose predictions to check.", show_default="the champion"),
+        typer.Option(
+            "--version",
+            help="Model version whose predictions to check.",
+            show_default="the champion",
+        ),
     ] = None,
     sample: Annotated[
         int, typer.Option("--sample", "-n", min=1, help="The newest N logged predictions.")

@@ -57,9 +57,8 @@ def test_the_tests_run_on_the_locked_versions() -> None:
             installed = Version(metadata.version(req.name))
         except metadata.PackageNotFoundError:
             continue  # the s3 extra is not in the dev environment
-        assert installed == locked[canonicalize_name(req.name)], (
-            f"{req.name} {installed} installed, {LOCK.name} pins {locked[canonicalize_name(req.name)]}"
-        )
+        pinned = locked[canonicalize_name(req.name)]
+        assert installed == pinned, f"{req.name} {installed} installed, {LOCK.name} pins {pinned}"
 
 
 def test_image_ci_and_dev_environment_install_from_the_lock() -> None:
@@ -81,7 +80,7 @@ def test_image_ci_and_dev_environment_install_from_the_lock() -> None:
 def test_weekly_workflow_relocks_tests_and_proposes() -> None:
     wf = yaml.safe_load((ROOT / ".github" / "workflows" / "deps.yml").read_text())
     on = wf.pop(True)  # YAML 1.1 reads the key `on` as true
-    minute, hour, day, month, weekday = on["schedule"][0]["cron"].split()
+    _minute, _hour, day, month, weekday = on["schedule"][0]["cron"].split()
     assert (day, month) == ("*", "*") and weekday.isdigit(), "once a week"
     assert "workflow_dispatch" in on
     job = wf["jobs"]["relock"]

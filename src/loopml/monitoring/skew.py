@@ -49,7 +49,9 @@ class SkewReport:
 
 
 def _logged(settings: Settings, version: str, sample: int) -> tuple[pd.DataFrame, int]:
-    base = select(Prediction.request_id, Prediction.text, Prediction.label, Prediction.probabilities)
+    base = select(
+        Prediction.request_id, Prediction.text, Prediction.label, Prediction.probabilities
+    )
     query = (
         base.where(
             Prediction.model_name == settings.model_name, Prediction.model_version == version
@@ -64,9 +66,7 @@ def _logged(settings: Settings, version: str, sample: int) -> tuple[pd.DataFrame
     return with_text.reset_index(drop=True), len(frame) - len(with_text)
 
 
-def check_skew(
-    settings: Settings, *, version: str | None = None, sample: int = 1000
-) -> SkewReport:
+def check_skew(settings: Settings, *, version: str | None = None, sample: int = 1000) -> SkewReport:
     """Compare the newest ``sample`` logged predictions of ``version`` (default: the champion)
     with the registered model's probabilities for the same texts."""
     if sample < 1:

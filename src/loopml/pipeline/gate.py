@@ -2,13 +2,13 @@
 
 When the test split holds feedback rows (domain ``feedback``, added by retraining), the gate
 also compares both models on the rest, the **trusted holdout**: the original test split, which
-no feedback label can touch.
+no feedback label can touch. A candidate trained on poisoned labels may win on the poisoned
+feedback slice; it fails here when its macro-F1 or any class's F1 drops beyond
+``LOOPML_GATE_TRUSTED_TOLERANCE``, whatever the feedback slice says.
 
 Every candidate must also beat simple baselines fitted on its own training split and scored on
 the same test split (:mod:`loopml.pipeline.baselines`): a majority-class guess and a unigram
-bag-of-words logistic regression, by ``LOOPML_GATE_BASELINE_MARGIN``. A candidate trained on poisoned labels may win on the poisoned
-feedback slice; it fails here when its macro-F1 or any class's F1 drops beyond
-``LOOPML_GATE_TRUSTED_TOLERANCE``, whatever the feedback slice says.
+TF-IDF logistic regression, by ``LOOPML_GATE_BASELINE_MARGIN``.
 """
 
 from __future__ import annotations

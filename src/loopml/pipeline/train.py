@@ -311,7 +311,9 @@ def evaluate_version(settings: Settings, version: str) -> tuple[Evaluation, Gate
     try:
         parts = load_splits(registry.client, mv.run_id, ["train", "test"])
     except MlflowException as exc:
-        raise RegistryError(f"version {version}: its data splits are missing: {exc.message}") from exc
+        raise RegistryError(
+            f"version {version}: its data splits are missing: {exc.message}"
+        ) from exc
     test = parts["test"]
     model = registry.load(str(mv.version))
     evaluation = evaluate(model, test, seed=settings.seed)
