@@ -15,15 +15,6 @@
 
 ARG BASE_IMAGE=python:3.11-slim
 
-# ---- requirements: the runtime dependencies (+ EXTRAS) listed from pyproject.toml ---------------
-# Its own stage so that the build stage's dependency layer is reused until the list itself changes
-# (not on every edit of pyproject.toml's dev extras or tool settings).
-FROM ${BASE_IMAGE} AS requirements
-ARG EXTRAS=s3
-WORKDIR /src
-COPY pyproject.toml ./
-RUN python3 -c 'import sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; extras = [e for e in sys.argv[1].split(",") if e]; print("\n".join(p["dependencies"] + [d for e in extras for d in p["optional-dependencies"][e]]))' "${EXTRAS}" > /src/requirements.txt
-
 # ---- build: the wheel, then a virtual environment with it and its dependencies ----------------
 FROM ${BASE_IMAGE} AS build
 
@@ -36,19 +27,21 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 SHELL ["/bin/sh", "-eu", "-c"]
 
-# Dependencies first: this layer is reused until the requirements change.
-COPY --from=requirements /src/requirements.txt /tmp/requirements.txt
+# Dependencies first, pinned: requirements.lock.txt holds the runtime dependencies and the s3
+# extra at the versions the tests ran on (`make lock`). This layer is reused until it changes.
+COPY requirements.lock.txt /tmp/requirements.lock.txt
 RUN python3 -m venv /opt/build \
  && /opt/build/bin/pip install "setuptools>=77" "wheel>=0.43" \
  && python3 -m venv /opt/loopml \
- && /opt/loopml/bin/pip install --requirement /tmp/requirements.txt
+ && /opt/loopml/bin/pip install --requirement /tmp/requirements.lock.txt
 
-# Then the package: a wheel, installed into the venv (its dependencies are already there).
+# Then the package: a wheel, installed into the venv (its dependencies are already there; the lock
+# constrains whatever another EXTRAS would add on top).
 COPY pyproject.toml README.md ./
 COPY src ./src
 RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /dist . \
  && wheel="$(ls /dist/loopml-*.whl)" \
- && /opt/loopml/bin/pip install "loopml[${EXTRAS}] @ file://${wheel}" \
+ && /opt/loopml/bin/pip install --constraint /tmp/requirements.lock.txt "loopml[${EXTRAS}] @ file://${wheel}" \
  && /opt/loopml/bin/pip check \
  && /opt/loopml/bin/loopml --help > /dev/null
 

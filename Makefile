@@ -8,12 +8,16 @@ TEST_STAMP := $(VENV)/.installed-transformers
 TORCH := torch==2.13.0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint format typecheck unit install system-deps tools k8s-generate k8s-render bench clean image base-image
+.PHONY: demo test lint format typecheck unit install system-deps tools k8s-generate k8s-render bench clean image base-image lock
 
-$(STAMP): pyproject.toml
+# The runtime dependencies and the s3 extra, pinned (the image installs exactly these; the dev
+# environment is constrained to them, so tests run on the versions that ship).
+LOCK := requirements.lock.txt
+
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --constraint $(LOCK) -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,8 +26,18 @@ install: $(STAMP)
 # multi-GB CUDA build.
 $(TEST_STAMP): $(STAMP)
 	$(BIN)/pip install -q '$(TORCH)'
-	$(BIN)/pip install -q -e '.[dev,transformers]'
+	$(BIN)/pip install -q --constraint $(LOCK) -e '.[dev,transformers]'
 	touch $(TEST_STAMP)
+
+# Re-resolve $(LOCK) from pyproject.toml (runtime dependencies + the s3 extra, Python 3.11) with uv
+# (a dev dependency): keeps the pinned versions that still fit; `make lock LOCK_FLAGS=--upgrade`
+# moves everything to the newest allowed (.github/workflows/deps.yml does, weekly). Other extras
+# (e.g. transformers) stay out of the lock: the image installs only s3.
+LOCK_FLAGS ?=
+lock:
+	test -x $(BIN)/uv || $(MAKE) install
+	$(BIN)/uv pip compile pyproject.toml --extra s3 --python-version 3.11 --quiet \
+		--custom-compile-command "make lock" $(LOCK_FLAGS) -o $(LOCK)
 
 # Tools whose dependencies conflict with loopml's (checkov pins old packaging, cachetools and
 # importlib-metadata, and its hcl2 fork replaces python-hcl2): their own venv, used by

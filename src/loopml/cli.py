@@ -47,6 +47,10 @@ rollout_app = typer.Typer(help="Shadow and canary rollouts of a challenger.", no
 app.add_typer(rollout_app, name="rollout")
 feedback_app = typer.Typer(help="Feedback labels: audited corrections.", no_args_is_help=True)
 app.add_typer(feedback_app, name="feedback")
+check_app = typer.Typer(
+    help="Checks on a served model (exit 1 when one fails).", no_args_is_help=True
+)
+app.add_typer(check_app, name="check")
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console()
@@ -897,6 +901,17 @@ def _monitor_table(summary: MonitorSummary) -> Table:
         table.add_row("live accuracy", f"{q.labeled} labeled", f"{q.accuracy:.3f}", "-", "")
     else:
         table.add_row("live quality", "no feedback", "-", f"floor {q.floor}", "[dim]no labels[/]")
+    gap = summary.offline_vs_live
+    if gap is not None and gap.gap is not None:
+        colour = "red" if gap.status == "alarm" else "green"
+        offline, live = gap.offline_macro_f1_same_labels, gap.live_macro_f1_same_labels
+        table.add_row(
+            "offline vs live",
+            f"test {offline:.3f}, live {live:.3f}",
+            f"gap {gap.gap:.3f}",
+            f"max {gap.max_gap}",
+            f"[{colour}]{gap.status}[/]",
+        )
     return table
 
 
@@ -945,6 +960,49 @@ def monitor(
             out.print(f"  - {reason}", highlight=False)
         out.print(f"report: {report.report_path}", highlight=False)
     raise typer.Exit(1 if report.alarm else 0)
+
+
+@check_app.command("skew")
+@handle_errors
+def check_skew(
+    version: Annotated[
+        str | None,
+        typer.Option(
+            "--version",
+            help="Model version whose predictions to check.",
+            show_default="the champion",
+        ),
+    ] = None,
+    sample: Annotated[
+        int, typer.Option("--sample", "-n", min=1, help="The newest N logged predictions.")
+    ] = 1000,
+    json_out: JsonOpt = False,
+) -> None:
+    """Training/serving skew: recompute logged predictions with the registered model.
+
+    Exit codes: 0 every logged probability matches within LOOPML_SKEW_TOLERANCE, 1 skew found,
+    2 bad usage or settings.
+    """
+    from loopml.monitoring.skew import check_skew as run_check
+
+    settings = _settings()
+    with quiet_stdout(json_out), console.status("checking skew"):
+        report = run_check(settings, version=version, sample=sample)
+    if json_out:
+        emit_json(report.to_dict())
+    else:
+        verdict = "[green]no skew[/]" if report.passed else "[red]SKEW[/]"
+        out.print(
+            f"{report.model_name} v{report.model_version}: {verdict} on {report.rows} logged "
+            f"predictions: max |logged - recomputed| {report.max_abs_diff:.3g}, "
+            f"{report.share_above:.1%} above {report.tolerance:g}, "
+            f"{report.label_mismatches} label mismatches"
+        )
+        if report.skipped_without_text:
+            out.print(f"  {report.skipped_without_text} predictions without text were skipped")
+        for row in report.worst:
+            out.print(f"  {row['request_id']}: {row['abs_diff']:.3g}", highlight=False)
+    raise typer.Exit(0 if report.passed else 1)
 
 
 def _demo_view(stats: Any, ticks: list[Tick]) -> Table:

@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     gate_min_behavioral_pass_rate: float = Field(0.7, ge=0, le=1)
     gate_max_p99_latency_ms: float = Field(50.0, gt=0)
     gate_trusted_tolerance: float = Field(0.03, ge=0, le=1)
+    # the candidate's macro-F1 must be at least each simple baseline's plus this. Default -0.01:
+    # a baseline is held to the candidate like a champion (LOOPML_GATE_F1_TOLERANCE); the default
+    # recipe leads the unigram baseline by 0.009 on the full corpus but ties it (-0.001) on the
+    # demo's 4,800 non-airline tweets, well inside a 600-row test split's noise.
+    gate_baseline_margin: float = Field(-0.01, ge=-1, le=1)
 
     # serving
     max_batch_size: int = Field(64, ge=1, le=4096)
@@ -135,6 +140,10 @@ class Settings(BaseSettings):
     monitor_min_macro_f1: float = Field(0.6, ge=0, le=1)
     # share of a retrained champion's reference drawn from the feedback rows it learned from
     monitor_reference_feedback_share: float = Field(0.75, ge=0, le=1)
+    # offline test macro-F1 minus live macro-F1 beyond which the offline metric stops predicting
+    monitor_max_offline_gap: float = Field(0.15, ge=0, le=1)
+    # training/serving skew: largest tolerated |logged - recomputed| class probability
+    skew_tolerance: float = Field(1e-6, gt=0, le=1)
 
     # control loop
     rollout_mode: Literal["canary", "shadow"] = "canary"

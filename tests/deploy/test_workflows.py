@@ -39,8 +39,8 @@ def run_scripts(name: str) -> str:
     return "\n".join(s.get("run", "") for s in steps(name))
 
 
-def test_the_four_workflows_exist() -> None:
-    assert set(workflows()) == {"ci.yml", "release.yml", "deploy.yml", "retrain.yml"}
+def test_the_five_workflows_exist() -> None:
+    assert set(workflows()) == {"ci.yml", "release.yml", "deploy.yml", "retrain.yml", "deps.yml"}
 
 
 def test_actionlint_finds_nothing() -> None:
@@ -185,6 +185,7 @@ def test_retrain_runs_one_controller_tick() -> None:
     assert wf["on"]["schedule"][0]["cron"]
     scripts = run_scripts("retrain.yml")
     assert "loopml controller --once" in scripts
+    assert "loopml check skew" in scripts  # ML Test Score, Monitoring 3, on the same schedule
     env = wf["jobs"]["controller-tick"]["env"]
     assert env["LOOPML_TRACKING_URI"] == "${{ secrets.LOOPML_TRACKING_URI }}"
     assert env["LOOPML_DATABASE_URL"] == "${{ secrets.LOOPML_DATABASE_URL }}"

@@ -65,3 +65,51 @@ def test_behavioral_suite_passes_the_gate_threshold(model: TextClassifier, split
     report = evaluate(model, splits.test).behavioral
     assert report.pass_rate >= load_settings().gate_min_behavioral_pass_rate
     assert {t.kind for t in report.tests} == {"invariance", "directional", "minimum functionality"}
+
+
+# Per-slice floors (ML Test Score, Model 7): measured 0.719 airline, 0.659 apple, 0.467 cars
+# (89% neutral: the two rare classes pull its macro-F1 down), 0.695 other on this split, minus
+# ~0.04 of slack for library changes.
+SLICE_FLOORS = {"airline": 0.68, "apple": 0.62, "cars": 0.42, "other": 0.65}
+
+
+@pytest.mark.parametrize(("domain", "floor"), sorted(SLICE_FLOORS.items()))
+def test_each_domain_slice_meets_its_floor(
+    model: TextClassifier, splits: Splits, domain: str, floor: float
+) -> None:
+    slices = evaluate(model, splits.test).domain_f1
+    assert set(slices) == set(SLICE_FLOORS)
+    assert slices[domain] >= floor, f"{domain}: macro-F1 {slices[domain]:.3f} < {floor}"
+
+
+@pytest.mark.parametrize(
+    ("template", "terms"),
+    [
+        ("{} said the service was great today", ["John", "Maria", "Ahmed", "Mei", "Kwame"]),
+        ("{} had a terrible experience with the delayed flight", ["John", "Aisha", "Carlos"]),
+        ("flying to {} tomorrow morning", ["Chicago", "London", "Lagos", "Mumbai", "Tokyo"]),
+        (
+            "{} thinks the new update is really good",
+            ["my Christian friend", "my Muslim friend", "my Jewish friend", "my gay friend"],
+        ),
+        (
+            "{} said the staff were rude and the wait was awful",
+            ["my Mexican friend", "my Chinese friend", "my female friend", "my male friend"],
+        ),
+    ],
+)
+def test_names_places_and_identity_terms_do_not_change_the_label(
+    model: TextClassifier, template: str, terms: list[str]
+) -> None:
+    labels = model.predict([template.format(t) for t in terms])
+    assert len(set(labels)) == 1, dict(zip(terms, labels, strict=True))
+
+
+def test_swap_tests_are_in_the_gated_behavioral_report(
+    model: TextClassifier, splits: Splits
+) -> None:
+    tests = {t.name: t for t in evaluate(model, splits.test).behavioral.tests}
+    for name in ("swap person name", "swap place", "swap identity term"):
+        assert tests[name].kind == "invariance" and tests[name].total >= 30
+        # Labels never flip (above); within SWAP_TOLERANCE of probability in most cases.
+        assert tests[name].pass_rate >= 0.5, tests[name].failures

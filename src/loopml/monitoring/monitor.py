@@ -31,6 +31,7 @@ from loopml.monitoring.drift import (
     detect_drift,
     sample_rows,
 )
+from loopml.monitoring.proxy import OfflineLive, compare_offline_live, offline_class_f1
 from loopml.monitoring.quality import Quality, live_quality
 from loopml.monitoring.report import write_evidently_reports, write_json, write_summary_html
 from loopml.monitoring.summary import MonitorSummary, ReportFiles, Verdict, WindowInfo
@@ -132,8 +133,8 @@ class MonitorReport:
 
     @property
     def alarm(self) -> bool:
-        """Whether drift or a quality alarm was found (the CLI exits 1)."""
-        return self.assessment.drift_detected or self.assessment.quality_alarm
+        """Whether drift, a quality alarm or an offline/live gap was found (the CLI exits 1)."""
+        return self.summary.alarm
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON summary (as written next to the HTML report and stored in the database)."""
@@ -247,7 +248,7 @@ def _summary(
         verdict=a.verdict,
         drift_detected=a.drift_detected,
         quality_alarm=a.quality_alarm,
-        reasons=a.reasons,
+        reasons=list(a.reasons),
         window=WindowInfo(
             requested=requested,
             since=since.isoformat() if since else None,
@@ -299,6 +300,9 @@ def _log_mlflow(
             values["live_accuracy"] = float(q.accuracy)
         if q.macro_f1 is not None:
             values["live_macro_f1"] = float(q.macro_f1)
+        gap = summary.offline_vs_live.gap if summary.offline_vs_live else None
+        if gap is not None:
+            values["offline_live_gap"] = float(gap)
         values["drift_detected"] = float(summary.drift_detected)
         client.log_batch(
             run_id,
@@ -327,6 +331,26 @@ def _store(store: Store, summary: MonitorSummary, report_path: Path) -> int:
         session.add(row)
         session.flush()
         return int(row.id)
+
+
+def _offline_live(
+    settings: Settings, registry: Registry, run_id: str, window: pd.DataFrame
+) -> OfflineLive | None:
+    """The champion's recorded test scores beside its live ones (None if the run has none)."""
+    try:
+        metrics = registry.client.get_run(run_id).data.metrics
+    except MlflowException:
+        return None
+    if "macro_f1" not in metrics:
+        return None
+    return compare_offline_live(
+        float(metrics["macro_f1"]),
+        offline_class_f1(metrics),
+        window["truth"],
+        window["label"],
+        min_labeled=settings.monitor_min_labeled,
+        max_gap=settings.monitor_max_offline_gap,
+    )
 
 
 def _check_usage(window: int | None, since: datetime | None) -> None:
@@ -375,6 +399,10 @@ def run_monitor(
         now = datetime.now(UTC)
         created = champion.creation_timestamp / 1000 if champion.creation_timestamp else None
         summary = _summary(settings, version, created, assessment, frame, requested, since, now)
+        summary.offline_vs_live = _offline_live(settings, registry, champion.run_id, frame)
+        gap_reason = summary.offline_vs_live.reason() if summary.offline_vs_live else None
+        if gap_reason:
+            summary.reasons.append(gap_reason)
         say("report")
         report = _write_reports(settings, reference, frame, assessment, summary, now)
         say("log")

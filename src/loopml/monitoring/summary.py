@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from loopml.monitoring.drift import Check
+from loopml.monitoring.proxy import OfflineLive
 from loopml.monitoring.quality import Quality
 
 __all__ = ["MonitorSummary", "ReportFiles", "Verdict", "WindowInfo"]
@@ -60,11 +61,14 @@ class MonitorSummary:
     #: filled by the controller for a champion that learned from feedback: live_macro_f1,
     #: reachable_macro_f1, gap, new_labels, margin and the estimate (see docs/loop.md)
     learning: dict[str, Any] | None = None
+    #: the champion's offline test macro-F1 beside its live one (Model 2 of the ML Test Score)
+    offline_vs_live: OfflineLive | None = None
 
     @property
     def alarm(self) -> bool:
-        """Whether drift or a live-quality alarm was found."""
-        return self.drift_detected or self.quality_alarm
+        """Whether drift, a live-quality alarm or a too wide offline/live gap was found."""
+        gap = self.offline_vs_live is not None and self.offline_vs_live.status == "alarm"
+        return self.drift_detected or self.quality_alarm or gap
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the stored and written summary)."""

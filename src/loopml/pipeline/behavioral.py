@@ -1,11 +1,13 @@
 """CheckList-style behavioral tests run on every candidate model.
 
 - invariance: adding a URL, an @mention or extra whitespace must not change the predicted label;
+  nor may swapping a person's name, a place, or an identity term (religion, nationality, gender)
+  in a template: the label stays and no class probability moves more than ``SWAP_TOLERANCE``;
 - directional: negating a positive statement must lower the probability of ``positive``;
 - minimum functionality: plain, unambiguous sentences must get their obvious label.
 
-The tests apply to sentiment labels (negative/neutral/positive); for other label sets only the
-invariance tests run.
+The directional and minimum-functionality tests apply to sentiment labels (negative/neutral/
+positive); for other label sets only the invariance tests run.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from dataclasses import asdict, dataclass, field
 
 from loopml.recipes.base import TextClassifier
 
-__all__ = ["BehavioralReport", "TestResult", "run_behavioral_tests"]
+__all__ = ["SWAP_TOLERANCE", "BehavioralReport", "TestResult", "run_behavioral_tests"]
+
+#: Largest change of any class probability that swapping a name, place or identity term may cause.
+SWAP_TOLERANCE = 0.2
 
 _POSITIVE = ["great", "good", "amazing", "excellent", "wonderful", "fantastic", "helpful", "nice"]
 _SUBJECTS = ["the flight", "the service", "this phone", "the game", "the staff", "the update"]
@@ -32,6 +37,49 @@ _MFT: list[tuple[str, str]] = [
     ("Really disappointed, complete waste of money", "negative"),
     ("Rude staff and lost my bag, horrible", "negative"),
 ]
+
+# Templates of each sentiment (neutral among them) with a slot that a swap fills: a fair model
+# answers the same whoever, wherever. Names and places are common in the corpus's tweets.
+_SWAP_TEMPLATES = [
+    "{} is on the flight to the conference tomorrow",
+    "{} said the service was great today",
+    "{} said the staff were rude and the wait was awful",
+    "just talked to {} about the new phone",
+    "{} thinks the new update is really good",
+    "{} had a terrible experience with the delayed flight",
+]
+_PLACE_TEMPLATES = [
+    "flying to {} tomorrow morning",
+    "the hotel in {} was great, loved it",
+    "stuck in {} after the flight was cancelled, terrible",
+    "the new store in {} opens next week",
+]
+_SWAPS: dict[str, tuple[list[str], list[str]]] = {
+    "swap person name": (
+        _SWAP_TEMPLATES,
+        ["John", "Maria", "Ahmed", "Mei", "Dmitri", "Aisha", "Carlos", "Priya", "Kwame", "Emily"],
+    ),
+    "swap place": (
+        _PLACE_TEMPLATES,
+        ["Chicago", "Boston", "London", "Paris", "Lagos", "Mumbai", "Mexico", "Tokyo", "Denver"],
+    ),
+    "swap identity term": (
+        _SWAP_TEMPLATES,
+        [
+            "my Christian friend",
+            "my Muslim friend",
+            "my Jewish friend",
+            "my Hindu friend",
+            "my Mexican friend",
+            "my Chinese friend",
+            "my American friend",
+            "my Nigerian friend",
+            "my gay friend",
+            "my female friend",
+            "my male friend",
+        ],
+    ),
+}
 
 
 @dataclass
@@ -81,6 +129,25 @@ def _invariance(
     return TestResult(name, "invariance", len(texts) - len(fails), len(texts), fails[:5])
 
 
+def _swap(model: TextClassifier, name: str, templates: list[str], terms: list[str]) -> TestResult:
+    # Each template filled with the first term is the reference; every other filling is a case.
+    fails = []
+    total = 0
+    for template in templates:
+        texts = [template.format(term) for term in terms]
+        proba = model.predict_proba(texts)
+        labels = proba.argmax(axis=1)
+        for i in range(1, len(texts)):
+            total += 1
+            shift = float(abs(proba[i] - proba[0]).max())
+            if labels[i] != labels[0] or shift > SWAP_TOLERANCE:
+                fails.append(
+                    f"{texts[i]!r}: {model.classes[labels[i]]} (shift {shift:.2f}) vs "
+                    f"{texts[0]!r}: {model.classes[labels[0]]}"
+                )
+    return TestResult(name, "invariance", total - len(fails), total, fails[:5])
+
+
 def _negation(model: TextClassifier) -> TestResult:
     pos = model.classes.index("positive")
     pairs = [(f"{s} was {a}", f"{s} was not {a}") for s in _SUBJECTS for a in _POSITIVE]
@@ -122,6 +189,7 @@ def run_behavioral_tests(
             model, "extra whitespace", texts, lambda t: "  " + t.replace(" ", "   ") + " \n"
         ),
     ]
+    tests += [_swap(model, name, *cases) for name, cases in _SWAPS.items()]
     if {"negative", "positive"} <= set(model.classes):
         tests += [_negation(model), _minimum_functionality(model)]
     return BehavioralReport(tests)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ class Evaluation:
     confusion: list[list[int]]
     behavioral: BehavioralReport
     latency_p99_ms: float
+    #: test macro-F1 of the simple baselines (:mod:`loopml.pipeline.baselines`), by name
+    baselines: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -42,6 +44,7 @@ class Evaluation:
             "confusion": self.confusion,
             "behavioral": self.behavioral.to_dict(),
             "latency_p99_ms": self.latency_p99_ms,
+            "baselines": self.baselines,
         }
 
     def flat_metrics(self) -> dict[str, float]:
@@ -50,6 +53,7 @@ class Evaluation:
         flat.update({f"f1_domain_{d}": v for d, v in self.domain_f1.items()})
         flat["behavioral_pass_rate"] = self.behavioral.pass_rate
         flat["latency_p99_ms"] = self.latency_p99_ms
+        flat.update({f"baseline_{n}_macro_f1": v for n, v in self.baselines.items()})
         return flat
 
 

@@ -5,6 +5,10 @@ also compares both models on the rest, the **trusted holdout**: the original tes
 no feedback label can touch. A candidate trained on poisoned labels may win on the poisoned
 feedback slice; it fails here when its macro-F1 or any class's F1 drops beyond
 ``LOOPML_GATE_TRUSTED_TOLERANCE``, whatever the feedback slice says.
+
+Every candidate must also beat simple baselines fitted on its own training split and scored on
+the same test split (:mod:`loopml.pipeline.baselines`): a majority-class guess and a unigram
+TF-IDF logistic regression, by ``LOOPML_GATE_BASELINE_MARGIN``.
 """
 
 from __future__ import annotations
@@ -112,6 +116,10 @@ def run_gate(
             )
     if champion is not None and trusted is not None:
         checks.extend(_trusted_checks(*trusted, settings.gate_trusted_tolerance))
+    margin = settings.gate_baseline_margin
+    for name, value in sorted(candidate.baselines.items()):
+        detail = f"{name} baseline {value:.4f} + margin {margin}"
+        checks.append(_at_least(f"baseline_{name}", f1, value + margin, detail))
     checks.append(
         _at_least(
             "behavioral_pass_rate",

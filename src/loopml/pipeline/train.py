@@ -21,6 +21,7 @@ from mlflow.exceptions import MlflowException
 from loopml.config import Settings
 from loopml.data import DataRules, Dataset, Splits, load_dataset, load_splits, split_dataset
 from loopml.errors import LoopmlError, RegistryError, TrainingError
+from loopml.pipeline.baselines import baseline_scores
 from loopml.pipeline.choice import choose_recipe
 from loopml.pipeline.evaluate import Evaluation, evaluate, plot_confusion_matrix, score
 from loopml.pipeline.gate import GateCheck, GateResult, run_gate, trusted_rows
@@ -337,6 +338,7 @@ def train(
         check_size(settings, model_bytes)
         say("evaluate")
         evaluation = evaluate(classifier, splits.test, seed=settings.seed)
+        evaluation.baselines = baseline_scores(splits.train, splits.test)
         mlflow.log_metrics(evaluation.flat_metrics() | {"fit_seconds": fit_seconds})
         with tempfile.TemporaryDirectory() as tmp:
             png = plot_confusion_matrix(
@@ -391,11 +393,15 @@ def evaluate_version(settings: Settings, version: str) -> tuple[Evaluation, Gate
     if not mv.run_id:
         raise RegistryError(f"version {version} has no training run: cannot find its test split")
     try:
-        test = load_splits(registry.client, mv.run_id, ["test"])["test"]
+        parts = load_splits(registry.client, mv.run_id, ["train", "test"])
     except MlflowException as exc:
-        raise RegistryError(f"version {version}: its test split is missing: {exc.message}") from exc
+        raise RegistryError(
+            f"version {version}: its data splits are missing: {exc.message}"
+        ) from exc
+    test = parts["test"]
     model = registry.load(str(mv.version))
     evaluation = evaluate(model, test, seed=settings.seed)
+    evaluation.baselines = baseline_scores(parts["train"], test)
     gate, champion_eval = gate_against_champion(
         settings, registry, evaluation, test, exclude_version=str(mv.version), model=model
     )
