@@ -25,7 +25,7 @@ from rich.table import Table
 
 from loopml._time import as_utc
 from loopml.config import Settings, load_settings
-from loopml.errors import LoopmlError, TrainingError
+from loopml.errors import LoopmlError, RequestError, TrainingError
 
 if TYPE_CHECKING:
     from loopml.control import Tick
@@ -448,12 +448,7 @@ def promote(
     """Start a canary rollout of VERSION (the controller promotes it if its live analysis
     passes); --direct --reason makes it the champion at once. A first version becomes champion."""
     settings = _settings()
-    if direct and not reason.strip():
-        raise typer.BadParameter(
-            "--direct needs --reason: say why this version skips the canary (it is audited)",
-            param_hint="--reason",
-        )
-    with quiet_stdout(json_out):
+    with quiet_stdout(json_out):  # --direct without --reason: a RequestError, exit 2
         result = _release(settings, version, direct=direct, reason=reason)
     if json_out:
         emit_json(result.to_dict())
@@ -625,7 +620,8 @@ def rollout_start(
     from loopml import control
 
     if force and not reason.strip():
-        raise typer.BadParameter("--force needs --reason")
+        # a LoopmlError: typer's own BadParameter is no click exception, so it would exit 1
+        raise RequestError("--force needs --reason: say why the gate is overridden")
     with _control() as (settings, store, registry), quiet_stdout(json_out):
         routing = control.start_rollout(
             settings,
