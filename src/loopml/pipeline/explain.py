@@ -146,7 +146,8 @@ def _linear(
         return None
     vectorizer, clf = steps[0][1], steps[1][1]
     coef = getattr(clf, "coef_", None)
-    if coef is None or not hasattr(vectorizer, "get_feature_names_out"):
+    vocabulary = getattr(vectorizer, "vocabulary_", None)
+    if coef is None or not isinstance(vocabulary, dict) or not hasattr(vectorizer, "transform"):
         return None
     coef = np.asarray(coef, dtype=np.float64)
     if coef.shape[0] == 1 and len(classes) == 2:
@@ -155,8 +156,9 @@ def _linear(
         return None
     row = vectorizer.transform([text]).tocsr()
     columns, values = row.indices, row.data.astype(np.float64)
-    names = vectorizer.get_feature_names_out()
-    terms = [(str(names[j]), int(j)) for j in columns]
+    # The text's own n-grams name its columns: get_feature_names_out() would build all of them.
+    names = {vocabulary[t]: t for t in vectorizer.build_analyzer()(text) if t in vocabulary}
+    terms = [(str(names.get(int(j), j)), int(j)) for j in columns]
     intercepts = np.asarray(getattr(clf, "intercept_", np.zeros(len(classes))), dtype=np.float64)
     if intercepts.shape[0] == 1 and len(classes) == 2:
         intercepts = np.array([-intercepts[0], intercepts[0]])
