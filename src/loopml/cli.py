@@ -39,7 +39,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-data_app = typer.Typer(help="Validate and describe datasets.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Validate and describe datasets; purge and forget logged data.", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 rollout_app = typer.Typer(help="Shadow and canary rollouts of a challenger.", no_args_is_help=True)
 app.add_typer(rollout_app, name="rollout")
@@ -136,6 +138,37 @@ def _parse_params(pairs: list[str]) -> dict[str, str]:
     return params
 
 
+RecipeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--recipe",
+        "-r",
+        help="Recipe (see `loopml recipes`); `champion` reuses the champion's recipe and params.",
+        show_default="tfidf-logreg",
+    ),
+]
+ChampionRecipeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--recipe",
+        "-r",
+        help="Recipe to tune (see `loopml recipes`).",
+        show_default="the champion's recipe and params, else tfidf-logreg",
+    ),
+]
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option("--param", "-p", help="Recipe parameter KEY=VALUE (repeatable), e.g. -p C=2."),
+]
+
+
+def _recipe(value: str | None, default: str | None) -> str | None:
+    """The recipe name for the pipeline; None means reuse the champion's."""
+    if value == "champion":
+        return None
+    return value or default
+
+
 def _labels(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
@@ -149,7 +182,7 @@ def _load(
     label_column: str | None,
     labels: list[str] | None,
 ) -> Any:
-    from loopml.data import load_dataset
+    from loopml.data import DataRules, load_dataset
 
     settings = _settings()
     return load_dataset(
@@ -157,6 +190,7 @@ def _load(
         text_column=text_column or settings.text_column,
         label_column=label_column or settings.label_column,
         labels=labels,
+        rules=DataRules.from_settings(settings),
     )
 
 
@@ -208,6 +242,67 @@ def data_describe(
     out.print(f"text length: {info['text_length']}")
 
 
+@data_app.command("purge")
+@handle_errors
+def data_purge(
+    older_than: Annotated[
+        float | None,
+        typer.Option(help="Delete what is older than this many days (LOOPML_RETENTION_DAYS)."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Delete logged predictions, their feedback and report files past the retention period."""
+    from loopml.data.privacy import purge
+
+    counts = purge(_settings(), older_than_days=older_than)
+    if json_out:
+        emit_json(counts)
+        return
+    out.print(
+        f"purged data older than {counts['older_than_days']:g} days: "
+        f"{counts['predictions']} predictions, {counts['feedback']} feedback labels, "
+        f"{counts['report_files']} report files"
+    )
+
+
+@data_app.command("forget")
+@handle_errors
+def data_forget(
+    key_id: Annotated[
+        str | None, typer.Option(help="API key id: its feedback and the predictions it labelled.")
+    ] = None,
+    request_id: Annotated[
+        list[str] | None, typer.Option("--request-id", help="A request id (repeatable).")
+    ] = None,
+    text: Annotated[
+        list[str] | None, typer.Option("--text", help="An exact text (repeatable).")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """Delete one subject's predictions and feedback; audited (counts only)."""
+    from loopml.data.privacy import forget
+
+    counts = forget(
+        _settings(),
+        key_id=key_id,
+        request_ids=request_id or [],
+        texts=text or [],
+        reason=reason,
+    )
+    if json_out:
+        emit_json(counts)
+        return
+    out.print(f"deleted {counts['predictions']} predictions, {counts['feedback']} feedback labels")
+    missing = counts["request_ids_not_found"]
+    if missing:
+        out.print(
+            f"{len(missing)} request id(s) not in the log (unknown, already deleted, or not "
+            f"written yet: run again in a minute): {', '.join(missing[:10])}",
+            highlight=False,
+        )
+
+
 # ---------------------------------------------------------------- training
 
 
@@ -227,24 +322,43 @@ def _gate_table(gate: Any) -> Table:
 @handle_errors
 def train(
     source: SourceOpt = None,
-    recipe: Annotated[str, typer.Option(help="Training recipe.")] = "tfidf-logreg",
-    param: Annotated[
-        list[str] | None,
-        typer.Option("--param", "-p", help="Recipe parameter KEY=VALUE (repeatable), e.g. -p C=2."),
-    ] = None,
+    recipe: RecipeOpt = None,
+    param: ParamOpt = None,
+    tune: Annotated[
+        int,
+        typer.Option(
+            "--tune",
+            min=0,
+            help="First search the recipe's space with N Optuna trials on the validation split.",
+        ),
+    ] = 0,
+    tune_timeout: Annotated[
+        float, typer.Option(min=1, help="Time budget of --tune in seconds.")
+    ] = 600,
     promote: Annotated[
         bool,
         typer.Option(help="If the gate passes, start a canary (the first version: champion)."),
     ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Validate, split, train, evaluate, gate and register a new model version."""
+    """Validate, split, (tune,) train, evaluate, gate and register a new model version.
+
+    Without --recipe it trains tfidf-logreg with its defaults, champion or not;
+    `--recipe champion` reuses the champion's recipe and parameters (as retraining does).
+    """
+    from loopml.pipeline.choice import DEFAULT_RECIPE
     from loopml.pipeline.train import train as run_train
 
     settings = _settings()
     with quiet_stdout(json_out), steps("training", enabled=not json_out) as say:
         result = run_train(
-            settings, source=source, recipe=recipe, params=_parse_params(param or []), progress=say
+            settings,
+            source=source,
+            recipe=_recipe(recipe, DEFAULT_RECIPE),
+            params=_parse_params(param or []),
+            tune_trials=tune,
+            tune_timeout_s=tune_timeout,
+            progress=say,
         )
         released = None
         if promote and result.gate.passed:
@@ -262,6 +376,10 @@ def train(
             f"(run {result.run_id}, data {result.dataset_version})"
         )
         out.print(
+            f"recipe {result.recipe} {result.recipe_params} ({escape(result.recipe_reason)})",
+            highlight=False,
+        )
+        out.print(
             f"test macro-F1 {m['macro_f1']:.4f}, accuracy {m['accuracy']:.4f}; "
             f"fit {result.fit_seconds:.1f}s, total {result.total_seconds:.1f}s"
         )
@@ -276,11 +394,16 @@ def train(
 @handle_errors
 def tune(
     source: SourceOpt = None,
+    recipe: ChampionRecipeOpt = None,
+    param: ParamOpt = None,
     trials: Annotated[int, typer.Option(min=1, help="Maximum number of trials.")] = 20,
     timeout: Annotated[float, typer.Option(min=1, help="Time budget in seconds.")] = 600,
     json_out: JsonOpt = False,
 ) -> None:
-    """Search recipe parameters with Optuna (nested MLflow runs, scored on validation)."""
+    """Search a recipe's own parameter space with Optuna (nested runs, scored on validation).
+
+    Starts from the champion's recipe and parameters unless --recipe/--param say otherwise.
+    """
     from rich.progress import BarColumn
 
     from loopml.pipeline.tune import tune as run_tune
@@ -305,17 +428,43 @@ def tune(
             bar.update(task, advance=1, description=f"last macro-F1 {score:.4f}")
 
         result = run_tune(
-            settings, source=source, trials=trials, timeout_s=timeout, on_trial=on_trial
+            settings,
+            source=source,
+            recipe=_recipe(recipe, None),
+            params=_parse_params(param or []),
+            trials=trials,
+            timeout_s=timeout,
+            on_trial=on_trial,
         )
     if json_out:
         emit_json(result.to_dict())
         return
+    found = result.search
     out.print(
-        f"{result.trials} trials in {result.seconds:.0f}s; best validation macro-F1 "
-        f"{result.best_macro_f1:.4f} with {result.best_params}"
+        f"{found.recipe} ({escape(result.reason)}): {found.trials} trials in "
+        f"{result.seconds:.0f}s; validation macro-F1 {found.best_macro_f1:.4f} with "
+        f"{found.best_params} (start {found.start_macro_f1:.4f})",
+        highlight=False,
     )
-    flags = " ".join(f"-p {k}={v}" for k, v in result.best_params.items())
-    out.print(f"train it: [bold]loopml train {flags}[/]")
+    flags = " ".join(f"-p {k}={v}" for k, v in found.best_params.items())
+    out.print(f"train it: [bold]loopml train --recipe {found.recipe} {flags}[/]", highlight=False)
+
+
+@app.command()
+@handle_errors
+def recipes(json_out: JsonOpt = False) -> None:
+    """List the training recipes: built-ins and installed plug-ins, with their parameters."""
+    from loopml.recipes import describe_recipes
+
+    found = describe_recipes()
+    if json_out:
+        emit_json(found)
+        return
+    table = Table("recipe", "source", "extra", "parameters (defaults)")
+    for r in found:
+        params = r["error"] or ", ".join(f"{k}={v}" for k, v in r["parameters"].items())
+        table.add_row(r["name"], r["source"], r["extra"] or "", escape(params))
+    out.print(table)
 
 
 @app.command()
@@ -933,6 +1082,8 @@ def _demo_summary(result: Any) -> Table:
 @handle_errors
 def demo(
     fast: Annotated[bool, typer.Option(help="Less data and quicker ticks (for tests).")] = False,
+    recipe: RecipeOpt = None,
+    param: ParamOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """The closed loop on real tweets: drift, retraining, canary, promotion (a few minutes)."""
@@ -951,6 +1102,8 @@ def demo(
         result = run_demo(
             settings,
             fast=fast,
+            recipe=_recipe(recipe, None),
+            params=_parse_params(param or []),
             progress=None if json_out else lambda msg: console.print(f"[dim]{msg}[/]"),
             on_update=None if json_out else update,
         )

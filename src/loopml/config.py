@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     label_column: str = "label"
     test_size: float = Field(0.1, gt=0, lt=0.5)
     validation_size: float = Field(0.1, gt=0, lt=0.5)
+    data_min_rows: int = Field(100, ge=1)
+    data_min_class_share: float = Field(0.01, ge=0, lt=0.5)
+    # privacy: predictions, feedback and report files older than this are purged
+    retention_days: float = Field(90.0, gt=0)
+    # largest pickled model training may produce (Data 3 of the ML Test Score: no feature too
+    # expensive); the default model on the full corpus is about 13 MB
+    max_model_bytes: int = Field(100_000_000, ge=1)
 
     # gate
     gate_f1_tolerance: float = Field(0.01, ge=0, le=1)

@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -292,16 +292,26 @@ class _Replay:
         self.client.close()
 
 
-def _champion(settings: Settings, data: Dataset, say: Callable[[str], None]) -> tuple[str, float]:
+def _champion(
+    settings: Settings,
+    data: Dataset,
+    say: Callable[[str], None],
+    recipe: str | None,
+    params: Mapping[str, Any] | None,
+) -> tuple[str, float]:
     from loopml.control.promotion import promote
     from loopml.pipeline.train import train
     from loopml.registry import Registry
     from loopml.store import open_store
 
     say("training the champion on non-airline tweets")
+    # The demo's home starts empty: None means the default recipe. Its retrains reuse whatever
+    # recipe and parameters this champion was trained with.
     result = train(
         settings,
         dataset=data,
+        recipe=recipe,
+        params=params,
         progress=lambda step: say(f"champion: {step}"),
         run_name="demo-champion",
     )
@@ -317,10 +327,13 @@ def run_demo(
     base: Settings,
     *,
     fast: bool = False,
+    recipe: str | None = None,
+    params: Mapping[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
     on_update: Callable[[StreamStats, list[Tick]], None] | None = None,
 ) -> DemoResult:
-    """Run the whole closed-loop scenario and return its summary."""
+    """Run the whole closed-loop scenario and return its summary; the first champion is trained
+    with ``recipe`` and ``params`` (default: the default recipe), every retrain reuses them."""
     from loopml.control import Controller
     from loopml.store import open_store
 
@@ -337,7 +350,7 @@ def run_demo(
     champion_data, stream_home, stream_airline = _split_corpus(
         load_dataset("builtin:tweets"), plan, settings.seed
     )
-    champion, champion_f1 = _champion(settings, champion_data, say)
+    champion, champion_f1 = _champion(settings, champion_data, say, recipe, params)
     ticks: list[Tick] = []
     stats = StreamStats()
     stop = threading.Event()

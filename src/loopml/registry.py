@@ -7,6 +7,7 @@ routing state and audit record together) lives in :mod:`loopml.control.promotion
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -21,9 +22,20 @@ from loopml.recipes.base import TextClassifier
 from loopml.routing import CHALLENGER, CHAMPION, PREVIOUS
 from loopml.tracking import configure_mlflow
 
-__all__ = ["CHALLENGER", "CHAMPION", "GATE_TAG", "PREVIOUS", "Registry"]
+__all__ = [
+    "CHALLENGER",
+    "CHAMPION",
+    "GATE_TAG",
+    "PREVIOUS",
+    "RECIPE_PARAMS_TAG",
+    "RECIPE_TAG",
+    "Registry",
+]
 
 GATE_TAG = "loopml.gate"
+#: version tags: the recipe that trained it and its full parameters (JSON), reused by retraining
+RECIPE_TAG = "loopml.recipe"
+RECIPE_PARAMS_TAG = "loopml.recipe_params"
 
 
 class Registry:
@@ -93,6 +105,32 @@ class Registry:
         if judged == now:
             return verdict
         return f"stale: judged against champion {judged}, the champion is now {now}"
+
+    def recipe_of(self, mv: ModelVersion) -> tuple[str, dict[str, Any]] | None:
+        """The recipe name and parameters that trained ``mv``, or None if it does not say.
+
+        Versions registered before the parameters tag existed fall back to the run's
+        ``recipe.<name>`` params (strings, which the recipe's parameter model coerces).
+        """
+        name = mv.tags.get(RECIPE_TAG)
+        if not name:
+            return None
+        recorded = mv.tags.get(RECIPE_PARAMS_TAG)
+        if recorded:
+            try:
+                return str(name), dict(json.loads(recorded))
+            except (ValueError, TypeError) as exc:
+                raise RegistryError(
+                    f"version {mv.version}: tag {RECIPE_PARAMS_TAG} is not a JSON object"
+                ) from exc
+        run_id = mv.run_id
+        if not run_id:
+            return str(name), {}
+        run = self._call("reading the training run", lambda: self.client.get_run(run_id))
+        prefix = "recipe."
+        return str(name), {
+            k.removeprefix(prefix): v for k, v in run.data.params.items() if k.startswith(prefix)
+        }
 
     def load(self, version: str) -> TextClassifier:
         """Load a version's classifier (the object inside its pyfunc model)."""

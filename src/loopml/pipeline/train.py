@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import pickle
 import tempfile
 import time
@@ -18,14 +19,17 @@ from mlflow.data.pandas_dataset import from_pandas
 from mlflow.exceptions import MlflowException
 
 from loopml.config import Settings
-from loopml.data import Dataset, Splits, load_dataset, load_splits, split_dataset
-from loopml.errors import LoopmlError, RegistryError
+from loopml.data import DataRules, Dataset, Splits, load_dataset, load_splits, split_dataset
+from loopml.errors import LoopmlError, RegistryError, TrainingError
+from loopml.pipeline.choice import choose_recipe
 from loopml.pipeline.evaluate import Evaluation, evaluate, plot_confusion_matrix, score
-from loopml.pipeline.gate import GateResult, run_gate, trusted_rows
-from loopml.recipes import get_recipe
+from loopml.pipeline.gate import GateCheck, GateResult, run_gate, trusted_rows
+from loopml.pipeline.stability import check_finite, fit_checked
+from loopml.pipeline.tune import Search, search
+from loopml.recipes import Recipe
 from loopml.recipes.base import TextClassifier
 from loopml.recipes.packaging import log_classifier
-from loopml.registry import GATE_TAG, Registry
+from loopml.registry import GATE_TAG, RECIPE_PARAMS_TAG, RECIPE_TAG, Registry
 from loopml.routing import CHAMPION
 from loopml.store import FileHashes, hash_tree, open_store
 from loopml.tracking import experiment_id
@@ -41,7 +45,7 @@ __all__ = [
 
 Progress = Callable[[str], None]
 
-_REQUIREMENTS = ["scikit-learn", "pandas", "numpy", "loopml"]
+_FINITE_SAMPLE = 512
 
 
 @dataclass
@@ -57,23 +61,58 @@ class TrainResult:
     fit_seconds: float
     model_bytes: int
     total_seconds: float
+    recipe: str = ""
+    recipe_params: dict[str, Any] | None = None
+    #: why this recipe and these parameters (the caller's, the champion's, tuned)
+    recipe_reason: str = ""
+    #: the search that chose the parameters (``train --tune``)
+    tuning: Search | None = None
     #: who gave the feedback labels it trained on (retraining only), see ``control.retrain``
     provenance: dict[str, Any] | None = None
+    #: False when the solver stopped at its iteration limit (see ``pipeline.stability``)
+    converged: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
         extra = {"label_provenance": self.provenance} if self.provenance is not None else {}
+        if self.tuning is not None:
+            extra["tuning"] = self.tuning.to_dict()
         return extra | {
             "run_id": self.run_id,
             "version": self.version,
+            "recipe": self.recipe,
+            "recipe_params": self.recipe_params,
+            "recipe_reason": self.recipe_reason,
             "dataset_version": self.dataset_version,
             "split_sizes": self.split_sizes,
             "metrics": self.evaluation.flat_metrics(),
             "gate": self.gate.to_dict(),
             "fit_seconds": round(self.fit_seconds, 3),
             "model_bytes": self.model_bytes,
+            "converged": self.converged,
             "total_seconds": round(self.total_seconds, 3),
         }
+
+
+CONVERGED_TAG = "loopml.converged"
+
+
+def flag_unconverged(gate: GateResult, detail: str) -> None:
+    """Fail ``gate`` with the check ``solver_converged``: weights that depend on the iteration
+    limit rather than the data are not promoted without a forced, audited promotion."""
+    detail = f"{detail[:300]}; more iterations (e.g. -p max_iter) or a smaller C help"
+    gate.checks.append(GateCheck("solver_converged", 0.0, 1.0, False, detail))
+    gate.passed = False
+
+
+def check_size(settings: Settings, model_bytes: int) -> None:
+    """``TrainingError`` when the pickled model exceeds ``LOOPML_MAX_MODEL_BYTES``."""
+    if model_bytes > settings.max_model_bytes:
+        raise TrainingError(
+            f"model is {model_bytes / 1e6:.1f} MB, over its budget LOOPML_MAX_MODEL_BYTES="
+            f"{settings.max_model_bytes} ({settings.max_model_bytes / 1e6:.1f} MB); fewer "
+            "features (e.g. -p max_features=50000 or -p ngram_max=1) make it smaller"
+        )
 
 
 def _log_data(dataset: Dataset, splits: Splits, out: Path) -> None:
@@ -127,9 +166,9 @@ def gate_against_champion(
 
 
 def _register(
-    registry: Registry, classifier: TextClassifier, test: pd.DataFrame, run_id: str
+    registry: Registry, recipe: Recipe, classifier: TextClassifier, test: pd.DataFrame, run_id: str
 ) -> str:
-    info = log_classifier(classifier, test["text"].head(2).tolist(), _REQUIREMENTS)
+    info = log_classifier(classifier, test["text"].head(2).tolist(), recipe.pip_requirements())
     client = registry.client
     if not registry.exists():
         client.create_registered_model(registry.name)
@@ -158,13 +197,14 @@ def record_artifacts(settings: Settings, registry: Registry, version: str) -> Fi
 def _register_recorded(
     settings: Settings,
     registry: Registry,
+    recipe: Recipe,
     classifier: TextClassifier,
     test: pd.DataFrame,
     run_id: str,
 ) -> str:
     """Register, then record the artifact hashes; a version whose hashes cannot be recorded is
     deleted again (serving in production would refuse it anyway)."""
-    version = _register(registry, classifier, test, run_id)
+    version = _register(registry, recipe, classifier, test, run_id)
     try:
         record_artifacts(settings, registry, version)
     except LoopmlError:
@@ -206,8 +246,10 @@ def train(
     settings: Settings,
     *,
     source: str | None = None,
-    recipe: str = "tfidf-logreg",
+    recipe: str | None = None,
     params: Mapping[str, Any] | None = None,
+    tune_trials: int = 0,
+    tune_timeout_s: float = 600.0,
     dataset: Dataset | None = None,
     splits: Splits | None = None,
     progress: Progress | None = None,
@@ -216,18 +258,24 @@ def train(
 ) -> TrainResult:
     """Run the whole pipeline and register the model; the gate verdict is tagged, not enforced.
 
-    ``splits`` (with ``dataset``) fixes the split, as retraining does to keep the original test
-    split; ``tags`` are added to the run (for example what triggered it).
+    ``recipe`` None reuses the champion's recipe and parameters (``params`` override some), or
+    the default recipe without a champion. ``tune_trials`` > 0 first searches the recipe's space
+    on the validation split (nested runs) and trains with the best parameters. ``splits`` (with
+    ``dataset``) fixes the split, as retraining does to keep the original test split; ``tags``
+    are added to the run (for example what triggered it).
     """
     say = progress or (lambda _step: None)
     start = time.perf_counter()
-    recipe_obj = get_recipe(recipe, params)  # bad parameters fail before any work
+    registry = Registry(settings)
+    choice = choose_recipe(registry, recipe, params)  # bad parameters fail before any work
+    recipe_obj, reason = choice.recipe, choice.reason
     if dataset is None:
         say("validate")
         dataset = load_dataset(
             source or settings.data_source,
             text_column=settings.text_column,
             label_column=settings.label_column,
+            rules=DataRules.from_settings(settings),
         )
     if splits is None:
         say("split")
@@ -237,56 +285,87 @@ def train(
             test_size=settings.test_size,
             validation_size=settings.validation_size,
         )
-    registry = Registry(settings)
     exp = experiment_id(settings, registry.client)
-    with mlflow.start_run(experiment_id=exp, run_name=run_name or f"train-{recipe}") as run:
+    name = recipe_obj.name
+    tuning = None
+    with mlflow.start_run(experiment_id=exp, run_name=run_name or f"train-{name}") as run:
         mlflow.set_tags(
             {
                 "loopml.dataset_version": dataset.version,
-                "loopml.recipe": recipe,
+                "loopml.recipe": name,
                 "loopml.source": dataset.source,
                 **(tags or {}),
             }
         )
-        mlflow.log_params(
-            {
-                "recipe": recipe,
-                "seed": settings.seed,
-                "dataset_version": dataset.version,
-                **{f"recipe.{k}": v for k, v in recipe_obj.params.items()},
-            }
-        )
         with tempfile.TemporaryDirectory() as tmp:
             _log_data(dataset, splits, Path(tmp))
+        if tune_trials > 0:
+            say(f"tune ({tune_trials} trials)")
+            tuning = search(
+                recipe_obj,
+                splits,
+                experiment=exp,
+                trials=tune_trials,
+                timeout_s=tune_timeout_s,
+                seed=settings.seed,
+            )
+            recipe_obj = type(recipe_obj)(tuning.best_params)
+            reason += (
+                f"; tuned: best of {tuning.trials} trials, validation macro-F1 "
+                f"{tuning.best_macro_f1:.4f} (start {tuning.start_macro_f1:.4f})"
+            )
+        recipe_params = recipe_obj.params_dict()
+        mlflow.set_tag("loopml.recipe_reason", reason)
+        mlflow.log_params(
+            {
+                "recipe": name,
+                "seed": settings.seed,
+                "dataset_version": dataset.version,
+                **{f"recipe.{k}": v for k, v in recipe_params.items()},
+            }
+        )
         say("fit")
         t0 = time.perf_counter()
-        classifier = recipe_obj.fit(splits.train["text"].tolist(), splits.train["label"].tolist())
+        fit = fit_checked(recipe_obj, splits.train["text"].tolist(), splits.train["label"].tolist())
+        classifier = fit.classifier
         fit_seconds = time.perf_counter() - t0
+        mlflow.set_tag(CONVERGED_TAG, str(fit.converged).lower())
+        # A sample: enough to meet NaN weights, cheap for slow recipes (MiniLM: ~130 texts/s).
+        check_finite(classifier, splits.test["text"].head(_FINITE_SAMPLE).tolist())
+        model_bytes = len(pickle.dumps(classifier))
+        mlflow.log_metric("model_bytes", float(model_bytes))
+        check_size(settings, model_bytes)
         say("evaluate")
         evaluation = evaluate(classifier, splits.test, seed=settings.seed)
-        model_bytes = len(pickle.dumps(classifier))
-        mlflow.log_metrics(
-            evaluation.flat_metrics()
-            | {"fit_seconds": fit_seconds, "model_bytes": float(model_bytes)}
-        )
+        mlflow.log_metrics(evaluation.flat_metrics() | {"fit_seconds": fit_seconds})
         with tempfile.TemporaryDirectory() as tmp:
             png = plot_confusion_matrix(
                 evaluation,
                 Path(tmp) / "confusion_matrix.png",
-                title=f"{recipe} on {dataset.version[:8]}",
+                title=f"{name} on {dataset.version[:8]}",
             )
             mlflow.log_artifact(str(png))
         mlflow.log_dict(evaluation.behavioral.to_dict(), "behavioral.json")
         say("register")
-        version = _register_recorded(settings, registry, classifier, splits.test, run.info.run_id)
+        version = _register_recorded(
+            settings, registry, recipe_obj, classifier, splits.test, run.info.run_id
+        )
+        registry.set_tags(
+            version,
+            {
+                "loopml.dataset_version": dataset.version,
+                RECIPE_TAG: name,
+                RECIPE_PARAMS_TAG: json.dumps(recipe_params, sort_keys=True),
+                CONVERGED_TAG: str(fit.converged).lower(),
+            },
+        )
         say("gate")
         gate, champion_eval = gate_against_champion(
             settings, registry, evaluation, splits.test, exclude_version=version, model=classifier
         )
+        if not fit.converged:
+            flag_unconverged(gate, fit.warning)
         record_gate(registry, run.info.run_id, version, gate, evaluation, champion_eval)
-        registry.set_tags(
-            version, {"loopml.dataset_version": dataset.version, "loopml.recipe": recipe}
-        )
     return TrainResult(
         run_id=run.info.run_id,
         version=version,
@@ -297,6 +376,11 @@ def train(
         fit_seconds=fit_seconds,
         model_bytes=model_bytes,
         total_seconds=time.perf_counter() - start,
+        recipe=name,
+        recipe_params=recipe_params,
+        recipe_reason=reason,
+        tuning=tuning,
+        converged=fit.converged,
     )
 
 
@@ -315,5 +399,7 @@ def evaluate_version(settings: Settings, version: str) -> tuple[Evaluation, Gate
     gate, champion_eval = gate_against_champion(
         settings, registry, evaluation, test, exclude_version=str(mv.version), model=model
     )
+    if mv.tags.get(CONVERGED_TAG) == "false":
+        flag_unconverged(gate, "the solver stopped at its iteration limit when it was trained")
     record_gate(registry, mv.run_id, str(mv.version), gate, evaluation, champion_eval)
     return evaluation, gate

@@ -1,52 +1,140 @@
-"""Hyper-parameter search with Optuna; each trial is a nested MLflow run scored on validation."""
+"""Hyper-parameter search with Optuna in the recipe's own search space.
+
+Every trial is a nested MLflow run scored by macro-F1 on the validation split (the test split is
+never seen). The starting parameters (the caller's, or the champion's) are scored first as the
+``start`` run, so a search reports what it gained over them and never returns worse ones.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
-import optuna
 from sklearn.metrics import f1_score
 
 from loopml.config import Settings
-from loopml.data import Dataset, load_dataset, split_dataset
-from loopml.recipes import get_recipe
+from loopml.data import DataRules, Dataset, Splits, load_dataset, split_dataset
+from loopml.pipeline.choice import RecipeChoice, choose_recipe
+from loopml.recipes import Recipe
 from loopml.registry import Registry
 from loopml.tracking import experiment_id
 
-__all__ = ["TuneResult", "tune"]
+if TYPE_CHECKING:
+    import optuna
 
-# Search space of the tfidf-logreg recipe: name -> trial suggestion.
-_SPACE: dict[str, Callable[[optuna.Trial], Any]] = {
-    "C": lambda t: t.suggest_float("C", 0.1, 30.0, log=True),
-    "ngram_max": lambda t: t.suggest_int("ngram_max", 1, 3),
-    "min_df": lambda t: t.suggest_int("min_df", 1, 5),
-    "class_weight": lambda t: t.suggest_categorical("class_weight", ["none", "balanced"]),
-}
+__all__ = ["Search", "TuneResult", "search", "tune"]
+
+OnTrial = Callable[[int, float], None]
 
 
 @dataclass
-class TuneResult:
-    """Best parameters found and how the search went."""
+class Search:
+    """The outcome of one search: the starting and the best parameters with their scores."""
 
-    run_id: str
+    recipe: str
+    start_params: dict[str, Any]
+    start_macro_f1: float
     best_params: dict[str, Any]
     best_macro_f1: float
     trials: int
-    seconds: float
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
-            "run_id": self.run_id,
+            "recipe": self.recipe,
+            "start_params": self.start_params,
+            "start_validation_macro_f1": round(self.start_macro_f1, 4),
             "best_params": self.best_params,
             "best_validation_macro_f1": round(self.best_macro_f1, 4),
             "trials": self.trials,
-            "seconds": round(self.seconds, 2),
         }
+
+
+@dataclass
+class TuneResult:
+    """A search run on its own (``loopml tune``)."""
+
+    run_id: str
+    search: Search
+    reason: str
+    seconds: float
+
+    @property
+    def best_params(self) -> dict[str, Any]:
+        """The best parameters found (all of them, the fixed ones too)."""
+        return self.search.best_params
+
+    @property
+    def best_macro_f1(self) -> float:
+        """Validation macro-F1 of the best parameters."""
+        return self.search.best_macro_f1
+
+    @property
+    def trials(self) -> int:
+        """How many trials ran (the start run not counted)."""
+        return self.search.trials
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return (
+            {"run_id": self.run_id, "reason": self.reason}
+            | self.search.to_dict()
+            | {"seconds": round(self.seconds, 2)}
+        )
+
+
+def _score(recipe: Recipe, splits: Splits, experiment: str, run_name: str) -> float:
+    """Fit on train, score on validation, as a nested run of the active run."""
+    with mlflow.start_run(experiment_id=experiment, run_name=run_name, nested=True):
+        mlflow.log_params(recipe.params_dict())
+        model = recipe.fit(splits.train["text"].tolist(), splits.train["label"].tolist())
+        predicted = model.predict(splits.validation["text"].tolist())
+        score = float(f1_score(splits.validation["label"], predicted, average="macro"))
+        mlflow.log_metric("validation_macro_f1", score)
+    return score
+
+
+def search(
+    start: Recipe,
+    splits: Splits,
+    *,
+    experiment: str,
+    trials: int,
+    timeout_s: float,
+    seed: int,
+    on_trial: OnTrial | None = None,
+) -> Search:
+    """Score ``start``, then up to ``trials`` points of its recipe's search space (nested runs
+    of the active MLflow run); the fixed parameters of ``start`` stay as they are."""
+    import optuna
+
+    cls = type(start)
+    base = start.params_dict()
+    start_score = _score(start, splits, experiment, "start")
+
+    def objective(trial: optuna.Trial) -> float:
+        recipe = cls(base | cls.search_space(trial))
+        score = _score(recipe, splits, experiment, f"trial-{trial.number}")
+        trial.set_user_attr("params", recipe.params_dict())
+        if on_trial:
+            on_trial(trial.number, score)
+        return score
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    study.optimize(objective, n_trials=trials, timeout=timeout_s)
+    done = [t for t in study.trials if t.value is not None]
+    best_params, best_score = base, start_score
+    if done and study.best_value > start_score:
+        best_params, best_score = dict(study.best_trial.user_attrs["params"]), study.best_value
+    mlflow.log_params({f"best.{k}": v for k, v in best_params.items()})
+    mlflow.log_metrics(
+        {"start_validation_macro_f1": start_score, "best_validation_macro_f1": best_score}
+    )
+    return Search(cls.name, base, start_score, best_params, float(best_score), len(done))
 
 
 def tune(
@@ -54,15 +142,21 @@ def tune(
     *,
     source: str | None = None,
     dataset: Dataset | None = None,
+    recipe: str | None = None,
+    params: Mapping[str, Any] | None = None,
     trials: int = 20,
     timeout_s: float = 600.0,
-    on_trial: Callable[[int, float], None] | None = None,
+    on_trial: OnTrial | None = None,
 ) -> TuneResult:
-    """Search tfidf-logreg parameters, bounded by ``trials`` and ``timeout_s``."""
+    """Search the parameters of ``recipe`` (default: the champion's, see
+    :func:`~loopml.pipeline.choice.choose_recipe`), bounded by ``trials`` and ``timeout_s``."""
+    registry = Registry(settings)
+    choice: RecipeChoice = choose_recipe(registry, recipe, params)
     dataset = dataset or load_dataset(
         source or settings.data_source,
         text_column=settings.text_column,
         label_column=settings.label_column,
+        rules=DataRules.from_settings(settings),
     )
     splits = split_dataset(
         dataset,
@@ -70,35 +164,23 @@ def tune(
         test_size=settings.test_size,
         validation_size=settings.validation_size,
     )
-    train_x, train_y = splits.train["text"].tolist(), splits.train["label"].tolist()
-    val_x, val_y = splits.validation["text"].tolist(), splits.validation["label"].tolist()
-    exp = experiment_id(settings, Registry(settings).client)
-
-    def objective(trial: optuna.Trial) -> float:
-        params = {name: suggest(trial) for name, suggest in _SPACE.items()}
-        with mlflow.start_run(experiment_id=exp, run_name=f"trial-{trial.number}", nested=True):
-            mlflow.log_params(params)
-            model = get_recipe("tfidf-logreg", params).fit(train_x, train_y)
-            score = float(f1_score(val_y, model.predict(val_x), average="macro"))
-            mlflow.log_metric("validation_macro_f1", score)
-        if on_trial:
-            on_trial(trial.number, score)
-        return score
-
-    start = time.perf_counter()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        direction="maximize", sampler=optuna.samplers.TPESampler(seed=settings.seed)
-    )
-    with mlflow.start_run(experiment_id=exp, run_name="tune-tfidf-logreg") as parent:
-        mlflow.set_tag("loopml.dataset_version", dataset.version)
-        study.optimize(objective, n_trials=trials, timeout=timeout_s)
-        mlflow.log_params({f"best.{k}": v for k, v in study.best_params.items()})
-        mlflow.log_metric("best_validation_macro_f1", study.best_value)
-    return TuneResult(
-        parent.info.run_id,
-        dict(study.best_params),
-        float(study.best_value),
-        len(study.trials),
-        time.perf_counter() - start,
-    )
+    exp = experiment_id(settings, registry.client)
+    started = time.perf_counter()
+    with mlflow.start_run(experiment_id=exp, run_name=f"tune-{choice.name}") as parent:
+        mlflow.set_tags(
+            {
+                "loopml.dataset_version": dataset.version,
+                "loopml.recipe": choice.name,
+                "loopml.recipe_reason": choice.reason,
+            }
+        )
+        found = search(
+            choice.recipe,
+            splits,
+            experiment=exp,
+            trials=trials,
+            timeout_s=timeout_s,
+            seed=settings.seed,
+            on_trial=on_trial,
+        )
+    return TuneResult(parent.info.run_id, found, choice.reason, time.perf_counter() - started)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -15,7 +16,10 @@ from sklearn.pipeline import Pipeline
 from loopml.errors import TrainingError
 from loopml.recipes.base import Recipe, TextClassifier
 
-__all__ = ["SklearnTextClassifier", "TfidfLogReg", "strip_urls"]
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["SklearnTextClassifier", "TfidfLogReg", "TfidfLogRegParams", "strip_urls"]
 
 _URL = re.compile(r"https?://\S+|www\.\S+")
 
@@ -46,47 +50,67 @@ class SklearnTextClassifier(TextClassifier):
         return {t for t in vectorizer.vocabulary_ if " " not in t}
 
 
+class TfidfLogRegParams(BaseModel):
+    """Parameters of :class:`TfidfLogReg`; the defaults are explained in ``docs/recipes.md``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    C: float = Field(4.0, gt=0, description="inverse regularisation strength")
+    ngram_max: int = Field(2, ge=1, le=5, description="longest word n-gram")
+    min_df: int = Field(2, ge=1, description="drop terms seen in fewer documents")
+    max_features: int = Field(0, ge=0, description="vocabulary cap, 0 = none")
+    sublinear_tf: bool = True
+    strip_urls: bool = Field(True, description="lower-case and drop URLs (URL invariance)")
+    class_weight: Literal["none", "balanced"] = "none"
+    max_iter: int = Field(1000, ge=1)
+
+
 class TfidfLogReg(Recipe):
     """TF-IDF (1-2 grams, sublinear tf) + multinomial logistic regression."""
 
     name: ClassVar[str] = "tfidf-logreg"
-    defaults: ClassVar[dict[str, Any]] = {
-        "C": 4.0,
-        "ngram_max": 2,
-        "min_df": 2,
-        "max_features": 0,
-        "sublinear_tf": True,
-        "strip_urls": True,
-        "class_weight": "none",
-        "max_iter": 1000,
-    }
+    Params: ClassVar[type[BaseModel]] = TfidfLogRegParams
+    params: TfidfLogRegParams
+
+    @classmethod
+    def search_space(cls, trial: optuna.Trial) -> dict[str, Any]:
+        """Every parameter but ``max_iter`` (a convergence budget, not a modelling choice)."""
+        return {
+            "C": trial.suggest_float("C", 0.1, 30.0, log=True),
+            "ngram_max": trial.suggest_int("ngram_max", 1, 3),
+            "min_df": trial.suggest_int("min_df", 1, 5),
+            "max_features": trial.suggest_categorical("max_features", [0, 20_000, 50_000]),
+            "sublinear_tf": trial.suggest_categorical("sublinear_tf", [True, False]),
+            "strip_urls": trial.suggest_categorical("strip_urls", [True, False]),
+            "class_weight": trial.suggest_categorical("class_weight", ["none", "balanced"]),
+        }
+
+    def pip_requirements(self) -> list[str]:
+        """loopml (it holds the pickled classes) and scikit-learn."""
+        return [*super().pip_requirements(), "scikit-learn"]
 
     def fit(self, texts: Sequence[str], labels: Sequence[str]) -> SklearnTextClassifier:
-        """Fit the pipeline; parameter errors become ``TrainingError``."""
+        """Fit the pipeline; a failing fit becomes ``TrainingError``."""
         p = self.params
-        if p["C"] <= 0:
-            raise TrainingError(f"recipe {self.name}: C must be > 0, got {p['C']}")
-        if p["class_weight"] not in ("none", "balanced"):
-            raise TrainingError(f"recipe {self.name}: class_weight must be 'none' or 'balanced'")
         pipeline = Pipeline(
             [
                 (
                     "tfidf",
                     TfidfVectorizer(
-                        ngram_range=(1, int(p["ngram_max"])),
-                        min_df=int(p["min_df"]),
-                        max_features=int(p["max_features"]) or None,
-                        sublinear_tf=bool(p["sublinear_tf"]),
-                        preprocessor=strip_urls if p["strip_urls"] else None,
+                        ngram_range=(1, p.ngram_max),
+                        min_df=p.min_df,
+                        max_features=p.max_features or None,
+                        sublinear_tf=p.sublinear_tf,
+                        preprocessor=strip_urls if p.strip_urls else None,
                         dtype=np.float32,
                     ),
                 ),
                 (
                     "clf",
                     LogisticRegression(
-                        C=float(p["C"]),
-                        max_iter=int(p["max_iter"]),
-                        class_weight=None if p["class_weight"] == "none" else "balanced",
+                        C=p.C,
+                        max_iter=p.max_iter,
+                        class_weight=None if p.class_weight == "none" else "balanced",
                     ),
                 ),
             ]

@@ -15,7 +15,9 @@ or down, records stay in the segments (the spool) and the writer retries with ba
 the database refuses (a bad field, a NUL on PostgreSQL) or a line that is not a valid record goes
 to ``deadletter.jsonl`` in the spool folder (``loopml_predlog_dead_letter_total``, alert
 ``LoopmlPredictionDeadLetters``) and the rest of the batch is committed: one bad row never stalls
-the log. Lines may be of any length.
+the log. Lines may be of any length. A line is one batch of records in columns (one
+``orjson`` call per model batch keeps the serving process's cost per text low; the writer
+computes text hashes and lengths) or, as older journals and tests write, one record.
 
 The serving process keeps an in-memory index of the request ids it journaled and the writer has
 not committed yet, so the feedback store finds a fresh prediction without reading the journal.
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -228,22 +231,65 @@ def _problem(rec: Any) -> str | None:
     return None
 
 
-def parse(lines: Iterable[bytes]) -> tuple[list[dict[str, Any]], list[tuple[bytes, str]]]:
-    """Journal records, and the lines that are not valid records with the reason."""
+def parse(lines: Iterable[bytes]) -> tuple[list[dict[str, Any]], list[tuple[bytes, str, int]]]:
+    """Journal records, and the lines that are not valid records with the reason and the number
+    of records they held. A line is one record, or one batch of records in columns."""
     rows: list[dict[str, Any]] = []
-    bad: list[tuple[bytes, str]] = []
+    bad: list[tuple[bytes, str, int]] = []
     for line in lines:
         try:
             rec = orjson.loads(line)
         except orjson.JSONDecodeError:
-            bad.append((line, "not JSON (torn or corrupt)"))
+            bad.append((line, "not JSON (torn or corrupt)", 1))
             continue
-        problem = _problem(rec)
-        if problem is None:
-            rows.append(rec)
+        if isinstance(rec, dict) and "batch" in rec:
+            expanded, problem = _expand(rec)
         else:
-            bad.append((line, problem))
+            expanded, problem = [rec], _problem(rec)
+        if problem is None:
+            problem = next((p for r in expanded if (p := _problem(r))), None)
+        if problem is None:
+            rows += expanded
+        else:
+            count = rec.get("batch") if isinstance(rec, dict) else None
+            bad.append((line, problem, count if isinstance(count, int) and count > 0 else 1))
     return rows, bad
+
+
+_BATCH_COLUMNS = ("request_id", "label", "probabilities", "latency_ms")
+
+
+def _expand(batch: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+    """The records of one batch line (see ``Batcher._batch_record``), or why it is invalid."""
+    n = batch["batch"]
+    classes = batch.get("classes")
+    if not isinstance(classes, list):
+        return [], "'classes' is not a list"
+    texts = batch.get("text")
+    if texts is None:
+        texts = [None] * n if isinstance(n, int) else None
+        hashes, lengths = batch.get("text_hash"), batch.get("text_length")
+    else:
+        hashes = (
+            [hashlib.sha256(t.encode()).hexdigest() if isinstance(t, str) else None for t in texts]
+            if isinstance(texts, list)
+            else None
+        )
+        lengths = [len(t) if isinstance(t, str) else None for t in texts] if hashes else None
+    columns: dict[str, Any] = {c: batch.get(c) for c in _BATCH_COLUMNS}
+    columns |= {"text": texts, "text_hash": hashes, "text_length": lengths}
+    for name, values in columns.items():
+        if not isinstance(values, list) or len(values) != n:
+            return [], f"{name!r} does not hold {n} values"
+    shared = {c: batch.get(c) for c in ("ts", "model_name", "model_version", "variant")}
+    records = []
+    for i in range(n):
+        rec = shared | {name: values[i] for name, values in columns.items()}
+        probs = rec["probabilities"]
+        if isinstance(probs, list) and len(probs) == len(classes):
+            rec["probabilities"] = dict(zip(classes, probs, strict=True))
+        records.append(rec)
+    return records, None
 
 
 def _sqlite_ts(ts: float) -> str:
@@ -388,7 +434,7 @@ class _Writer:
         if size > offset:  # a last line without its newline: its write never completed
             with path.open("rb") as fh:
                 fh.seek(offset)
-                self._dead_letter([(fh.read(), "torn record (incomplete write)")])
+                self._dead_letter([(fh.read(), "torn record (incomplete write)", 1)])
             self.shared[_DEAD] += 1
         self._advance(seq, size)
         path.unlink(missing_ok=True)
@@ -412,14 +458,15 @@ class _Writer:
             log.info("prediction log: database reachable again")
             self.shared[_DB_DOWN] = 0
             self._db_down_logged = False
+        lost = sum(count for _line, _reason, count in bad)
         if own:
             self.shared[_WRITTEN] += len(rows) - len(refused)
-            self.shared[_DEAD] += len(bad)
+            self.shared[_DEAD] += lost
         else:
             self.shared[_REPLAYED] += len(rows) - len(refused)
-            self.shared[_DROPPED] += len(bad)
+            self.shared[_DROPPED] += lost
 
-    def _insert(self, rows: list[dict[str, Any]]) -> list[tuple[bytes, str]]:
+    def _insert(self, rows: list[dict[str, Any]]) -> list[tuple[bytes, str, int]]:
         """Insert ``rows``; the ones the database refuses, with the reason (outages raise)."""
         try:
             self._insert_all(rows)
@@ -428,7 +475,7 @@ class _Writer:
             if not _is_row_error(exc):
                 raise _OutageError(type(exc).__name__) from exc
             if len(rows) == 1:
-                return [(orjson.dumps(rows[0]), _reason(exc))]
+                return [(orjson.dumps(rows[0]), _reason(exc), 1)]
         refused = []
         for row in rows:  # one transaction each: a bad row cannot take the others down
             try:
@@ -436,7 +483,7 @@ class _Writer:
             except Exception as exc:
                 if not _is_row_error(exc):
                     raise _OutageError(type(exc).__name__) from exc
-                refused.append((orjson.dumps(row), _reason(exc)))
+                refused.append((orjson.dumps(row), _reason(exc), 1))
         return refused
 
     def _insert_all(self, rows: list[dict[str, Any]]) -> None:
@@ -449,7 +496,7 @@ class _Writer:
             self._inserter = _Inserter(self.engine)
         self._inserter.insert(rows)
 
-    def _dead_letter(self, bad: list[tuple[bytes, str]]) -> None:
+    def _dead_letter(self, bad: list[tuple[bytes, str, int]]) -> None:
         now = time.time()
         data = b"".join(
             orjson.dumps(
@@ -461,7 +508,7 @@ class _Writer:
                 }
             )
             + b"\n"
-            for line, reason in bad
+            for line, reason, _count in bad
         )
         try:
             fd = os.open(self.dir / DEAD_LETTER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -514,7 +561,7 @@ class _Writer:
                 fh.seek(offset)
                 tail = fh.read()
                 if tail:
-                    self._dead_letter([(tail, "torn record (incomplete write)")])
+                    self._dead_letter([(tail, "torn record (incomplete write)", 1)])
                     self.shared[_DROPPED] += 1
             path.unlink(missing_ok=True)
         log.info("prediction log: replayed the spool of %s", owner)

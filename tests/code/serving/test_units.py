@@ -19,7 +19,7 @@ from loopml.serving.auth import Guard
 from loopml.serving.batcher import Batcher, QueueFullError
 from loopml.serving.loader import LoadedModel, build_manifest, verify_manifest, warm_up
 from loopml.serving.metrics import Metrics
-from loopml.serving.predlog import Journal, PredictionLog, read_lines
+from loopml.serving.predlog import Journal, PredictionLog, parse, read_lines
 from loopml.serving.routes.oip import InferRequest, parse_infer
 from loopml.serving.routes.predict import parse_predict
 from loopml.store import open_store
@@ -333,3 +333,59 @@ def test_dead_man_switch() -> None:
     naive = (now - timedelta(seconds=5)).replace(tzinfo=None).isoformat()
     assert effective_mode(routing(naive), 60, now) == "canary"
     assert effective_mode(Routing("m", "1", "2", "canary", 0.5), 60, now) == "none"  # no rollout
+
+
+def _batch_line(texts: list[str], *, log_text: bool = True) -> bytes:
+    """The journal line a Batcher writes for one batch of ``texts``."""
+    out: dict[str, list[bytes]] = {}
+
+    class Log:
+        def record(self, data: bytes, entries: object, classes: object) -> None:
+            out.setdefault("lines", []).append(data)
+
+    async def go() -> None:
+        model = LoadedModel("m", "1", "champion", Echo(), ("long", "short"))
+        batcher = Batcher(
+            Metrics(),
+            Log(),
+            max_batch_size=64,
+            max_queue_size=100,
+            log_text=log_text,  # type: ignore[arg-type]
+        )
+        batcher.start()
+        await batcher.submit(model, texts)
+        await batcher.close()
+
+    asyncio.run(go())
+    assert len(out["lines"]) == 1, "one journal line per model batch"
+    return out["lines"][0]
+
+
+def test_a_batch_is_journaled_as_one_line_that_expands_to_one_record_per_text() -> None:
+    import hashlib
+
+    line = _batch_line(["a long text", "tiny"])
+    rows, bad = parse([line])
+    assert bad == [] and [r["text"] for r in rows] == ["a long text", "tiny"]
+    assert [r["label"] for r in rows] == ["long", "short"]
+    assert rows[1]["probabilities"] == {"long": 0.2, "short": 0.8}
+    assert rows[0]["text_hash"] == hashlib.sha256(b"a long text").hexdigest()
+    assert [r["text_length"] for r in rows] == [11, 4]
+    assert len({r["request_id"] for r in rows}) == 2
+    hidden, _ = parse([_batch_line(["a long text"], log_text=False)])
+    assert hidden[0]["text"] is None and hidden[0]["text_hash"] == rows[0]["text_hash"]
+
+
+def test_a_malformed_batch_line_is_refused_whole_and_counted_by_its_records() -> None:
+    import orjson
+
+    rec = orjson.loads(_batch_line(["a long text", "tiny", "third one"]))
+    rec["label"] = rec["label"][:2]  # a column one value short
+    rows, bad = parse([orjson.dumps(rec), _record("ok")])
+    assert [r["request_id"] for r in rows] == ["ok"]
+    assert [(reason, count) for _line, reason, count in bad] == [
+        ("'label' does not hold 3 values", 3)
+    ]
+    rec["label"] = ["long", 7, "long"]  # a value of the wrong type
+    _, bad = parse([orjson.dumps(rec)])
+    assert bad[0][1:] == ("'label' is int", 3)
