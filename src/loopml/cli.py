@@ -25,7 +25,7 @@ from rich.table import Table
 
 from loopml._time import as_utc
 from loopml.config import Settings, load_settings
-from loopml.errors import LoopmlError, TrainingError
+from loopml.errors import LoopmlError, RequestError, TrainingError
 
 if TYPE_CHECKING:
     from loopml.control import Tick
@@ -339,7 +339,10 @@ def train(
     tune_timeout: Annotated[
         float, typer.Option(min=1, help="Time budget of --tune in seconds.")
     ] = 600,
-    promote: Annotated[bool, typer.Option(help="Promote to champion if the gate passes.")] = False,
+    promote: Annotated[
+        bool,
+        typer.Option(help="If the gate passes, start a canary (the first version: champion)."),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Validate, split, (tune,) train, evaluate, gate and register a new model version.
@@ -361,10 +364,13 @@ def train(
             tune_timeout_s=tune_timeout,
             progress=say,
         )
-        promoted = None
+        released = None
         if promote and result.gate.passed:
-            promoted = _promote(settings, result.version, force=False, reason="train --promote")
-    summary = result.to_dict() | {"promoted": promoted is not None}
+            released = _release(settings, result.version, direct=False, reason="train --promote")
+    summary = result.to_dict() | {
+        "promoted": released is not None and released.change is not None,
+        "release": released.to_dict() if released is not None else None,
+    }
     if json_out:
         emit_json(summary)
     else:
@@ -382,8 +388,8 @@ def train(
             f"fit {result.fit_seconds:.1f}s, total {result.total_seconds:.1f}s"
         )
         out.print(_gate_table(result.gate))
-        if promoted:
-            out.print(f"promoted version {result.version} to champion")
+        if released is not None:
+            out.print(_release_line(released))
     if not result.gate.passed:
         raise typer.Exit(1)
 
@@ -496,37 +502,111 @@ def evaluate(
         raise typer.Exit(1)
 
 
+@app.command()
+@handle_errors
+def explain(
+    version: Annotated[str, typer.Argument(help="Model version (a number, or champion).")],
+    text: Annotated[str, typer.Argument(help="The text to explain.")],
+    top: Annotated[int, typer.Option(min=1, help="Tokens shown per class and direction.")] = 5,
+    json_out: JsonOpt = False,
+) -> None:
+    """Which tokens drove VERSION's answer on TEXT, per class (leave-one-token-out occlusion)."""
+    from loopml.pipeline.explain import explain_version
+
+    with quiet_stdout(json_out):
+        result = explain_version(_settings(), version, text, top=top)
+    if json_out:
+        emit_json(result.to_dict())
+        return
+    _render_explanation(result.to_dict())
+
+
+def _render_explanation(doc: dict[str, Any]) -> None:
+    # Each token coloured by its pull on the predicted label: green towards, red away.
+    label = doc["label"]
+    line = []
+    for token in doc["tokens"]:
+        weight = token["attribution"][label]
+        style = "green" if weight > 0.005 else "red" if weight < -0.005 else "dim"
+        line.append(f"[{style}]{escape(token['token'])}[/]")
+    out.print(
+        f"version {doc['model_version']} says [bold]{escape(label)}[/] "
+        f"({doc['probabilities'][label]:.1%}):  " + " ".join(line)
+    )
+    table = Table(title="occlusion: probability drop when the token is deleted")
+    for col in ("class", "probability", "towards", "away"):
+        table.add_column(col)
+    for name, info in doc["classes"].items():
+        towards = (f"[green]{escape(r['token'])}[/] {r['weight']:+.3f}" for r in info["towards"])
+        away = (f"[red]{escape(r['token'])}[/] {r['weight']:+.3f}" for r in info["away"])
+        table.add_row(
+            escape(name), f"{info['probability']:.3f}", ", ".join(towards), ", ".join(away)
+        )
+    out.print(table)
+    if doc["linear"]:
+        linear = Table(title="linear model: tf-idf weight x coefficient per term")
+        for col in ("class", "towards", "away"):
+            linear.add_column(col)
+        for name, info in doc["linear"].items():
+            linear.add_row(
+                escape(name),
+                ", ".join(f"{escape(r['term'])} {r['weight']:+.2f}" for r in info["towards"]),
+                ", ".join(f"{escape(r['term'])} {r['weight']:+.2f}" for r in info["away"]),
+            )
+        out.print(linear)
+
+
 # ---------------------------------------------------------------- registry
 
 
-def _promote(settings: Settings, version: str, *, force: bool, reason: str) -> Any:
+def _release(settings: Settings, version: str, *, direct: bool, reason: str) -> Any:
     from loopml import control
     from loopml.registry import Registry
     from loopml.store import open_store
 
     with open_store(settings.db_url) as store:
-        return control.promote(store, Registry(settings), version, force=force, reason=reason)
+        return control.release(
+            settings, store, Registry(settings), version, direct=direct, reason=reason
+        )
+
+
+def _release_line(result: Any) -> str:
+    if result.how == "canary":
+        r = result.routing
+        return (
+            f"canary started: version {r.challenger} gets {r.weight:.0%} of traffic against "
+            f"champion {r.champion}; the controller (`loopml controller`) promotes or rolls it "
+            "back by its live analysis (`loopml rollout status` to follow it)"
+        )
+    change = result.change
+    what = "first champion" if result.how == "first_champion" else "direct promotion, audited"
+    return f"champion: {change.from_version or 'none'} -> [bold]{change.to_version}[/] ({what})"
 
 
 @app.command()
 @handle_errors
 def promote(
     version: Annotated[str, typer.Argument(help="Registered model version.")],
-    force: Annotated[bool, typer.Option(help="Promote even if the gate failed.")] = False,
-    reason: Annotated[str, typer.Option(help="Why (required with --force).")] = "",
+    direct: Annotated[
+        bool,
+        typer.Option(
+            "--direct",
+            "--force",
+            help="Skip the canary: champion now, even if the gate failed (needs --reason).",
+        ),
+    ] = False,
+    reason: Annotated[str, typer.Option(help="Why (required with --direct).")] = "",
     json_out: JsonOpt = False,
 ) -> None:
-    """Make VERSION the champion; refuses a version whose gate failed unless --force --reason."""
+    """Start a canary rollout of VERSION (the controller promotes it if its live analysis
+    passes); --direct --reason makes it the champion at once. A first version becomes champion."""
     settings = _settings()
-    with quiet_stdout(json_out):
-        change = _promote(settings, version, force=force, reason=reason)
+    with quiet_stdout(json_out):  # --direct without --reason: a RequestError, exit 2
+        result = _release(settings, version, direct=direct, reason=reason)
     if json_out:
-        emit_json(vars(change))
+        emit_json(result.to_dict())
         return
-    out.print(
-        f"champion: {change.from_version or 'none'} -> [bold]{change.to_version}[/]"
-        + (" (forced)" if change.forced else "")
-    )
+    out.print(_release_line(result))
 
 
 @app.command()
@@ -693,7 +773,8 @@ def rollout_start(
     from loopml import control
 
     if force and not reason.strip():
-        raise typer.BadParameter("--force needs --reason")
+        # a LoopmlError: typer's own BadParameter is no click exception, so it would exit 1
+        raise RequestError("--force needs --reason: say why the gate is overridden")
     with _control() as (settings, store, registry), quiet_stdout(json_out):
         routing = control.start_rollout(
             settings,

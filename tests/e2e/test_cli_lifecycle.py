@@ -42,7 +42,14 @@ def data_csv(small_tweets: Dataset, tmp_path: Path) -> str:
 def test_train_gate_promote_rollback_history(backend_settings: Settings, data_csv: str) -> None:
     code, first, _ = cli("train", "--data", data_csv, "--promote", "--json")
     assert code == 0 and first["gate"]["verdict"] == "passed" and first["promoted"]
+    assert first["release"]["how"] == "first_champion", "nothing to run a canary against"
     assert first["metrics"]["macro_f1"] > 0.6
+
+    code, explained, _ = cli("explain", first["version"], "the crew was great", "--json")
+    assert code == 0 and explained["model_version"] == first["version"]
+    assert explained["classes"]["positive"]["towards"][0]["token"] == "great"
+    code, _, _ = cli("explain", "champion", "the crew was great")  # the Rich rendering
+    assert code == 0
 
     code, worse, _ = cli("train", "--data", data_csv, "-p", "C=0.001", "--json")
     assert code == 1, "a worse candidate fails the gate"
@@ -52,16 +59,30 @@ def test_train_gate_promote_rollback_history(backend_settings: Settings, data_cs
     assert "macro_f1" in failed
 
     code, _, err = cli("promote", worse["version"])
-    assert code == 1 and "gate verdict is 'failed'" in err
-    code, _, err = cli("promote", worse["version"], "--force")
-    assert code == 2 and "--force needs --reason" in err
+    assert code == 1 and "failed its gate" in err
+    for flag in ("--direct", "--force"):
+        code, _, err = cli("promote", worse["version"], flag)
+        assert code == 2 and "--direct needs --reason" in err
     code, _, _ = cli("evaluate", worse["version"], "--json")
     assert code == 1
 
-    code, same, _ = cli("train", "--data", data_csv, "--json")
+    code, same, _ = cli("train", "--data", data_csv, "--promote", "--json")
     assert code == 0 and same["dataset_version"] == first["dataset_version"]
-    code, promoted, _ = cli("promote", same["version"], "--json")
-    assert code == 0 and promoted["from_version"] == first["version"]
+    assert same["promoted"] is False and same["release"]["how"] == "canary"
+    code, status, _ = cli("rollout", "status", "--json")
+    routing = status["routing"]
+    assert (routing["champion"], routing["challenger"]) == (first["version"], same["version"])
+    assert routing["mode"] == "canary" and routing["weight"] == pytest.approx(0.1)
+    shown = runner.invoke(app, ["rollout", "status"]).stdout
+    assert f"challenger {same['version']}: canary at 10%" in shown
+    code, _, err = cli("promote", same["version"])
+    assert code == 1 and "already running" in err
+
+    code, promoted, _ = cli(
+        "promote", same["version"], "--direct", "--reason", "canary cut short", "--json"
+    )
+    assert code == 0 and promoted["how"] == "direct"
+    assert promoted["promotion"]["from_version"] == first["version"]
 
     code, models, _ = cli("models", "--json")
     aliases = {m["version"]: m["aliases"] for m in models}
@@ -78,11 +99,15 @@ def test_train_gate_promote_rollback_history(backend_settings: Settings, data_cs
     code, history, _ = cli("history", "--json")
     assert [(h["action"], h["from_version"], h["to_version"]) for h in history] == [
         ("rollback", same["version"], first["version"]),
-        ("promote", first["version"], same["version"]),
+        ("force_promote", first["version"], same["version"]),
+        ("rollout_start_canary", first["version"], same["version"]),
         ("promote", None, first["version"]),
     ]
     assert history[0]["reason"] == "canary looked bad"
+    assert history[1]["reason"] == "canary cut short" and history[1]["details"]["direct"]
     assert history[1]["details"]["gate"] == "passed"
+    assert history[2]["reason"] == "train --promote"
+    assert history[3]["details"]["first_champion"] is True
     assert all(h["actor"] for h in history)
 
 
@@ -94,10 +119,11 @@ def test_forced_promotion_is_recorded_with_its_reason(settings: Settings, data_c
     code, change, _ = cli(
         "promote", worse["version"], "--force", "--reason", "incident 42", "--json"
     )
-    assert code == 0 and change["forced"] is True
+    assert code == 0 and change["promotion"]["forced"] is True
     code, history, _ = cli("history", "--json")
     assert history[0]["action"] == "force_promote" and history[0]["reason"] == "incident 42"
     assert history[0]["details"]["gate"] == "failed"
+    assert history[0]["details"]["first_champion"] is True
 
 
 BAD_FILES = {

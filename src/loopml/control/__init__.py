@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from loopml.control.controller import Controller, MonitorNote, Tick
     from loopml.control.promotion import AliasChange, promote, rollback
+    from loopml.control.releases import Release, release
     from loopml.control.rollout import RolloutStatus, StepResult
     from loopml.control.rollout import abort as abort_rollout
     from loopml.control.rollout import start as start_rollout
@@ -24,11 +25,13 @@ __all__ = [
     "AliasChange",
     "Controller",
     "MonitorNote",
+    "Release",
     "RolloutStatus",
     "StepResult",
     "Tick",
     "abort_rollout",
     "promote",
+    "release",
     "rollback",
     "rollout_status",
     "start_rollout",
@@ -40,6 +43,8 @@ _HOME = {
     "AliasChange": ("promotion", "AliasChange"),
     "promote": ("promotion", "promote"),
     "rollback": ("promotion", "rollback"),
+    "Release": ("releases", "Release"),
+    "release": ("releases", "release"),
     "Controller": ("controller", "Controller"),
     "Tick": ("controller", "Tick"),
     "MonitorNote": ("controller", "MonitorNote"),

@@ -18,7 +18,7 @@ from loopml.errors import LoopmlError
 from loopml.serving._http import error_response
 from loopml.serving.docs import SCHEMAS
 from loopml.serving.middleware import EdgeMiddleware
-from loopml.serving.routes import admin, feedback, oip, ops, page, predict
+from loopml.serving.routes import admin, explain, feedback, oip, ops, page, predict
 from loopml.serving.runtime import Runtime
 
 __all__ = ["create_app"]
@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None, *, fast_lane: bool = True) -> F
         redoc_url=None,
     )
     app.state.runtime = runtime
-    for module in (predict, oip, feedback, admin, ops, page):
+    for module in (predict, explain, oip, feedback, admin, ops, page):
         app.include_router(module.router)
     _add_error_handlers(app)
     app.add_middleware(EdgeMiddleware, runtime=runtime, fast_lane=fast_lane)

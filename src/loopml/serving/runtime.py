@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import Any
 
@@ -68,6 +69,8 @@ class Runtime:
         )
         self.follower = ModelFollower(settings, self.router, self.loader, self.metrics, self.errors)
         self.started_at = time.time()
+        # One explanation at a time per worker: it never waits in, nor slows, the batchers.
+        self.explaining = threading.Lock()
 
     def _batcher(self, predlog: PredictionLog | None) -> Batcher:
         s = self.settings

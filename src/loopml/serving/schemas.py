@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "ErrorOut",
+    "ExplainIn",
+    "ExplainOut",
     "FeedbackIn",
     "FeedbackItemOut",
     "FeedbackOut",
@@ -27,6 +29,8 @@ __all__ = [
     "PredictIn",
     "PredictOut",
     "PredictionOut",
+    "PromoteIn",
+    "ReleaseOut",
     "ReloadOut",
     "RolloutAbortIn",
     "RolloutStartIn",
@@ -69,6 +73,42 @@ class PredictOut(BaseModel):
     model_version: str
     variant: str
     predictions: list[PredictionOut]
+
+
+class ExplainIn(_In):
+    """One text to explain, with the served model or a served ``version``."""
+
+    text: str = Field(description="The text (the limits of /v1/predict apply).")
+    version: str | None = Field(
+        None,
+        pattern=r"^[0-9]{1,18}$",
+        description="A version this worker serves (champion or challenger); default: champion.",
+    )
+    top: int = Field(5, ge=1, le=50, description="Tokens per class and direction.")
+
+
+class ExplainOut(BaseModel):
+    """The answer and, per class, the tokens that drove it (see docs/explain.md)."""
+
+    model_name: str
+    model_version: str
+    variant: str
+    method: Literal["occlusion"]
+    text: str
+    label: str
+    probabilities: dict[str, float]
+    tokens: list[dict[str, Any]] = Field(
+        description="Each whitespace token: index, token, start, end and its attribution per"
+        " class (the class probability minus the probability without the token)."
+    )
+    classes: dict[str, dict[str, Any]] = Field(
+        description="Per class: probability, and the top tokens towards (attribution > 0) and"
+        " away (< 0) from it: {token, index, weight}."
+    )
+    linear: dict[str, dict[str, Any]] | None = Field(
+        description="A linear model's own contributions per class (intercept, towards, away:"
+        " {term, weight} = tf-idf weight x coefficient), else null."
+    )
 
 
 class FeedbackIn(_In):
@@ -225,6 +265,27 @@ class RolloutStartIn(_In):
     )
     force: bool = Field(False, description="Roll out even if the version's gate failed.")
     reason: str = Field("", max_length=2000, description="Why (required with force).")
+
+
+class PromoteIn(_In):
+    """Ship ``version``: a canary rollout by default, the champion at once with ``direct``."""
+
+    version: str = Field(pattern=r"^[0-9]{1,18}$", description="Registry version to promote.")
+    direct: bool = Field(
+        False,
+        description="Skip the canary: champion now, even if the gate failed (audited as forced).",
+    )
+    reason: str = Field("", max_length=2000, description="Why (required with direct).")
+
+
+class ReleaseOut(BaseModel):
+    """What a promotion did: ``canary`` (see ``routing``), ``direct`` or ``first_champion``
+    (see ``promotion``)."""
+
+    how: Literal["canary", "direct", "first_champion"]
+    version: str
+    promotion: dict[str, Any] | None
+    routing: RoutingOut | None
 
 
 class RolloutAbortIn(_In):

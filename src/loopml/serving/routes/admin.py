@@ -1,6 +1,7 @@
 """``/v1/admin/*``: operator actions, behind ``Authorization: Bearer $LOOPML_ADMIN_TOKEN``.
 
-The rollout routes are the HTTP twins of ``loopml rollout start|abort|status``: the same functions
+The promote and rollout routes are the HTTP twins of ``loopml promote`` and
+``loopml rollout start|abort|status``: the same functions
 (:mod:`loopml.control`'s public API, imported on first use: it loads MLflow), the same audit log,
 run in a worker thread. Their errors map to statuses by the app's one handler. The audit actor says
 the action came over HTTP (``http:admin@<client address>``). Every replica obeys the new routing
@@ -31,6 +32,8 @@ from loopml.serving.runtime import Runtime
 from loopml.serving.schemas import (
     FeedbackRelabelIn,
     FeedbackRelabelOut,
+    PromoteIn,
+    ReleaseOut,
     ReloadOut,
     RolloutAbortIn,
     RolloutStartIn,
@@ -127,6 +130,34 @@ async def rollout_start(
         return routing.to_dict()
 
     return await _call(runtime, request, start)
+
+
+@router.post(
+    "/promote",
+    response_model=ReleaseOut,
+    responses=error_responses(401, 403, 404, 409, 422, 503),
+)
+async def promote(
+    body: PromoteIn, request: Request, _auth: AdminDep, runtime: RuntimeDep
+) -> dict[str, Any]:
+    """Ship ``version`` as ``loopml promote`` does: a canary rollout that the controller promotes
+    or rolls back by its live analysis; ``direct`` (with a ``reason``, audited as a forced
+    promotion) makes it the champion at once. A model's first version becomes champion directly.
+
+    404 for an unknown version; 409 when a rollout runs already, the version is the champion or
+    its gate failed (without ``direct``); 422 for ``direct`` without a ``reason``.
+    """
+    if body.direct and not body.reason.strip():
+        raise RequestError("reason: required with direct (say why the canary is skipped)")
+
+    def release(settings: Settings, store: Any, registry: Any) -> dict[str, Any]:
+        from loopml import control
+
+        return control.release(
+            settings, store, registry, body.version, direct=body.direct, reason=body.reason
+        ).to_dict()
+
+    return await _call(runtime, request, release)
 
 
 @router.post(

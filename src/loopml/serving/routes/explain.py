@@ -1,0 +1,70 @@
+"""``POST /v1/explain``: which tokens drove a served model's answer on one text.
+
+Same key as predicting (the ``predict`` role when ``LOOPML_API_KEYS`` is set) and the same text
+limits. It stays off the hot path: the model is called directly in a worker thread, never through
+a batcher, so predictions never queue behind it; and a worker explains one text at a time (a
+second concurrent request gets 429 with ``Retry-After: 1``), each capped at
+:data:`loopml.pipeline.explain.MAX_TOKENS` tokens, so its CPU use is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter
+
+from loopml.errors import NotFoundError, NotReadyError, RateLimitedError
+from loopml.pipeline.explain import explain as explain_text
+from loopml.serving.deps import ClientDep, RuntimeDep
+from loopml.serving.docs import error_responses
+from loopml.serving.loader import LoadedModel
+from loopml.serving.routes.predict import check_text
+from loopml.serving.runtime import Runtime
+from loopml.serving.schemas import ExplainIn, ExplainOut
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["explain"])
+
+
+def _model(runtime: Runtime, version: str | None) -> LoadedModel:
+    """The champion, or the loaded model of ``version`` (champion or challenger)."""
+    loaded = [s.model for s in runtime.router.slots.values() if s.model is not None]
+    if not loaded:
+        raise NotReadyError("no model is loaded yet")
+    if version is None:
+        champion = runtime.router.champion.model
+        return champion if champion is not None else loaded[0]
+    for model in loaded:
+        if model.version == version:
+            return model
+    served = ", ".join(sorted({m.version for m in loaded}))
+    raise NotFoundError(
+        f"version {version} is not served here (serving {served}):"
+        f" `loopml explain {version} TEXT` explains any registered version"
+    )
+
+
+@router.post(
+    "/explain",
+    response_model=ExplainOut,
+    responses=error_responses(401, 403, 404, 413, 422, 429, 503),
+)
+async def explain(body: ExplainIn, _auth: ClientDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """Explain one text: the predicted label and, per class, the tokens pushing towards and
+    away from it (leave-one-token-out occlusion; for a linear model also its term weights)."""
+    text = check_text(body.text, "text", runtime.settings)
+    model = _model(runtime, body.version)
+    if not runtime.explaining.acquire(blocking=False):
+        raise RateLimitedError("this worker is explaining another text; retry", retry_after_s=1)
+    try:
+        result = await asyncio.to_thread(explain_text, model.classifier, text, top=body.top)
+    finally:
+        runtime.explaining.release()
+    result.meta = {
+        "model_name": model.name,
+        "model_version": model.version,
+        "variant": model.variant,
+    }
+    return result.to_dict()
