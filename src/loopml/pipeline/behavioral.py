@@ -109,10 +109,28 @@ class BehavioralReport:
         """Mean pass rate over tests (each test counts the same, whatever its size)."""
         return sum(t.pass_rate for t in self.tests) / len(self.tests) if self.tests else 1.0
 
+    def kind_pass_rates(self) -> dict[str, float]:
+        """Mean pass rate per kind of test (invariance, directional, minimum functionality)."""
+        kinds: dict[str, list[float]] = {}
+        for t in self.tests:
+            kinds.setdefault(t.kind, []).append(t.pass_rate)
+        return {kind: sum(rates) / len(rates) for kind, rates in kinds.items()}
+
+    def weakest_kind(self) -> tuple[str, float]:
+        """The kind of test the model does worst on, with its pass rate. The gate uses it: a
+        model that predicts at random passes invariance tests (nothing changes) and would lift
+        a pooled rate over the threshold while failing every capability test."""
+        rates = self.kind_pass_rates()
+        if not rates:
+            return "none", 1.0
+        kind = min(rates, key=lambda k: rates[k])
+        return kind, rates[kind]
+
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
         return {
             "pass_rate": self.pass_rate,
+            "kind_pass_rates": self.kind_pass_rates(),
             "tests": [asdict(t) | {"pass_rate": t.pass_rate} for t in self.tests],
         }
 

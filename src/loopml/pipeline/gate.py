@@ -120,12 +120,13 @@ def run_gate(
     for name, value in sorted(candidate.baselines.items()):
         detail = f"{name} baseline {value:.4f} + margin {margin}"
         checks.append(_at_least(f"baseline_{name}", f1, value + margin, detail))
+    kind, rate = candidate.behavioral.weakest_kind()
     checks.append(
         _at_least(
             "behavioral_pass_rate",
-            candidate.behavioral.pass_rate,
+            rate,
             settings.gate_min_behavioral_pass_rate,
-            "share of behavioral tests passed",
+            f"share of behavioral tests passed, weakest kind: {kind}",
         )
     )
     p99 = candidate.latency_p99_ms
