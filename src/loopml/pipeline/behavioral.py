@@ -116,21 +116,19 @@ class BehavioralReport:
             kinds.setdefault(t.kind, []).append(t.pass_rate)
         return {kind: sum(rates) / len(rates) for kind, rates in kinds.items()}
 
-    def weakest_kind(self) -> tuple[str, float]:
-        """The kind of test the model does worst on, with its pass rate. The gate uses it: a
-        model that predicts at random passes invariance tests (nothing changes) and would lift
-        a pooled rate over the threshold while failing every capability test."""
+    def balanced_pass_rate(self) -> float:
+        """Mean over kinds of their mean pass rate: what the gate uses. Pooled over tests, the
+        many invariance tests (which a model predicting at random passes: nothing changes) would
+        outweigh the few capability tests it fails."""
         rates = self.kind_pass_rates()
-        if not rates:
-            return "none", 1.0
-        kind = min(rates, key=lambda k: rates[k])
-        return kind, rates[kind]
+        return sum(rates.values()) / len(rates) if rates else 1.0
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
         return {
             "pass_rate": self.pass_rate,
             "kind_pass_rates": self.kind_pass_rates(),
+            "balanced_pass_rate": self.balanced_pass_rate(),
             "tests": [asdict(t) | {"pass_rate": t.pass_rate} for t in self.tests],
         }
 

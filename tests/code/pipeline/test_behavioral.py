@@ -4,6 +4,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 
 from loopml.pipeline.behavioral import run_behavioral_tests
 from loopml.recipes.base import TextClassifier
@@ -81,11 +82,11 @@ def test_minimum_functionality_counts_wrong_answers() -> None:
     assert negation.pass_rate == 0.0, "equal probabilities do not count as lowered"
 
 
-def test_the_weakest_kind_of_test_decides_not_the_pooled_rate() -> None:
+def test_each_kind_of_test_weighs_the_same_in_the_gated_rate() -> None:
     from loopml.pipeline.behavioral import BehavioralReport, TestResult
 
     easy = [TestResult(f"swap {i}", "invariance", 10, 10) for i in range(6)]
     report = BehavioralReport([*easy, TestResult("negation", "directional", 1, 10)])
     assert report.pass_rate > 0.85  # the many invariance tests lift the mean
-    assert report.weakest_kind() == ("directional", 0.1)
+    assert report.balanced_pass_rate() == pytest.approx(0.55)
     assert report.to_dict()["kind_pass_rates"] == {"invariance": 1.0, "directional": 0.1}
