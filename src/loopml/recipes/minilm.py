@@ -9,7 +9,6 @@ by text hash, so a retrain encodes only the texts it has not seen.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
@@ -34,7 +33,7 @@ from loopml.recipes.onnx_encoder import (
     tokenizer_json,
 )
 
-__all__ = ["MiniLMLogReg", "MiniLMParams", "base_encoder", "check_requires", "log_metric"]
+__all__ = ["MiniLMLogReg", "MiniLMParams", "base_encoder", "log_metric"]
 
 _P = TypeVar("_P", bound=BaseModel)
 
@@ -56,16 +55,6 @@ class MiniLMParams(BaseModel):
     max_iter: int = Field(2000, ge=10)
     #: cache training embeddings under LOOPML_HOME/cache/embeddings
     cache: bool = True
-
-
-def check_requires(recipe: str, modules: Sequence[str] = REQUIRES) -> None:
-    """``TrainingError`` naming the extra to install when a needed package is missing."""
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        raise TrainingError(
-            f"recipe {recipe} needs {', '.join(missing)}: "
-            "pip install torch==2.13.0 'loopml[transformers]'"
-        )
 
 
 def log_metric(key: str, value: float, step: int | None = None) -> None:
@@ -124,7 +113,6 @@ class MiniLMLogReg(Recipe):
 
     def fit(self, texts: Sequence[str], labels: Sequence[str]) -> OnnxTextClassifier:
         """Export the encoder, embed ``texts`` (cached), fit the head."""
-        check_requires(self.name, self.requires)
         p = self.params
         encoder = base_encoder(
             quantize=p.quantize, max_length=p.max_length, batch_size=p.batch_size

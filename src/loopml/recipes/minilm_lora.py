@@ -22,7 +22,7 @@ from sklearn.model_selection import train_test_split
 
 from loopml.errors import TrainingError
 from loopml.recipes.base import Recipe
-from loopml.recipes.minilm import REQUIRES, check_requires, log_metric
+from loopml.recipes.minilm import REQUIRES, log_metric
 from loopml.recipes.onnx_encoder import (
     LinearHead,
     OnnxEncoder,
@@ -108,7 +108,6 @@ class MiniLMLoRA(Recipe):
 
     def fit(self, texts: Sequence[str], labels: Sequence[str]) -> OnnxTextClassifier:
         """Fine-tune, merge, export; returns the ONNX-served classifier."""
-        check_requires(self.name, self.requires)
         p = self.params
         classes = sorted({str(label) for label in labels})
         if len(classes) < 2:
