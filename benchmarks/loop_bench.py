@@ -225,7 +225,7 @@ def main() -> None:
         corpus = load_dataset("builtin:tweets")
         champion_data, stream_home, stream_air = _split_corpus(corpus, plan, args.seed)
         airline = corpus.frame[corpus.frame["domain"] == "airline"]
-        old, _ = _champion(settings, champion_data, say)
+        old, _ = _champion(settings, champion_data, say, None, None)
         ticks: list[Tick] = []
         stats, stop = StreamStats(), threading.Event()
 

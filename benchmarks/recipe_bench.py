@@ -7,8 +7,9 @@ in-process throughput and served req/s and p99 through ``loopml serve``.
 Every recipe trains through the real pipeline (``loopml train``'s code) on the same stratified
 sample of the built-in corpus and the same 80/10/10 split, in its own fresh LOOPML_HOME (no
 embedding cache), is promoted, then served by one worker and driven by ``wrk`` with single-text
-requests at 1, 8 and 64 connections. The in-process column is the model's own ``predict_proba``
-in this process (one text per call, and 64 per call): the ceiling the server is measured against.
+requests at 1, 8 and 64 connections, the test texts in turn. The in-process column is the model's
+own ``predict_proba`` in this process over the same texts (one per call, and 64 per call),
+measured before and after serving, the higher kept: the ceiling the server is measured against.
 Writes benchmarks/results/recipes.json and the "recipes" section of benchmarks/README.md.
 """
 
@@ -83,18 +84,23 @@ def bench_one(name: str, home: Path, dataset: Any, splits: Any, seconds: int) ->
         "fit_s": round(result.fit_seconds, 1),
         "train_s": round(train_s, 1),
         "model_mb": round(result.model_bytes / 1e6, 1),
-        "in_process": {k: round(v, 1) for k, v in in_process(home, result.version, texts).items()},
     }
-    print(f"{name}: {row}", flush=True)
+    before = in_process(home, result.version, texts, seconds=6)
+    print(f"{name}: {row}, in process {before}", flush=True)
     proc, url = start("lean-1w", home)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            for i, c in enumerate(CONNECTIONS):
-                body = json.dumps({"text": texts[i]})
-                row[f"c{c}"] = drive(url, body, c, seconds, Path(tmp))
+            bodies = [json.dumps({"text": t}) for t in texts]
+            drive(url, bodies, 8, 2, Path(tmp))  # warm-up
+            for c in CONNECTIONS:
+                row[f"c{c}"] = drive(url, bodies, c, seconds, Path(tmp))
                 print(f"  c={c}: {row[f'c{c}']}", flush=True)
     finally:
         stop(proc)
+    # The ceiling is measured before and after serving, and the higher of the two is kept: on
+    # a noisy machine a single short measurement can flatter the server.
+    after = in_process(home, result.version, texts, seconds=6)
+    row["in_process"] = {k: round(max(before[k], after[k]), 1) for k in before}
     return row
 
 
@@ -104,6 +110,7 @@ def table(report: dict[str, Any]) -> str:
     head = ["recipe", "macro-F1", *(f"F1 {d}" for d in domains), "fit s", "model MB"]
     head += ["in-process texts/s (1 / 64 per call)"]
     head += [f"served req/s, p99 ms @{c}" for c in CONNECTIONS]
+    head += ["@64 / in-process 64"]
     lines = [
         "## Recipes",
         "",
@@ -121,6 +128,7 @@ def table(report: dict[str, Any]) -> str:
         ip = r["in_process"]
         cells.append(f"{ip['batch1']:.0f} / {ip['batch64']:.0f}")
         cells += [f"{r[f'c{c}']['req_s']:.0f}, {r[f'c{c}']['p99_ms']:.0f}" for c in CONNECTIONS]
+        cells.append(f"{r['c64']['req_s'] / ip['batch64']:.0%}")
         lines.append("| " + " | ".join(cells) + " |")
     timeouts = [
         f"{r['recipe']} @{c}: {r[f'c{c}']['socket_errors']}"

@@ -35,7 +35,12 @@ RESULTS = ROOT / "benchmarks" / "results" / "serve.json"
 LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = [[%s]]
+local bodies = {%s}
+local i = 0
+request = function()
+  i = i %% #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
 """
 VARIANTS = {
     "lean-1w": {"server": "uvicorn", "workers": 1, "fast_lane": True, "predlog": True},
@@ -78,7 +83,7 @@ def ensure_champion(home: Path) -> tuple[str, list[str]]:
     return str(champion.version), texts
 
 
-def in_process(home: Path, version: str, texts: list[str]) -> dict[str, float]:
+def in_process(home: Path, version: str, texts: list[str], seconds: float = 3) -> dict[str, float]:
     """texts/s of predict_proba in this process: one text per call and 64 per call."""
     from loopml.config import load_settings
     from loopml.serving.loader import ModelLoader
@@ -87,7 +92,7 @@ def in_process(home: Path, version: str, texts: list[str]) -> dict[str, float]:
     out = {}
     for size in (1, 64):
         done, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < 3:
+        while time.perf_counter() - t0 < seconds:
             start = done % (len(texts) - size)
             clf.predict_proba(texts[start : start + size])
             done += size
@@ -202,9 +207,14 @@ def _ms(value: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def drive(url: str, body: str, connections: int, seconds: int, tmp: Path) -> dict[str, float]:
+def drive(
+    url: str, body: str | list[str], connections: int, seconds: int, tmp: Path
+) -> dict[str, float]:
+    """wrk POSTs to /v1/predict; several bodies are sent in turn (real length mix)."""
+    bodies = [body] if isinstance(body, str) else body
     script = tmp / "post.lua"
-    script.write_text(LUA % body)
+    # Lua long strings: level-4 brackets cannot occur in JSON-encoded tweets we send
+    script.write_text(LUA % ",".join(f"[====[{b}]====]" for b in bodies if "]====]" not in b))
     cmd = [
         "wrk",
         f"-t{min(2, connections)}",  # wrk needs at least one connection per thread

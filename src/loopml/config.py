@@ -134,6 +134,12 @@ class Settings(BaseSettings):
     monitor_min_labeled: int = Field(100, ge=10)
     monitor_sample_cap: int = Field(5000, ge=500, le=1_000_000)
     monitor_text_auc_threshold: float = Field(0.6, gt=0.5, le=1)
+    # encoder models only: ROC AUC separating window from reference sentence embeddings, on
+    # at most monitor_embedding_cap texts a side (each monitor run embeds that many). 0.6, not
+    # Evidently's 0.55: on 300-row windows of the training domains the AUC reached 0.56 (3% of
+    # windows); airline windows score 1.00 (tests/code/recipes/test_minilm.py)
+    monitor_embedding_auc_threshold: float = Field(0.6, gt=0.5, le=1)
+    monitor_embedding_cap: int = Field(1000, ge=100, le=100_000)
     monitor_descriptor_threshold: float = Field(0.25, gt=0)
     monitor_confidence_threshold: float = Field(0.25, gt=0)
     monitor_label_threshold: float = Field(0.1, gt=0, le=1)

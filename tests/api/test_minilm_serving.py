@@ -1,4 +1,6 @@
-"""`loopml train --recipe minilm-logreg` registers a model that `loopml serve` answers with."""
+"""`loopml train --recipe minilm-logreg` registers a model that `loopml serve` answers with,
+`loopml monitor` checks in embedding space, and the controller's retrain trains again with the
+same recipe (reusing the cached embeddings)."""
 
 from __future__ import annotations
 
@@ -60,6 +62,9 @@ def test_trained_minilm_model_is_served(
         ).raise_for_status()
         body = answer.json()
         single = httpx.post(server.url + "/v1/predict", json={"text": texts[0]}, timeout=60).json()
+        window = httpx.post(
+            server.url + "/v1/predict", json={"texts": texts[-60:]}, timeout=60
+        ).raise_for_status()
     finally:
         server.stop()
     assert body["model_version"] == summary["version"]
@@ -74,3 +79,39 @@ def test_trained_minilm_model_is_served(
     assert np.allclose(served, expected, atol=1e-4)
     assert single["predictions"][0]["label"] == body["predictions"][0]["label"]
     assert len(pickle.dumps(model)) > 10_000_000, "the ONNX encoder travels inside the model"
+
+    _monitor_sees_embedding_drift_checks(monkeypatch, window.json())
+    _retrain_keeps_the_recipe(settings, summary["version"], texts[:40], labels[:40])
+
+
+def _monitor_sees_embedding_drift_checks(
+    monkeypatch: pytest.MonkeyPatch, window: dict[str, object]
+) -> None:
+    monkeypatch.setenv("LOOPML_MONITOR_MIN_SAMPLES", "10")
+    result = CliRunner().invoke(app, ["monitor", "--window", "100", "--json"])
+    assert result.exit_code in (0, 1), result.output  # 1: an alarm, a verdict all the same
+    report = json.loads(result.stdout)
+    assert report["window"]["rows"] >= 60
+    checks = {c["kind"]: c for c in report["checks"]}
+    assert checks["embedding"]["status"] in ("ok", "drift")
+    assert 0.0 <= checks["embedding"]["score"] <= 1.0
+    assert checks["oov"]["status"] == "unavailable"
+
+
+def _retrain_keeps_the_recipe(
+    settings: object, champion: str, texts: list[str], labels: list[str]
+) -> None:
+    import pandas as pd
+
+    from loopml.control.retrain import retrain
+    from loopml.registry import Registry
+
+    registry = Registry(settings)  # type: ignore[arg-type]
+    feedback = pd.DataFrame({"text": [f"{t} (again)" for t in texts], "label": labels})
+    result = retrain(settings, registry, feedback, trigger="drift")  # type: ignore[arg-type]
+    assert registry.version(result.version).tags["loopml.recipe"] == "minilm-logreg"
+    run = registry.client.get_run(result.run_id)
+    assert run.data.tags["loopml.recipe_reason"] == f"reused from champion version {champion}"
+    # only the 40 feedback texts were new to the encoder; the champion's came from the cache
+    assert run.data.metrics["embeddings_encoded"] <= 40
+    assert run.data.metrics["embeddings_cached"] >= 300

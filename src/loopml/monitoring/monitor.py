@@ -154,6 +154,7 @@ class _ReferenceKey:
     run_id: str = field(compare=False)
     registry: Registry = field(compare=False, repr=False)
     feedback_share: float = 0.0
+    embedding_cap: int = 1000
 
 
 def mix_feedback(
@@ -206,6 +207,7 @@ def _cached_reference(key: _ReferenceKey) -> Reference:
         classifier,
         cap=key.sample_cap,
         seed=key.seed,
+        embedding_cap=key.embedding_cap,
     )
 
 
@@ -220,6 +222,7 @@ def load_reference(settings: Settings, registry: Registry, version: str, run_id:
         run_id,
         registry,
         settings.monitor_reference_feedback_share,
+        settings.monitor_embedding_cap,
     )
     return _cached_reference(key)
 

@@ -8,11 +8,13 @@ import pytest
 from sklearn.metrics import f1_score
 
 from loopml.config import load_settings
+from loopml.data import Dataset
 from loopml.monitoring import Reference, assess
 from loopml.monitoring.descriptors import oov_rates, surface_descriptors
 from loopml.monitoring.drift import jensenshannon_distance, wasserstein_norm
 from loopml.monitoring.metrics import families_from_summary
 from loopml.monitoring.quality import live_quality, macro_f1, wilson_interval
+from loopml.recipes import get_recipe
 
 
 def test_macro_f1_matches_sklearn() -> None:
@@ -141,3 +143,52 @@ def test_gauges_from_a_summary() -> None:
     assert samples[("loopml_monitor_verdict", (("verdict", "ok"),))] == 0.0
     assert samples[("loopml_monitor_last_run_timestamp_seconds", ())] == 123.0
     assert ("loopml_live_macro_f1", ()) not in samples
+
+
+def test_embedding_drift_auc_is_evidentlys_embedding_drift() -> None:
+    from evidently import DataDefinition, Report
+    from evidently import Dataset as EvidentlyDataset
+    from evidently.metrics import EmbeddingsDrift
+    from evidently.metrics.embeddings import ModelDriftMethod
+
+    from loopml.monitoring.drift import embedding_drift_auc
+
+    rng = np.random.default_rng(0)
+    reference, current = rng.normal(size=(400, 16)), rng.normal(0.5, 1, size=(300, 16))
+    columns = [f"e{i}" for i in range(16)]
+    definition = DataDefinition(embeddings={"emb": columns})
+
+    def frame(x: np.ndarray) -> EvidentlyDataset:
+        return EvidentlyDataset.from_pandas(
+            pd.DataFrame(x, columns=columns), data_definition=definition
+        )
+
+    method = ModelDriftMethod(threshold=0.6)
+    report = Report([EmbeddingsDrift(embeddings_name="emb", drift_method=method)])
+    expected = report.run(frame(current), frame(reference)).dict()["metrics"][0]["value"]
+    assert embedding_drift_auc(reference, current) == pytest.approx(expected)
+    assert embedding_drift_auc(reference, current) > 0.8
+    assert abs(embedding_drift_auc(reference, rng.normal(size=(300, 16))) - 0.5) < 0.08
+
+
+def test_embedding_drift_is_not_applicable_without_an_encoder(tweets: Dataset) -> None:
+    from loopml.monitoring.drift import Thresholds, build_reference, detect_drift, observe
+
+    texts, labels = _sample(tweets)
+    model = get_recipe("tfidf-logreg").fit(texts[:300], labels[:300])
+    reference = build_reference(texts[:300], texts[300:], model, cap=500, seed=0)
+    assert reference.embeddings is None
+    thresholds = Thresholds(
+        text_auc=0.6, descriptor=0.25, confidence=0.25, label=0.1, min_samples=10
+    )
+    checks = {
+        c.kind: c
+        for c in detect_drift(reference, observe(model, texts[300:]), thresholds, cap=500, seed=0)
+    }
+    assert checks["embedding"].status == "unavailable"
+    assert checks["embedding"].note.startswith("not applicable: the model's recipe has no")
+
+
+def _sample(tweets: Dataset) -> tuple[list[str], list[str]]:
+    frame = tweets.frame.sample(400, random_state=4)
+    return frame["text"].tolist(), frame["label"].tolist()

@@ -116,6 +116,69 @@ def test_oov_drift_is_not_applicable(minilm_home: Path, tweets: Dataset) -> None
     assert checks["oov"].status == "unavailable"
     assert checks["oov"].note is not None and checks["oov"].note.startswith("not applicable")
     assert checks["text"].status == "ok"
+    assert checks["embedding"].status in ("ok", "drift")  # measured for an encoder model
+    assert reference.embeddings is not None and reference.embeddings.shape == (150, 384)
+
+
+WINDOWS = 20
+
+
+def test_embedding_drift_rates_on_real_tweets(minilm_home: Path, tweets: Dataset) -> None:
+    """The embedding check of the monitor, on the real corpus with the threshold the settings
+    ship: windows of 500 held-out tweets of the training domains rarely alarm (<= 5%), windows
+    of 500 airline tweets alarm (>= 95%), and ``detect_drift`` reports it."""
+    from loopml.config import load_settings
+    from loopml.monitoring.drift import (
+        Thresholds,
+        build_reference,
+        detect_drift,
+        embedding_drift_auc,
+        observe,
+    )
+
+    frame = tweets.frame
+    home = frame[frame["domain"] != "airline"].sample(3000, random_state=0)
+    airline = frame[frame["domain"] == "airline"].sample(1000, random_state=0)
+    model = get_recipe("minilm-logreg").fit(
+        home["text"][:300].tolist(), home["label"][:300].tolist()
+    )
+    settings = load_settings()
+    reference = build_reference(
+        home["text"][:1000].tolist(),
+        home["text"][1000:1100].tolist(),
+        model,
+        cap=settings.monitor_sample_cap,
+        seed=0,
+        embedding_cap=settings.monitor_embedding_cap,
+    )
+    held_out = model.embed(home["text"][1100:].tolist())
+    shifted = model.embed(airline["text"].tolist())
+    threshold = settings.monitor_embedding_auc_threshold
+    rng = np.random.default_rng(7)
+
+    def rate(pool: np.ndarray) -> tuple[float, float]:
+        scores = [
+            embedding_drift_auc(
+                reference.embeddings, pool[rng.choice(len(pool), 500, replace=False)]
+            )
+            for _ in range(WINDOWS)
+        ]
+        return float(np.mean(np.asarray(scores) >= threshold)), float(np.mean(scores))
+
+    false_alarm, null_auc = rate(held_out)
+    detection, shift_auc = rate(shifted)
+    print(
+        f"embedding drift: false alarms {false_alarm:.2f} (mean AUC {null_auc:.3f}), "
+        f"detection {detection:.2f} (mean AUC {shift_auc:.3f}), threshold {threshold}"
+    )
+    assert false_alarm <= 0.05
+    assert detection >= 0.95
+
+    thresholds = Thresholds.from_settings(settings)
+    window = observe(model, airline["text"][:500].tolist())
+    checks = {c.kind: c for c in detect_drift(reference, window, thresholds, cap=5000, seed=0)}
+    assert checks["embedding"].status == "drift"
+    assert checks["embedding"].score is not None and checks["embedding"].score >= threshold
 
 
 def test_onnx_threads_follow_setting_and_workers(monkeypatch: pytest.MonkeyPatch) -> None:
