@@ -55,7 +55,7 @@ class DemoPlan:
     rate: float  # requests per second, Poisson arrivals
     feedback_share: float
     feedback_delay: int  # labels arrive this many requests later
-    time_budget_s: float
+    time_budget_s: float  # of the stream (a slow recipe's first training does not count)
     overrides: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -374,7 +374,7 @@ def run_demo(
                 stream_airline,
                 plan,
                 ticks,
-                started,
+                stats.started,
                 lambda: on_update(stats, ticks) if on_update else None,
             )
         finally:

@@ -19,6 +19,7 @@ from sqlalchemy import delete, select
 from loopml.config import Settings
 from loopml.errors import RequestError
 from loopml.store import Feedback, Prediction, Store, current_actor, open_store
+from loopml.store.deadletter import purge_dead_letter
 
 __all__ = ["forget", "purge"]
 
@@ -62,7 +63,8 @@ def purge(
     now: datetime | None = None,
     audit_if_empty: bool = True,
 ) -> dict[str, Any]:
-    """Delete predictions, feedback and report files older than ``older_than_days`` (default
+    """Delete predictions, feedback, report files and dead-letter lines older than
+    ``older_than_days`` (default
     ``LOOPML_RETENTION_DAYS``); feedback goes with its prediction. Returns the counts. The
     controller's daily purge passes ``audit_if_empty=False``: no audit record for nothing."""
     days = settings.retention_days if older_than_days is None else older_than_days
@@ -76,14 +78,16 @@ def purge(
             orphans = session.execute(delete(Feedback).where(Feedback.ts < cutoff))
             feedback += int(getattr(orphans, "rowcount", 0) or 0)
         reports = _purge_reports(settings.reports_dir, cutoff)
+        dead = purge_dead_letter(settings.spool_dir, cutoff.timestamp())
         counts = {
             "older_than_days": days,
             "cutoff": cutoff.isoformat(),
             "predictions": predictions,
             "feedback": feedback,
             "report_files": reports,
+            "dead_letter_lines": dead,
         }
-        if not audit_if_empty and not (predictions or feedback or reports):
+        if not audit_if_empty and not (predictions or feedback or reports or dead):
             return counts
         store.audit(
             actor=current_actor(),

@@ -55,6 +55,7 @@ from sqlalchemy import exc as sa_exc
 
 from loopml.errors import JournalError
 from loopml.serving.metrics import Metrics
+from loopml.store.deadletter import DEAD_LETTER, locked_dead_letter
 from loopml.store.models import PREDICTION_COLUMNS
 
 __all__ = ["DEAD_LETTER", "Journal", "PredictionLog", "parse", "read_lines"]
@@ -63,7 +64,6 @@ log = logging.getLogger("loopml.serving.predlog")
 
 SEGMENT = ".seg"
 LOCK = ".lock"
-DEAD_LETTER = "deadletter.jsonl"
 ROTATE_BYTES = 4 << 20
 INDEX_LIMIT = 100_000  # uncommitted ids kept for feedback lookups (~25 MB); beyond: "retry later"
 _ORPHAN_SCAN_S = 5.0
@@ -511,11 +511,8 @@ class _Writer:
             for line, reason, _count in bad
         )
         try:
-            fd = os.open(self.dir / DEAD_LETTER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
+            with locked_dead_letter(self.dir) as fd:
                 os.write(fd, data)
-            finally:
-                os.close(fd)
         except OSError as exc:  # the disk is full: keep the lines in the journal, retry later
             raise _OutageError(f"dead-letter file: {exc.strerror}") from exc
         log.warning("prediction log: %d record(s) refused, kept in %s", len(bad), DEAD_LETTER)

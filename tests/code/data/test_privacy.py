@@ -7,8 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -22,6 +24,7 @@ from loopml.config import Settings
 from loopml.serving.metrics import Metrics
 from loopml.serving.predlog import PredictionLog
 from loopml.store import AuditEntry, Prediction, Store, open_store
+from loopml.store.deadletter import DEAD_LETTER, locked_dead_letter, purge_dead_letter
 
 runner = CliRunner()
 
@@ -66,6 +69,58 @@ def test_purge_deletes_what_is_past_retention(backend_settings: Settings) -> Non
     code, _, out = cli("data", "purge", "--older-than", "-1")
     assert code == 2 and "--older-than must be 0 days or more" in out
     store.dispose()
+
+
+def test_purge_drops_old_dead_letter_lines_and_keeps_the_rest(
+    backend_settings: Settings,
+) -> None:
+    spool = backend_settings.spool_dir
+    spool.mkdir(parents=True, exist_ok=True)
+    old = (NOW - timedelta(days=100)).timestamp()
+    lines = [
+        orjson.dumps({"ts": old, "reason": "bad type", "line": "an old refused text"}),
+        orjson.dumps({"ts": time.time(), "reason": "bad type", "line": "a recent one"}),
+        b'{"ts": 12, "reason": "torn',  # no date to judge by: kept for a person to look at
+    ]
+    (spool / DEAD_LETTER).write_bytes(b"\n".join(lines) + b"\n")
+
+    code, counts, _ = cli("data", "purge", "--json")
+    assert code == 0 and counts["dead_letter_lines"] == 1
+    left = (spool / DEAD_LETTER).read_bytes()
+    assert b"an old refused text" not in left
+    assert b"a recent one" in left and b"torn" in left
+    assert oct((spool / DEAD_LETTER).stat().st_mode & 0o777) == "0o600"
+    _, again, _ = cli("data", "purge", "--json")
+    assert again["dead_letter_lines"] == 0
+
+
+def test_a_line_dead_lettered_during_a_purge_is_never_lost(tmp_path: Path) -> None:
+    old = orjson.dumps({"ts": 1.0, "line": "old"}) + b"\n"
+    (tmp_path / DEAD_LETTER).write_bytes(old * 50)
+    appended, stop = [], threading.Event()
+
+    def append() -> None:
+        i = 0
+        while not stop.is_set() or i < 200:
+            line = orjson.dumps({"ts": time.time(), "line": f"new {i}"}) + b"\n"
+            with locked_dead_letter(tmp_path) as fd:
+                os.write(fd, line)
+            appended.append(f"new {i}")
+            i += 1
+
+    writer = threading.Thread(target=append)
+    writer.start()
+    dropped = 0
+    for _ in range(100):
+        dropped += purge_dead_letter(tmp_path, cutoff=10.0)
+        with locked_dead_letter(tmp_path) as fd:  # more old lines to drop next time
+            os.write(fd, old)
+        dropped -= 1
+    stop.set()
+    writer.join()
+    kept = [orjson.loads(x)["line"] for x in (tmp_path / DEAD_LETTER).read_bytes().splitlines()]
+    assert [x for x in kept if x != "old"] == appended  # every new line, in order, once
+    assert dropped == 50 - kept.count("old")
 
 
 def test_forget_by_key_id_deletes_its_labels_and_their_predictions(

@@ -1,0 +1,115 @@
+"""The demo's closed loop once per recipe: the three-phase macro-F1 table of each.
+
+    .venv/bin/python benchmarks/demo_recipes.py
+    .venv/bin/python benchmarks/demo_recipes.py --recipes tfidf-logreg,minilm-logreg
+
+Each candidate runs ``loopml demo --json --recipe NAME`` (the command a user types, in its own
+process and fresh LOOPML_HOME): the first champion trained on every non-airline tweet, the
+stream shifting to airline tweets, the controller retraining with the champion's recipe, the
+gate, the canary and the promotion. Writes benchmarks/results/demo_recipes.json and the
+"demo-recipes" section of benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _report import write_section
+
+RESULTS = Path(__file__).parent / "results" / "demo_recipes.json"
+LOOPML = Path(sys.executable).with_name("loopml")
+# name in the table -> `loopml demo` options
+CANDIDATES: dict[str, list[str]] = {
+    "tfidf-logreg": ["--recipe", "tfidf-logreg"],
+    "minilm-logreg": ["--recipe", "minilm-logreg"],
+    "minilm-logreg-int8": ["--recipe", "minilm-logreg", "-p", "quantize=true"],
+    "minilm-lora": ["--recipe", "minilm-lora", "-p", "max_seconds=300"],
+}
+
+
+def run_one(name: str, home: Path) -> dict[str, Any]:
+    """``loopml demo --json`` for one candidate; its summary plus the wall time."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPML_")}
+    env["LOOPML_HOME"] = str(home)
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [str(LOOPML), "demo", "--json", *CANDIDATES[name]],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{name}: loopml demo failed:\n{done.stderr[-3000:]}")
+    summary = json.loads(done.stdout)
+    summary["wall_s"] = round(time.perf_counter() - t0, 1)
+    summary["recipe"] = name
+    summary.pop("controller", None)  # long; the demo's home keeps it
+    print(f"{name}: {json.dumps(summary)}", flush=True)
+    return summary
+
+
+def _f1(phase: dict[str, Any]) -> str:
+    value = phase["macro_f1"]
+    return "-" if value is None else f"{value:.3f} ({phase['requests']})"
+
+
+def table(report: dict[str, Any]) -> str:
+    """The Markdown section."""
+    lines = [
+        "## The demo's loop, per recipe",
+        "",
+        f"Command: `{report['command']}` ({report['machine']}). Each row is one "
+        "`loopml demo --json --recipe NAME` in a fresh home; live macro-F1 (requests) by phase.",
+        "",
+        "| recipe | first champion, test macro-F1 | before shift | after shift, old model "
+        "| after promotion | promoted | recovered | wall time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        lines.append(
+            f"| {r['recipe']} | {r['champion_test_macro_f1']:.3f} | {_f1(r['before_shift'])} | "
+            f"{_f1(r['after_shift_old_model'])} | {_f1(r['after_promotion'])} | "
+            f"{r['promoted_version'] or 'no'} | {'yes' if r['recovered'] else 'no'} | "
+            f"{r['wall_s'] / 60:.1f} min |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Run the demo per candidate, print and record the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipes", default=",".join(CANDIDATES), help="comma list")
+    args = parser.parse_args()
+    names = args.recipes.split(",")
+    unknown = sorted(set(names) - set(CANDIDATES))
+    if unknown:
+        raise SystemExit(f"unknown candidates {unknown}; known: {', '.join(CANDIDATES)}")
+    report: dict[str, Any] = {
+        "command": "python benchmarks/demo_recipes.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "rows": [],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            report["rows"].append(run_one(name, Path(tmp) / name))
+            # written after each candidate: a long run interrupted keeps what it measured
+            RESULTS.parent.mkdir(exist_ok=True)
+            RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+            write_section("demo-recipes", table(report))
+    print(table(report))
+
+
+if __name__ == "__main__":
+    main()
