@@ -277,12 +277,13 @@ def main() -> None:
     if not args.no_readme:
         cmd = (
             "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/loop_bench.py "
-            f"--rounds {args.rounds} --batch {args.batch} --seed {args.seed}"
+            f"--rounds {args.rounds} --batch {args.batch} --rate {args.rate:g} "
+            f"--budget {args.budget:g} --seed {args.seed}"
         )
         write_section(
             "loop",
-            f"## The loop keeps learning\n\n`{cmd}` ({result['seconds']:.0f} s, x86_64, 2 cores "
-            f"shared with other jobs; {result['requests']} requests, {result['labels_sent']} "
+            f"## The loop keeps learning\n\n`{cmd}` ({result['seconds']:.0f} s, x86_64, 2 cores; "
+            f"{result['requests']} requests, {result['labels_sent']} "
             f"labels sent):\n\n{table}\n\n{NOTES}",
         )
 
