@@ -1142,6 +1142,14 @@ def demo(
     fast: Annotated[bool, typer.Option(help="Less data and quicker ticks (for tests).")] = False,
     recipe: RecipeOpt = None,
     param: ParamOpt = None,
+    budget: Annotated[
+        float | None,
+        typer.Option(
+            min=10,
+            help="Seconds the stream may run before the demo stops waiting for a promotion "
+            "(default 420, 300 with --fast); a MiniLM recipe needs about 1500.",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """The closed loop on real tweets: drift, retraining, canary, promotion (a few minutes)."""
@@ -1162,6 +1170,7 @@ def demo(
             fast=fast,
             recipe=_recipe(recipe, None),
             params=_parse_params(param or []),
+            time_budget_s=budget,
             progress=None if json_out else lambda msg: console.print(f"[dim]{msg}[/]"),
             on_update=None if json_out else update,
         )

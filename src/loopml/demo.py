@@ -26,7 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -332,16 +332,20 @@ def run_demo(
     fast: bool = False,
     recipe: str | None = None,
     params: Mapping[str, Any] | None = None,
+    time_budget_s: float | None = None,
     progress: Callable[[str], None] | None = None,
     on_update: Callable[[StreamStats, list[Tick]], None] | None = None,
 ) -> DemoResult:
     """Run the whole closed-loop scenario and return its summary; the first champion is trained
-    with ``recipe`` and ``params`` (default: the default recipe), every retrain reuses them."""
+    with ``recipe`` and ``params`` (default: the default recipe), every retrain reuses them.
+    ``time_budget_s`` replaces the plan's limit on the stream's duration."""
     from loopml.control import Controller
     from loopml.store import open_store
 
     say = progress or (lambda _msg: None)
     plan = DemoPlan.fast() if fast else DemoPlan.full()
+    if time_budget_s is not None:
+        plan = replace(plan, time_budget_s=time_budget_s)
     home = base.home_dir / "demo"
     shutil.rmtree(home, ignore_errors=True)
     # Embedded stores only, whatever the caller's environment points at: never production.

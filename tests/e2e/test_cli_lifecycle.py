@@ -168,6 +168,8 @@ def test_bad_usage_exits_2(settings: Settings) -> None:
     assert cli("promote", "abc")[0] == 2
     assert cli("rollback")[0] == 2  # nothing to roll back to
     assert cli("no-such-command")[0] == 2
+    code, _, err = cli("demo", "--budget", "5")  # refused before any work
+    assert code == 2 and "--budget" in err and "Traceback" not in err
 
 
 def test_unknown_labels_with_explicit_label_set(settings: Settings, tmp_path: Path) -> None:
