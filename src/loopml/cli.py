@@ -1147,7 +1147,7 @@ def demo(
         typer.Option(
             min=10,
             help="Seconds the stream may run before the demo stops waiting for a promotion "
-            "(default 420, 300 with --fast); a MiniLM recipe needs about 1500.",
+            "(default 420, 300 with --fast); slower recipes (MiniLM) need more.",
         ),
     ] = None,
     json_out: JsonOpt = False,
