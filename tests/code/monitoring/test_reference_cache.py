@@ -39,9 +39,15 @@ def downloads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str]]
         return {name: pd.DataFrame({"text": [f"{name} text", 3]})}
 
     def fake_build(
-        train: list[str], validation: list[str], classifier: Any, *, cap: int, seed: int
+        train: list[str],
+        validation: list[str],
+        classifier: Any,
+        *,
+        cap: int,
+        seed: int,
+        embedding_cap: int,
     ) -> Any:
-        return ("reference", tuple(train), tuple(validation), classifier, cap, seed)
+        return ("reference", tuple(train), tuple(validation), classifier, cap, seed, embedding_cap)
 
     monkeypatch.setattr(monitor, "load_splits", fake_splits)
     monkeypatch.setattr(monitor, "build_reference", fake_build)
@@ -66,6 +72,7 @@ def test_a_reference_is_built_once_per_version_and_settings(
         "classifier 1",
         settings.monitor_sample_cap,
         settings.seed,
+        settings.monitor_embedding_cap,
     )
     # A new registry object (each monitoring run makes one) still hits the cache.
     assert _load(settings, second, "1") is ref
@@ -75,6 +82,9 @@ def test_a_reference_is_built_once_per_version_and_settings(
     other = load_settings(home=settings.home, monitor_sample_cap=600)
     _load(other, second, "2")
     assert second.loads == ["2", "2"]
+    embeddings = load_settings(home=settings.home, monitor_embedding_cap=300)
+    assert _load(embeddings, second, "2")[-1] == 300  # the embedding sample is part of the key
+    assert second.loads == ["2", "2", "2"]
 
 
 def test_the_cache_keeps_the_four_most_recently_used(
