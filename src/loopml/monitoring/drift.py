@@ -113,7 +113,7 @@ class Reference:
     outputs: pd.DataFrame
     classes: list[str]
     vocabulary: frozenset[str] | None
-    embeddings: Any = field(default=None, repr=False)
+    embeddings: Any = field(default=None, repr=False, compare=False)
     embed: Embedder | None = field(default=None, repr=False, compare=False)
 
 
