@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -20,3 +21,11 @@ def write_section(name: str, body: str) -> None:
         else f"{text.rstrip()}\n\n{block}\n"
     )
     README.write_text(text)
+
+
+def record(path: Path, report: dict[str, object], section: str, body: str) -> None:
+    """Write ``report`` as JSON to ``path`` and ``body`` as the README section ``section``;
+    called after each candidate, so a long run interrupted keeps what it measured."""
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    write_section(section, body)

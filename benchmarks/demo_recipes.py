@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import write_section
+from _report import record
 
 RESULTS = Path(__file__).parent / "results" / "demo_recipes.json"
 LOOPML = Path(sys.executable).with_name("loopml")
@@ -120,10 +120,7 @@ def main() -> None:
             rows = {r["recipe"]: r for r in report["rows"]} | kept
             rows[name] = run_one(name, Path(tmp) / name)
             report["rows"] = [rows[n] for n in CANDIDATES if n in rows]
-            # written after each candidate: a long run interrupted keeps what it measured
-            RESULTS.parent.mkdir(exist_ok=True)
-            RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-            write_section("demo-recipes", table(report))
+            record(RESULTS, report, "demo-recipes", table(report))
     print(table(report))
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import write_section
+from _report import record
 from serve_bench import drive, in_process, start, stop
 
 RESULTS = Path(__file__).parent / "results" / "recipes.json"
@@ -172,10 +172,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             report["rows"].append(bench_one(name, Path(tmp) / name, dataset, splits, args.seconds))
-            # written after each candidate: a long run interrupted keeps what it measured
-            RESULTS.parent.mkdir(exist_ok=True)
-            RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-            write_section("recipes", table(report))
+            record(RESULTS, report, "recipes", table(report))
     print(table(report))
 
 

@@ -66,7 +66,7 @@ class Thresholds:
     confidence: float
     label: float
     min_samples: int
-    embedding_auc: float = 0.6
+    embedding_auc: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Thresholds:
@@ -160,8 +160,9 @@ def build_reference(
     if vocabulary is not None:
         outputs["oov"] = oov_rates(outputs["text"], vocabulary)
     embed = getattr(classifier, "embed", None)
+    embed = embed if callable(embed) else None
     embeddings = None
-    if callable(embed):
+    if embed is not None:
         embeddings = embed(sample_rows(train, embedding_cap, seed=seed)["text"].tolist())
     return Reference(
         inputs=inputs,
@@ -169,7 +170,7 @@ def build_reference(
         classes=list(classifier.classes),
         vocabulary=vocabulary,
         embeddings=embeddings,
-        embed=embed if callable(embed) else None,
+        embed=embed,
     )
 
 

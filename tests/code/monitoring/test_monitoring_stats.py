@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -178,9 +180,7 @@ def test_embedding_drift_is_not_applicable_without_an_encoder(tweets: Dataset) -
     model = get_recipe("tfidf-logreg").fit(texts[:300], labels[:300])
     reference = build_reference(texts[:300], texts[300:], model, cap=500, seed=0)
     assert reference.embeddings is None
-    thresholds = Thresholds(
-        text_auc=0.6, descriptor=0.25, confidence=0.25, label=0.1, min_samples=10
-    )
+    thresholds = replace(Thresholds.from_settings(load_settings()), min_samples=10)
     checks = {
         c.kind: c
         for c in detect_drift(reference, observe(model, texts[300:]), thresholds, cap=500, seed=0)

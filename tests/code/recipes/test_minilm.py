@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from minilm_support import minilm_home, onnx_cache, tweet_sample
 
+from loopml.config import load_settings
 from loopml.data import Dataset
 from loopml.errors import TrainingError
 from loopml.recipes import get_recipe
@@ -106,9 +108,7 @@ def test_oov_drift_is_not_applicable(minilm_home: Path, tweets: Dataset) -> None
     model = get_recipe("minilm-logreg").fit(texts[:150], labels[:150])
     reference = build_reference(texts[:150], texts[150:], model, cap=500, seed=0)
     assert reference.vocabulary is None
-    thresholds = Thresholds(
-        text_auc=0.6, descriptor=0.25, confidence=0.25, label=0.1, min_samples=10
-    )
+    thresholds = replace(Thresholds.from_settings(load_settings()), min_samples=10)
     checks = {
         c.kind: c
         for c in detect_drift(reference, observe(model, texts[150:]), thresholds, cap=500, seed=0)
@@ -127,7 +127,6 @@ def test_embedding_drift_rates_on_real_tweets(minilm_home: Path, tweets: Dataset
     """The embedding check of the monitor, on the real corpus with the threshold the settings
     ship: windows of 500 held-out tweets of the training domains rarely alarm (<= 5%), windows
     of 500 airline tweets alarm (>= 95%), and ``detect_drift`` reports it."""
-    from loopml.config import load_settings
     from loopml.monitoring.drift import (
         Thresholds,
         build_reference,
