@@ -59,14 +59,22 @@ def run_one(name: str, home: Path) -> dict[str, Any]:
     summary["recipe"] = name
     # the controller's decisions and rollout waits, without its idle ticks (the temporary home
     # goes with the run)
-    summary["decisions"] = [
-        f"{t['at'][11:19]} {t['action']}: {t['reason'][:200]}"
-        for t in summary.pop("controller", [])
-        if t["action"] not in ("idle", "none", "wait")
-    ]
+    summary["decisions"] = decisions(summary.pop("controller", []))
     summary["reports"] = len(summary.get("reports", []))
     print(f"{name}: {json.dumps(summary)}", flush=True)
     return summary
+
+
+def decisions(ticks: list[dict[str, Any]]) -> list[str]:
+    """The controller's decisions without idle ticks; of a run of rollout waits, the first and
+    last (they say what the step waited for)."""
+    kept = [t for t in ticks if t["action"] not in ("idle", "none", "wait")]
+    lines = []
+    for i, t in enumerate(kept):
+        around = {kept[i - 1]["action"], kept[i + 1]["action"]} if 0 < i < len(kept) - 1 else set()
+        if not (t["action"] == "rollout_wait" and around == {"rollout_wait"}):
+            lines.append(f"{t['at'][11:19]} {t['action']}: {t['reason'][:300]}")
+    return lines
 
 
 def _f1(phase: dict[str, Any]) -> str:

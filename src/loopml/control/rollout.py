@@ -358,9 +358,7 @@ def step(
         return _rollback(settings, store, registry, reason, analysis, expect)
     if not (step_ended and analysis.status == "pass"):
         _heartbeat(store, registry, now, expect)
-        return StepResult(
-            "wait", load_routing(store, registry.name), analysis, f"analysis {analysis.status}"
-        )
+        return StepResult("wait", load_routing(store, registry.name), analysis, _waiting(analysis))
     index = int(rollout["step"]) + 1
     # All traffic on the challenger is the promotion itself: with no champion traffic left
     # there would be nothing to compare it with.
@@ -368,6 +366,12 @@ def step(
         promoted = _promote(settings, store, registry, routing, analysis)
         return StepResult("promote", promoted, analysis, "every step passed")
     return _advance(store, registry, routing, analysis, now)
+
+
+def _waiting(analysis: Analysis) -> str:
+    # the checks still waiting say what for, so an operator (and the demo) can see why a step lasts
+    pending = [f"{c.name}: {c.detail}" for c in analysis.checks if c.status == "wait"]
+    return "; ".join(pending) or f"analysis {analysis.status}, step not over"
 
 
 def _heartbeat(store: Store, registry: Registry, now: datetime, expect: str) -> None:

@@ -90,6 +90,8 @@ def test_canary_steps_up_and_promotes(setup: tuple[Settings, Store, Registry]) -
 
     first = rollout.step(settings, store, registry)
     assert first is not None and first.action == "wait"
+    # the wait says what it waits for
+    assert "error_rate: 0 errors in 0 calls" in first.reason and "need 50 calls" in first.reason
     for expected in ("advance", "promote"):  # 10% -> 50%; the step to 100% is the promotion
         log(store, "1", "champion", 120, accuracy=0.8)
         log(store, "2", "challenger", 120, accuracy=0.8)
