@@ -64,7 +64,9 @@ class DemoPlan:
         return cls(
             champion_rows=None,
             before_shift=1500,
-            max_after_shift=8000,
+            # TF-IDF promotes ~3,000 airline tweets in; an encoder recipe (~40 req/s, minutes
+            # to retrain) ~7,500: room for its after-promotion phase (14.6k airline tweets in all)
+            max_after_shift=12000,
             after_promotion=1200,
             rate=120.0,
             feedback_share=0.5,
