@@ -19,6 +19,7 @@ import contextlib
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -368,7 +369,11 @@ def run_demo(
         ticks.append(tick)
 
     promoted: str | None = None
-    with open_store(settings.db_url) as store, local_server(settings) as url:
+    with (
+        _sigterm_as_exit(),
+        open_store(settings.db_url) as store,
+        local_server(settings) as url,
+    ):
         loop = Controller(settings, store, on_tick=record)
         thread = threading.Thread(target=loop.run, kwargs={"stop": stop}, daemon=True)
         say(f"serving version {champion} at {url}; replaying the stream")
@@ -404,6 +409,24 @@ def run_demo(
         home=home,
         seconds=time.monotonic() - started,
     )
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM (``kill``, a CI timeout) unwinds like Ctrl-C, so the demo's server child is
+    stopped and its rollout closed instead of left running."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, leave)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _close_split(settings: Settings, store: Any) -> None:

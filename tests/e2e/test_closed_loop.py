@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -133,3 +138,45 @@ def test_bad_challenger_is_rolled_back_and_traffic_returns_to_champion(
     assert last.action == "rollout_rollback" and "live_quality" in last.reason
     assert registry.aliases()[CHAMPION] == "1"
     store.dispose()
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def _cmdline(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    return ""
+
+
+@pytest.mark.slow
+def test_demo_stopped_with_sigterm_stops_its_server(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPML_")}
+    env["LOOPML_HOME"] = str(tmp_path)
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "loopml", "demo", "--fast", "--json"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    server = None
+    try:
+        deadline = time.monotonic() + 240
+        while server is None and time.monotonic() < deadline and demo.poll() is None:
+            servers = [c for c in _children(demo.pid) if " serve " in _cmdline(c)]
+            server = servers[0] if servers else None
+            time.sleep(0.2)
+        assert server is not None, "the demo never started its server"
+        time.sleep(3)  # the stream is flowing
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(timeout=180) == 128 + signal.SIGTERM
+        assert not Path(f"/proc/{server}").exists() or "serve" not in _cmdline(server), (
+            "the demo's server outlived it"
+        )
+        assert b"Traceback" not in (demo.stderr.read() if demo.stderr else b"")
+    finally:
+        demo.kill()
+        if server is not None and "serve" in _cmdline(server):
+            os.kill(server, signal.SIGKILL)  # an orphan of a failed run: don't leak it
