@@ -316,7 +316,10 @@ class Controller:
         if seen.learning:
             numbers["learning"] = seen.learning
         if not result.gate.passed:
-            failed = ", ".join(c.name for c in result.gate.failures())
+            failed = ", ".join(
+                f"{c.name} {c.value:.3f} (threshold {c.threshold:.3f})"
+                for c in result.gate.failures()
+            )
             self._audit(
                 "retrain_rejected",
                 f"{why}; gate failed: {failed}",
