@@ -394,7 +394,7 @@ def run_demo(
         finally:
             replay.close()
             stop.set()
-            thread.join(timeout=120)
+            _finish_step(thread, say)
             _close_split(settings, store)
     reports = sorted(str(p) for p in settings.reports_dir.glob("*.html"))
     return DemoResult(
@@ -409,6 +409,15 @@ def run_demo(
         home=home,
         seconds=time.monotonic() - started,
     )
+
+
+def _finish_step(thread: threading.Thread, say: Callable[[str], None]) -> None:
+    """Wait for the stopped controller ``thread`` to end its tick: a retrain cut short would leave
+    a half-written MLflow run behind. Ctrl-C (or SIGTERM) while waiting leaves at once."""
+    thread.join(timeout=5)
+    if thread.is_alive():
+        say("waiting for the controller to finish its step (a retrain can take minutes)")
+        thread.join()
 
 
 @contextlib.contextmanager
