@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import os
 import pickle
+from importlib.metadata import version as package_version
 from pathlib import Path
 
 import httpx
+import mlflow
 import numpy as np
 import pytest
 from minilm_support import minilm_home, onnx_cache, tweet_sample
@@ -17,7 +19,7 @@ from serving_helpers import Server
 from typer.testing import CliRunner
 
 from loopml.cli import app
-from loopml.config import load_settings
+from loopml.config import Settings, load_settings
 from loopml.data import Dataset
 
 pytest.importorskip("torch", reason="needs the transformers extra")
@@ -79,9 +81,24 @@ def test_trained_minilm_model_is_served(
     assert np.allclose(served, expected, atol=1e-4)
     assert single["predictions"][0]["label"] == body["predictions"][0]["label"]
     assert len(pickle.dumps(model)) > 10_000_000, "the ONNX encoder travels inside the model"
+    _logged_requirements_are_the_serving_stack(settings, summary["version"], tmp_path)
 
     _monitor_sees_embedding_drift_checks(monkeypatch, window.json())
     _retrain_keeps_the_recipe(settings, summary["version"], texts[:40], labels[:40])
+
+
+def _logged_requirements_are_the_serving_stack(
+    settings: Settings, version: str, tmp_path: Path
+) -> None:
+    model_dir = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{settings.model_name}/{version}",
+        dst_path=str(tmp_path / "model"),
+        tracking_uri=settings.mlflow_uri,
+    )
+    needs = (Path(model_dir) / "requirements.txt").read_text().split()
+    assert f"onnxruntime=={package_version('onnxruntime')}" in needs, needs
+    assert f"tokenizers=={package_version('tokenizers')}" in needs, needs
+    assert not any(n.startswith(("torch", "transformers", "peft")) for n in needs), needs
 
 
 def _monitor_sees_embedding_drift_checks(

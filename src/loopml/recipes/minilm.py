@@ -30,6 +30,7 @@ from loopml.recipes.onnx_encoder import (
     export_encoder,
     load_base_model,
     quantize_int8,
+    serving_requirements,
     tokenizer_json,
 )
 
@@ -110,6 +111,10 @@ class MiniLMLogReg(Recipe):
             "C": trial.suggest_float("C", 0.5, 100.0, log=True),
             "class_weight": trial.suggest_categorical("class_weight", ["none", "balanced"]),
         }
+
+    def pip_requirements(self) -> list[str]:
+        """ONNX Runtime, tokenizers and scikit-learn (the head), pinned as trained."""
+        return serving_requirements("scikit-learn")
 
     def fit(self, texts: Sequence[str], labels: Sequence[str]) -> OnnxTextClassifier:
         """Export the encoder, embed ``texts`` (cached), fit the head."""

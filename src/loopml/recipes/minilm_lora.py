@@ -31,6 +31,7 @@ from loopml.recipes.onnx_encoder import (
     load_base_model,
     pooled_embeddings,
     quantize_int8,
+    serving_requirements,
     tokenizer_json,
 )
 
@@ -105,6 +106,10 @@ class MiniLMLoRA(Recipe):
             "learning_rate": trial.suggest_float("learning_rate", 1e-4, 2e-3, log=True),
             "head_learning_rate": trial.suggest_float("head_learning_rate", 1e-3, 2e-2, log=True),
         }
+
+    def pip_requirements(self) -> list[str]:
+        """ONNX Runtime and tokenizers, pinned as trained (the head runs in numpy)."""
+        return serving_requirements()
 
     def fit(self, texts: Sequence[str], labels: Sequence[str]) -> OnnxTextClassifier:
         """Fine-tune, merge, export; returns the ONNX-served classifier."""
