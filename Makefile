@@ -3,6 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUNTIME_STAMP := $(VENV)/.installed-runtime
 # make test also installs the transformers extra (torch, ONNX Runtime); make demo does not.
 TEST_STAMP := $(VENV)/.installed-transformers
 TORCH := torch==2.13.0
@@ -14,9 +15,15 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # environment is constrained to them, so tests run on the versions that ship).
 LOCK := requirements.lock.txt
 
-$(STAMP): pyproject.toml $(LOCK)
+# What `make demo` runs: the package and its runtime dependencies, nothing of the dev extra (test
+# tools, browsers' drivers, Triton clients), which more than doubled a first `make demo`.
+$(RUNTIME_STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --constraint $(LOCK) -e .
+	touch $(RUNTIME_STAMP)
+
+$(STAMP): $(RUNTIME_STAMP)
 	$(BIN)/pip install -q --constraint $(LOCK) -e '.[dev]'
 	touch $(STAMP)
 
@@ -105,7 +112,7 @@ image:
 base-image:
 	deploy/docker/base-image.sh $(LOCAL_BASE_IMAGE)
 
-demo: $(STAMP)
+demo: $(RUNTIME_STAMP)
 	$(BIN)/loopml demo
 
 lint: $(STAMP)

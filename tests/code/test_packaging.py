@@ -69,3 +69,73 @@ def test_wheel_holds_every_package_file(tmp_path: Path) -> None:
     missing = sorted(_package_files() - names)
     assert not missing, f"not in the wheel (add them to package-data): {missing}"
     assert {f"loopml/{name}" for name in DATA} <= names
+
+
+def _runtime_closure() -> set[str]:
+    """The distributions that ``pip install loopml`` brings (no extra), by normalised name."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    from packaging.requirements import Requirement
+
+    seen: set[str] = set()
+    todo = ["loopml"]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            reqs = requires(name) or []
+        except PackageNotFoundError:
+            continue
+        for line in reqs:
+            req = Requirement(line)
+            # Only what applies without extras on this interpreter.
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name.lower().replace("_", "-"))
+    return seen
+
+
+def test_the_demo_runs_on_runtime_dependencies_only() -> None:
+    """`make demo` installs the package without the dev extra: nothing the demo imports may come
+    from a distribution only the dev extra brings (such imports fail in a child process)."""
+    from importlib.metadata import packages_distributions, requires
+
+    from packaging.requirements import Requirement
+
+    runtime = _runtime_closure()
+    dev_only = {
+        Requirement(r).name.lower().replace("_", "-")
+        for r in requires("loopml") or []
+        if 'extra == "dev"' in r
+    } - runtime
+    modules = sorted(
+        module
+        for module, dists in packages_distributions().items()
+        if dists
+        and all(d.lower().replace("_", "-") in dev_only for d in dists)
+        and module.isidentifier()
+    )
+    assert {"pytest", "schemathesis", "tritonclient", "playwright", "hcl2"} <= set(modules), modules
+    makefile = (ROOT / "Makefile").read_text()
+    assert "demo: $(RUNTIME_STAMP)" in makefile
+    assert "--constraint $(LOCK) -e .\n" in makefile
+    child = f"""
+import importlib.abc, sys
+BLOCKED = set({modules!r})
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{{name}} comes only with the dev extra")
+        return None
+sys.meta_path.insert(0, Block())
+import loopml.demo, loopml.cli, loopml.serving.app, loopml.control.controller
+from typer.testing import CliRunner
+result = CliRunner().invoke(loopml.cli.app, ["demo", "--help"])
+assert result.exit_code == 0, result.output
+print("ok")
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
