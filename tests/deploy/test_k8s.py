@@ -286,6 +286,23 @@ def test_prometheus_operator_objects_are_an_optional_component() -> None:
     assert not [r for r in base["resources"] if "monitoring" in r or "ingress" in r]
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlays_hold_only_namespaced_objects_and_the_namespace_is_applied_once(
+    overlay: str,
+) -> None:
+    """CD's identity may edit objects in the namespace, not create (or patch) the Namespace: an
+    overlay with a Namespace (or any cluster-scoped object) fails `kubectl apply` for it."""
+    namespace = yaml.safe_load((K8S / "overlays" / overlay / "namespace.yaml").read_text())
+    kubernetes_validate.validate(namespace, K8S_VERSIONS[-1], strict=True)
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    for variant, (base, _) in VARIANTS.items():
+        if base != overlay:
+            continue
+        for obj in render(variant):
+            where = f"{variant}: {obj['kind']}/{obj['metadata']['name']}"
+            assert obj["metadata"].get("namespace") == namespace["metadata"]["name"], where
+
+
 # ---- policy ----------------------------------------------------------------------------------
 
 
@@ -663,6 +680,41 @@ def test_bootstrap_script_promotes_once_and_is_safe_to_rerun(tmp_path: Path) -> 
     assert model["aliases"] == ["champion"], "one version, trained once"
 
 
+def _deploy_docs() -> dict[str, str]:
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    section = docs[docs.index("<!-- K8S -->") : docs.index("<!-- /K8S -->")]
+    return {"deploy/k8s/README.md": (K8S / "README.md").read_text(), "docs/deploy.md": section}
+
+
+@pytest.mark.parametrize("doc", ["deploy/k8s/README.md", "docs/deploy.md"])
+def test_documented_release_sequence_migrates_bootstraps_then_waits(doc: str) -> None:
+    """Seams 2 and 8, as the docs tell it: delete the old Jobs, apply what the migration needs,
+    wait for it, apply the rest, wait for the first champion, only then for ready pods. Every
+    object and label the commands name is in the rendered overlay."""
+    text = _deploy_docs()[doc]
+    key, value = AFTER_MIGRATION
+    steps = [
+        "delete job loopml-migrate loopml-bootstrap --ignore-not-found",
+        f"apply -f loopml.yaml -l '{key}!={value}'",
+        "wait --for=condition=complete job/loopml-migrate",
+        "kubectl apply -f loopml.yaml\n",
+        "wait --for=condition=complete job/loopml-bootstrap",
+        "rollout status deployment/loopml-server",
+    ]
+    positions = [text.find(step) for step in steps]
+    assert -1 not in positions, [s for s, p in zip(steps, positions, strict=True) if p == -1]
+    assert positions == sorted(positions), "steps out of order"
+    assert "create job --from=cronjob" not in text, "the bootstrap Job makes the first champion"
+    assert 'kustomize edit set image "loopml=loopml:${VERSION}@${DIGEST}"' in text
+    rendered = {(o["kind"], o["metadata"]["name"]) for o in render("prod")}
+    kinds = {"job": "Job", "deployment": "Deployment", "cronjob": "CronJob"}
+    for kind, name in re.findall(r"\b(job|deployment|cronjob)/([a-z0-9-]+)", text):
+        assert (kinds[kind], name) in rendered, f"{kind}/{name}"
+    for name in re.findall(r"delete job ([a-z0-9 -]+?) --", text)[0].split():
+        assert ("Job", name) in rendered, name
+    assert "mlflow.mlflow.svc" not in text and "OWNER" not in text and "PROJECT_ID" not in text
+
+
 # ---- overlays --------------------------------------------------------------------------------
 
 
@@ -780,7 +832,8 @@ def test_cluster_env_fills_every_name_of_the_prod_overlay(cloud: str) -> None:
         overlay="prod",
         components=("ingress", "monitoring", cloud),
         env=env,
-        image={"newTag": "1.2.0", "digest": digest},
+        # what CD's `kustomize edit set image loopml=loopml:1.2.0@sha256:...` writes
+        image={"newName": "loopml:1.2.0", "digest": digest},
     )
     rendered = render_dir(tree / "overlays" / "prod")
     text = yaml.safe_dump_all(rendered)
