@@ -866,6 +866,32 @@ def test_cluster_env_fills_every_name_of_the_prod_overlay(cloud: str) -> None:
     assert destination["value"] == env["MLFLOW_ARTIFACTS_DESTINATION"]
 
 
+@pytest.mark.parametrize("stack", sorted(IDENTITY_ANNOTATION))
+def test_terraform_binds_the_names_this_overlay_uses(stack: str) -> None:
+    """Seam 4 across the repository: Terraform's kustomize_env output is this overlay's
+    cluster.env (same keys, its CLOUD), and its identities are bound to the namespace and the
+    ServiceAccounts the prod overlay's pods run as."""
+    text = "".join(
+        p.read_text() for p in sorted((ROOT / "deploy" / "terraform" / stack).glob("*.tf"))
+    )
+    env = re.search(r"kustomize_env\s*=\s*<<-?EOT\n(.*?)\n\s*EOT", text, re.S)
+    assert env, f"{stack}: no kustomize_env heredoc"
+    written = cluster_env("\n".join(line.strip() for line in env.group(1).splitlines()))
+    assert set(written) == CLUSTER_ENV_KEYS and written["CLOUD"] == stack
+    namespace = re.search(r'variable "k8s_namespace" \{[^}]*?default\s*=\s*"([^"]+)"', text, re.S)
+    assert (
+        namespace
+        and namespace.group(1) == one("prod", "Deployment", SERVER)["metadata"]["namespace"]
+    )
+    accounts = re.search(
+        r'variable "k8s_service_accounts" \{.*?default\s*=\s*\{(.*?)\}', text, re.S
+    )
+    assert accounts
+    bound = set(re.findall(r'=\s*"([^"]+)"', accounts.group(1)))
+    used = {pod_spec(o)["serviceAccountName"] for o in workloads("prod")}
+    assert used == bound == {o["metadata"]["name"] for o in objects("prod", "ServiceAccount")}
+
+
 # ---- monitoring: one source of truth -----------------------------------------------------------
 
 
