@@ -565,9 +565,10 @@ def test_loopml_tracking_uri_is_the_mlflow_service_of_its_namespace(overlay: str
     assert service_port["targetPort"] in {p["name"] for p in c["ports"]}
     # MLflow's Host-header check (DNS-rebinding protection) admits what loopml sends
     allowed = c["args"][c["args"].index("--allowed-hosts") + 1].split(",")
-    for host in (uri.netloc, uri.hostname, f"{uri.hostname}.{deployment['metadata']['namespace']}"):
+    for host in (uri.netloc, uri.hostname, "localhost:5000"):
         assert is_allowed_host_header(allowed, host), host
-    assert not is_allowed_host_header(allowed, "evil.example.com")
+    for host in ("evil.example.com", f"{uri.hostname}.evil.example:{uri.port}"):
+        assert not is_allowed_host_header(allowed, host), host
     assert is_health_endpoint("/health"), "probes come with the pod IP as Host"
 
 
