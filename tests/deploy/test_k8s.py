@@ -261,6 +261,10 @@ def test_secret_example_matches_schema() -> None:
     example = yaml.safe_load((K8S / "secret.example.yaml").read_text())
     kubernetes_validate.validate(example, K8S_VERSIONS[-1], strict=True)
     assert set(example["stringData"]) == SECRET_VARS
+    # the image has psycopg 3; a plain postgresql:// URL asks SQLAlchemy for psycopg2
+    text = (K8S / "secret.example.yaml").read_text() + "".join(_deploy_docs().values())
+    assert "postgresql://" not in text
+    assert example["stringData"]["LOOPML_DATABASE_URL"].startswith("postgresql+psycopg://")
 
 
 def test_crd_objects_are_well_formed() -> None:
