@@ -7,6 +7,7 @@ commands, shutdown timeouts), with MLflow's server, with deploy/prometheus and d
 from __future__ import annotations
 
 import atexit
+import importlib
 import importlib.util
 import json
 import os
@@ -282,7 +283,6 @@ def test_prometheus_operator_objects_are_an_optional_component() -> None:
     Operator's CRDs; prod opts in to them (and to the Ingress) as components."""
     for variant in ("dev", "prod-without-components"):
         assert not {o["kind"] for o in render(variant)} & (CRD_KINDS | {"Ingress"}), variant
-        # every object is a built-in kind (the schema test validates them all)
     for variant in ("prod", "dev-with-components"):
         assert CRD_KINDS | {"Ingress"} <= {o["kind"] for o in render(variant)}, variant
     assert not (K8S / "base" / "monitoring").exists()
@@ -745,8 +745,6 @@ def test_prod_overlay_is_pinned_and_autoscaled() -> None:
 
 def _route_paths() -> set[str]:
     """Every HTTP path the serving app answers (its routers' routes, hidden ones included)."""
-    import tempfile as _tempfile
-
     from fastapi.routing import APIRoute
 
     from loopml.serving import routes
@@ -758,7 +756,7 @@ def _route_paths() -> set[str]:
         router = getattr(module, "router", None)
         if router is not None:
             paths |= {r.path for r in router.routes if isinstance(r, APIRoute)}
-    with _tempfile.TemporaryDirectory() as home:
+    with tempfile.TemporaryDirectory() as home:
         paths |= set(create_app(Settings(home=Path(home))).openapi()["paths"])
     return paths | {"/docs", "/docs/oauth2-redirect", "/openapi.json"}
 
