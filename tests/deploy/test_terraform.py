@@ -170,6 +170,9 @@ VALIDATED = {
         "k8s_namespace",
         "k8s_service_accounts",
         "master_authorized_networks",
+        "host",
+        "github_repository",
+        "github_deploy_environment",
     },
     "eks": {
         "region",
@@ -189,6 +192,11 @@ VALIDATED = {
         "k8s_namespace",
         "k8s_service_accounts",
         "endpoint_public_access_cidrs",
+        "host",
+        "github_repository",
+        "github_deploy_environment",
+        "github_oidc_provider_arn",
+        "deploy_runner_cidrs",
     },
 }
 
