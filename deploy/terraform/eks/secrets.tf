@@ -10,10 +10,8 @@ locals {
   # SQLAlchemy URLs as LOOPML_DATABASE_URL and the MLflow server's --backend-store-uri take them.
   # The driver is named: a bare postgresql:// means psycopg2, which the image does not carry.
   database_urls = {
-    for db in local.databases : db => format(
-      "postgresql+psycopg://%s:%s@%s:%d/%s?sslmode=require",
-      db, random_password.db[db].result, aws_db_instance.this.address, aws_db_instance.this.port, db,
-    )
+    for db in local.databases :
+    db => "postgresql+psycopg://${db}:${random_password.db[db].result}@${aws_db_instance.this.address}:${aws_db_instance.this.port}/${db}?sslmode=require"
   }
 }
 
