@@ -505,6 +505,15 @@ def _render_prod(tmp_path: Path, cluster_env: str) -> list[dict[str, Any]]:
     k8s = tmp_path / "k8s"
     shutil.copytree(K8S_DIR, k8s, ignore=shutil.ignore_patterns("cluster.env"))
     (k8s / "overlays" / "prod" / "cluster.env").write_text(cluster_env)
+    cloud = re.search(r"^CLOUD=(\w+)$", cluster_env, re.M)
+    assert cloud, cluster_env
+    # As docs/deploy.md says (and deploy.yml checks): the overlay lists CLOUD's component.
+    kustomization = k8s / "overlays" / "prod" / "kustomization.yaml"
+    text = kustomization.read_text()
+    assert re.search(r"^  - \.\./\.\./components/(gke|eks)$", text, re.M), "no cloud component"
+    kustomization.write_text(
+        re.sub(r"^(  - \.\./\.\./components/)(gke|eks)$", rf"\g<1>{cloud[1]}", text, flags=re.M)
+    )
     proc = subprocess.run(
         [kubectl, "kustomize", str(k8s / "overlays" / "prod")],
         capture_output=True,

@@ -177,8 +177,8 @@ def test_deploy_uses_the_real_overlays_and_rolls_back() -> None:
     assert jobs["production"]["environment"]["name"] == "production"
     for job in ("staging", "production"):
         scripts = "\n".join(s.get("run", "") for s in jobs[job]["steps"])
-        assert 'kustomize edit set image "loopml=$IMAGE_REF"' in scripts
-        assert 'kubectl apply -f "$RUNNER_TEMP/rendered.yaml"' in scripts  # what was checked
+        assert 'kustomize edit set image "loopml=$image_ref"' in scripts
+        assert 'kubectl apply -f "$RUNNER_TEMP/loopml.yaml"' in scripts  # what was checked
         assert ".github/scripts/smoke.sh" in scripts
         for deployment in ("mlflow", "loopml-server", "loopml-controller"):
             assert f"rollout status deployment/{deployment}" in scripts
@@ -238,6 +238,8 @@ def test_workflow_files_use_paths_that_exist() -> None:
 
 # --- running the workflows' own steps (seams 1, 5 and 6) ----------------------------------------
 
+# Read at import: the suite's autouse fixture clears LOOPML_* variables before each test.
+CHECKOV = os.environ.get("LOOPML_CHECKOV")
 EXPRESSION = re.compile(r"\$\{\{\s*(.+?)\s*\}\}")
 DIGEST = "sha256:" + hashlib.sha256(b"loopml release manifest").hexdigest()
 CLUSTER_ENV = {
@@ -252,7 +254,7 @@ CLUSTER_ENV = {
 
 # Stand-ins for the cloud and registry CLIs: they log their arguments; `kubectl kustomize` and
 # `kustomize build` are the real kustomize (kubectl's), `kustomize edit set image` does what
-# kustomize documents (name=repo@digest sets newName and digest, drops newTag).
+# kustomize documents (name=repo:tag@digest sets newName, newTag and digest).
 STUB = """#!/usr/bin/env python3
 import json, os, subprocess, sys
 from pathlib import Path
@@ -263,18 +265,22 @@ with log.open("a") as f:
 real_kubectl = os.environ["REAL_KUBECTL"]
 if name == "kubectl" and args[:1] == ["kustomize"]:
     os.execv(real_kubectl, [real_kubectl] + args)
-if name == "kubectl" and args[:1] == ["apply"]:
+if name == "kubectl" and args[:1] == ["apply"] and "-l" not in args:
     Path(os.environ["STUB_APPLIED"]).write_text(Path(args[args.index("-f") + 1]).read_text())
 if name == "kustomize" and args[:1] == ["build"]:
     os.execv(real_kubectl, [real_kubectl, "kustomize"] + args[1:])
 if name == "kustomize" and args[:3] == ["edit", "set", "image"]:
     import yaml
     image, _, ref = args[3].partition("=")
-    repo, _, digest = ref.partition("@")
+    name_tag, _, digest = ref.partition("@")
+    repo, _, tag = name_tag.rpartition(":")
+    if not repo or "/" in tag:  # no tag: the colon was a registry port's
+        repo, tag = name_tag, ""
+    entry = {"name": image, "newName": repo, "newTag": tag, "digest": digest}
     path = Path("kustomization.yaml")
     doc = yaml.safe_load(path.read_text())
     entries = [e for e in doc.get("images", []) if e["name"] != image]
-    doc["images"] = entries + [{"name": image, "newName": repo, "digest": digest}]
+    doc["images"] = entries + [{k: v for k, v in entry.items() if v}]
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
 if name == "skopeo" and args[:1] == ["login"]:
     sys.stdin.read()
@@ -505,46 +511,92 @@ def test_release_and_deploy_agree_on_one_image_reference(tmp_path: Path) -> None
     assert got["release.source"] == f"ghcr.io/acme/loopml@{digest}"
     assert ["inspect", "--raw", "docker://ghcr.io/acme/loopml:1.2.0"] in by_hand.calls("skopeo")
 
-    # The production job pins the overlay to <cluster registry>@<digest> and applies that.
-    workspace = _workspace(tmp_path / "p")
-    job = deploy["jobs"]["production"]
-    prod = Runner(
-        workspace,
-        tmp_path / "p",
-        {
-            "needs.release.outputs.source": f"ghcr.io/acme/loopml@{DIGEST}",
-            "needs.release.outputs.digest": DIGEST,
-            "needs.release.outputs.version": "1.2.0",
-            "needs.release.outputs.git_ref": "v1.2.0",
-            "vars.LOOPML_CLOUD": "eks",
-            "vars.LOOPML_CLUSTER_ENV": "".join(f"{k}={v}\n" for k, v in CLUSTER_ENV.items()),
-            "vars.LOOPML_CLUSTER_NAME": "loopml-prod",
-            "vars.LOOPML_CLUSTER_LOCATION": "eu-west-1",
-            "vars.LOOPML_DEPLOY_IDENTITY": "arn:aws:iam::123456789012:role/loopml-prod-deploy",
-            "secrets.GITHUB_TOKEN": "t",
-            "secrets.LOOPML_SMOKE_API_KEY": "k",
-            "steps.gcp.outputs.access_token": "",  # the GKE login step is skipped on EKS
-        },
-    )
+
+CLUSTER_ENVS = {
+    "gke": {
+        "CLOUD": "gke",
+        "IMAGE": "europe-west1-docker.pkg.dev/my-project/loopml-prod/loopml",
+        "HOST": "loopml.example.com",
+        "SERVER_IDENTITY": "loopml-prod-server@my-project.iam.gserviceaccount.com",
+        "CONTROLLER_IDENTITY": "loopml-prod-controller@my-project.iam.gserviceaccount.com",
+        "MLFLOW_IDENTITY": "loopml-prod-mlflow@my-project.iam.gserviceaccount.com",
+        "MLFLOW_ARTIFACTS_DESTINATION": "gs://loopml-prod-artifacts/mlflow",
+    },
+    "eks": CLUSTER_ENV,
+}
+
+
+def _production_runner(tmp_path: Path, cloud: str) -> tuple[Runner, dict[str, Any]]:
+    workspace = _workspace(tmp_path)
+    if cloud == "eks":  # as docs/deploy.md says: the overlay lists the cloud's component
+        kustomization = workspace / "deploy/k8s/overlays/prod/kustomization.yaml"
+        text = kustomization.read_text()
+        assert "  - ../../components/gke\n" in text
+        kustomization.write_text(text.replace("../../components/gke\n", "../../components/eks\n"))
+    cluster_env = CLUSTER_ENVS[cloud]
+    context = {
+        "needs.release.outputs.source": f"ghcr.io/acme/loopml@{DIGEST}",
+        "needs.release.outputs.digest": DIGEST,
+        "needs.release.outputs.version": "1.2.0",
+        "needs.release.outputs.git_ref": "v1.2.0",
+        "vars.LOOPML_CLOUD": cloud,
+        "vars.LOOPML_CLUSTER_ENV": "".join(f"{k}={v}\n" for k, v in cluster_env.items()),
+        "vars.LOOPML_CLUSTER_NAME": "loopml-prod",
+        "vars.LOOPML_CLUSTER_LOCATION": "europe-west1" if cloud == "gke" else "eu-west-1",
+        "vars.LOOPML_DEPLOY_IDENTITY": "the deploy identity",
+        "secrets.GITHUB_TOKEN": "t",
+        "secrets.LOOPML_SMOKE_API_KEY": "k",
+        # The output of the Google login step (an action; skipped on EKS).
+        "steps.gcp.outputs.access_token": "gcp-token" if cloud == "gke" else "",
+    }
+    job = workflows()["deploy.yml"]["jobs"]["production"]
     last = [s.get("id") for s in job["steps"]].index("apply")
-    prod.run_job(job | {"steps": job["steps"][: last + 1]})
-    target = f"{CLUSTER_ENV['IMAGE']}@{DIGEST}"
-    assert [
+    return Runner(workspace, tmp_path, context), job | {"steps": job["steps"][: last + 1]}
+
+
+@pytest.mark.parametrize("cloud", ["gke", "eks"])
+def test_deploy_pins_the_release_digest_in_the_cluster_registry(tmp_path: Path, cloud: str) -> None:
+    """Seam 1, the deploy side: the production job's own steps (cloud CLIs stubbed) copy the
+    release by digest into cluster.env's IMAGE and apply a render whose every image is it."""
+    CLUSTER_ENV = CLUSTER_ENVS[cloud]  # noqa: N806 - the same name as the module's EKS example
+    prod, job = _production_runner(tmp_path, cloud)
+    prod.run_job(job)
+    target = f"{CLUSTER_ENV['IMAGE']}:1.2.0@{DIGEST}"  # the tag names it, the digest pins it
+    copy = [
         "copy",
         "--all",
         "--preserve-digests",
         f"docker://ghcr.io/acme/loopml@{DIGEST}",
         f"docker://{CLUSTER_ENV['IMAGE']}:1.2.0",
-    ] in prod.calls("skopeo")
-    assert prod.calls("aws")[0][:2] == ["eks", "update-kubeconfig"]
+    ]
+    assert copy in prod.calls("skopeo")
+    if cloud == "eks":
+        assert prod.calls("aws")[0][:2] == ["eks", "update-kubeconfig"]
+    else:
+        assert not prod.calls("aws")  # the Google actions log in and write the kubeconfig
     applied = [d for d in yaml.safe_load_all(prod.applied.read_text()) if d]
     images = {c["image"] for d in applied for c in _containers(d)}
-    assert target in images, images
-    assert not {i for i in images if "loopml" in i.rsplit("/", 1)[-1] and i != target}, images
-    jobs = sorted(d["metadata"]["name"] for d in applied if d["kind"] == "Job")
-    assert sorted(prod.final_env["JOBS"].split()) == jobs
-    deleted = [c[3] for c in prod.calls("kubectl") if c[2:3] == ["delete"]]
-    assert deleted == [n for n in prod.final_env["JOBS"].split()]
+    assert images == {target}, images  # every workload, Jobs and CronJob included
+    kubectl = [c for c in prod.calls("kubectl") if c[:1] != ["kustomize"]]
+    rendered = {(d["kind"], d["metadata"]["name"]) for d in applied}
+    for call in kubectl:  # every object the sequence names is in the render
+        for ref in call:
+            kind, slash, name = ref.partition("/")
+            if slash and kind in ("job", "deployment"):
+                assert (kind.capitalize(), name) in rendered, ref
+    deleted = next(c for c in kubectl if "delete" in c)
+    assert {("Job", n) for n in deleted[deleted.index("job") + 1 :] if not n.startswith("-")} == {
+        (k, n) for k, n in rendered if k == "Job"
+    }, "the previous release's Jobs, all of them"
+    first = next(c for c in kubectl if c[:1] == ["apply"])
+    assert first[first.index("-l") + 1] == "loopml.io/apply!=after-migration"
+
+
+def test_deploy_refuses_another_clouds_component(tmp_path: Path) -> None:
+    prod, job = _production_runner(tmp_path, "gke")
+    prod.context["vars.LOOPML_CLOUD"] = "eks"  # the overlay still lists components/gke
+    with pytest.raises(AssertionError, match="another cloud's component"):
+        prod.run_job(job)
 
 
 def _containers(obj: Any) -> list[dict[str, Any]]:
@@ -607,7 +659,7 @@ def test_ci_checkov_scans_the_rendered_overlays_and_finds_nothing(tmp_path: Path
     assert "--directory rendered" in scripts and "--directory deploy/terraform" in scripts
     assert "--file Dockerfile" in scripts
     assert not re.search(r"(--directory|-d) deploy(\s|$)", scripts), "never the raw deploy/ tree"
-    checkov = os.environ.get("LOOPML_CHECKOV") or str(ROOT / ".venv-tools" / "bin" / "checkov")
+    checkov = CHECKOV or str(ROOT / ".venv-tools" / "bin" / "checkov")
     if not Path(checkov).is_file():
         pytest.fail("checkov is missing: `make tools` installs it into .venv-tools", pytrace=False)
     workspace = _workspace(tmp_path)
