@@ -7,6 +7,7 @@ commands, shutdown timeouts), with MLflow's server, with deploy/prometheus and d
 from __future__ import annotations
 
 import atexit
+import importlib
 import importlib.util
 import json
 import os
@@ -261,6 +262,10 @@ def test_secret_example_matches_schema() -> None:
     example = yaml.safe_load((K8S / "secret.example.yaml").read_text())
     kubernetes_validate.validate(example, K8S_VERSIONS[-1], strict=True)
     assert set(example["stringData"]) == SECRET_VARS
+    # the image has psycopg 3; a plain postgresql:// URL asks SQLAlchemy for psycopg2
+    text = (K8S / "secret.example.yaml").read_text() + "".join(_deploy_docs().values())
+    assert "postgresql://" not in text
+    assert example["stringData"]["LOOPML_DATABASE_URL"].startswith("postgresql+psycopg://")
 
 
 def test_crd_objects_are_well_formed() -> None:
@@ -278,7 +283,6 @@ def test_prometheus_operator_objects_are_an_optional_component() -> None:
     Operator's CRDs; prod opts in to them (and to the Ingress) as components."""
     for variant in ("dev", "prod-without-components"):
         assert not {o["kind"] for o in render(variant)} & (CRD_KINDS | {"Ingress"}), variant
-        # every object is a built-in kind (the schema test validates them all)
     for variant in ("prod", "dev-with-components"):
         assert CRD_KINDS | {"Ingress"} <= {o["kind"] for o in render(variant)}, variant
     assert not (K8S / "base" / "monitoring").exists()
@@ -565,9 +569,10 @@ def test_loopml_tracking_uri_is_the_mlflow_service_of_its_namespace(overlay: str
     assert service_port["targetPort"] in {p["name"] for p in c["ports"]}
     # MLflow's Host-header check (DNS-rebinding protection) admits what loopml sends
     allowed = c["args"][c["args"].index("--allowed-hosts") + 1].split(",")
-    for host in (uri.netloc, uri.hostname, f"{uri.hostname}.{deployment['metadata']['namespace']}"):
+    for host in (uri.netloc, uri.hostname, "localhost:5000"):
         assert is_allowed_host_header(allowed, host), host
-    assert not is_allowed_host_header(allowed, "evil.example.com")
+    for host in ("evil.example.com", f"{uri.hostname}.evil.example:{uri.port}"):
+        assert not is_allowed_host_header(allowed, host), host
     assert is_health_endpoint("/health"), "probes come with the pod IP as Host"
 
 
@@ -740,8 +745,6 @@ def test_prod_overlay_is_pinned_and_autoscaled() -> None:
 
 def _route_paths() -> set[str]:
     """Every HTTP path the serving app answers (its routers' routes, hidden ones included)."""
-    import tempfile as _tempfile
-
     from fastapi.routing import APIRoute
 
     from loopml.serving import routes
@@ -753,7 +756,7 @@ def _route_paths() -> set[str]:
         router = getattr(module, "router", None)
         if router is not None:
             paths |= {r.path for r in router.routes if isinstance(r, APIRoute)}
-    with _tempfile.TemporaryDirectory() as home:
+    with tempfile.TemporaryDirectory() as home:
         paths |= set(create_app(Settings(home=Path(home))).openapi()["paths"])
     return paths | {"/docs", "/docs/oauth2-redirect", "/openapi.json"}
 
