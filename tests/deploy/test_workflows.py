@@ -526,7 +526,9 @@ CLUSTER_ENVS = {
 }
 
 
-def _production_runner(tmp_path: Path, cloud: str) -> tuple[Runner, dict[str, Any]]:
+def _deploy_runner(
+    tmp_path: Path, cloud: str, job_name: str = "production"
+) -> tuple[Runner, dict[str, Any]]:
     workspace = _workspace(tmp_path)
     if cloud == "eks":  # as docs/deploy.md says: the overlay lists the cloud's component
         kustomization = workspace / "deploy/k8s/overlays/prod/kustomization.yaml"
@@ -549,17 +551,21 @@ def _production_runner(tmp_path: Path, cloud: str) -> tuple[Runner, dict[str, An
         # The output of the Google login step (an action; skipped on EKS).
         "steps.gcp.outputs.access_token": "gcp-token" if cloud == "gke" else "",
     }
-    job = workflows()["deploy.yml"]["jobs"]["production"]
+    job = workflows()["deploy.yml"]["jobs"][job_name]
     last = [s.get("id") for s in job["steps"]].index("apply")
     return Runner(workspace, tmp_path, context), job | {"steps": job["steps"][: last + 1]}
 
 
-@pytest.mark.parametrize("cloud", ["gke", "eks"])
-def test_deploy_pins_the_release_digest_in_the_cluster_registry(tmp_path: Path, cloud: str) -> None:
+@pytest.mark.parametrize(
+    ("job_name", "cloud"), [("production", "gke"), ("production", "eks"), ("staging", "eks")]
+)
+def test_deploy_pins_the_release_digest_in_the_cluster_registry(
+    tmp_path: Path, job_name: str, cloud: str
+) -> None:
     """Seam 1, the deploy side: the production job's own steps (cloud CLIs stubbed) copy the
     release by digest into cluster.env's IMAGE and apply a render whose every image is it."""
     CLUSTER_ENV = CLUSTER_ENVS[cloud]  # noqa: N806 - the same name as the module's EKS example
-    prod, job = _production_runner(tmp_path, cloud)
+    prod, job = _deploy_runner(tmp_path, cloud, job_name)
     prod.run_job(job)
     target = f"{CLUSTER_ENV['IMAGE']}:1.2.0@{DIGEST}"  # the tag names it, the digest pins it
     copy = [
@@ -593,7 +599,7 @@ def test_deploy_pins_the_release_digest_in_the_cluster_registry(tmp_path: Path, 
 
 
 def test_deploy_refuses_another_clouds_component(tmp_path: Path) -> None:
-    prod, job = _production_runner(tmp_path, "gke")
+    prod, job = _deploy_runner(tmp_path, "gke")
     prod.context["vars.LOOPML_CLOUD"] = "eks"  # the overlay still lists components/gke
     with pytest.raises(AssertionError, match="another cloud's component"):
         prod.run_job(job)
@@ -695,3 +701,15 @@ def test_ci_checkov_scans_the_rendered_overlays_and_finds_nothing(tmp_path: Path
             if not r.get("suppressions")
         ]
         assert not failed, f"{sarif}: " + "\n".join(failed)
+
+
+def test_no_doc_names_a_v_image_tag() -> None:
+    """The git tag is v1.2.0, the image tag 1.2.0: no doc says to pull `loopml:v1.2.0`."""
+    files = [ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("deploy/**/*.md")]
+    files += [*ROOT.glob("deploy/**/*.example"), *WORKFLOWS.glob("*.yml")]
+    wrong = [
+        f"{path.relative_to(ROOT)}: {m.group(0)}"
+        for path in files
+        for m in re.finditer(r"loopml:v\d[\w.-]*|LOOPML_VERSION=v\d[\w.-]*", path.read_text())
+    ]
+    assert not wrong, "image tags have no v:\n" + "\n".join(wrong)
