@@ -576,6 +576,9 @@ def test_deploy_pins_the_release_digest_in_the_cluster_registry(
         f"docker://{CLUSTER_ENV['IMAGE']}:1.2.0",
     ]
     assert copy in prod.calls("skopeo")
+    # Credentials stay in the job's temp dir (a self-hosted runner keeps its home).
+    for key in ("KUBECONFIG", "REGISTRY_AUTH_FILE"):
+        assert prod.final_env[key].startswith(str(tmp_path)), key
     if cloud == "eks":
         assert prod.calls("aws")[0][:2] == ["eks", "update-kubeconfig"]
     else:
@@ -623,11 +626,8 @@ def _containers(obj: Any) -> list[dict[str, Any]]:
 def test_deploy_reaches_a_private_cluster_with_github_oidc() -> None:
     """Seam 5: a configurable (self-hosted) runner, OIDC to the cloud, no stored kubeconfig."""
     text = "\n".join(p.read_text() for p in WORKFLOWS.glob("*.yml"))
-    assert (
-        "KUBECONFIG" not in text
-        and "aws-access-key-id" not in text
-        and "credentials_json" not in text
-    )
+    for long_lived in ("secrets.KUBECONFIG", "aws-access-key-id", "credentials_json"):
+        assert long_lived not in text, long_lived
     deploy = workflows()["deploy.yml"]
     caller = workflows()["release.yml"]["jobs"]["deploy"]["permissions"]
     for name in ("staging", "production"):
