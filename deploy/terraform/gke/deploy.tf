@@ -9,8 +9,8 @@
 # - inside the cluster it gets Kubernetes `edit` in var.k8s_namespace only, by a RoleBinding an
 #   administrator creates once with the Namespace (docs/deploy.md): GKE's IAM roles are
 #   cluster-wide, so namespace scope needs RBAC, and Terraform creates nothing in the cluster.
-# The control plane is private: deploy.yml runs on a self-hosted runner inside the VPC (the nodes'
-# subnet reaches the private endpoint; other ranges go into var.master_authorized_networks).
+# The control plane is private: deploy.yml runs on a self-hosted runner inside the VPC and uses
+# the internal endpoint; the runner's range goes into var.master_authorized_networks.
 # ---------------------------------------------------------------------------------------------
 
 resource "google_iam_workload_identity_pool" "github" {
