@@ -14,6 +14,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -256,7 +257,7 @@ CLUSTER_ENV = {
 # `kustomize build` are the real kustomize (kubectl's), `kustomize edit set image` does what
 # kustomize documents (name=repo:tag@digest sets newName, newTag and digest).
 STUB = """#!/usr/bin/env python3
-import json, os, subprocess, sys
+import json, os, sys
 from pathlib import Path
 name, args = Path(sys.argv[0]).name, sys.argv[1:]
 log = Path(os.environ["STUB_LOG"])
@@ -327,7 +328,9 @@ class Runner:
         self.bin = tmp / "stub-bin"
         self.bin.mkdir(parents=True, exist_ok=True)
         for name in ("kubectl", "kustomize", "skopeo", "aws"):
-            (self.bin / name).write_text(STUB.replace("#!/usr/bin/env python3", f"#!{_python()}"))
+            (self.bin / name).write_text(
+                STUB.replace("#!/usr/bin/env python3", f"#!{sys.executable}")
+            )
             (self.bin / name).chmod(0o755)
         self.log = tmp / "stub.log"
         self.applied = tmp / "applied.yaml"
@@ -365,7 +368,7 @@ class Runner:
                 k: _substitute(str(v), self.context) for k, v in (step.get("env") or {}).items()
             }
             cwd = self.workspace / _substitute(
-                step.get("working-directory", "."), self.context | env_ctx(env)
+                step.get("working-directory", "."), self.context | _env_context(env)
             )
             proc = subprocess.run(
                 [
@@ -375,7 +378,7 @@ class Runner:
                     "-eo",
                     "pipefail",
                     "-c",
-                    _substitute(step["run"], self.context | env_ctx(env)),
+                    _substitute(step["run"], self.context | _env_context(env)),
                 ],
                 cwd=cwd,
                 env=env
@@ -400,18 +403,12 @@ class Runner:
         return [c[1:] for c in map(json.loads, lines) if c[0] == name]
 
 
-def env_ctx(env: dict[str, str]) -> dict[str, str]:
+def _env_context(env: dict[str, str]) -> dict[str, str]:
     return {f"env.{k}": v for k, v in env.items()}
 
 
 def _key_values(text: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-
-
-def _python() -> str:
-    import sys
-
-    return sys.executable
 
 
 def _workspace(tmp: Path) -> Path:
