@@ -2,7 +2,10 @@
 
 Format (`terraform fmt`), parsing (python-hcl2), variables (typed, described, validated, used,
 declared), module calls, provider pins, example files, no literal secrets, sensitive outputs,
-the Kubernetes names shared with deploy/k8s, and checkov with every skip justified and needed.
+database URLs that name the psycopg driver, the contract with deploy/k8s (cluster.env from the
+kustomize_env output; identities, namespace, ServiceAccounts and NetworkPolicies cross-checked
+against the rendered prod overlay), the add-ons NetworkPolicies and the HPA need, the deploy
+identity deploy.yml uses, and checkov with every skip justified and needed.
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ import os
 import re
 import shutil
 import subprocess
+import textwrap
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import hcl2
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 TF_DIR = ROOT / "deploy" / "terraform"
@@ -67,9 +72,12 @@ def _blocks(stack: str, kind: str) -> dict[str, Any]:
 
 def _typed_blocks(stack: str, kind: str) -> dict[str, Any]:
     """Resources or data sources as {"type.name": body}."""
+    # Not via _blocks: two resources of one type are two entries with the same type key.
     return {
         f"{rtype}.{name}": body
-        for rtype, named in _blocks(stack, kind).items()
+        for path in sorted((TF_DIR / stack).glob("*.tf"))
+        for block in _parse(path).get(kind, [])
+        for rtype, named in block.items()
         for name, body in named.items()
     }
 
@@ -170,6 +178,9 @@ VALIDATED = {
         "k8s_namespace",
         "k8s_service_accounts",
         "master_authorized_networks",
+        "host",
+        "github_repository",
+        "github_deploy_environment",
     },
     "eks": {
         "region",
@@ -189,6 +200,11 @@ VALIDATED = {
         "k8s_namespace",
         "k8s_service_accounts",
         "endpoint_public_access_cidrs",
+        "host",
+        "github_repository",
+        "github_deploy_environment",
+        "github_oidc_provider_arn",
+        "deploy_runner_cidrs",
     },
 }
 
@@ -350,6 +366,381 @@ def test_kubernetes_names_and_outputs(stack: str) -> None:
     annotation = {"gke": "iam.gke.io/gcp-service-account", "eks": "eks.amazonaws.com/role-arn"}
     module_dir = {"gke": "modules/gke-workload-identity", "eks": "modules/eks-irsa-role"}
     assert annotation[stack] in _text(_blocks(module_dir[stack], "output"))
+
+
+# --- database URLs (seam 3) ---------------------------------------------------------------------
+
+POSTGRES_URL = re.compile(r"postgres(?:ql)?(?:\+\w+)?://")
+
+
+def _strings(obj: Any) -> list[str]:
+    if isinstance(obj, dict):
+        return [s for k, v in obj.items() for s in _strings(k) + _strings(v)]
+    if isinstance(obj, list):
+        return [s for v in obj for s in _strings(v)]
+    return [obj] if isinstance(obj, str) else []
+
+
+@pytest.mark.parametrize("stack", ROOTS)
+def test_database_urls_name_the_psycopg_driver(stack: str) -> None:
+    """The image has psycopg 3 only: a bare postgresql:// URL makes SQLAlchemy load psycopg2."""
+    values = [s for path in sorted((TF_DIR / stack).glob("*.tf")) for s in _strings(_parse(path))]
+    schemes = [m.group(0) for s in values for m in POSTGRES_URL.finditer(s)]
+    assert schemes, f"{stack}: no database URL found"
+    assert set(schemes) == {"postgresql+psycopg://"}, f"{stack}: {sorted(set(schemes))}"
+    # Every place a URL leaves Terraform (output, secret) takes it from that one local.
+    assert _blocks(stack, "output")["database_urls"]["value"] == "${local.database_urls}"
+    secret = {
+        "gke": ("google_secret_manager_secret_version.database_url", "secret_data"),
+        "eks": ("aws_secretsmanager_secret_version.database", "secret_string"),
+    }[stack]
+    assert "local.database_urls[each.key]" in str(
+        _typed_blocks(stack, "resource")[secret[0]][secret[1]]
+    )
+
+
+# --- cluster.env and the cross-check with deploy/k8s (seam 4) ------------------------------------
+
+K8S_DIR = ROOT / "deploy" / "k8s"
+PROD = K8S_DIR / "overlays" / "prod"
+KUSTOMIZE_ENV_KEYS = [
+    "CLOUD",
+    "IMAGE",
+    "HOST",
+    "SERVER_IDENTITY",
+    "CONTROLLER_IDENTITY",
+    "MLFLOW_IDENTITY",
+    "MLFLOW_ARTIFACTS_DESTINATION",
+]
+WORKLOADS = {"server": "loopml-server", "controller": "loopml-controller", "mlflow": "mlflow"}
+IDENTITY_KEYS = {"server": "SERVER_IDENTITY", "controller": "CONTROLLER_IDENTITY"} | {
+    "mlflow": "MLFLOW_IDENTITY"
+}
+ANNOTATION = {"gke": "iam.gke.io/gcp-service-account", "eks": "eks.amazonaws.com/role-arn"}
+# What the interpolations of kustomize_env would be after an apply (made-up, well-formed values).
+FAKE = {
+    "gke": {
+        "IMAGE": "europe-west1-docker.pkg.dev/my-project/loopml-prod/loopml",
+        "HOST": "loopml.example.com",
+        "SERVER_IDENTITY": "loopml-prod-server@my-project.iam.gserviceaccount.com",
+        "CONTROLLER_IDENTITY": "loopml-prod-controller@my-project.iam.gserviceaccount.com",
+        "MLFLOW_IDENTITY": "loopml-prod-mlflow@my-project.iam.gserviceaccount.com",
+        "MLFLOW_ARTIFACTS_DESTINATION": "gs://loopml-prod-artifacts/mlflow",
+    },
+    "eks": {
+        "IMAGE": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/loopml-prod/loopml",
+        "HOST": "loopml.example.com",
+        "SERVER_IDENTITY": "arn:aws:iam::123456789012:role/loopml-prod-server",
+        "CONTROLLER_IDENTITY": "arn:aws:iam::123456789012:role/loopml-prod-controller",
+        "MLFLOW_IDENTITY": "arn:aws:iam::123456789012:role/loopml-prod-mlflow",
+        "MLFLOW_ARTIFACTS_DESTINATION": "s3://loopml-prod-artifacts/mlflow",
+    },
+}
+
+
+def _kustomize_env(stack: str) -> list[tuple[str, str]]:
+    """(key, HCL value) lines of the kustomize_env output's heredoc."""
+    assert _blocks(stack, "output")["kustomize_env"]["value"] == "${local.kustomize_env}"
+    heredoc = str(_blocks(stack, "locals")["kustomize_env"])
+    first, _, rest = heredoc.partition("\n")
+    assert first == "<<-EOT", f"{stack}: kustomize_env is not a <<-EOT heredoc"
+    body = textwrap.dedent(rest.rsplit("\n", 1)[0])
+    return [tuple(line.split("=", 1)) for line in body.splitlines()]  # type: ignore[misc]
+
+
+def _variable_default(stack: str, reference: str) -> Any:
+    """The default of `${var.a}` or `${var.a.b}`."""
+    match = re.fullmatch(r"\$\{var\.(\w+)(?:\.(\w+))?\}", reference)
+    assert match, reference
+    default = _blocks(stack, "variable")[match.group(1)]["default"]
+    return default[match.group(2)] if match.group(2) else default
+
+
+def _bound_identities(stack: str) -> tuple[str, dict[str, str]]:
+    """Namespace and KSA per workload as the workload-identity / IRSA module calls bind them."""
+    module = {"gke": "workload_identity", "eks": "irsa"}[stack]
+    sa_field = {"gke": ("namespace", "ksa"), "eks": ("namespace", "service_account")}[stack]
+    call = _blocks(stack, "module")[module]
+    assert call["for_each"] == "${local.workloads}"
+    workloads = _blocks(stack, "locals")["workloads"]
+    namespace = _variable_default(stack, call[sa_field[0]])
+    ksa = {name: _variable_default(stack, w[sa_field[1]]) for name, w in workloads.items()}
+    return namespace, ksa
+
+
+@pytest.mark.parametrize("stack", ROOTS)
+def test_kustomize_env_is_the_cluster_env_contract(stack: str) -> None:
+    lines = dict(_kustomize_env(stack))
+    assert list(lines) == KUSTOMIZE_ENV_KEYS, f"{stack}: keys and order of cluster.env"
+    assert lines["CLOUD"] == stack
+    module = {"gke": 'module.workload_identity["{}"].email', "eks": 'module.irsa["{}"].role_arn'}
+    for workload, key in IDENTITY_KEYS.items():
+        assert lines[key] == "${" + module[stack].format(workload) + "}", (stack, key)
+    assert lines["HOST"] == "${var.host}"
+    image = {"gke": "docker.pkg.dev", "eks": "aws_ecr_repository.loopml.repository_url"}
+    assert image[stack] in lines["IMAGE"] and lines["IMAGE"].endswith(("/loopml", "url}"))
+    scheme = {"gke": "gs://", "eks": "s3://"}[stack]
+    outputs = _blocks(stack, "output")
+    assert lines["MLFLOW_ARTIFACTS_DESTINATION"] == outputs["mlflow_artifacts_destination"]["value"]
+    assert lines["MLFLOW_ARTIFACTS_DESTINATION"].startswith(scheme)
+    assert not re.search(r"password|database_url|secret", _text(lines), re.I), "no secret in it"
+
+
+def test_kustomize_env_keys_are_those_of_cluster_env_example() -> None:
+    example = PROD / "cluster.env.example"
+    assert example.is_file(), f"{example.relative_to(ROOT)} is missing (deploy/k8s's contract)"
+    keys = [
+        line.split("=", 1)[0]
+        for line in example.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    for stack in ROOTS:
+        assert [k for k, _ in _kustomize_env(stack)] == keys, stack
+
+
+def _render_prod(tmp_path: Path, cluster_env: str) -> list[dict[str, Any]]:
+    """kubectl kustomize of the prod overlay with this cluster.env (in a copy of deploy/k8s)."""
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl (with kustomize built in) is needed: it is on the dev and CI machines"
+    k8s = tmp_path / "k8s"
+    shutil.copytree(K8S_DIR, k8s, ignore=shutil.ignore_patterns("cluster.env"))
+    (k8s / "overlays" / "prod" / "cluster.env").write_text(cluster_env)
+    cloud = re.search(r"^CLOUD=(\w+)$", cluster_env, re.M)
+    assert cloud, cluster_env
+    # As docs/deploy.md says (and deploy.yml checks): the overlay lists CLOUD's component.
+    kustomization = k8s / "overlays" / "prod" / "kustomization.yaml"
+    text = kustomization.read_text()
+    assert re.search(r"^  - \.\./\.\./components/(gke|eks)$", text, re.M), "no cloud component"
+    kustomization.write_text(
+        re.sub(r"^(  - \.\./\.\./components/)(gke|eks)$", rf"\g<1>{cloud[1]}", text, flags=re.M)
+    )
+    proc = subprocess.run(
+        [kubectl, "kustomize", str(k8s / "overlays" / "prod")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def _selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        ok = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": labels.get(key) not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+def _peer_admits(
+    peer: dict[str, Any],
+    policy_ns: str,
+    pod: dict[str, str],
+    pod_ns: str,
+    ns_labels: dict[str, str],
+) -> bool:
+    if "ipBlock" in peer:
+        return False
+    if "namespaceSelector" in peer:
+        if not _selects(peer["namespaceSelector"], ns_labels):
+            return False
+    elif pod_ns != policy_ns:
+        return False
+    return "podSelector" not in peer or _selects(peer["podSelector"], pod)
+
+
+def _allows(
+    policies: list[dict[str, Any]],
+    src: tuple[dict[str, str], str],
+    dst: tuple[dict[str, str], str],
+    port: int,
+) -> bool:
+    """Would the NetworkPolicies let src's pod open a connection to dst's pod on this port?"""
+
+    def direction(
+        pod: tuple[dict[str, str], str], other: tuple[dict[str, str], str], kind: str
+    ) -> bool:
+        rules_key, peers_key = {"Ingress": ("ingress", "from"), "Egress": ("egress", "to")}[kind]
+        selecting = [
+            p
+            for p in policies
+            if p["metadata"]["namespace"] == pod[1]
+            and _selects(p["spec"].get("podSelector"), pod[0])
+            and kind in p["spec"].get("policyTypes", ["Ingress"])
+        ]
+        if not selecting:
+            return True  # not isolated in this direction
+        ns_labels = {"kubernetes.io/metadata.name": other[1]}
+        for p in selecting:
+            for rule in p["spec"].get(rules_key) or []:
+                ports = rule.get("ports")
+                if ports and not any(pt.get("port") in (port, None) for pt in ports):
+                    continue
+                peers = rule.get(peers_key)
+                if not peers or any(
+                    _peer_admits(peer, pod[1], other[0], other[1], ns_labels) for peer in peers
+                ):
+                    return True
+        return False
+
+    return direction(dst, src, "Ingress") and direction(src, dst, "Egress")
+
+
+@pytest.mark.parametrize("stack", ROOTS)
+def test_terraform_identities_match_the_rendered_prod_overlay(stack: str, tmp_path: Path) -> None:
+    """Seam 4: what Terraform binds is what the overlay runs, and the policies let it talk."""
+    namespace, ksa = _bound_identities(stack)
+    assert namespace == "loopml"
+    assert ksa == {n: f"loopml-{n}" for n in ("server", "controller", "mlflow")}
+    values = {"CLOUD": stack} | FAKE[stack]
+    docs = _render_prod(tmp_path, "".join(f"{k}={values[k]}\n" for k, _ in _kustomize_env(stack)))
+    by_kind: dict[str, dict[str, dict[str, Any]]] = {}
+    for doc in docs:
+        by_kind.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
+    for workload, sa_name in ksa.items():
+        sa = by_kind.get("ServiceAccount", {}).get(sa_name)
+        assert sa, f"ServiceAccount {sa_name} is not in the prod overlay"
+        assert sa["metadata"]["namespace"] == namespace, sa_name
+        identity = values[IDENTITY_KEYS[workload]]
+        annotations = sa["metadata"].get("annotations") or {}
+        assert annotations.get(ANNOTATION[stack]) == identity, (sa_name, annotations)
+        deployment = by_kind["Deployment"][WORKLOADS[workload]]
+        assert deployment["metadata"]["namespace"] == namespace
+        assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == sa_name
+    pods = {
+        w: (by_kind["Deployment"][d]["spec"]["template"]["metadata"]["labels"], namespace)
+        for w, d in WORKLOADS.items()
+    }
+    policies = list(by_kind.get("NetworkPolicy", {}).values())
+    assert policies, "the prod overlay has no NetworkPolicy"
+    for client in ("server", "controller"):
+        assert _allows(policies, pods[client], pods["mlflow"], 5000), f"{client} -> mlflow:5000"
+    # No peer looks for one of these pods in another namespace (MLflow once lived in `mlflow`).
+    for policy in policies:
+        assert policy["metadata"]["namespace"] == namespace, policy["metadata"]["name"]
+        for rule in (policy["spec"].get("ingress") or []) + (policy["spec"].get("egress") or []):
+            for peer in rule.get("from", []) + rule.get("to", []):
+                named = (peer.get("namespaceSelector") or {}).get("matchLabels", {})
+                other = named.get("kubernetes.io/metadata.name", namespace)
+                if other != namespace and "podSelector" in peer:
+                    assert not any(_selects(peer["podSelector"], lb) for lb, _ in pods.values()), (
+                        f"{policy['metadata']['name']} looks for loopml's pods in namespace {other}"
+                    )
+    assert "Namespace" not in by_kind, "the deploy identity cannot create the Namespace (seam 5)"
+
+
+# --- add-ons the manifests need (seam 9) ---------------------------------------------------------
+
+
+def test_eks_addons_enforce_network_policies_and_serve_metrics() -> None:
+    resources = _typed_blocks("eks", "resource")
+    addons = _blocks("eks", "locals")
+    networking = addons["networking_addons"]
+    workloads = addons["workload_addons"]
+    assert resources["aws_eks_addon.networking"]["for_each"] == "${local.networking_addons}"
+    assert resources["aws_eks_addon.workloads"]["for_each"] == "${local.workload_addons}"
+    assert set(networking) == {"vpc-cni", "kube-proxy"}
+    assert re.fullmatch(
+        r'\$\{jsonencode\(\{\s*"?enableNetworkPolicy"?\s*[=:]\s*"true"\s*\}\)\}',
+        networking["vpc-cni"],
+    ), networking["vpc-cni"]
+    assert set(re.findall(r'"([\w-]+)"', workloads)) == {"coredns", "metrics-server"}
+    # Pods need the CNI before the nodes take them; CoreDNS and metrics-server need nodes.
+    assert "aws_eks_addon.networking" in _text(
+        resources["aws_eks_node_group.default"]["depends_on"]
+    )
+    assert "aws_eks_node_group.default" in _text(resources["aws_eks_addon.workloads"]["depends_on"])
+
+
+def test_gke_enforces_network_policies_and_leaves_prometheus_to_the_operator() -> None:
+    cluster = _typed_blocks("gke", "resource")["google_container_cluster.this"]
+    assert cluster["datapath_provider"] == "ADVANCED_DATAPATH"  # Dataplane V2 enforces them
+    (monitoring,) = cluster["monitoring_config"]
+    assert monitoring["managed_prometheus"] == [{"enabled": False}]
+    readme = (TF_DIR / "README.md").read_text()
+    assert "Prometheus Operator" in readme and "Managed Prometheus" in readme
+
+
+# --- the deploy identity of deploy.yml (seam 5) ---------------------------------------------------
+
+WORKFLOWS = ROOT / ".github" / "workflows"
+
+
+def _deploy_workflow() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((WORKFLOWS / "deploy.yml").read_text())
+    return doc
+
+
+@pytest.mark.parametrize("stack", ROOTS)
+def test_deploy_identity_trusts_only_the_production_deploy_job(stack: str) -> None:
+    variables = _blocks(stack, "variable")
+    production = _deploy_workflow()["jobs"]["production"]["environment"]["name"]
+    assert variables["github_deploy_environment"]["default"] == production
+    subject = "repo:${var.github_repository}:environment:${var.github_deploy_environment}"
+    resources = _typed_blocks(stack, "resource")
+    if stack == "eks":
+        (trust,) = _typed_blocks("eks", "data")["aws_iam_policy_document.deploy_trust"]["statement"]
+        conditions = {c["variable"]: c["values"] for c in trust["condition"]}
+        assert conditions == {
+            "token.actions.githubusercontent.com:aud": ["sts.amazonaws.com"],
+            "token.actions.githubusercontent.com:sub": [subject],
+        }
+        assert trust["actions"] == ["sts:AssumeRoleWithWebIdentity"]
+    else:
+        provider = resources["google_iam_workload_identity_pool_provider.github"]
+        assert provider["oidc"][0]["issuer_uri"] == "https://token.actions.githubusercontent.com"
+        assert provider["attribute_condition"] == f"assertion.sub == '{subject}'"
+        binding = resources["google_service_account_iam_member.deploy_github"]
+        assert binding["role"] == "roles/iam.workloadIdentityUser"
+        assert binding["member"].endswith(f"/subject/{subject}")
+
+
+@pytest.mark.parametrize("stack", ROOTS)
+def test_deploy_identity_can_do_what_deploy_yml_does(stack: str) -> None:
+    """Get credentials, copy the release into the registry, edit the one namespace; nothing more."""
+    resources = _typed_blocks(stack, "resource")
+    if stack == "eks":
+        statements = _typed_blocks("eks", "data")["aws_iam_policy_document.deploy"]["statement"]
+        actions = {a for s in statements for a in s["actions"]}
+        assert {"eks:DescribeCluster", "ecr:GetAuthorizationToken", "ecr:PutImage"} <= actions
+        assert not {a for a in actions if a.endswith("*")}
+        association = resources["aws_eks_access_policy_association.deploy"]
+        assert association["policy_arn"].endswith(":cluster-access-policy/AmazonEKSEditPolicy")
+        assert association["access_scope"] == [
+            {"type": "namespace", "namespaces": ["${var.k8s_namespace}"]}
+        ]
+        assert resources["aws_eks_access_entry.deploy"]["type"] == "STANDARD"
+    else:
+        roles = {
+            resources["google_project_iam_member.deploy_cluster_viewer"]["role"],
+            resources["google_artifact_registry_repository_iam_member.deploy_push"]["role"],
+        }
+        assert roles == {"roles/container.clusterViewer", "roles/artifactregistry.writer"}
+        readme = (ROOT / "docs" / "deploy.md").read_text()
+        assert "create rolebinding" in readme and "--clusterrole=edit" in readme
+    # Terraform creates nothing inside the cluster (an admin creates the Namespace once).
+    assert not {p for p in _required_providers(stack) if p in ("kubernetes", "helm", "kubectl")}
+
+
+@pytest.mark.parametrize("stack", ROOTS)
+def test_github_environment_variables_are_what_deploy_yml_reads(stack: str) -> None:
+    text = (WORKFLOWS / "deploy.yml").read_text()
+    read = set(re.findall(r"\bvars\.(\w+)", text))
+    optional = {"LOOPML_DEPLOY_RUNS_ON", "LOOPML_NAMESPACE"}  # defaults in deploy.yml
+    outputs = {s: set(_blocks(s, "output")["github_environment_variables"]["value"]) for s in ROOTS}
+    assert read - optional == outputs["gke"] | outputs["eks"], "deploy.yml vs Terraform"
+    value = _blocks(stack, "output")["github_environment_variables"]["value"]
+    assert value["LOOPML_CLUSTER_ENV"] == "${local.kustomize_env}"
+    assert value["LOOPML_CLOUD"] == stack
 
 
 # --- checkov ------------------------------------------------------------------------------------

@@ -176,10 +176,48 @@ resource "aws_eks_node_group" "default" {
     "k8s.io/cluster-autoscaler/${local.cluster_name}" = "owned"
   }
 
-  depends_on = [aws_iam_role_policy_attachment.node]
+  depends_on = [aws_iam_role_policy_attachment.node, aws_eks_addon.networking]
 
   lifecycle {
     # The cluster autoscaler owns the current size.
     ignore_changes = [scaling_config[0].desired_size]
   }
+}
+
+# ---------------------------------------------------------------------------------------------
+# EKS add-ons, managed by EKS at versions matching the cluster:
+# - vpc-cni with its network policy agent: EKS ignores NetworkPolicies unless this is on, and
+#   deploy/k8s relies on them (default deny, MLflow reachable only from loopml's pods);
+# - kube-proxy, coredns;
+# - metrics-server (an EKS community add-on): the HPA's CPU metric and `kubectl top` need it.
+# The networking add-ons come before the nodes (pods need the CNI to start), the others after.
+# ---------------------------------------------------------------------------------------------
+
+locals {
+  networking_addons = {
+    vpc-cni    = jsonencode({ enableNetworkPolicy = "true" })
+    kube-proxy = null
+  }
+  workload_addons = toset(["coredns", "metrics-server"])
+}
+
+resource "aws_eks_addon" "networking" {
+  for_each = local.networking_addons
+
+  cluster_name                = aws_eks_cluster.this.name
+  addon_name                  = each.key
+  configuration_values        = each.value
+  resolve_conflicts_on_create = "OVERWRITE"
+  resolve_conflicts_on_update = "OVERWRITE"
+}
+
+resource "aws_eks_addon" "workloads" {
+  for_each = local.workload_addons
+
+  cluster_name                = aws_eks_cluster.this.name
+  addon_name                  = each.key
+  resolve_conflicts_on_create = "OVERWRITE"
+  resolve_conflicts_on_update = "OVERWRITE"
+
+  depends_on = [aws_eks_node_group.default] # their Deployments need nodes to turn ACTIVE
 }

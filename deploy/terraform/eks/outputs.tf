@@ -61,7 +61,7 @@ output "database_secrets" {
 }
 
 output "database_urls" {
-  description = "postgresql:// URL of each database, password included: sensitive, read with terraform output -json."
+  description = "postgresql+psycopg:// URL of each database, password included: sensitive, read with terraform output -json."
   value       = local.database_urls
   sensitive   = true
 }
@@ -85,4 +85,42 @@ output "workload_role_arns" {
     { for k, m in module.irsa : k => m.role_arn },
     { "cluster-autoscaler" = module.irsa_cluster_autoscaler.role_arn },
   )
+}
+
+# deploy/k8s/overlays/prod/cluster.env, the one file the prod overlay takes names from:
+#   terraform output -raw kustomize_env > ../../k8s/overlays/prod/cluster.env
+# Keys and their order are the overlay's contract (cluster.env.example); no secret in it.
+locals {
+  kustomize_env = <<-EOT
+    CLOUD=eks
+    IMAGE=${aws_ecr_repository.loopml.repository_url}
+    HOST=${var.host}
+    SERVER_IDENTITY=${module.irsa["server"].role_arn}
+    CONTROLLER_IDENTITY=${module.irsa["controller"].role_arn}
+    MLFLOW_IDENTITY=${module.irsa["mlflow"].role_arn}
+    MLFLOW_ARTIFACTS_DESTINATION=s3://${aws_s3_bucket.artifacts.bucket}/mlflow
+  EOT
+}
+
+output "kustomize_env" {
+  description = "Content of deploy/k8s/overlays/prod/cluster.env (KEY=value lines)."
+  value       = local.kustomize_env
+}
+
+output "deploy_identity" {
+  description = "IAM role deploy.yml assumes through GitHub OIDC (namespace-scoped edit via an EKS access entry)."
+  value       = aws_iam_role.deploy.arn
+}
+
+# Set each as a variable of the GitHub environment var.github_deploy_environment (docs/deploy.md):
+#   terraform output -json github_environment_variables | jq -r 'to_entries[] | [.key, .value] | @json'
+output "github_environment_variables" {
+  description = "Variables deploy.yml reads from its GitHub environment (no secret among them)."
+  value = {
+    LOOPML_CLOUD            = "eks"
+    LOOPML_DEPLOY_IDENTITY  = aws_iam_role.deploy.arn
+    LOOPML_CLUSTER_NAME     = aws_eks_cluster.this.name
+    LOOPML_CLUSTER_LOCATION = var.region
+    LOOPML_CLUSTER_ENV      = local.kustomize_env
+  }
 }

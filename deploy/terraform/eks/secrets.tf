@@ -7,12 +7,11 @@
 locals {
   databases = toset(["mlflow", "loopml"])
 
-  # postgresql:// URLs as LOOPML_DATABASE_URL and the MLflow server's --backend-store-uri take them.
+  # SQLAlchemy URLs as LOOPML_DATABASE_URL and the MLflow server's --backend-store-uri take them.
+  # The driver is named: a bare postgresql:// means psycopg2, which the image does not carry.
   database_urls = {
-    for db in local.databases : db => format(
-      "postgresql://%s:%s@%s:%d/%s?sslmode=require",
-      db, random_password.db[db].result, aws_db_instance.this.address, aws_db_instance.this.port, db,
-    )
+    for db in local.databases :
+    db => "postgresql+psycopg://${db}:${random_password.db[db].result}@${aws_db_instance.this.address}:${aws_db_instance.this.port}/${db}?sslmode=require"
   }
 }
 
@@ -28,7 +27,7 @@ resource "aws_secretsmanager_secret" "database" {
   for_each = local.databases
 
   name                    = "${local.prefix}/database/${each.key}"
-  description             = "Credentials of the ${each.key} database user (JSON with a postgresql:// url)"
+  description             = "Credentials of the ${each.key} database user (JSON with a postgresql+psycopg:// url)"
   kms_key_id              = aws_kms_key.data.arn
   recovery_window_in_days = 7
 }

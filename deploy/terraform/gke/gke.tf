@@ -42,7 +42,8 @@ resource "google_container_cluster" "this" {
 
   deletion_protection = var.deletion_protection
   networking_mode     = "VPC_NATIVE"
-  datapath_provider   = "ADVANCED_DATAPATH"
+  # Dataplane V2 enforces the NetworkPolicies of deploy/k8s (no separate network policy add-on).
+  datapath_provider = "ADVANCED_DATAPATH"
 
   enable_shielded_nodes       = true
   enable_intranode_visibility = true
@@ -115,11 +116,15 @@ resource "google_container_cluster" "this" {
     enable_components = ["SYSTEM_COMPONENTS", "WORKLOADS", "APISERVER"]
   }
 
+  # Google Cloud Managed Service for Prometheus stays off: loopml's optional monitoring component
+  # (deploy/k8s) is written for the Prometheus Operator (ServiceMonitor, PrometheusRule), which
+  # kube-prometheus-stack installs; Managed Prometheus would scrape nothing of loopml's and bring
+  # its own, different CRDs. Install the operator before enabling that component (docs/deploy.md).
   monitoring_config {
     enable_components = ["SYSTEM_COMPONENTS"]
 
     managed_prometheus {
-      enabled = true
+      enabled = false
     }
   }
 

@@ -14,9 +14,11 @@ locals {
     "container.googleapis.com",
     "containerscanning.googleapis.com", # vulnerability scan of every image pushed to Artifact Registry
     "iam.googleapis.com",
+    "iamcredentials.googleapis.com", # GitHub OIDC -> deploy service account (deploy.tf)
     "secretmanager.googleapis.com",
     "servicenetworking.googleapis.com",
     "sqladmin.googleapis.com",
+    "sts.googleapis.com", # Workload Identity Federation token exchange (deploy.tf)
   ]
 }
 

@@ -46,12 +46,12 @@ output "db_connection_name" {
 }
 
 output "database_url_secrets" {
-  description = "Secret Manager secret IDs holding the postgresql:// URL of each database (mlflow, loopml)."
+  description = "Secret Manager secret IDs holding the postgresql+psycopg:// URL of each database (mlflow, loopml)."
   value       = { for db, s in google_secret_manager_secret.database_url : db => s.secret_id }
 }
 
 output "database_urls" {
-  description = "postgresql:// URL of each database, password included: sensitive, read with terraform output -json."
+  description = "postgresql+psycopg:// URL of each database, password included: sensitive, read with terraform output -json."
   value       = local.database_urls
   sensitive   = true
 }
@@ -69,4 +69,43 @@ output "service_account_annotations" {
 output "workload_service_accounts" {
   description = "Google service account email per workload (server, controller, mlflow)."
   value       = { for k, m in module.workload_identity : k => m.email }
+}
+
+# deploy/k8s/overlays/prod/cluster.env, the one file the prod overlay takes names from:
+#   terraform output -raw kustomize_env > ../../k8s/overlays/prod/cluster.env
+# Keys and their order are the overlay's contract (cluster.env.example); no secret in it.
+locals {
+  kustomize_env = <<-EOT
+    CLOUD=gke
+    IMAGE=${google_artifact_registry_repository.images.location}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}/loopml
+    HOST=${var.host}
+    SERVER_IDENTITY=${module.workload_identity["server"].email}
+    CONTROLLER_IDENTITY=${module.workload_identity["controller"].email}
+    MLFLOW_IDENTITY=${module.workload_identity["mlflow"].email}
+    MLFLOW_ARTIFACTS_DESTINATION=gs://${google_storage_bucket.artifacts.name}/mlflow
+  EOT
+}
+
+output "kustomize_env" {
+  description = "Content of deploy/k8s/overlays/prod/cluster.env (KEY=value lines)."
+  value       = local.kustomize_env
+}
+
+output "deploy_identity" {
+  description = "Google service account deploy.yml impersonates through Workload Identity Federation (bind it to `edit` in the namespace: docs/deploy.md)."
+  value       = google_service_account.deploy.email
+}
+
+# Set each as a variable of the GitHub environment var.github_deploy_environment (docs/deploy.md).
+output "github_environment_variables" {
+  description = "Variables deploy.yml reads from its GitHub environment (no secret among them)."
+  value = {
+    LOOPML_CLOUD                      = "gke"
+    LOOPML_DEPLOY_IDENTITY            = google_service_account.deploy.email
+    LOOPML_WORKLOAD_IDENTITY_PROVIDER = google_iam_workload_identity_pool_provider.github.name
+    LOOPML_GCP_PROJECT                = var.project_id
+    LOOPML_CLUSTER_NAME               = google_container_cluster.this.name
+    LOOPML_CLUSTER_LOCATION           = google_container_cluster.this.location
+    LOOPML_CLUSTER_ENV                = local.kustomize_env
+  }
 }

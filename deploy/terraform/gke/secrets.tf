@@ -1,5 +1,5 @@
 # ---------------------------------------------------------------------------------------------
-# Secret Manager: one secret per database, holding its full postgresql:// URL (user, password,
+# Secret Manager: one secret per database, holding its full postgresql+psycopg:// URL (user, password,
 # private IP, database, sslmode=require). Only the workloads that use a database can read it.
 # ---------------------------------------------------------------------------------------------
 

@@ -139,17 +139,12 @@ resource "google_sql_user" "this" {
 }
 
 locals {
-  # postgresql:// URLs as LOOPML_DATABASE_URL and the MLflow server's --backend-store-uri take them.
+  # SQLAlchemy URLs as LOOPML_DATABASE_URL and the MLflow server's --backend-store-uri take them.
+  # The driver is named: a bare postgresql:// means psycopg2, which the image does not carry.
   # With the Auth Proxy (mTLS) the URL points at the sidecar, which encrypts on its own.
   db_via_proxy = var.db_ssl_mode == "TRUSTED_CLIENT_CERTIFICATE_REQUIRED"
   database_urls = {
-    for db in local.databases : db => format(
-      "postgresql://%s:%s@%s:5432/%s?sslmode=%s",
-      google_sql_user.this[db].name,
-      random_password.db[db].result,
-      local.db_via_proxy ? "127.0.0.1" : google_sql_database_instance.this.private_ip_address,
-      google_sql_database.this[db].name,
-      local.db_via_proxy ? "disable" : "require",
-    )
+    for db in local.databases :
+    db => "postgresql+psycopg://${google_sql_user.this[db].name}:${random_password.db[db].result}@${local.db_via_proxy ? "127.0.0.1" : google_sql_database_instance.this.private_ip_address}:5432/${google_sql_database.this[db].name}?sslmode=${local.db_via_proxy ? "disable" : "require"}"
   }
 }

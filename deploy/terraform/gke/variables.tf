@@ -309,3 +309,38 @@ variable "k8s_service_accounts" {
     error_message = "Every service account name must be a valid Kubernetes DNS label."
   }
 }
+
+# ---------------------------------------------------------------------------------------------
+# Public host and continuous deployment (deploy.yml)
+# ---------------------------------------------------------------------------------------------
+
+variable "host" {
+  type        = string
+  description = "Public DNS name of the loopml API (the Ingress host): HOST in the kustomize_env output."
+
+  validation {
+    condition     = can(regex("^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\.)+[a-z]{2,63}$", var.host))
+    error_message = "host must be a lowercase DNS name such as api.example.com."
+  }
+}
+
+variable "github_repository" {
+  type        = string
+  description = "GitHub repository (owner/name) whose deploy.yml may deploy to this cluster through GitHub OIDC."
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$", var.github_repository))
+    error_message = "github_repository must look like owner/name."
+  }
+}
+
+variable "github_deploy_environment" {
+  type        = string
+  description = "GitHub environment of the deploy.yml job that deploys to this cluster (production or staging): only its OIDC tokens get the deploy identity."
+  default     = "production"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_.-]{1,255}$", var.github_deploy_environment))
+    error_message = "github_deploy_environment must be a GitHub environment name (letters, digits, _ . -)."
+  }
+}
