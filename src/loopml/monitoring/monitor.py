@@ -389,7 +389,7 @@ def run_monitor(
     say("reference")
     reference = load_reference(settings, registry, version, champion.run_id)
     say("window")
-    with open_store(settings.db_url) as store:
+    with open_store(settings.db_url, auto_migrate=settings.db_auto_migrate) as store:
         frame = load_window(
             store,
             model_name=settings.model_name,

@@ -208,7 +208,7 @@ def _migrate_once(settings: Settings) -> None:
     from loopml.store import open_store
 
     try:
-        with open_store(settings.db_url):
+        with open_store(settings.db_url, auto_migrate=settings.db_auto_migrate):
             pass  # opening migrates the schema
     except LoopmlError as exc:
         log.warning("%s: serving anyway, predictions wait on the spool", exc)
