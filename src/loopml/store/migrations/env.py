@@ -6,7 +6,8 @@ and add columns that are nullable or have a server default; it never drops or re
 a column, changes a column's type, makes one NOT NULL, or adds a unique constraint to an existing
 table. Code that meets a revision it does not know (newer) works on the tables and columns it
 knows and never migrates it. Removing something takes two releases: stop using it, then drop it.
-``tests/code/store/test_schema.py`` checks every revision against this rule.
+``tests/code/store/test_schema.py`` checks every revision against this rule, and
+``tests/e2e/test_previous_release.py`` runs the previous release's code on the newest schema.
 """
 
 from __future__ import annotations
