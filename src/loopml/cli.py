@@ -899,10 +899,14 @@ def controller(
 
     with _control() as (settings, store, registry), quiet_stdout(json_out):
         loop = Controller(settings, store, registry, on_tick=show)
-        if once:
-            loop.tick()
-        else:
-            loop.run()
+        # SIGTERM (docker stop, a pod's termination) or Ctrl-C: a clean stop, exit 0.
+        with loop.stop_on_signals():
+            if once:
+                loop.tick()
+            else:
+                loop.run()
+        if loop.stop_signal is not None:
+            console.print(f"stopped by {loop.stop_signal}")
 
 
 # ---------------------------------------------------------------- the database's schema
