@@ -71,7 +71,10 @@ def test_image_ci_and_dev_environment_install_from_the_lock() -> None:
     assert "--constraint /tmp/requirements.lock.txt" in dockerfile
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^LOCK := requirements\.lock\.txt$", makefile, re.M)
-    assert re.search(r"^\$\(STAMP\): pyproject\.toml \$\(LOCK\)$", makefile, re.M)
+    # The demo's runtime install, then the dev extra on top of it: both constrained by the lock.
+    assert re.search(r"^\$\(RUNTIME_STAMP\): pyproject\.toml \$\(LOCK\)$", makefile, re.M)
+    assert re.search(r"^\$\(STAMP\): \$\(RUNTIME_STAMP\)$", makefile, re.M)
+    assert "pip install -q --constraint $(LOCK) -e .\n" in makefile
     assert "pip install -q --constraint $(LOCK) -e '.[dev]'" in makefile
     assert re.search(r"^lock:", makefile, re.M) and "uv pip compile pyproject.toml" in makefile
     assert LOCK.read_text().splitlines()[1] == "#    make lock"
