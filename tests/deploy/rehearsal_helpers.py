@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 NON_SETTING_VARS = frozenset({"LOOPML_CONFIG", "LOOPML_ACTOR"})
 
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 _QUANTITY = {
     "Ki": 2**10,
     "Mi": 2**20,
@@ -55,23 +56,37 @@ def setting_vars() -> frozenset[str]:
     return frozenset(f"LOOPML_{name.upper()}" for name in Settings.model_fields)
 
 
-def render(overlay: str, workdir: Path) -> list[dict[str, Any]]:
-    """``kubectl kustomize deploy/k8s/overlays/<overlay>`` in a copy of ``deploy/`` under
+def render(
+    overlay: str,
+    workdir: Path,
+    *,
+    cluster_env: Mapping[str, str] | None = None,
+    deploy: Path = ROOT / "deploy",
+) -> list[dict[str, Any]]:
+    """``kubectl kustomize deploy/k8s/overlays/<overlay>`` in a copy of ``deploy`` under
     ``workdir``, with ``cluster.env.example`` as the overlay's ``cluster.env`` (the real one is
-    git-ignored and written by Terraform: the example is what a fresh clone has)."""
+    git-ignored and written by Terraform: the example is what a fresh clone has), its keys
+    ``cluster_env`` replaced (each must be a key of the example)."""
     kubectl = shutil.which("kubectl")
     if kubectl is None:
-        raise RehearsalError(
-            "kubectl (with kustomize) is not installed: it is on dev and CI machines"
-        )
+        raise RehearsalError("kubectl (with kustomize) is not installed: on dev and CI machines")
     copy = workdir / "deploy"
-    shutil.copytree(
-        ROOT / "deploy", copy, ignore=shutil.ignore_patterns(".terraform", "*.tfstate*")
-    )
+    shutil.copytree(deploy, copy, ignore=shutil.ignore_patterns(".terraform", "*.tfstate*"))
     target = copy / "k8s" / "overlays" / overlay
     example = target / "cluster.env.example"
+    replace = dict(cluster_env or {})
     if example.is_file():
-        shutil.copyfile(example, target / "cluster.env")
+        lines = example.read_text().splitlines()
+        keys = {line.split("=", 1)[0] for line in lines if "=" in line and line[0] != "#"}
+        if set(replace) - keys:
+            raise RehearsalError(f"cluster.env.example has no key {sorted(set(replace) - keys)}")
+        out = [
+            f"{key}={replace[key]}" if (key := line.split("=", 1)[0]) in replace else line
+            for line in lines
+        ]
+        (target / "cluster.env").write_text("\n".join(out) + "\n")
+    elif replace:
+        raise RehearsalError(f"overlays/{overlay} has no cluster.env.example")
     done = subprocess.run(
         [kubectl, "kustomize", str(target)],
         capture_output=True,
@@ -110,7 +125,8 @@ def expand(text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
             return "$"
         if name in env:
             return env[name]
-        unknown.append(name)
+        if _ENV_NAME.fullmatch(name):  # `$(hostname)` in a shell script is shell's, not ours
+            unknown.append(name)
         return match.group(0)
 
     return _VAR_REF.sub(sub, text), unknown

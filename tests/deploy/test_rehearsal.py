@@ -82,6 +82,11 @@ def operator_secrets(c: Credentials) -> dict[str, dict[str, str]]:
     }
 
 
+#: The artifact bucket: cluster.env.example names a gs:// bucket (GKE) and no GCS stand-in runs
+#: here, so the rendered cluster.env names one on the S3 stand-in (s3:// is the EKS form).
+CLUSTER_ENV = {"MLFLOW_ARTIFACTS_DESTINATION": f"s3://{PREFIX}-artifacts/mlflow"}
+
+
 def cloud_only_env(c: Credentials) -> dict[str, dict[str, str]]:
     """The test's only additions to the manifests, per workload. A cluster gives MLflow its bucket
     credentials through the ServiceAccount's cloud identity (IRSA on EKS, Workload Identity on
@@ -218,7 +223,7 @@ def test_prod_overlay_runs_on_docker(tmp_path: Path, image: str, capture_off: No
 
     total = time.monotonic()
     creds = Credentials()
-    objects = render("prod", tmp_path)
+    objects = render("prod", tmp_path, cluster_env=CLUSTER_ENV)
     pods = plan_pods(objects, secrets=operator_secrets(creds))
     workloads = {p.name for p in pods.values()}
     assert workloads == set(RUN_ORDER) | set(NOT_RUN), (
