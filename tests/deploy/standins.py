@@ -56,7 +56,7 @@ def build_standin(name: str, *, timeout: float = 1200) -> str:
     if found.returncode == 0 and found.stdout.strip() == wanted:
         return tag
     if subprocess.run([docker, "image", "inspect", BASE_IMAGE], capture_output=True).returncode:
-        raise RuntimeError(f"{BASE_IMAGE} is missing: make base-image (deploy/docker/base-image.sh)")
+        raise RuntimeError(f"{BASE_IMAGE} is missing: make base-image (deploy/docker/)")
     # --network host: the build reaches Debian's mirror and PyPI through this host's proxy.
     built = subprocess.run(
         [docker, "build", "--network", "host", "--label", f"{_LABEL}={wanted}", "-t", tag, "."],
@@ -67,7 +67,8 @@ def build_standin(name: str, *, timeout: float = 1200) -> str:
         check=False,
     )
     if built.returncode != 0:
-        raise RuntimeError(f"building {tag} failed:\n{built.stdout[-3000:]}\n{built.stderr[-3000:]}")
+        log = f"{built.stdout[-3000:]}\n{built.stderr[-3000:]}"
+        raise RuntimeError(f"building {tag} failed:\n{log}")
     return tag
 
 

@@ -31,6 +31,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
         case "$f" in
             *.sh)
                 echo "running $f"
+                # shellcheck disable=SC1090  # the scripts are mounted at run time
                 if [ -x "$f" ]; then "$f"; else . "$f"; fi ;;
             *.sql)
                 echo "running $f"
