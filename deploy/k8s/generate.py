@@ -2,8 +2,9 @@
 
 Kustomize refuses files outside its root, so the PrometheusRule (from deploy/prometheus/rules/*.yml)
 and the Grafana dashboard ConfigMap (from deploy/grafana/dashboards/*.json) are generated into
-deploy/k8s/base/monitoring/ and committed. Run ``make k8s-generate`` after editing the sources;
-``--check`` exits 1 when the committed files differ from what this script produces (the tests do).
+deploy/k8s/components/monitoring/ (an optional component) and committed. Run ``make k8s-generate``
+after editing the sources; ``--check`` exits 1 when the committed files differ from what this script
+produces (the tests do).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ __all__ = ["generate", "main"]
 ROOT = Path(__file__).resolve().parents[2]
 RULES_DIR = ROOT / "deploy" / "prometheus" / "rules"
 DASHBOARDS_DIR = ROOT / "deploy" / "grafana" / "dashboards"
-OUT_DIR = ROOT / "deploy" / "k8s" / "base" / "monitoring"
+OUT_DIR = ROOT / "deploy" / "k8s" / "components" / "monitoring"
 PROMETHEUS_RULE = OUT_DIR / "prometheusrule.generated.yaml"
 DASHBOARDS = OUT_DIR / "grafana-dashboard.generated.yaml"
 
