@@ -563,12 +563,31 @@ def _programs(line: list[str]) -> list[str]:
     return line[:1]
 
 
+_SHELLS = {"sh", "bash", "dash"}
+_LOOPML_CALL = re.compile(r"(?:^|[\s;&|(])loopml((?:[ \t]+[^\s;&|)\"'`]+)*)", re.MULTILINE)
+
+
+def _script_calls(line: list[str]) -> list[list[str]]:
+    """The loopml command lines inside a shell script the pod runs (``sh -c SCRIPT``)."""
+    import shlex
+
+    for i, word in enumerate(line[:-1]):
+        if Path(word).name in _SHELLS:
+            flag = next(
+                (j for j in range(i + 1, len(line)) if re.fullmatch(r"-\w*c\w*", line[j])), None
+            )
+            if flag is not None and flag + 1 < len(line):
+                script = line[flag + 1]
+                return [shlex.split(m.group(1)) for m in _LOOPML_CALL.finditer(script)]
+    return []
+
+
 def image_facts(image: str, pods: Mapping[str, Pod]) -> ImageFacts:
     """Read ENTRYPOINT and CMD, and look up every executable ``pods`` name, in ``image``."""
     inspected = json.loads(docker("image", "inspect", image).stdout)[0]["Config"]
     entry, cmd = tuple(inspected.get("Entrypoint") or ()), tuple(inspected.get("Cmd") or ())
     base = ImageFacts(entry, cmd, frozenset())
-    names = sorted({p for pod in pods.values() for p in _programs(argv(pod, base))})
+    names = sorted({p for pod in pods.values() for p in _programs(argv(pod, base))} | {"loopml"})
     found = docker(
         "run", "--rm", "--network", "none", "--entrypoint", "/bin/sh", image, "-c",
         'for x; do command -v "$x" >/dev/null && echo "$x"; done; true', "sh", *names,
@@ -585,11 +604,15 @@ def check_commands(pods: Mapping[str, Pod], facts: ImageFacts) -> None:
     for pod in pods.values():
         line = argv(pod, facts)
         programs = _programs(line)
+        calls = _script_calls(line)
+        if calls:
+            programs.append("loopml")
+        elif programs and Path(programs[-1]).name == "loopml":
+            calls = [line[line.index(programs[-1]) + 1 :]]
         missing = [p for p in programs if p not in facts.executables]
         if missing:
             errors.append(f"{pod.workload}: the image has no {', '.join(missing)} (runs {line})")
-        elif programs and Path(programs[-1]).name == "loopml":
-            rest = line[line.index(programs[-1]) + 1 :]
+        for rest in calls:
             try:
                 check_loopml_args(rest)
             except Exception as exc:  # click's UsageError (typer vendors click) or an assert

@@ -231,15 +231,27 @@ def test_prod_overlay_runs_on_docker(tmp_path: Path, image: str, capture_off: No
         f"{sorted(NOT_RUN)}: add new workloads to RUN_ORDER"
     )
     check_commands(pods, image_facts(image, pods))
-    extra = cloud_only_env(creds)
     images = {p.manifest_image for p in pods.values()}
     print(f"\nrehearsal: {len(pods)} pod templates; image {sorted(images)} replaced by {image}")
 
-    with Engine(PREFIX, image, tmp_path) as engine:
+    engine = Engine(PREFIX, image, tmp_path)
+    try:
+        _rehearse(engine, creds, pods, build_standin)
+    finally:
+        engine.step("total (image built before)", total)
+        print("\nrehearsal timings:")
+        print("\n".join(f"  {seconds:7.1f} s  {label}" for label, seconds in engine.timings))
+
+
+def _rehearse(engine: Engine, creds: Credentials, pods: dict[str, Pod], build: Any) -> None:
+    extra = cloud_only_env(creds)
+    with engine:
         cluster = Cluster(engine, creds)
         step = time.monotonic()
+        postgres, s3 = build("postgres"), build("s3")
+        engine.step("stand-in images (built when missing or changed)", step)
+        step = time.monotonic()
         cluster.start_client()
-        postgres, s3 = build_standin("postgres"), build_standin("s3")
         engine.run(
             ["run", "-d", "--name", f"{PREFIX}-postgres", "--network", engine.network,
              "--network-alias", "postgres",
@@ -301,16 +313,20 @@ def test_prod_overlay_runs_on_docker(tmp_path: Path, image: str, capture_off: No
         step = time.monotonic()
         controller = pods["loopml-controller"]
         (controller_name,) = _start(engine, controller, extra)
-        for pod in pods.values():
-            for svc_port in pod.service_ports:
-                status, text = cluster.http(svc_port, "TCP")
-                assert status == 200, f"Service {svc_port} ({pod.workload}) does not answer: {text}"
+        # Every Service port reaches a listener on every pod it selects (targetPort is what the
+        # container listens on), and through the Service's name.
+        for pod, names in ((pods["mlflow"], mlflow), (server, replicas)):
+            for svc_port, target in pod.service_ports.items():
+                for address in (svc_port, *(f"{n}:{target}" for n in names)):
+                    status, text = cluster.http(address, "TCP")
+                    assert status == 200, f"{address} ({pod.workload}) does not listen: {text}"
         host, port = next(iter(server.service_ports)).split(":")
-        status, text = cluster.http(
-            f"http://{host}:{port}/v1/predict", "POST", json.dumps({"text": "what a great flight"})
-        )
-        assert status == 200, f"prediction through Service {host}: {status} {text[:500]}"
-        assert json.loads(text)["model_version"] == champion
+        for _ in range(4):  # the alias resolves to either replica
+            status, text = cluster.http(
+                f"http://{host}:{port}/v1/predict", "POST", json.dumps({"text": "great flight"})
+            )
+            assert status == 200, f"prediction through Service {host}: {status} {text[:500]}"
+            assert json.loads(text)["model_version"] == champion
         time.sleep(5)
         assert engine.running(controller_name), engine.logs(controller_name)
         engine.step(f"controller up; prediction through Service {host} by version {champion}", step)
@@ -323,11 +339,8 @@ def test_prod_overlay_runs_on_docker(tmp_path: Path, image: str, capture_off: No
             assert code == 0, (
                 f"{name} exited {code} on SIGTERM (grace {pod.grace_s} s):\n{engine.logs(name)}"
             )
-            engine.step(f"  {name} stopped, exit 0", took)
+            engine.timings.append((f"  {name}: preStop + SIGTERM to exit 0", took))
         engine.step("server and controller stopped within their grace periods", step)
-
-    engine.step("total", total)
-    print("\n".join(f"  {seconds:7.1f} s  {label}" for label, seconds in engine.timings))
 
 
 def _start(engine: Engine, pod: Pod, extra: dict[str, dict[str, str]]) -> list[str]:
@@ -350,12 +363,12 @@ def _probes_pass(cluster: Cluster, pod: Pod, name: str) -> None:
 
 def _stop(engine: Engine, pod: Pod, name: str) -> tuple[int, float]:
     """What the kubelet does: the preStop sleep, then SIGTERM and SIGKILL after what remains of
-    terminationGracePeriodSeconds. The exit code and when the stop began."""
+    terminationGracePeriodSeconds. The exit code and the seconds it took."""
     began = time.monotonic()
     time.sleep(pod.pre_stop_sleep_s)
     remaining = max(pod.grace_s - pod.pre_stop_sleep_s, 1)
     docker("stop", "-t", str(remaining), name, timeout=remaining + 30)
-    return engine.exit_code(name), began
+    return engine.exit_code(name), time.monotonic() - began
 
 
 def _wait_postgres(engine: Engine, name: str) -> None:
@@ -400,8 +413,10 @@ def _secrets() -> dict[str, dict[str, str]]:
     return operator_secrets(Credentials())
 
 
-def _container(objects: list[dict[str, Any]], name: str) -> dict[str, Any]:
-    (obj,) = (o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == name)
+def _container(
+    objects: list[dict[str, Any]], name: str, kind: str = "Deployment"
+) -> dict[str, Any]:
+    (obj,) = (o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name)
     containers: list[dict[str, Any]] = obj["spec"]["template"]["spec"]["containers"]
     return containers[0]
 
@@ -410,7 +425,7 @@ def _container(objects: list[dict[str, Any]], name: str) -> dict[str, Any]:
 FACTS = ImageFacts(
     entrypoint=("/usr/bin/tini", "--", "loopml"),
     cmd=("serve", "--host", "0.0.0.0", "--port", "8000"),
-    executables=frozenset({"/usr/bin/tini", "loopml", "mlflow"}),
+    executables=frozenset({"/usr/bin/tini", "loopml", "mlflow", "/bin/sh"}),
 )
 
 
@@ -461,11 +476,14 @@ def test_a_command_the_image_does_not_have_fails(rendered: list[dict[str, Any]])
     objects = copy.deepcopy(rendered)
     _container(objects, "loopml-server")["args"] = ["serve", "--prot", "8000"]
     _container(objects, "loopml-controller")["command"] = ["loopml-controller"]
+    bootstrap = _container(objects, "loopml-bootstrap", "Job")
+    bootstrap["args"] = [a.replace("train --promote", "train --promot") for a in bootstrap["args"]]
     pods = plan_pods(objects, secrets=_secrets())
     with pytest.raises(RehearsalError) as caught:
         check_commands(pods, FACTS)
     assert "`loopml serve --prot 8000` does not parse" in str(caught.value)
     assert "the image has no loopml-controller" in str(caught.value)
+    assert "`loopml train --promot --json` does not parse" in str(caught.value)
 
 
 def test_an_undefined_variable_in_args_fails(rendered: list[dict[str, Any]]) -> None:
