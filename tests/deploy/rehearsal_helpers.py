@@ -165,7 +165,7 @@ class Pod:
     cap_drop: list[str]
     cap_add: list[str]
     no_new_privileges: bool
-    tmpfs: dict[str, int | None]  # mount path -> size (bytes) or None
+    empty_dirs: list[str]  # mount paths
     named_volumes: dict[str, tuple[str, bool]]  # mount path -> (volume name, read only)
     files: dict[str, tuple[dict[str, str], bool]]  # mount path -> ({file: content}, read only)
     memory: int | None
@@ -307,7 +307,7 @@ def _plan_one(
     caps = sc.get("capabilities", {})
 
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
-    tmpfs: dict[str, int | None] = {}
+    empty_dirs: list[str] = []
     named: dict[str, tuple[str, bool]] = {}
     files: dict[str, tuple[dict[str, str], bool]] = {}
     for mount in c.get("volumeMounts", []):
@@ -316,8 +316,7 @@ def _plan_one(
         if volume is None:
             errors.append(f"{where}: volumeMount {mount['name']!r} names no volume of the pod")
         elif "emptyDir" in volume:
-            size = (volume["emptyDir"] or {}).get("sizeLimit")
-            tmpfs[path] = None if size is None else memory_bytes(size)
+            empty_dirs.append(path)
         elif "persistentVolumeClaim" in volume:
             named[path] = (volume["persistentVolumeClaim"]["claimName"], ro)
         elif "configMap" in volume or "secret" in volume:
@@ -374,7 +373,7 @@ def _plan_one(
         cap_drop=list(caps.get("drop", [])),
         cap_add=list(caps.get("add", [])),
         no_new_privileges=sc.get("allowPrivilegeEscalation") is False,
-        tmpfs=tmpfs,
+        empty_dirs=empty_dirs,
         named_volumes=named,
         files=files,
         memory=memory_bytes(limits["memory"]) if "memory" in limits else None,
@@ -644,12 +643,15 @@ def docker(
 
 
 def docker_run_argv(
-    pod: Pod, *, image: str, name: str, network: str, prefix: str, files_dir: Path | None = None,
+    pod: Pod, *, image: str, name: str, network: str, prefix: str, workdir: Path,
     cpu_count: int | None = None,
 ) -> list[str]:  # fmt: skip
     """The ``docker run -d`` arguments of one replica of ``pod`` (environment passed by name only:
-    the values go in the process environment, never on a command line)."""
+    the values go in the process environment, never on a command line). emptyDir volumes and
+    ConfigMap/Secret files are made under ``workdir``."""
     out = ["run", "-d", "--name", name, "--hostname", name, "--network", network]
+    if pod.kind in {"Deployment", "StatefulSet", "DaemonSet"}:
+        out += ["--restart", "on-failure"]  # restartPolicy Always; counted (restarts())
     out += [a for alias in pod.aliases for a in ("--network-alias", alias)]
     if pod.user is not None:
         out += ["--user", pod.user]
@@ -660,10 +662,15 @@ def docker_run_argv(
     out += [a for cap in pod.cap_add for a in ("--cap-add", cap)]
     if pod.no_new_privileges:
         out += ["--security-opt", "no-new-privileges:true"]
-    for path, size in pod.tmpfs.items():
-        # emptyDir: empty, writable by any user (the kubelet makes it 0777), gone with the pod.
-        spec = f"type=tmpfs,destination={path},tmpfs-mode=1777"
-        out += ["--mount", spec + (f",tmpfs-size={size}" if size else "")]
+    for path in pod.empty_dirs:
+        # emptyDir: an empty directory the kubelet makes 0777, hiding what the image has there.
+        # A host directory, not a tmpfs: Docker 20.10 gives a tmpfs over an image directory that
+        # directory's mode with root as owner (/var/lib/loopml: 0750 root, unwritable). The
+        # sizeLimit is not enforced.
+        source = workdir / "emptydir" / name / path.strip("/").replace("/", "_")
+        source.mkdir(parents=True, exist_ok=True)
+        source.chmod(0o777)
+        out += ["--mount", f"type=bind,source={source},destination={path}"]
     for path, (volume, ro) in pod.named_volumes.items():
         out += [
             "--mount",
@@ -671,8 +678,7 @@ def docker_run_argv(
             + (",readonly" if ro else ""),
         ]
     for path, (content, _) in pod.files.items():
-        assert files_dir is not None, "configMap/secret volumes need a files_dir"
-        source = files_dir / name / path.strip("/").replace("/", "_")
+        source = workdir / "files" / name / path.strip("/").replace("/", "_")
         if "" in content:  # subPath: one file
             source.parent.mkdir(parents=True, exist_ok=True)
             source.write_text(content[""])
@@ -735,7 +741,7 @@ class Engine:
             name=name,
             network=self.network,
             prefix=self.prefix,
-            files_dir=self.workdir / "files",
+            workdir=self.workdir,
         )
         return self.run(argv_, name, env)
 
@@ -752,4 +758,9 @@ class Engine:
         return int(docker("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip())
 
     def running(self, name: str) -> bool:
-        return docker("inspect", "--format", "{{.State.Running}}", name).stdout.strip() == "true"
+        """Running, or about to be restarted (a Deployment's restartPolicy)."""
+        state = docker("inspect", "--format", "{{.State.Status}}", name).stdout.strip()
+        return state in {"running", "restarting", "created"}
+
+    def restarts(self, name: str) -> int:
+        return int(docker("inspect", "--format", "{{.RestartCount}}", name).stdout.strip())

@@ -331,6 +331,10 @@ def _rehearse(engine: Engine, creds: Credentials, pods: dict[str, Pod], build: A
         assert engine.running(controller_name), engine.logs(controller_name)
         engine.step(f"controller up; prediction through Service {host} by version {champion}", step)
 
+        # restartPolicy Always brings a crashed container back, as the kubelet would; a clean
+        # first install has no crash to hide.
+        restarts = {n: engine.restarts(n) for n in [*mlflow, *replicas, controller_name]}
+
         step = time.monotonic()
         stopping = [(server, n) for n in replicas] + [(controller, controller_name)]
         with ThreadPoolExecutor(len(stopping)) as pool:
@@ -341,6 +345,10 @@ def _rehearse(engine: Engine, creds: Credentials, pods: dict[str, Pod], build: A
             )
             engine.timings.append((f"  {name}: preStop + SIGTERM to exit 0", took))
         engine.step("server and controller stopped within their grace periods", step)
+        crashed = {n: c for n, c in restarts.items() if c}
+        assert not crashed, f"containers crashed and were restarted: {crashed}\n" + "\n".join(
+            f"--- {n}:\n{engine.logs(n, tail=30)}" for n in crashed
+        )
 
 
 def _start(engine: Engine, pod: Pod, extra: dict[str, dict[str, str]]) -> list[str]:
@@ -498,11 +506,14 @@ def test_variables_expand_as_kubernetes_does() -> None:
 
 
 def test_docker_run_carries_the_security_context_and_no_secret(
-    rendered: list[dict[str, Any]],
+    rendered: list[dict[str, Any]], tmp_path: Path
 ) -> None:
     creds = Credentials()
     pods = plan_pods(rendered, secrets=operator_secrets(creds))
-    line = docker_run_argv(pods["loopml-server"], image=IMAGE, name="x", network="n", prefix=PREFIX)
+    server = pods["loopml-server"]
+    line = docker_run_argv(
+        server, image=IMAGE, name="x", network="n", prefix=PREFIX, workdir=tmp_path
+    )
     text = " ".join(line)
     for flag in ("--read-only", "--cap-drop ALL", "--user 10001:10001", "no-new-privileges:true",
                  "--network-alias loopml-server", "-e LOOPML_DATABASE_URL"):  # fmt: skip
