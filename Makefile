@@ -57,8 +57,12 @@ tools: $(TOOLS)/.installed-$(CHECKOV_VERSION)
 k8s-generate: $(STAMP)
 	$(BIN)/python deploy/k8s/generate.py
 
+# The prod overlay reads overlays/prod/cluster.env (Terraform writes it): without one (a fresh
+# clone), render a temporary copy with cluster.env.example.
 k8s-render:
-	@for o in dev prod; do kubectl kustomize deploy/k8s/overlays/$$o > /dev/null && echo "$$o: ok"; done
+	@tmp="$$(mktemp -d)" && trap 'rm -rf "$$tmp"' EXIT && cp -R deploy/k8s "$$tmp/" \
+	 && { test -f deploy/k8s/overlays/prod/cluster.env || cp deploy/k8s/overlays/prod/cluster.env.example "$$tmp/k8s/overlays/prod/cluster.env"; } \
+	 && for o in dev prod; do kubectl kustomize "$$tmp/k8s/overlays/$$o" > /dev/null && echo "$$o: ok" || exit 1; done
 
 # Debian tools the tests use: promtool/prometheus (rule tests, scrape test), wrk and hey (load),
 # chromium (status page), the Docker engine and debootstrap (tests/deploy/test_image.py starts

@@ -7,6 +7,7 @@ commands, shutdown timeouts), with MLflow's server, with deploy/prometheus and d
 from __future__ import annotations
 
 import atexit
+import importlib
 import importlib.util
 import json
 import os
@@ -261,6 +262,10 @@ def test_secret_example_matches_schema() -> None:
     example = yaml.safe_load((K8S / "secret.example.yaml").read_text())
     kubernetes_validate.validate(example, K8S_VERSIONS[-1], strict=True)
     assert set(example["stringData"]) == SECRET_VARS
+    # the image has psycopg 3; a plain postgresql:// URL asks SQLAlchemy for psycopg2
+    text = (K8S / "secret.example.yaml").read_text() + "".join(_deploy_docs().values())
+    assert "postgresql://" not in text
+    assert example["stringData"]["LOOPML_DATABASE_URL"].startswith("postgresql+psycopg://")
 
 
 def test_crd_objects_are_well_formed() -> None:
@@ -278,12 +283,28 @@ def test_prometheus_operator_objects_are_an_optional_component() -> None:
     Operator's CRDs; prod opts in to them (and to the Ingress) as components."""
     for variant in ("dev", "prod-without-components"):
         assert not {o["kind"] for o in render(variant)} & (CRD_KINDS | {"Ingress"}), variant
-        # every object is a built-in kind (the schema test validates them all)
     for variant in ("prod", "dev-with-components"):
         assert CRD_KINDS | {"Ingress"} <= {o["kind"] for o in render(variant)}, variant
     assert not (K8S / "base" / "monitoring").exists()
     base = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())
     assert not [r for r in base["resources"] if "monitoring" in r or "ingress" in r]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlays_hold_only_namespaced_objects_and_the_namespace_is_applied_once(
+    overlay: str,
+) -> None:
+    """CD's identity may edit objects in the namespace, not create (or patch) the Namespace: an
+    overlay with a Namespace (or any cluster-scoped object) fails `kubectl apply` for it."""
+    namespace = yaml.safe_load((K8S / "overlays" / overlay / "namespace.yaml").read_text())
+    kubernetes_validate.validate(namespace, K8S_VERSIONS[-1], strict=True)
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    for variant, (base, _) in VARIANTS.items():
+        if base != overlay:
+            continue
+        for obj in render(variant):
+            where = f"{variant}: {obj['kind']}/{obj['metadata']['name']}"
+            assert obj["metadata"].get("namespace") == namespace["metadata"]["name"], where
 
 
 # ---- policy ----------------------------------------------------------------------------------
@@ -548,9 +569,10 @@ def test_loopml_tracking_uri_is_the_mlflow_service_of_its_namespace(overlay: str
     assert service_port["targetPort"] in {p["name"] for p in c["ports"]}
     # MLflow's Host-header check (DNS-rebinding protection) admits what loopml sends
     allowed = c["args"][c["args"].index("--allowed-hosts") + 1].split(",")
-    for host in (uri.netloc, uri.hostname, f"{uri.hostname}.{deployment['metadata']['namespace']}"):
+    for host in (uri.netloc, uri.hostname, "localhost:5000"):
         assert is_allowed_host_header(allowed, host), host
-    assert not is_allowed_host_header(allowed, "evil.example.com")
+    for host in ("evil.example.com", f"{uri.hostname}.evil.example:{uri.port}"):
+        assert not is_allowed_host_header(allowed, host), host
     assert is_health_endpoint("/health"), "probes come with the pod IP as Host"
 
 
@@ -663,6 +685,41 @@ def test_bootstrap_script_promotes_once_and_is_safe_to_rerun(tmp_path: Path) -> 
     assert model["aliases"] == ["champion"], "one version, trained once"
 
 
+def _deploy_docs() -> dict[str, str]:
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    section = docs[docs.index("<!-- K8S -->") : docs.index("<!-- /K8S -->")]
+    return {"deploy/k8s/README.md": (K8S / "README.md").read_text(), "docs/deploy.md": section}
+
+
+@pytest.mark.parametrize("doc", ["deploy/k8s/README.md", "docs/deploy.md"])
+def test_documented_release_sequence_migrates_bootstraps_then_waits(doc: str) -> None:
+    """Seams 2 and 8, as the docs tell it: delete the old Jobs, apply what the migration needs,
+    wait for it, apply the rest, wait for the first champion, only then for ready pods. Every
+    object and label the commands name is in the rendered overlay."""
+    text = _deploy_docs()[doc]
+    key, value = AFTER_MIGRATION
+    steps = [
+        "delete job loopml-migrate loopml-bootstrap --ignore-not-found",
+        f"apply -f loopml.yaml -l '{key}!={value}'",
+        "wait --for=condition=complete job/loopml-migrate",
+        "kubectl apply -f loopml.yaml\n",
+        "wait --for=condition=complete job/loopml-bootstrap",
+        "rollout status deployment/loopml-server",
+    ]
+    positions = [text.find(step) for step in steps]
+    assert -1 not in positions, [s for s, p in zip(steps, positions, strict=True) if p == -1]
+    assert positions == sorted(positions), "steps out of order"
+    assert "create job --from=cronjob" not in text, "the bootstrap Job makes the first champion"
+    assert 'kustomize edit set image "loopml=loopml:${VERSION}@${DIGEST}"' in text
+    rendered = {(o["kind"], o["metadata"]["name"]) for o in render("prod")}
+    kinds = {"job": "Job", "deployment": "Deployment", "cronjob": "CronJob"}
+    for kind, name in re.findall(r"\b(job|deployment|cronjob)/([a-z0-9-]+)", text):
+        assert (kinds[kind], name) in rendered, f"{kind}/{name}"
+    for name in re.findall(r"delete job ([a-z0-9 -]+?) --", text)[0].split():
+        assert ("Job", name) in rendered, name
+    assert "mlflow.mlflow.svc" not in text and "OWNER" not in text and "PROJECT_ID" not in text
+
+
 # ---- overlays --------------------------------------------------------------------------------
 
 
@@ -688,8 +745,6 @@ def test_prod_overlay_is_pinned_and_autoscaled() -> None:
 
 def _route_paths() -> set[str]:
     """Every HTTP path the serving app answers (its routers' routes, hidden ones included)."""
-    import tempfile as _tempfile
-
     from fastapi.routing import APIRoute
 
     from loopml.serving import routes
@@ -701,7 +756,7 @@ def _route_paths() -> set[str]:
         router = getattr(module, "router", None)
         if router is not None:
             paths |= {r.path for r in router.routes if isinstance(r, APIRoute)}
-    with _tempfile.TemporaryDirectory() as home:
+    with tempfile.TemporaryDirectory() as home:
         paths |= set(create_app(Settings(home=Path(home))).openapi()["paths"])
     return paths | {"/docs", "/docs/oauth2-redirect", "/openapi.json"}
 
@@ -780,7 +835,8 @@ def test_cluster_env_fills_every_name_of_the_prod_overlay(cloud: str) -> None:
         overlay="prod",
         components=("ingress", "monitoring", cloud),
         env=env,
-        image={"newTag": "1.2.0", "digest": digest},
+        # what CD's `kustomize edit set image loopml=loopml:1.2.0@sha256:...` writes
+        image={"newName": "loopml:1.2.0", "digest": digest},
     )
     rendered = render_dir(tree / "overlays" / "prod")
     text = yaml.safe_dump_all(rendered)
@@ -811,6 +867,32 @@ def test_cluster_env_fills_every_name_of_the_prod_overlay(cloud: str) -> None:
     (c,) = pod_spec(mlflow)["containers"]
     (destination,) = [e for e in c["env"] if e["name"] == "MLFLOW_ARTIFACTS_DESTINATION"]
     assert destination["value"] == env["MLFLOW_ARTIFACTS_DESTINATION"]
+
+
+@pytest.mark.parametrize("stack", sorted(IDENTITY_ANNOTATION))
+def test_terraform_binds_the_names_this_overlay_uses(stack: str) -> None:
+    """Seam 4 across the repository: Terraform's kustomize_env output is this overlay's
+    cluster.env (same keys, its CLOUD), and its identities are bound to the namespace and the
+    ServiceAccounts the prod overlay's pods run as."""
+    text = "".join(
+        p.read_text() for p in sorted((ROOT / "deploy" / "terraform" / stack).glob("*.tf"))
+    )
+    env = re.search(r"kustomize_env\s*=\s*<<-?EOT\n(.*?)\n\s*EOT", text, re.S)
+    assert env, f"{stack}: no kustomize_env heredoc"
+    written = cluster_env("\n".join(line.strip() for line in env.group(1).splitlines()))
+    assert set(written) == CLUSTER_ENV_KEYS and written["CLOUD"] == stack
+    namespace = re.search(r'variable "k8s_namespace" \{[^}]*?default\s*=\s*"([^"]+)"', text, re.S)
+    assert (
+        namespace
+        and namespace.group(1) == one("prod", "Deployment", SERVER)["metadata"]["namespace"]
+    )
+    accounts = re.search(
+        r'variable "k8s_service_accounts" \{.*?default\s*=\s*\{(.*?)\}', text, re.S
+    )
+    assert accounts
+    bound = set(re.findall(r'=\s*"([^"]+)"', accounts.group(1)))
+    used = {pod_spec(o)["serviceAccountName"] for o in workloads("prod")}
+    assert used == bound == {o["metadata"]["name"] for o in objects("prod", "ServiceAccount")}
 
 
 # ---- monitoring: one source of truth -----------------------------------------------------------
