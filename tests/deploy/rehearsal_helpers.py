@@ -339,6 +339,16 @@ def _plan_one(
                 f"{where}: volume {mount['name']!r} is of a kind the rehearsal cannot run"
             )
 
+    if sc.get("readOnlyRootFilesystem"):
+        writable = [p for p in empty_dirs] + [p for p, (_, ro) in named.items() if not ro]
+        for key, value in env.items():
+            is_dir = key.endswith(("HOME", "_DIR", "CONFIGDIR")) or key.startswith("XDG_")
+            if is_dir and value.startswith("/") and not _under(value, writable):
+                errors.append(
+                    f"{where}: {key}={value} is on the read-only root filesystem "
+                    f"(writable mounts: {', '.join(writable) or 'none'})"
+                )
+
     ports = {}
     for p in c.get("ports", []):
         ports[str(p["containerPort"])] = p["containerPort"]
@@ -438,6 +448,10 @@ def _environment(
                 f"{where}: env {var['name']} comes from {source}, which cannot be rehearsed"
             )
     return env
+
+
+def _under(path: str, mounts: list[str]) -> bool:
+    return any(Path(path) == Path(m) or Path(m) in Path(path).parents for m in mounts)
 
 
 def _expand_all(
@@ -597,7 +611,7 @@ def image_facts(image: str, pods: Mapping[str, Pod]) -> ImageFacts:
 def check_commands(pods: Mapping[str, Pod], facts: ImageFacts) -> None:
     """Every executable a pod starts is in the image, and every loopml command line parses with
     the real CLI (an unknown command or option fails here, not in a crash loop)."""
-    from deploy_helpers import check_loopml_args
+    from deploy_helpers import app_paths, check_loopml_args
 
     errors = []
     for pod in pods.values():
@@ -616,6 +630,13 @@ def check_commands(pods: Mapping[str, Pod], facts: ImageFacts) -> None:
                 check_loopml_args(rest)
             except Exception as exc:  # click's UsageError (typer vendors click) or an assert
                 errors.append(f"{pod.workload}: `loopml {' '.join(rest)}` does not parse: {exc}")
+        if calls and calls[-1][:1] == ["serve"]:
+            paths = app_paths()
+            errors += [
+                f"{pod.workload}: {probe.kind}Probe GET {probe.path}: loopml serve has no such path"
+                for probe in pod.probes.values()
+                if probe.action == "httpGet" and probe.path.split("?")[0] not in paths
+            ]
     if errors:
         raise RehearsalError(
             "the image cannot run what the manifests say:\n- " + "\n- ".join(errors)

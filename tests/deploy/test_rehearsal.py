@@ -483,6 +483,7 @@ def test_a_port_the_container_does_not_declare_fails(rendered: list[dict[str, An
 def test_a_command_the_image_does_not_have_fails(rendered: list[dict[str, Any]]) -> None:
     objects = copy.deepcopy(rendered)
     _container(objects, "loopml-server")["args"] = ["serve", "--prot", "8000"]
+    _container(objects, "loopml-server")["livenessProbe"]["httpGet"]["path"] = "/health"
     _container(objects, "loopml-controller")["command"] = ["loopml-controller"]
     bootstrap = _container(objects, "loopml-bootstrap", "Job")
     bootstrap["args"] = [a.replace("train --promote", "train --promot") for a in bootstrap["args"]]
@@ -492,6 +493,18 @@ def test_a_command_the_image_does_not_have_fails(rendered: list[dict[str, Any]])
     assert "`loopml serve --prot 8000` does not parse" in str(caught.value)
     assert "the image has no loopml-controller" in str(caught.value)
     assert "`loopml train --promot --json` does not parse" in str(caught.value)
+    assert "livenessProbe GET /health: loopml serve has no such path" in str(caught.value)
+
+
+def test_a_path_on_the_read_only_root_fails(rendered: list[dict[str, Any]]) -> None:
+    objects = copy.deepcopy(rendered)
+    _container(objects, "loopml-controller")["env"].append(
+        {"name": "LOOPML_HOME", "value": "/var/lib/loopml-data"}
+    )
+    with pytest.raises(
+        RehearsalError, match="LOOPML_HOME=/var/lib/loopml-data is on the read-only"
+    ):
+        plan_pods(objects, secrets=_secrets())
 
 
 def test_an_undefined_variable_in_args_fails(rendered: list[dict[str, Any]]) -> None:
