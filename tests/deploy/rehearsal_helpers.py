@@ -771,9 +771,10 @@ class Engine:
         done = docker("wait", name, timeout=timeout)
         return int(done.stdout.strip())
 
-    def logs(self, name: str, tail: int = 60) -> str:
+    def logs(self, name: str, tail: int = 60, limit: int = 6000) -> str:
+        """The last ``tail`` lines of a container's output, at most ``limit`` characters."""
         done = docker("logs", "--tail", str(tail), name, check=False)
-        return (done.stdout + done.stderr)[-6000:]
+        return (done.stdout + done.stderr)[-limit:]
 
     def exit_code(self, name: str) -> int:
         return int(docker("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip())
