@@ -1,24 +1,28 @@
 # loopml: one image for `serve` (default), `controller`, `train`, `monitor`, and an MLflow tracking
-# server (`--entrypoint mlflow`), built from this repository:
+# server (entrypoint `/usr/bin/tini -- mlflow server ...`), built from this repository:
 #
-#   make image                                    # loopml:dev on python:3.11-slim
+#   make image                                    # loopml:dev on python:3.11-slim-bookworm
 #   make image BASE_IMAGE=loopml-base:bookworm    # without registry access: deploy/docker/base-image.sh
 #   docker run --read-only --tmpfs /tmp -v loopml:/var/lib/loopml -p 8000:8000 loopml:dev
 #
 # The root filesystem may be read-only: everything written goes to LOOPML_HOME (/var/lib/loopml, a
-# volume) or to /tmp (mount a tmpfs). On SIGTERM `serve` stops accepting connections, finishes
+# volume) or to /tmp (mount a tmpfs). PID 1 is tini (Debian's package): it forwards SIGTERM to
+# loopml (or mlflow) and reaps orphaned processes; a Python program as PID 1 gets no default signal
+# handling from the kernel. On SIGTERM `serve` stops accepting connections, finishes
 # in-flight requests (up to 30 s), then drains the prediction journal to the database (up to 15 s,
 # plus at most 11 s for a write already in flight; about 1 s in all with a healthy database):
 # allow 75 s (docker stop -t 75, terminationGracePeriodSeconds: 75). See deploy/docker/README.md.
 #
-# checkov:skip=CKV_DOCKER_7: the base image is a build argument whose default is pinned to a version tag (python:3.11-slim); checkov cannot resolve ARGs in FROM
+# checkov:skip=CKV_DOCKER_7: the base image is a build argument whose default is pinned to a version tag (python:3.11-slim-bookworm); checkov cannot resolve ARGs in FROM
 
-ARG BASE_IMAGE=python:3.11-slim
+# Bookworm, pinned: the tini version below is bookworm's.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 # ---- build: the wheel, then a virtual environment with it and its dependencies ----------------
 FROM ${BASE_IMAGE} AS build
 
-ARG EXTRAS=s3
+# s3: boto3, gcs: google-cloud-storage (MLflow's s3:// and gs:// artifact destinations).
+ARG EXTRAS=s3,gcs
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DEFAULT_TIMEOUT=120 \
@@ -27,8 +31,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 SHELL ["/bin/sh", "-eu", "-c"]
 
-# Dependencies first, pinned: requirements.lock.txt holds the runtime dependencies and the s3
-# extra at the versions the tests ran on (`make lock`). This layer is reused until it changes.
+# Dependencies first, pinned: requirements.lock.txt holds the runtime dependencies and the s3 and
+# gcs extras at the versions the tests ran on (`make lock`). This layer is reused until it changes.
 COPY requirements.lock.txt /tmp/requirements.lock.txt
 RUN python3 -m venv /opt/build \
  && /opt/build/bin/pip install "setuptools>=77" "wheel>=0.43" \
@@ -47,6 +51,15 @@ RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /dist . 
 
 # ---- runtime: the venv on a clean base, a non-root user, nothing written outside the volume ---
 FROM ${BASE_IMAGE} AS runtime
+
+SHELL ["/bin/sh", "-eu", "-c"]
+
+# tini as PID 1 (ENTRYPOINT below), from Debian bookworm; the package lists are not kept.
+ARG TINI_VERSION=0.19.0-1+b3
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "tini=${TINI_VERSION}" \
+ && rm -rf /var/lib/apt/lists/* \
+ && /usr/bin/tini --version
 
 # HOME and the working directory are the volume; caches that may be lost go to /tmp.
 ENV PATH=/opt/loopml/bin:$PATH \
@@ -81,7 +94,7 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python3", "-I", "/opt/loopml/healthcheck.py"]
 
 # Labels last: a new revision or date does not invalidate the layers above.
-ARG BASE_IMAGE=python:3.11-slim
+ARG BASE_IMAGE=python:3.11-slim-bookworm
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=unknown
@@ -93,5 +106,7 @@ LABEL org.opencontainers.image.title="loopml" \
       org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.base.name="${BASE_IMAGE}"
 
-ENTRYPOINT ["loopml"]
+# tini forwards SIGTERM/SIGINT to loopml and reaps zombies; `--entrypoint /usr/bin/tini` with
+# `-- mlflow server ...` runs the tracking server the same way.
+ENTRYPOINT ["/usr/bin/tini", "--", "loopml"]
 CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]

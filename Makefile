@@ -10,7 +10,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: demo test lint format typecheck unit install system-deps tools k8s-generate k8s-render bench clean image base-image lock
 
-# The runtime dependencies and the s3 extra, pinned (the image installs exactly these; the dev
+# The runtime dependencies and the s3 and gcs extras, pinned (the image installs exactly these; the dev
 # environment is constrained to them, so tests run on the versions that ship).
 LOCK := requirements.lock.txt
 
@@ -29,14 +29,14 @@ $(TEST_STAMP): $(STAMP)
 	$(BIN)/pip install -q --constraint $(LOCK) -e '.[dev,transformers]'
 	touch $(TEST_STAMP)
 
-# Re-resolve $(LOCK) from pyproject.toml (runtime dependencies + the s3 extra, Python 3.11) with uv
-# (a dev dependency): keeps the pinned versions that still fit; `make lock LOCK_FLAGS=--upgrade`
+# Re-resolve $(LOCK) from pyproject.toml (runtime dependencies + the s3 and gcs extras, Python
+# 3.11) with uv (a dev dependency): keeps the pinned versions that still fit; `make lock LOCK_FLAGS=--upgrade`
 # moves everything to the newest allowed (.github/workflows/deps.yml does, weekly). Other extras
-# (e.g. transformers) stay out of the lock: the image installs only s3.
+# (e.g. transformers) stay out of the lock: the image installs only s3 and gcs.
 LOCK_FLAGS ?=
 lock:
 	test -x $(BIN)/uv || $(MAKE) install
-	$(BIN)/uv pip compile pyproject.toml --extra s3 --python-version 3.11 --quiet \
+	$(BIN)/uv pip compile pyproject.toml --extra s3 --extra gcs --python-version 3.11 --quiet \
 		--custom-compile-command "make lock" $(LOCK_FLAGS) -o $(LOCK)
 
 # Tools whose dependencies conflict with loopml's (checkov pins old packaging, cachetools and
@@ -86,9 +86,9 @@ system-deps:
 # Without registry access: make base-image, then make image BASE_IMAGE=loopml-base:bookworm.
 IMAGE ?= loopml
 VERSION ?= dev
-BASE_IMAGE ?= python:3.11-slim
+BASE_IMAGE ?= python:3.11-slim-bookworm
 LOCAL_BASE_IMAGE ?= loopml-base:bookworm
-EXTRAS ?= s3
+EXTRAS ?= s3,gcs
 PKG_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
 image:
@@ -101,7 +101,7 @@ image:
 		-t $(IMAGE):$(VERSION) .
 
 # A Python 3.11 base image from Debian's packages (debootstrap), for machines that cannot pull
-# python:3.11-slim; reused when it exists (FORCE=1 rebuilds).
+# python:3.11-slim-bookworm; reused when it exists (FORCE=1 rebuilds).
 base-image:
 	deploy/docker/base-image.sh $(LOCAL_BASE_IMAGE)
 

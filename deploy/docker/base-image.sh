@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make a local Python 3.11 base image from Debian's packages, for machines that cannot pull
-# python:3.11-slim from a registry. Debian bookworm's python3 is 3.11, like the official image.
+# python:3.11-slim-bookworm from a registry. Debian bookworm's python3 is 3.11, like the official image.
 #
 #   deploy/docker/base-image.sh [NAME]        # default NAME: loopml-base:bookworm
 #   make image BASE_IMAGE=loopml-base:bookworm

@@ -51,6 +51,11 @@ check_app = typer.Typer(
     help="Checks on a served model (exit 1 when one fails).", no_args_is_help=True
 )
 app.add_typer(check_app, name="check")
+db_app = typer.Typer(
+    help="The loopml database's schema: upgrade it, show or check its revision.",
+    no_args_is_help=True,
+)
+app.add_typer(db_app, name="db")
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console()
@@ -564,7 +569,7 @@ def _release(settings: Settings, version: str, *, direct: bool, reason: str) -> 
     from loopml.registry import Registry
     from loopml.store import open_store
 
-    with open_store(settings.db_url) as store:
+    with open_store(settings.db_url, auto_migrate=settings.db_auto_migrate) as store:
         return control.release(
             settings, store, Registry(settings), version, direct=direct, reason=reason
         )
@@ -621,7 +626,10 @@ def rollback(
     from loopml.store import open_store
 
     settings = _settings()
-    with open_store(settings.db_url) as store, quiet_stdout(json_out):
+    with (
+        open_store(settings.db_url, auto_migrate=settings.db_auto_migrate) as store,
+        quiet_stdout(json_out),
+    ):
         change = control.rollback(store, Registry(settings), reason=reason)
     if json_out:
         emit_json(vars(change))
@@ -682,7 +690,7 @@ def history(
     from loopml.store import open_store
 
     settings = _settings()
-    with open_store(settings.db_url) as store:
+    with open_store(settings.db_url, auto_migrate=settings.db_auto_migrate) as store:
         entries = store.history(settings.model_name, limit=limit)
     rows: list[dict[str, Any]] = [
         {
@@ -745,7 +753,7 @@ def _control() -> Iterator[tuple[Settings, Any, Any]]:
     from loopml.store import open_store
 
     settings = _settings()
-    with open_store(settings.db_url) as store:
+    with open_store(settings.db_url, auto_migrate=settings.db_auto_migrate) as store:
         yield settings, store, Registry(settings)
 
 
@@ -853,7 +861,7 @@ def feedback_relabel(
     from loopml.store import current_actor, open_store
 
     settings = _settings()
-    with open_store(settings.db_url) as store:
+    with open_store(settings.db_url, auto_migrate=settings.db_auto_migrate) as store:
         result = relabel(
             store,
             request_id=request_id,
@@ -891,10 +899,86 @@ def controller(
 
     with _control() as (settings, store, registry), quiet_stdout(json_out):
         loop = Controller(settings, store, registry, on_tick=show)
-        if once:
-            loop.tick()
-        else:
-            loop.run()
+        # SIGTERM (docker stop, a pod's termination) or Ctrl-C: a clean stop, exit 0.
+        with loop.stop_on_signals():
+            if once:
+                loop.tick()
+            else:
+                loop.run()
+        if loop.stop_signal is not None:
+            console.print(f"stopped by {loop.stop_signal}")
+
+
+# ---------------------------------------------------------------- the database's schema
+
+
+def _schema(*, upgrade: bool) -> tuple[str, Any, Any]:
+    """The redacted database URL, the schema state before and after (``upgrade``: migrated).
+
+    Any failure to reach or read the database exits 2 (a bad or unreachable URL).
+    """
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from loopml.config import redact_url
+    from loopml.errors import ConfigError
+    from loopml.store._db import connect, migrate, open_error, schema_state
+
+    url = load_settings().db_url
+    engine = connect(url)
+    try:
+        before = schema_state(engine)
+        after = migrate(engine) if upgrade else before
+    except (SQLAlchemyError, CommandError) as exc:
+        raise ConfigError(f"{open_error(url, exc)} (LOOPML_DATABASE_URL)") from exc
+    finally:
+        engine.dispose()
+    return redact_url(url), before, after
+
+
+@db_app.command("upgrade")
+@handle_errors
+def db_upgrade(json_out: JsonOpt = False) -> None:
+    """Migrate the loopml database to this release's schema (run before rolling out a release
+    with LOOPML_DB_AUTO_MIGRATE=false). A schema already newer is left as it is."""
+    url, before, after = _schema(upgrade=True)
+    if json_out:
+        emit_json({"database": url, "from": before.revision, **after.to_dict()})
+        return
+    if before.status == "current" or before.status == "ahead":
+        out.print(f"nothing to do: {before.describe()}", soft_wrap=True)
+    else:
+        out.print(f"upgraded {before.revision or 'an empty database'} -> {after.revision}")
+
+
+@db_app.command("current")
+@handle_errors
+def db_current(json_out: JsonOpt = False) -> None:
+    """The database's schema revision, this release's head and what that means."""
+    url, state, _ = _schema(upgrade=False)
+    if json_out:
+        emit_json({"database": url, **state.to_dict(), "message": state.describe()})
+        return
+    out.print(f"database: {url}", highlight=False, soft_wrap=True)
+    out.print(f"revision: {state.revision or '-'} (this release's head: {state.head})")
+    out.print(f"{state.status}: {state.describe()}", soft_wrap=True)
+
+
+@db_app.command("check")
+@handle_errors
+def db_check(json_out: JsonOpt = False) -> None:
+    """Exit 0 when this release can use the schema (at its head, or newer: migrations are
+    additive), 1 when it is behind and needs `loopml db upgrade`, 2 when the URL is bad or the
+    database unreachable."""
+    url, state, _ = _schema(upgrade=False)
+    if json_out:
+        emit_json({"database": url, **state.to_dict(), "message": state.describe()})
+    elif state.usable:
+        out.print(f"ok: {state.describe()}", soft_wrap=True)
+    else:
+        console.print(f"[bold red]not usable:[/] {escape(state.describe())}", soft_wrap=True)
+    if not state.usable:
+        raise typer.Exit(1)
 
 
 # ---------------------------------------------------------------- serving and monitoring

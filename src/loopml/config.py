@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     home: Path = Path(".loopml")
     tracking_uri: str | None = None
     database_url: str | None = None
+    # False: opening the loopml database never migrates it (a migration Job runs `loopml db
+    # upgrade` first); a schema behind this code's head is then an error, never a silent upgrade.
+    db_auto_migrate: bool = True
     model_name: str = "sentiment"
     experiment_name: str = "loopml"
     admin_token: SecretStr | None = None

@@ -324,7 +324,7 @@ def _champion(
     if not result.gate.passed:
         failed = ", ".join(c.name for c in result.gate.failures())
         raise LoopmlError(f"the demo champion failed its gate ({failed})")
-    with open_store(settings.db_url) as store:
+    with open_store(settings.db_url, auto_migrate=settings.db_auto_migrate) as store:
         promote(store, Registry(settings), result.version, reason="demo: first champion")
     return result.version, result.evaluation.metrics["macro_f1"]
 
@@ -371,7 +371,7 @@ def run_demo(
     promoted: str | None = None
     with (
         _sigterm_as_exit(),
-        open_store(settings.db_url) as store,
+        open_store(settings.db_url, auto_migrate=settings.db_auto_migrate) as store,
         local_server(settings) as url,
     ):
         loop = Controller(settings, store, on_tick=record)

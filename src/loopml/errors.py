@@ -26,6 +26,7 @@ below (MLflow, SQLAlchemy, pandas) are translated at the boundary with ``raise .
     │   └── UnknownVersionError       2   404   no such model version
     ├── GateFailedError               1   409   a candidate failed the promotion gate
     ├── StoreError                    1   503   the loopml database is unreachable
+    │   └── SchemaBehindError         2   503   its schema needs `loopml db upgrade` first
     ├── ServingError                  1   503   a model cannot load or answer (retry)
     │   ├── NotReadyError             1   503   nothing to serve with yet (retry)
     │   ├── OverloadedError           1   503   the queue is full (retry)
@@ -58,6 +59,7 @@ __all__ = [
     "ReloadFailedError",
     "RequestError",
     "RolloutError",
+    "SchemaBehindError",
     "ServingError",
     "StoreError",
     "TrainingError",
@@ -191,6 +193,13 @@ class StoreError(LoopmlError):
     exit_code = 1
     http_status = 503
     retry_after_s = 5
+
+
+class SchemaBehindError(StoreError):
+    """The database's schema is older than this code needs and migrating on open is off."""
+
+    exit_code = 2
+    retry_after_s = 30
 
 
 class ServingError(LoopmlError):

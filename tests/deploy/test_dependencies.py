@@ -20,7 +20,10 @@ LOCK = ROOT / "requirements.lock.txt"
 def runtime_requirements() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     return [
-        Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["s3"]
+        Requirement(r)
+        for r in project["dependencies"]
+        + project["optional-dependencies"]["s3"]
+        + project["optional-dependencies"]["gcs"]
     ]
 
 
@@ -45,8 +48,8 @@ def test_the_lock_pins_every_runtime_dependency_within_its_range() -> None:
             f"{LOCK.name} pins {req.name}=={locked[name]}, pyproject.toml wants {req.specifier}"
         )
     # Extras of dependencies are resolved too (uvicorn[standard] brings uvloop, psycopg[binary]).
-    assert {"uvloop", "httptools", "psycopg-binary", "boto3"} <= set(locked)
-    # Only runtime + s3: the dev tools and optional heavy extras stay out of the image.
+    assert {"uvloop", "httptools", "psycopg-binary", "boto3", "google-cloud-storage"} <= set(locked)
+    # Only runtime + s3 + gcs: the dev tools and optional heavy extras stay out of the image.
     assert not {"pytest", "mypy", "ruff", "torch", "transformers"} & set(locked)
 
 
@@ -56,7 +59,7 @@ def test_the_tests_run_on_the_locked_versions() -> None:
         try:
             installed = Version(metadata.version(req.name))
         except metadata.PackageNotFoundError:
-            continue  # the s3 extra is not in the dev environment
+            continue  # the s3 and gcs extras are not in the dev environment
         pinned = locked[canonicalize_name(req.name)]
         assert installed == pinned, f"{req.name} {installed} installed, {LOCK.name} pins {pinned}"
 

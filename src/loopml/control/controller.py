@@ -3,13 +3,21 @@
 Its state is the routing state and the audit log in the loopml database, nothing in memory, so a
 controller killed at any point resumes where it was on its next tick (or rolls back, when it was
 away longer than the rollout lease).
+
+Stopped by SIGTERM or SIGINT (:meth:`Controller.stop_on_signals`), it finishes what moves routing
+or aliases (short database work), and abandons monitoring or a retrain, which can take minutes:
+their MLflow runs end KILLED with the reason, an audit line says what was abandoned, and the next
+start does it again. Then it exits, well within a 75 s grace period.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -41,7 +49,26 @@ from loopml.store import AuditEntry, Store, current_actor
 if TYPE_CHECKING:
     from loopml.monitoring import MonitorSummary
 
-__all__ = ["Controller", "MonitorNote", "Tick"]
+__all__ = ["Controller", "MonitorNote", "StepAbandoned", "Tick"]
+
+log = logging.getLogger(__name__)
+
+# How often the wait between ticks looks at a stop request.
+_WAIT_SLICE_S = 0.25
+
+
+class StepAbandoned(BaseException):
+    """A signal stopped the controller inside a step it may abandon (monitoring, a retrain).
+
+    A BaseException, like KeyboardInterrupt: the steps' ``except Exception`` handlers (a failed
+    retrain is audited and counted for the cooldown) must not take it for a failure.
+    """
+
+    def __init__(self, step: str, signal_name: str, *, started: bool = True) -> None:
+        super().__init__(f"{signal_name} during {step}")
+        self.step = step
+        self.signal_name = signal_name
+        self.started = started
 
 
 @dataclass
@@ -111,6 +138,9 @@ class Controller:
         # decisions themselves are in the audit log.
         self._estimate: tuple[str, Reachable] | None = None
         self._fresh_estimate = False
+        # The signal that asked to stop (its name), and the abandonable step running now.
+        self.stop_signal: str | None = None
+        self._step: str | None = None
 
     def _audit(
         self,
@@ -171,6 +201,84 @@ class Controller:
         if aliases.get(CHALLENGER) != routing.challenger:
             self.registry.set_challenger(routing.challenger)
 
+    # -- stopping on a signal ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def stop_on_signals(self) -> Iterator[None]:
+        """SIGTERM and SIGINT stop the controller cleanly while inside (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        signals = (signal.SIGTERM, signal.SIGINT)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in signals}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        first = self.stop_signal is None
+        if first:
+            self.stop_signal = signal.Signals(signum).name
+        # Runs in the main thread between two bytecodes: raising here unwinds the step (its
+        # transactions roll back, its MLflow runs end); anywhere else the tick finishes first.
+        if first and self._step is not None:
+            raise StepAbandoned(self._step, self.stop_signal or "signal")
+
+    @contextlib.contextmanager
+    def _abandonable(self, step: str) -> Iterator[None]:
+        """A step a stop request may cut short (it has nothing half-done that matters)."""
+        if self.stop_signal is not None:
+            raise StepAbandoned(step, self.stop_signal, started=False)
+        self._step = step
+        try:
+            yield
+        finally:
+            self._step = None
+
+    def _abandoned(self, now: datetime, stopped: StepAbandoned, began: float) -> Tick:
+        """End what the abandoned step left open and put it on the record."""
+        if not stopped.started:
+            return Tick(now, "stopped", f"{stopped.signal_name}: stopped before {stopped.step}")
+        runs = self._end_open_runs(began, f"{stopped.signal_name}: the controller stopped")
+        reason = (
+            f"{stopped.signal_name} during {stopped.step}: abandoned, the next start does it again"
+        )
+        if runs:
+            reason += f"; MLflow run(s) {', '.join(runs)} ended KILLED"
+        action = f"{stopped.step}_abandoned"
+        self._audit(action, reason, details={"signal": stopped.signal_name, "mlflow_runs": runs})
+        log.warning("%s", reason)
+        return Tick(now, action, reason)
+
+    def _end_open_runs(self, began: float, reason: str) -> list[str]:
+        """End KILLED, with ``reason`` as a tag, the MLflow runs this process started since
+        ``began`` (a time.time()) and a cut-short step left open (or ended FAILED)."""
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        ended: list[str] = []
+        try:
+            while (active := mlflow.active_run()) is not None:
+                ended.append(active.info.run_id)
+                mlflow.end_run("KILLED")
+            last = mlflow.last_active_run()
+            if (
+                last is not None
+                and last.info.run_id not in ended
+                and last.info.start_time >= int(began * 1000)
+            ):
+                ended.append(last.info.run_id)
+            for run_id in ended:
+                self.registry.client.set_tag(run_id, "loopml.abandoned", reason)
+                self.registry.client.set_terminated(run_id, "KILLED")
+        except (MlflowException, OSError) as exc:
+            log.warning("cannot end the abandoned MLflow runs %s: %s", ended, exc)
+        return ended
+
+    # -- the loop -------------------------------------------------------------------------------
+
     def tick(self, *, now: datetime | None = None) -> Tick:
         """One pass of the loop."""
         now = now or datetime.now(UTC)
@@ -180,7 +288,11 @@ class Controller:
         if step is not None:
             result = Tick(now, f"rollout_{step.action}", step.reason, step=step)
         else:
-            result = self._monitor_and_decide(now)
+            began = time.time()
+            try:
+                result = self._monitor_and_decide(now)
+            except StepAbandoned as stopped:
+                result = self._abandoned(now, stopped, began)
         if self.on_tick:
             self.on_tick(result)
         return result
@@ -206,7 +318,8 @@ class Controller:
             return Tick(now, "idle", f"monitored {(now - last).total_seconds():.0f}s ago")
 
         try:
-            report = run_monitor(self.settings)
+            with self._abandonable("monitor"):
+                report = run_monitor(self.settings)
         except MonitorError as exc:
             return Tick(now, "idle", str(exc))
         summary = report.summary
@@ -221,7 +334,8 @@ class Controller:
                 new = new_labeled_rows(feedback, splits, set(splits.train["label"]))
                 new_labels = len(new)
                 if learned and since is None:
-                    gap = self._learning_gap(summary, splits, new, report.result_id, now)
+                    with self._abandonable("monitor"):  # the reachable estimate fits models
+                        gap = self._learning_gap(summary, splits, new, report.result_id, now)
         decision = decide(
             summary,
             new_labels=new_labels,
@@ -294,7 +408,8 @@ class Controller:
         why = seen.reason
         feedback = labeled_feedback(self.store, self.registry.name)
         try:
-            result = retrain(self.settings, self.registry, feedback, trigger=trigger)
+            with self._abandonable("retrain"):
+                result = retrain(self.settings, self.registry, feedback, trigger=trigger)
         except Exception as exc:
             # Recorded so that the cooldown also spaces out failing retrains.
             message = str(exc) if isinstance(exc, LoopmlError) else type(exc).__name__
@@ -349,11 +464,15 @@ class Controller:
             routing=routing,
         )
 
+    def _stopping(self, stop: threading.Event) -> bool:
+        return stop.is_set() or self.stop_signal is not None
+
     def run(self, *, stop: threading.Event | None = None, max_ticks: int | None = None) -> None:
-        """Tick every ``controller_interval_s`` until ``stop`` is set (or ``max_ticks``)."""
+        """Tick every ``controller_interval_s`` until ``stop`` is set, a signal asks to stop
+        (under :meth:`stop_on_signals`), or ``max_ticks``."""
         stop = stop or threading.Event()
         ticks = 0
-        while not stop.is_set() and (max_ticks is None or ticks < max_ticks):
+        while not self._stopping(stop) and (max_ticks is None or ticks < max_ticks):
             started = time.monotonic()
             try:
                 self.tick()
@@ -364,4 +483,8 @@ class Controller:
                 if self.on_tick:
                     self.on_tick(Tick(datetime.now(UTC), "error", message))
             ticks += 1
-            stop.wait(max(0.0, self.settings.controller_interval_s - (time.monotonic() - started)))
+            # In slices: a signal handler only sets a flag (an Event set from a handler can
+            # deadlock on the lock its own thread holds in wait()).
+            deadline = started + self.settings.controller_interval_s
+            while not self._stopping(stop) and (left := deadline - time.monotonic()) > 0:
+                stop.wait(min(left, _WAIT_SLICE_S))

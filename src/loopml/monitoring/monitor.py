@@ -7,6 +7,7 @@ HTML, Evidently) > MLflow run > ``monitor_results`` row (which ``/metrics`` expo
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -293,31 +294,42 @@ def _log_mlflow(
             },
         )
         run_id = str(run.info.run_id)
-        stamp = int(time.time() * 1000)
-        scores = summary.drift_scores.items()
-        values: dict[str, float] = {f"drift.{k}": float(v) for k, v in scores}
-        q = summary.quality
-        values["window_rows"] = float(summary.window.rows)
-        values["labeled_rows"] = float(q.labeled)
-        if q.accuracy is not None:
-            values["live_accuracy"] = float(q.accuracy)
-        if q.macro_f1 is not None:
-            values["live_macro_f1"] = float(q.macro_f1)
-        gap = summary.offline_vs_live.gap if summary.offline_vs_live else None
-        if gap is not None:
-            values["offline_live_gap"] = float(gap)
-        values["drift_detected"] = float(summary.drift_detected)
-        client.log_batch(
-            run_id,
-            metrics=[Metric(k, v, stamp, 0) for k, v in values.items()],
-            tags=[RunTag("loopml.model_name", summary.model_name)],
-        )
-        for path in files:
-            client.log_artifact(run_id, str(path), artifact_path="monitor")
+        try:
+            _log_run(client, run_id, summary, files)
+        except BaseException:
+            # Failed, or cut short (the controller stopping): the run ends, never stays RUNNING.
+            with contextlib.suppress(MlflowException, OSError):
+                client.set_terminated(run_id, "KILLED")
+            raise
         client.set_terminated(run_id)
     except MlflowException as exc:
         raise MonitorError(f"cannot log the monitoring run to MLflow: {exc.message}") from exc
     return run_id
+
+
+def _log_run(client: Any, run_id: str, summary: MonitorSummary, files: list[Path]) -> None:
+    """The metrics, tags and report files of a monitoring run."""
+    stamp = int(time.time() * 1000)
+    scores = summary.drift_scores.items()
+    values: dict[str, float] = {f"drift.{k}": float(v) for k, v in scores}
+    q = summary.quality
+    values["window_rows"] = float(summary.window.rows)
+    values["labeled_rows"] = float(q.labeled)
+    if q.accuracy is not None:
+        values["live_accuracy"] = float(q.accuracy)
+    if q.macro_f1 is not None:
+        values["live_macro_f1"] = float(q.macro_f1)
+    gap = summary.offline_vs_live.gap if summary.offline_vs_live else None
+    if gap is not None:
+        values["offline_live_gap"] = float(gap)
+    values["drift_detected"] = float(summary.drift_detected)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, v, stamp, 0) for k, v in values.items()],
+        tags=[RunTag("loopml.model_name", summary.model_name)],
+    )
+    for path in files:
+        client.log_artifact(run_id, str(path), artifact_path="monitor")
 
 
 def _store(store: Store, summary: MonitorSummary, report_path: Path) -> int:
@@ -389,7 +401,7 @@ def run_monitor(
     say("reference")
     reference = load_reference(settings, registry, version, champion.run_id)
     say("window")
-    with open_store(settings.db_url) as store:
+    with open_store(settings.db_url, auto_migrate=settings.db_auto_migrate) as store:
         frame = load_window(
             store,
             model_name=settings.model_name,

@@ -59,7 +59,10 @@ def _logged(settings: Settings, version: str, sample: int) -> tuple[pd.DataFrame
         .order_by(Prediction.ts.desc())
         .limit(sample)
     )
-    with open_store(settings.db_url) as store, store.session() as session:
+    with (
+        open_store(settings.db_url, auto_migrate=settings.db_auto_migrate) as store,
+        store.session() as session,
+    ):
         result = session.execute(query)
         frame = pd.DataFrame(result.all(), columns=list(result.keys()))
     with_text = frame[frame["text"].notna()] if len(frame) else frame

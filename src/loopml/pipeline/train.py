@@ -190,7 +190,7 @@ def record_artifacts(settings: Settings, registry: Registry, version: str) -> Fi
             files = hash_tree(Path(path))
         except (MlflowException, OSError, ValueError) as exc:
             raise RegistryError(f"cannot read back {uri} to record its hashes: {exc}") from exc
-    with open_store(settings.db_url) as store:
+    with open_store(settings.db_url, auto_migrate=settings.db_auto_migrate) as store:
         store.record_artifacts(registry.name, version, files)
     return files
 

@@ -195,7 +195,9 @@ class ModelLoader:
 
     def _recorded(self, version: str) -> FileHashes:
         if self.store is None:  # outside a worker (benchmarks): the settings' database
-            self.store = open_store(self.settings.db_url)
+            self.store = open_store(
+                self.settings.db_url, auto_migrate=self.settings.db_auto_migrate
+            )
         return self.store.artifacts(self.name, version)
 
     def authenticate(self, version: str, model_dir: Path, variant: str, actual: FileHashes) -> str:

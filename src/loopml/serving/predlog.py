@@ -53,7 +53,7 @@ import orjson
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 
-from loopml.errors import JournalError
+from loopml.errors import JournalError, LoopmlError
 from loopml.serving.metrics import Metrics
 from loopml.store.deadletter import DEAD_LETTER, locked_dead_letter
 from loopml.store.models import PREDICTION_COLUMNS
@@ -349,6 +349,12 @@ class _OutageError(Exception):
     """The database (or the dead-letter file) cannot take records now: retry later."""
 
 
+def _outage(exc: BaseException) -> str:
+    # A LoopmlError's message is written for people (the schema needs `loopml db upgrade`); a
+    # driver's names the host and database: its class only.
+    return str(exc) if isinstance(exc, LoopmlError) else type(exc).__name__
+
+
 class _Writer:
     """The database writer: tails one owner's segments, replays dead owners' segments."""
 
@@ -362,6 +368,7 @@ class _Writer:
         batch_size: int,
         flush_interval_s: float,
         migrate: bool,
+        auto_migrate: bool = True,
         parent_pid: int | None = None,
     ) -> None:
         self.dir = spool_dir
@@ -371,6 +378,7 @@ class _Writer:
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self._needs_migration = migrate
+        self._auto_migrate = auto_migrate
         self.parent_pid = parent_pid
         self._inserter: _Inserter | None = None
         self._db_down_logged = False
@@ -473,7 +481,7 @@ class _Writer:
             return []
         except Exception as exc:
             if not _is_row_error(exc):
-                raise _OutageError(type(exc).__name__) from exc
+                raise _OutageError(_outage(exc)) from exc
             if len(rows) == 1:
                 return [(orjson.dumps(rows[0]), _reason(exc), 1)]
         refused = []
@@ -482,15 +490,17 @@ class _Writer:
                 self._insert_all([row])
             except Exception as exc:
                 if not _is_row_error(exc):
-                    raise _OutageError(type(exc).__name__) from exc
+                    raise _OutageError(_outage(exc)) from exc
                 refused.append((orjson.dumps(row), _reason(exc), 1))
         return refused
 
     def _insert_all(self, rows: list[dict[str, Any]]) -> None:
         if self._needs_migration:
-            from loopml.store._db import migrate
+            from loopml.store._db import ensure_schema
 
-            migrate(self.engine)
+            # Migrates, or (LOOPML_DB_AUTO_MIGRATE off) raises while the schema is behind: the
+            # records stay on the spool until `loopml db upgrade` ran.
+            ensure_schema(self.engine, auto_migrate=self._auto_migrate)
             self._needs_migration = False
         if self._inserter is None:
             self._inserter = _Inserter(self.engine)
@@ -577,6 +587,7 @@ def _writer_main(
     batch_size: int,
     flush_interval_s: float,
     migrate: bool,
+    auto_migrate: bool,
     parent_pid: int,
 ) -> None:
     """Entry point of the writer process."""
@@ -595,6 +606,7 @@ def _writer_main(
             batch_size=batch_size,
             flush_interval_s=flush_interval_s,
             migrate=migrate,
+            auto_migrate=auto_migrate,
             parent_pid=parent_pid,
         ).run()
     finally:
@@ -613,6 +625,7 @@ class PredictionLog:
         batch_size: int,
         flush_interval_s: float,
         migrate: bool = False,
+        auto_migrate: bool = True,
         fsync: bool = False,
     ) -> None:
         self.dir = spool_dir
@@ -622,6 +635,7 @@ class PredictionLog:
         self.flush_interval_s = flush_interval_s
         self.journal = Journal(spool_dir, fsync=fsync)
         self._migrate = migrate
+        self._auto_migrate = auto_migrate
         ctx = multiprocessing.get_context("spawn")  # fork would share the owner lock's fd
         self._ctx = ctx
         self.shared: Any = ctx.RawArray("q", _SLOTS)
@@ -719,6 +733,7 @@ class PredictionLog:
                 self.batch_size,
                 self.flush_interval_s,
                 self._migrate,
+                self._auto_migrate,
                 os.getpid(),
             ),
             name="loopml-predlog-writer",

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 
 from loopml import monitoring
 from loopml.config import Settings, routing_secret
-from loopml.errors import NotReadyError, StoreError
+from loopml.errors import NotReadyError, SchemaBehindError, StoreError
 from loopml.routing import CHALLENGER, CHAMPION
 from loopml.serving.auth import Guard
 from loopml.serving.batcher import Batcher
@@ -41,6 +41,8 @@ log = logging.getLogger("loopml.serving")
 
 _DRAIN_TIMEOUT_S = 15.0
 _SHADOW_DRAIN_S = 5.0
+# How often an unready worker looks again at a schema that was behind (LOOPML_DB_AUTO_MIGRATE off).
+_SCHEMA_RECHECK_S = 5.0
 
 
 class Runtime:
@@ -56,6 +58,9 @@ class Runtime:
         self.errors = ErrorLog(settings.model_name, self.metrics)
         self.store: Store | None = None
         self.predlog: PredictionLog | None = None
+        # Why the database's schema keeps this worker unready (None: it does not).
+        self.schema_problem: str | None = None
+        self._schema_checked = 0.0
         self._feedback: FeedbackStore | None = None
         # request-path database work: its own threads, never the loop's default executor
         self.db = DbWork(workers=settings.db_workers, queue=settings.db_queue)
@@ -97,6 +102,7 @@ class Runtime:
             batch_size=self.settings.predlog_batch_size,
             flush_interval_s=self.settings.predlog_flush_interval_s,
             migrate=not migrated,
+            auto_migrate=self.settings.db_auto_migrate,
             fsync=self.settings.predlog_fsync == "always",
         )
         self.predlog.start()
@@ -117,14 +123,45 @@ class Runtime:
         from loopml.store._db import make_engine
 
         try:
-            self.store = open_store(self.settings.db_url)
+            self.store = open_store(
+                self.settings.db_url, auto_migrate=self.settings.db_auto_migrate
+            )
             return self.store.engine, True
+        except SchemaBehindError as exc:
+            # Not ready until `loopml db upgrade` ran; records wait on the spool meanwhile.
+            log.warning("%s: not ready, predictions wait on the spool", exc)
+            self.schema_problem = str(exc)
+            self._schema_checked = time.monotonic()
+            engine = make_engine(self.settings.db_url)
+            self.store = Store(engine)
+            return engine, False
         except StoreError as exc:
             # Serve anyway: records wait on the spool and the writer migrates once the DB is back.
             log.warning("loopml database unavailable at start (%s): spooling predictions", exc)
             engine = make_engine(self.settings.db_url)
             self.store = Store(engine)
             return engine, False
+
+    def recheck_schema(self) -> str | None:
+        """``schema_problem``, looked at again in the database at most every few seconds
+        (blocking: call it off the event loop)."""
+        from loopml.store._db import schema_state
+
+        if self.schema_problem is None or self.store is None:
+            return self.schema_problem
+        now = time.monotonic()
+        if now - self._schema_checked < _SCHEMA_RECHECK_S:
+            return self.schema_problem
+        self._schema_checked = now
+        try:
+            state = schema_state(self.store.engine)
+        except Exception as exc:  # the database is down: the old reason stands
+            log.debug("schema recheck failed: %s", type(exc).__name__)
+            return self.schema_problem
+        if state.usable:
+            log.info("%s: ready", state.describe())
+            self.schema_problem = None
+        return self.schema_problem
 
     async def stop(self) -> None:
         """Stop following, finish shadow scoring, answer queued requests, drain the prediction

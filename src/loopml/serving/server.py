@@ -39,6 +39,9 @@ import json
 import logging
 import os
 import shutil
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -205,10 +208,28 @@ def _migrate_once(settings: Settings) -> None:
     from loopml.store import open_store
 
     try:
-        with open_store(settings.db_url):
+        with open_store(settings.db_url, auto_migrate=settings.db_auto_migrate):
             pass  # opening migrates the schema
     except LoopmlError as exc:
         log.warning("%s: serving anyway, predictions wait on the spool", exc)
+
+
+@contextlib.contextmanager
+def _sigterm_is_success() -> Iterator[None]:
+    """A stop asked for by SIGTERM, drained, exits 0.
+
+    uvicorn restores the handler it found and raises the signal again once it has shut down, so
+    that the default action kills the process with it: exit status -15, which tini (PID 1 in the
+    image) passes on as 143. A graceful stop is no failure; the handler found here ignores it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda _sig, _frame: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run(
@@ -245,7 +266,9 @@ def run(
     if workers == 1:
         from loopml.serving.app import create_app
 
-        uvicorn.run(create_app(settings), **options)
+        app = create_app(settings)
+        with _sigterm_is_success():
+            uvicorn.run(app, **options)
         return
     settings.run_dir.mkdir(mode=0o700, exist_ok=True)  # owner only: it holds the settings file
     metrics_dir = settings.run_dir / f"metrics-{os.getpid()}"

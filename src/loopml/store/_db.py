@@ -1,27 +1,42 @@
-"""Engine creation, Alembic upgrade on open, and the audit log."""
+"""Engine creation, the schema's revision and its upgrade, and the audit log.
+
+Migrations are additive (see ``migrations/env.py``): code whose newest revision is older than the
+database's works on the tables and columns it knows, so a rollback of the code never needs a
+rollback of the schema. Opening the store migrates it unless ``LOOPML_DB_AUTO_MIGRATE`` is false
+(Kubernetes: a migration Job runs ``loopml db upgrade`` before the Deployments roll).
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Engine, create_engine, delete, event, select, text
+from sqlalchemy import Connection, Engine, create_engine, delete, event, select, text
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from loopml.config import create_private_file, redact_url
-from loopml.errors import ConfigError, StoreError
+from loopml.errors import ConfigError, SchemaBehindError, StoreError
 from loopml.store.artifacts import FileHashes
 from loopml.store.models import AuditEntry, ModelArtifact, MonitorResult
 
+log = logging.getLogger(__name__)
+
 _MIGRATIONS = Path(__file__).parent / "migrations"
+# Our own Alembic version table: MLflow keeps its history in `alembic_version`, and both stores
+# may share one PostgreSQL database.
+VERSION_TABLE = "loopml_alembic_version"
 
 # What went wrong, by the words of the drivers' messages; never the message itself, which names
 # the host, port, database and user (and reaches HTTP responses and the status page).
@@ -81,16 +96,118 @@ def make_engine(url: str, *, connect_timeout: float = 5.0) -> Engine:
     )
 
 
-def migrate(engine: Engine) -> None:
-    """Upgrade the schema to the newest Alembic revision."""
+def alembic_config() -> Config:
+    """Alembic's configuration of loopml's migrations (a connection goes in
+    ``attributes["connection"]``)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest revision of this code's migrations."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None  # there is at least the initial revision
+    return head
+
+
+SchemaStatus = Literal["current", "behind", "empty", "ahead"]
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """Where the database's schema stands against this code's migrations.
+
+    ``current``: at this code's head; ``behind``: at an older revision this code knows (``loopml
+    db upgrade`` moves it); ``empty``: no loopml tables yet; ``ahead``: at a revision this code does
+    not know, written by newer code: usable, migrations being additive.
+    """
+
+    revision: str | None
+    head: str
+    status: SchemaStatus
+
+    @property
+    def usable(self) -> bool:
+        """Whether this code can work on the schema as it is."""
+        return self.status in ("current", "ahead")
+
+    def describe(self) -> str:
+        """One sentence for people: where the schema is and what to do."""
+        at = f"revision {self.revision}" if self.revision else "no loopml tables"
+        if self.status == "current":
+            return f"the loopml database schema is at {at}, this code's head"
+        if self.status == "ahead":
+            return (
+                f"the loopml database schema is at {at}, newer than this code's head "
+                f"{self.head} (written by a newer release; migrations are additive, so this code "
+                "works on the tables and columns it knows)"
+            )
+        return (
+            f"the loopml database schema is behind: {at}, this code needs revision {self.head};"
+            " run `loopml db upgrade`"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields plus ``usable``."""
+        return {**asdict(self), "usable": self.usable}
+
+
+def _state(conn: Connection) -> SchemaState:
+    script = ScriptDirectory.from_config(alembic_config())
+    head = script.get_current_head()
+    assert head is not None
+    revision = MigrationContext.configure(
+        conn, opts={"version_table": VERSION_TABLE}
+    ).get_current_revision()
+    status: SchemaStatus
+    if revision is None:
+        status = "empty"
+    elif revision == head:
+        status = "current"
+    elif revision in {r.revision for r in script.walk_revisions()}:
+        status = "behind"
+    else:
+        status = "ahead"
+    return SchemaState(revision, head, status)
+
+
+def schema_state(engine: Engine) -> SchemaState:
+    """The schema's revision against this code's head (reads only)."""
+    with engine.connect() as conn:
+        return _state(conn)
+
+
+def migrate(engine: Engine) -> SchemaState:
+    """Upgrade the schema to this code's head; a schema ahead of it is left as it is."""
+    cfg = alembic_config()
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             # Replicas starting together on a fresh database: one migrates, the others wait.
             conn.execute(text("SELECT pg_advisory_xact_lock(7419)"))
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        state = _state(conn)
+        if state.status == "ahead":
+            # Newer code migrated it (a rollback of the code): Alembic would refuse the unknown
+            # revision, and the additive rule makes the schema usable as it is.
+            log.warning("%s", state.describe())
+            return state
+        if state.status != "current":
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    return SchemaState(state.head, state.head, "current")
+
+
+def ensure_schema(engine: Engine, *, auto_migrate: bool) -> SchemaState:
+    """Migrate (``auto_migrate``), or check that the schema is usable as it is.
+
+    Raises ``SchemaBehindError`` when it is not and migrating is not ours to do.
+    """
+    if auto_migrate:
+        return migrate(engine)
+    state = schema_state(engine)
+    if not state.usable:
+        raise SchemaBehindError(f"{state.describe()} (LOOPML_DB_AUTO_MIGRATE is false)")
+    return state
 
 
 class Store:
@@ -219,18 +336,31 @@ class Store:
         self.engine.dispose()
 
 
-def open_store(url: str) -> Store:
-    """Connect to the loopml database at ``url`` and bring its schema up to date."""
+def connect(url: str) -> Engine:
+    """An engine for ``url``; ``ConfigError`` when the URL or its driver is not usable."""
     try:
-        engine = make_engine(url)
-    except (ArgumentError, ImportError) as exc:
+        return make_engine(url)
+    except (ArgumentError, ImportError, ValueError) as exc:
         raise ConfigError(f"database URL {redact_url(url)!r} is not usable: {exc}") from exc
+
+
+def open_error(url: str, exc: BaseException) -> StoreError:
+    """``exc`` (a database or Alembic error) as a ``StoreError`` naming the back-end kind only."""
+    # The back-end kind helps the CLI user; the host, port and name stay out of the text.
+    kind = redact_url(url).partition(":")[0].partition("+")[0]
+    return StoreError(f"cannot open the loopml database ({kind}): {describe_db_error(exc)}")
+
+
+def open_store(url: str, *, auto_migrate: bool = True) -> Store:
+    """Connect to the loopml database at ``url`` and bring its schema up to date, or (without
+    ``auto_migrate``) check that it is usable: ``SchemaBehindError`` when it is not."""
+    engine = connect(url)
     try:
-        migrate(engine)
+        ensure_schema(engine, auto_migrate=auto_migrate)
+    except SchemaBehindError:
+        engine.dispose()
+        raise
     except (SQLAlchemyError, CommandError) as exc:
         engine.dispose()
-        # The back-end kind helps the CLI user; the host, port and name stay out of the text.
-        kind = redact_url(url).partition(":")[0].partition("+")[0]
-        cause = describe_db_error(exc)
-        raise StoreError(f"cannot open the loopml database ({kind}): {cause}") from exc
+        raise open_error(url, exc) from exc
     return Store(engine)

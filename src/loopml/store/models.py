@@ -136,3 +136,4 @@ PREDICTION_COLUMNS: tuple[str, ...] = tuple(c.name for c in Prediction.__table__
 """Every column of ``predictions`` in table order: the fields of one prediction-log record."""
 
 Index("ix_predictions_version_ts", Prediction.model_version, Prediction.ts)
+Index("ix_serving_errors_version_ts", ServingError.model_version, ServingError.ts)

@@ -27,7 +27,11 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", summary="Readiness", responses=error_responses(503))
 async def readyz(runtime: RuntimeDep) -> Response:
-    """200 once a model is loaded, 503 before."""
+    """200 once a model is loaded (and the database's schema is usable), 503 before."""
+    if runtime.schema_problem is not None:
+        problem = await asyncio.to_thread(runtime.recheck_schema)
+        if problem is not None:
+            return json_response({"error": problem}, 503, {"Retry-After": "5"})
     if runtime.router.ready:
         return json_response({"status": "ready"})
     return json_response({"error": "no model loaded yet"}, 503, {"Retry-After": "5"})

@@ -1,4 +1,14 @@
-"""Alembic environment: runs on the connection handed over by :func:`loopml.store.migrate`."""
+"""Alembic environment: runs on the connection handed over by :func:`loopml.store._db.migrate`.
+
+Migrations are additive, so that the previous release runs on the new schema (a ``kubectl rollout
+undo`` never needs a schema downgrade): a revision's ``upgrade()`` may create tables and indexes
+and add columns that are nullable or have a server default; it never drops or renames a table or
+a column, changes a column's type, makes one NOT NULL, or adds a unique constraint to an existing
+table. Code that meets a revision it does not know (newer) works on the tables and columns it
+knows and never migrates it. Removing something takes two releases: stop using it, then drop it.
+``tests/code/store/test_schema.py`` checks every revision against this rule, and
+``tests/e2e/test_previous_release.py`` runs the previous release's code on the newest schema.
+"""
 
 from __future__ import annotations
 
