@@ -59,7 +59,7 @@ PORTS = (
 PORTS += ("ALERTMANAGER_PORT", "GRAFANA_PORT")
 BUCKET = "mlflow-artifacts"
 # Bootstrap on a sample (time): non-airline tweets; the stream then shifts to airline tweets.
-CHAMPION_ROWS = 4000
+CHAMPION_ROWS = 6000
 
 TIMINGS: dict[str, float] = {}
 
