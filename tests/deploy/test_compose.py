@@ -269,7 +269,7 @@ def test_mlflow_server_flags_are_real() -> None:
     from mlflow.cli import cli
 
     service = services()["mlflow"]
-    assert service["entrypoint"] == ["mlflow"]
+    assert service["entrypoint"] == ["/usr/bin/tini", "--", "mlflow"]
     args = command(service)
     assert args[0] == "server"
     server = cli.commands["server"]

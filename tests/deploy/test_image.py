@@ -471,6 +471,33 @@ def test_mlflow_server_under_tini_answers_health_and_stops_cleanly(
     assert state["ExitCode"] == 0, logs.stderr[-3000:]  # 137: SIGKILL after the grace
 
 
+def test_db_commands_and_the_controller_stop_in_the_image(stack: Stack) -> None:
+    """`loopml db check` on the stack's PostgreSQL (a URL without the driver: loopml adds
+    psycopg), and the controller under tini: `docker stop` ends it with exit 0, not SIGKILL."""
+    check = json.loads(stack.run(stack.image, "db", "check", "--json").stdout)
+    assert (check["status"], check["usable"]) == ("current", True), check
+    name = f"{stack.prefix}-controller"
+    stack.containers.append(name)
+    _docker(
+        "run", "-d", "--name", name, *HARDENING, *stack.env(), stack.image, "controller", "--json"
+    )
+    # A tick's JSON line: it is in its loop (waiting for the next tick, 30 s away).
+    _poll(
+        "the controller's first tick",
+        lambda: _docker("logs", name, check=False).stdout.startswith("{"),
+        timeout=180,
+        interval=0.5,
+    )
+    start = time.monotonic()
+    _docker("stop", "-t", str(STOP_TIMEOUT_S), name, timeout=STOP_TIMEOUT_S + 30)
+    stopped_s = time.monotonic() - start
+    state = json.loads(_docker("inspect", name, "--format", "{{json .State}}").stdout)
+    logs = _docker("logs", name, check=False)
+    _report(f"controller under tini: docker stop took {stopped_s:.1f} s, exit {state['ExitCode']}")
+    assert state["ExitCode"] == 0, logs.stdout[-2000:] + logs.stderr[-3000:]
+    assert "stopped by SIGTERM" in logs.stderr
+
+
 def test_serves_logs_and_reports_healthy(stack: Stack, server: Server) -> None:
     texts = ["@united lost my bag again", "what a great phone", "the car drives itself"]
     ids = []

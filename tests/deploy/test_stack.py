@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -39,7 +40,8 @@ import yaml
 from deploy_helpers import ROOT, clean_env, need_binary
 from standins import NAMES, build_standin
 
-pytestmark = [pytest.mark.stack, pytest.mark.slow]
+# Minutes, not the suite's 600 s default: images, bootstrap training and up come first.
+pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 COMPOSE_DIR = ROOT / "deploy" / "compose"
 OVERRIDE = ROOT / "tests" / "deploy" / "stack" / "compose.override.yaml"
@@ -47,19 +49,31 @@ IMAGE, VERSION = "lstack-loopml", "test"
 # Everything but Grafana (see the module docstring); `train` is the bootstrap profile's one-shot.
 SERVICES = ("postgres", "minio", "mlflow", "loopml-1", "loopml-2", "controller", "proxy")
 SERVICES += ("prometheus", "alertmanager")
-PORTS = ("LOOPML_HTTP_PORT", "MLFLOW_PORT", "MINIO_CONSOLE_PORT", "PROMETHEUS_PORT")
+PORTS = (
+    "LOOPML_HTTP_PORT",
+    "LOOPML_ADMIN_PORT",
+    "MLFLOW_PORT",
+    "MINIO_CONSOLE_PORT",
+    "PROMETHEUS_PORT",
+)
 PORTS += ("ALERTMANAGER_PORT", "GRAFANA_PORT")
 BUCKET = "mlflow-artifacts"
 # Bootstrap on a sample (time): non-airline tweets; the stream then shifts to airline tweets.
-CHAMPION_ROWS = 4000
+CHAMPION_ROWS = 6000
 
 TIMINGS: dict[str, float] = {}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports (all bound at once: the kernel may hand a closed one out again)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def report(name: str, seconds: float) -> None:
@@ -175,7 +189,7 @@ def new_stack(root: Path) -> Stack:
         ).stdout
     )
     env.pop("COMPOSE_PROJECT_NAME", None)
-    ports = {name: str(free_port()) for name in PORTS}
+    ports = {name: str(port) for name, port in zip(PORTS, free_ports(len(PORTS)), strict=True)}
     mlflow = ports["MLFLOW_PORT"]
     am = yaml.safe_load((ROOT / "deploy" / "alertmanager" / "alertmanager.yml").read_text())
     for receiver in am["receivers"]:
@@ -189,7 +203,10 @@ def new_stack(root: Path) -> Stack:
         "LOOPML_IMAGE": IMAGE,
         "LOOPML_VERSION": VERSION,
         "LOOPML_HTTP_BIND": "127.0.0.1",
-        "MLFLOW_ALLOWED_HOSTS": f"mlflow:5000,localhost:{mlflow},127.0.0.1:{mlflow}",
+        # One process: under load uvicorn's supervisor kills workers slow to answer its pings.
+        "MLFLOW_WORKERS": "1",
+        # The service name, the healthcheck's 127.0.0.1:5000 and the published port.
+        "MLFLOW_ALLOWED_HOSTS": f"mlflow:5000,127.0.0.1:5000,127.0.0.1:{mlflow}",
         "ALERTMANAGER_WEBHOOK_URL": "http://127.0.0.1:9/alerts",
         "STACK_ALERTMANAGER_YML": str(am_file),
     }
@@ -278,9 +295,8 @@ def wait_for_prediction(stack: Stack, key: str, timeout: float = 300) -> None:
     raise AssertionError(f"no answer through the proxy within {timeout:.0f} s")
 
 
-def bring_up(root: Path, *, bootstrap_sample: pd.DataFrame | None) -> Stack:
-    """A new project: bootstrap-trained on ``bootstrap_sample`` (if given), then ``up``."""
-    stack = new_stack(root)
+def bring_up(stack: Stack, *, bootstrap_sample: pd.DataFrame | None) -> None:
+    """Bootstrap-train ``stack`` on ``bootstrap_sample`` (if given), then ``up`` it."""
     if bootstrap_sample is not None:
         report(
             "bootstrap: postgres, S3, MLflow up, train --promote",
@@ -293,7 +309,6 @@ def bring_up(root: Path, *, bootstrap_sample: pd.DataFrame | None) -> Stack:
         report("up to the first prediction through the proxy", time.monotonic() - started)
     stack.wait_healthy(SERVICES)
     report("up to every service healthy", time.monotonic() - started)
-    return stack
 
 
 @pytest.fixture(scope="module")
@@ -310,9 +325,9 @@ def workroot() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def stack(workroot: Path) -> Iterator[Stack]:
-    stack = Stack(f"lstack-{secrets.token_hex(4)}", workroot)  # replaced below; for cleanup
+    stack = new_stack(workroot)
     try:
-        stack = bring_up(workroot, bootstrap_sample=corpus()[0])
+        bring_up(stack, bootstrap_sample=corpus()[0])
         yield stack
     finally:
         stack.down()
@@ -330,6 +345,28 @@ def served_per_replica(stack: Stack) -> dict[str, float]:
         name: float(stack.compose("exec", "-T", name, "python3", "-c", script).stdout)
         for name in ("loopml-1", "loopml-2")
     }
+
+
+def test_the_proxy_serves_the_status_page_and_keeps_admin_internal(stack: Stack) -> None:
+    client_key = keys(stack)[0]
+    admin = {"Authorization": f"Bearer {stack.env['LOOPML_ADMIN_TOKEN']}"}
+    with httpx.Client(base_url=stack.url(), timeout=15) as client:
+        # A production server shows its status page to the admin token only.
+        assert client.get("/", headers={"X-API-Key": client_key}).status_code == 403
+        page = client.get("/", headers=admin)
+        assert page.status_code == 200, page.text
+        assets = re.findall(r'(?:href|src)="(/static/[^"]+)"', page.text)
+        assert {a.split("?")[0].rsplit(".", 1)[-1] for a in assets} >= {"css", "js"}, assets
+        for asset in assets:
+            answer = client.get(asset)
+            assert answer.status_code == 200 and answer.content, asset
+        for path in ("/v1/admin/rollout", "/metrics"):
+            assert client.get(path, headers=admin).status_code == 404, path
+    # Operators: the admin site on the loopback-only port (the token is still required).
+    admin_url = f"http://127.0.0.1:{stack.env['LOOPML_ADMIN_PORT']}"
+    with httpx.Client(base_url=admin_url, timeout=15) as client:
+        assert client.get("/v1/admin/rollout").status_code == 401
+        assert client.get("/v1/admin/rollout", headers=admin).status_code == 200
 
 
 def test_the_loop_closes_inside_the_stack(stack: Stack) -> None:

@@ -182,7 +182,8 @@ def test_previous_release_serves_and_logs_on_the_newest_schema(
     with open_store(settings.db_url) as store:
         assert schema_state(store.engine).revision == head_revision()
         train(settings, dataset=small_tweets)
-        promote(store, Registry(settings), "1")
+        # Forced: a busy machine can fail the gate's latency budget, not what this tests.
+        promote(store, Registry(settings), "1", force=True, reason="test champion")
     probe = old_cli(old_env, "--help")
     assert probe.returncode == 0, probe.stderr
     print(f"\n[previous release] {commit[:12]} from {old_src} against schema {head_revision()}")
