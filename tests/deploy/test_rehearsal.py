@@ -343,6 +343,10 @@ def _rehearse(
         # restartPolicy Always brings a crashed container back, as the kubelet would; a clean
         # first install has no crash to hide.
         restarts = {n: engine.restarts(n) for n in [*mlflow, *replicas, controller_name]}
+        stats = docker(
+            "stats", "--no-stream", "--format", "{{.Name}}: {{.MemUsage}}", *restarts, timeout=60
+        )
+        engine.timings += [(f"  memory {line}", 0.0) for line in stats.stdout.splitlines()]
 
         step = time.monotonic()
         stopping = [(server, n) for n in replicas] + [(controller, controller_name)]
