@@ -577,6 +577,7 @@ def _programs(line: list[str]) -> list[str]:
 
 
 _SHELLS = {"sh", "bash", "dash"}
+_USERINFO = re.compile(r"://[^/@\s]+@")  # a URL's user:password, never shown
 _LOOPML_CALL = re.compile(r"(?:^|[\s;&|(])loopml((?:[ \t]+[^\s;&|)\"'`]+)*)", re.MULTILINE)
 
 
@@ -624,7 +625,8 @@ def check_commands(pods: Mapping[str, Pod], facts: ImageFacts) -> None:
             calls = [line[line.index(programs[-1]) + 1 :]]
         missing = [p for p in programs if p not in facts.executables]
         if missing:
-            errors.append(f"{pod.workload}: the image has no {', '.join(missing)} (runs {line})")
+            shown = " ".join(_USERINFO.sub("://***@", word) for word in line[:6])
+            errors.append(f"{pod.workload}: the image has no {', '.join(missing)} (runs {shown})")
         for rest in calls:
             try:
                 check_loopml_args(rest)

@@ -506,9 +506,14 @@ def test_a_command_the_image_does_not_have_fails(rendered: list[dict[str, Any]])
     _container(objects, "loopml-controller")["command"] = ["loopml-controller"]
     bootstrap = _container(objects, "loopml-bootstrap", "Job")
     bootstrap["args"] = [a.replace("train --promote", "train --promot") for a in bootstrap["args"]]
-    pods = plan_pods(objects, secrets=_secrets())
+    _container(objects, "mlflow")["command"] = ["/usr/bin/tini", "--", "mlflow-server"]
+    creds = Credentials()
+    pods = plan_pods(objects, secrets=operator_secrets(creds))
     with pytest.raises(RehearsalError) as caught:
         check_commands(pods, FACTS)
+    # mlflow's args carry the database URL: its password is not shown
+    assert "the image has no mlflow-server" in str(caught.value)
+    assert creds.mlflow_db not in str(caught.value)
     assert "`loopml serve --prot 8000` does not parse" in str(caught.value)
     assert "the image has no loopml-controller" in str(caught.value)
     assert "`loopml train --promot --json` does not parse" in str(caught.value)
