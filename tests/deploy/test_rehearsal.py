@@ -42,6 +42,7 @@ from rehearsal_helpers import (
 
 PREFIX = "lreh"
 IMAGE = f"{PREFIX}-loopml:test"
+BASE = "loopml-base:bookworm"
 # The order a cluster reaches, one workload at a time: the schema first (the migration Job), the
 # tracking server, the replicas (unready: no champion yet), the first champion, the controller.
 # Every Job named *-migrate runs first (in name order).
@@ -110,16 +111,21 @@ _IMAGE_BUILD_S: list[float] = []
 
 @pytest.fixture(scope="session")
 def image() -> str:
-    """The image built from this tree (`make image`); the manifests' image reference becomes it."""
+    """The image built from this tree (`make image`); the manifests' image reference becomes it.
+    Its base (and the stand-ins') is Debian-made here: registry images cannot be pulled."""
     started = time.monotonic()
+    if docker("image", "inspect", BASE, check=False).returncode != 0:
+        made = subprocess.run(
+            [str(ROOT / "deploy/docker/base-image.sh"), BASE],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        if made.returncode != 0:
+            pytest.fail(f"base-image.sh failed (needs debootstrap):\n{made.stderr[-3000:]}")
     done = subprocess.run(
-        [
-            "make",
-            "image",
-            "BASE_IMAGE=loopml-base:bookworm",
-            f"IMAGE={PREFIX}-loopml",
-            "VERSION=test",
-        ],
+        ["make", "image", f"BASE_IMAGE={BASE}", f"IMAGE={PREFIX}-loopml", "VERSION=test"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -245,7 +251,7 @@ def test_prod_overlay_runs_on_docker(tmp_path: Path, image: str, capture_off: No
     finally:
         engine.step("total (image built before)", total)
         print("\nrehearsal timings:")
-        engine.timings.insert(0, ("make image (cached layers reused)", sum(_IMAGE_BUILD_S)))
+        engine.timings.insert(0, ("make image (base image made when missing)", sum(_IMAGE_BUILD_S)))
         print("\n".join(f"  {seconds:7.1f} s  {label}" for label, seconds in engine.timings))
 
 
