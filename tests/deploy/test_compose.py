@@ -269,7 +269,7 @@ def test_mlflow_server_flags_are_real() -> None:
     from mlflow.cli import cli
 
     service = services()["mlflow"]
-    assert service["entrypoint"] == ["mlflow"]
+    assert service["entrypoint"] == ["/usr/bin/tini", "--", "mlflow"]
     args = command(service)
     assert args[0] == "server"
     server = cli.commands["server"]
@@ -361,7 +361,45 @@ def test_images_are_pinned() -> None:
         assert repo and tag and tag != "latest", f"{name}: {image}"
         if not image.startswith("loopml:"):
             assert re.search(r"\d", tag), f"{name}: {image} is not a version tag"
-    assert raw()["services"]["loopml-1"]["image"] == "loopml:${LOOPML_VERSION:-dev}"
+    assert (
+        raw()["services"]["loopml-1"]["image"] == "${LOOPML_IMAGE:-loopml}:${LOOPML_VERSION:-dev}"
+    )
+
+
+def test_image_tags_are_release_versions_without_a_v() -> None:
+    # A git tag v1.2.0 publishes ghcr.io/<owner>/loopml:1.2.0: no "v" in any image tag named.
+    text = ENV_EXAMPLE.read_text() + COMPOSE.read_text()
+    assert not re.search(r"loopml:v\d", text), "image tags have no v (loopml:1.2.0)"
+    assert re.search(r"loopml:1\.2\.0", ENV_EXAMPLE.read_text())
+
+
+def test_every_published_port_is_set_in_env_with_todays_default() -> None:
+    defaults = {
+        "proxy": {"LOOPML_HTTP_PORT": "8080", "LOOPML_ADMIN_PORT": "8081"},
+        "mlflow": {"MLFLOW_PORT": "5000"},
+        "minio": {"MINIO_CONSOLE_PORT": "9001"},
+        "prometheus": {"PROMETHEUS_PORT": "9090"},
+        "alertmanager": {"ALERTMANAGER_PORT": "9093"},
+        "grafana": {"GRAFANA_PORT": "3000"},
+    }
+    env = read_env_file(ENV_EXAMPLE)
+    for name, service in raw()["services"].items():
+        published = {}
+        for port in service.get("ports", []):
+            found = re.search(r"\$\{([A-Z_]+):-(\d+)\}:\d+$", str(port))
+            assert found, f"{name}: {port} is not set by a variable"
+            published[found.group(1)] = found.group(2)
+        assert published == defaults.get(name, {}), name
+        assert all(env[var] == default for var, default in published.items()), name
+    admin = [p for p in raw()["services"]["proxy"]["ports"] if "LOOPML_ADMIN_PORT" in p]
+    assert admin and all(p.startswith("127.0.0.1:") for p in admin)
+
+
+def test_replicas_and_controller_get_the_grace_period_the_image_needs() -> None:
+    # Dockerfile: in-flight requests (30 s) then the prediction-log drain: allow 75 s.
+    assert "allow 75 s" in (ROOT / "Dockerfile").read_text()
+    for name in (*SERVING, "controller"):
+        assert services()[name]["stop_grace_period"] == "75s", name
 
 
 def test_no_secret_literal_in_the_stack() -> None:
@@ -393,7 +431,15 @@ def test_proxy_balances_both_replicas_on_readiness_and_hides_metrics(tmp_path: P
     assert upstreams is not None
     assert set(upstreams.group(1).split()) == {f"{name}:8000" for name in SERVING}
     assert re.search(r"health_uri /readyz", text)
-    assert re.search(r"@internal path /metrics", text) and "respond @internal 404" in text
+    internal = re.search(r"@internal path ([^\n]+)", text)
+    assert internal and "respond @internal 404" in text
+    assert {"/metrics", "/v1/admin", "/v1/admin/*"} <= set(internal.group(1).split())
+    # Everything else reaches the replicas, /static (the status page's CSS and JS) included.
+    assert not re.search(r"(?m)^\s*(handle|route|respond|@\w+ path)[^\n]*/static", text)
+    public = re.search(r"(?ms)^:8080 \{.*?^\}", text)
+    admin_site = re.search(r"(?ms)^:8081 \{.*?^\}", text)
+    assert public and "import replicas" in public.group(0)
+    assert admin_site and "import replicas" in admin_site.group(0)
     assert host_path("proxy", "/etc/caddy/Caddyfile") == CADDYFILE
     caddy = need_binary("caddy", "the Debian package caddy")
     result = run(
@@ -467,6 +513,11 @@ def test_init_scripts_create_what_the_services_use() -> None:
     shellcheck = need_binary("shellcheck", "the Debian package shellcheck")
     for script in SCRIPTS:
         result = run(shellcheck, "--shell=sh", str(script))
+        assert result.returncode == 0, result.stdout
+    for script in ("backup.sh", "restore.sh"):
+        text = (COMPOSE_DIR / script).read_text()
+        assert text.startswith("#!/usr/bin/env bash\n") and "set -euo pipefail" in text
+        result = run(shellcheck, str(COMPOSE_DIR / script))
         assert result.returncode == 0, result.stdout
     sql = (COMPOSE_DIR / "postgres" / "init-databases.sh").read_text()
     mlflow_db = command(services()["mlflow"])[2].rsplit("/", 1)[1]
