@@ -596,6 +596,17 @@ def test_deploy_pins_the_release_digest_in_the_cluster_registry(
     }, "the previous release's Jobs, all of them"
     first = next(c for c in kubectl if c[:1] == ["apply"])
     assert first[first.index("-l") + 1] == "loopml.io/apply!=after-migration"
+    # Every migration Job (loopml's and MLflow's) completes before the rest, MLflow included
+    # (its replicas raced to create its schema), is applied; MLflow is up before the bootstrap.
+    wait = next(c for c in kubectl if "wait" in c)
+    migrations = {f"job/{n}" for k, n in rendered if k == "Job" and n.endswith("-migrate")}
+    assert {r for r in wait if r.startswith("job/")} == migrations
+    assert migrations == {"job/loopml-migrate", "job/mlflow-migrate"}
+    (second,) = [c for c in kubectl if c[:1] == ["apply"] and "-l" not in c]
+    mlflow = next(c for c in kubectl if "deployment/mlflow" in c and "rollout" in c)
+    order = [kubectl.index(c) for c in (deleted, first, wait, second, mlflow)]
+    assert order == sorted(order), "delete, apply the migrations, wait, apply the rest, MLflow"
+    assert ("Deployment", "mlflow") in rendered
 
 
 def test_deploy_refuses_another_clouds_component(tmp_path: Path) -> None:
