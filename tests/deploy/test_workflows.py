@@ -186,6 +186,8 @@ def test_deploy_uses_the_real_overlays_and_rolls_back() -> None:
         rollback = next(s for s in jobs[job]["steps"] if s.get("name") == "Roll back")
         assert rollback["if"].startswith("failure()")
         assert 'kubectl -n "$NAMESPACE" rollout undo' in rollback["run"]
+        # never MLflow: an older MLflow refuses a schema that mlflow-migrate moved on
+        assert "for deployment in loopml-server loopml-controller; do" in rollback["run"]
     assert workflows()["deploy.yml"]["concurrency"]["cancel-in-progress"] is False
 
 
