@@ -48,16 +48,15 @@ COMPOSE_DIR = ROOT / "deploy" / "compose"
 OVERRIDE = ROOT / "tests" / "deploy" / "stack" / "compose.override.yaml"
 IMAGE, VERSION = "lstack-loopml", "test"
 # Everything but Grafana (see the module docstring); `train` is the bootstrap profile's one-shot.
-SERVICES = ("postgres", "minio", "mlflow", "loopml-1", "loopml-2", "controller", "proxy")
-SERVICES += ("prometheus", "alertmanager")
-PORTS = (
-    "LOOPML_HTTP_PORT",
-    "LOOPML_ADMIN_PORT",
-    "MLFLOW_PORT",
-    "MINIO_CONSOLE_PORT",
-    "PROMETHEUS_PORT",
+SERVICES: tuple[str, ...] = (
+    *("postgres", "minio", "mlflow", "loopml-1", "loopml-2", "controller", "proxy"),
+    *("prometheus", "alertmanager"),
 )
-PORTS += ("ALERTMANAGER_PORT", "GRAFANA_PORT")
+# Every port variable of compose.yaml, each given a free port.
+PORTS: tuple[str, ...] = (
+    *("LOOPML_HTTP_PORT", "LOOPML_ADMIN_PORT", "MLFLOW_PORT", "MINIO_CONSOLE_PORT"),
+    *("PROMETHEUS_PORT", "ALERTMANAGER_PORT", "GRAFANA_PORT"),
+)
 BUCKET = "mlflow-artifacts"
 # Bootstrap on a sample (time): non-airline tweets; the stream then shifts to airline tweets.
 CHAMPION_ROWS = 6000
@@ -538,7 +537,8 @@ def test_every_answered_prediction_is_stored_once_across_a_postgres_restart(
 
 
 def champion(stack: Stack) -> str:
-    return next(m["version"] for m in stack.loopml("models") if "champion" in m["aliases"])
+    models: list[dict[str, Any]] = stack.loopml("models")
+    return str(next(m["version"] for m in models if "champion" in m["aliases"]))
 
 
 def script(name: str, stack: Stack, *args: str) -> str:
