@@ -61,8 +61,6 @@ BUCKET = "mlflow-artifacts"
 # Bootstrap on a sample (time): non-airline tweets; the stream then shifts to airline tweets.
 CHAMPION_ROWS = 6000
 
-TIMINGS: dict[str, float] = {}
-
 
 def free_ports(n: int) -> list[int]:
     """``n`` distinct free ports (all bound at once: the kernel may hand a closed one out again)."""
@@ -77,7 +75,6 @@ def free_ports(n: int) -> list[int]:
 
 
 def report(name: str, seconds: float) -> None:
-    TIMINGS[name] = round(seconds, 1)
     print(f"\n[stack] {name}: {seconds:.1f} s", flush=True)
 
 
