@@ -283,6 +283,8 @@ def test_mlflow_server_flags_are_real() -> None:
     env = environment(service)
     assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
     assert env["AWS_ACCESS_KEY_ID"] and env["AWS_SECRET_ACCESS_KEY"]
+    # its job-execution workers took 2 GiB of memory for jobs loopml never submits
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
 
 
 def test_healthchecks_probe_real_endpoints() -> None:
