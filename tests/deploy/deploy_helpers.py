@@ -13,6 +13,17 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# The keys of deploy/k8s/overlays/prod/cluster.env, in order: the contract between Terraform's
+# `kustomize_env` output and the prod overlay's replacements.
+CLUSTER_ENV_KEYS = (
+    "CLOUD",
+    "IMAGE",
+    "HOST",
+    "SERVER_IDENTITY",
+    "CONTROLLER_IDENTITY",
+    "MLFLOW_IDENTITY",
+    "MLFLOW_ARTIFACTS_DESTINATION",
+)
 
 
 def need_binary(name: str, package: str) -> str:

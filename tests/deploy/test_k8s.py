@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import kubernetes_validate
 import pytest
 import yaml
-from deploy_helpers import check_loopml_args
+from deploy_helpers import CLUSTER_ENV_KEYS, check_loopml_args
 
 from loopml.config import Settings
 
@@ -41,16 +41,6 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "dev-with-components": ("dev", ("ingress", "monitoring")),
     "prod-without-components": ("prod", ()),
     "prod-eks": ("prod", ("ingress", "monitoring", "eks")),
-}
-# The keys of cluster.env, exactly (the contract with Terraform's kustomize_env output).
-CLUSTER_ENV_KEYS = {
-    "CLOUD",
-    "IMAGE",
-    "HOST",
-    "SERVER_IDENTITY",
-    "CONTROLLER_IDENTITY",
-    "MLFLOW_IDENTITY",
-    "MLFLOW_ARTIFACTS_DESTINATION",
 }
 IDENTITY_ANNOTATION = {"gke": "iam.gke.io/gcp-service-account", "eks": "eks.amazonaws.com/role-arn"}
 # Oldest Kubernetes minor the manifests support (the preStop `sleep` action is on by default
@@ -855,7 +845,7 @@ def test_ingress_routes_the_public_api_and_keeps_admin_and_metrics_inside(varian
 
 def test_cluster_env_example_has_the_contract_keys_and_is_never_committed_for_real() -> None:
     example = cluster_env((PROD / "cluster.env.example").read_text())
-    assert set(example) == CLUSTER_ENV_KEYS
+    assert set(example) == set(CLUSTER_ENV_KEYS)
     kustomization = yaml.safe_load((PROD / "kustomization.yaml").read_text())
     # the committed overlay's cloud component is the example's CLOUD
     assert f"../../components/{example['CLOUD']}" in kustomization["components"]
@@ -933,7 +923,7 @@ def test_terraform_binds_the_names_this_overlay_uses(stack: str) -> None:
     env = re.search(r"kustomize_env\s*=\s*<<-?EOT\n(.*?)\n\s*EOT", text, re.S)
     assert env, f"{stack}: no kustomize_env heredoc"
     written = cluster_env("\n".join(line.strip() for line in env.group(1).splitlines()))
-    assert set(written) == CLUSTER_ENV_KEYS and written["CLOUD"] == stack
+    assert set(written) == set(CLUSTER_ENV_KEYS) and written["CLOUD"] == stack
     namespace = re.search(r'variable "k8s_namespace" \{[^}]*?default\s*=\s*"([^"]+)"', text, re.S)
     assert (
         namespace

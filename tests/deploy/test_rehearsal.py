@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import json
 import secrets
-import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +41,6 @@ from rehearsal_helpers import (
 
 PREFIX = "lreh"
 IMAGE = f"{PREFIX}-loopml:test"
-BASE = "loopml-base:bookworm"
 # The order a cluster reaches, one workload at a time: the schema first (the migration Job), the
 # tracking server, the replicas (unready: no champion yet), the first champion, the controller.
 # Every Job named *-migrate runs first (in name order).
@@ -113,28 +111,15 @@ _IMAGE_BUILD_S: list[float] = []
 def image() -> str:
     """The image built from this tree (`make image`); the manifests' image reference becomes it.
     Its base (and the stand-ins') is Debian-made here: registry images cannot be pulled."""
+    from standins import build_loopml_image
+
     started = time.monotonic()
-    if docker("image", "inspect", BASE, check=False).returncode != 0:
-        made = subprocess.run(
-            [str(ROOT / "deploy/docker/base-image.sh"), BASE],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        if made.returncode != 0:
-            pytest.fail(f"base-image.sh failed (needs debootstrap):\n{made.stderr[-3000:]}")
-    done = subprocess.run(
-        ["make", "image", f"BASE_IMAGE={BASE}", f"IMAGE={PREFIX}-loopml", "VERSION=test"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.fail(f"make image failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    try:
+        tag = build_loopml_image(f"{PREFIX}-loopml")
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     _IMAGE_BUILD_S.append(time.monotonic() - started)
+    assert tag == IMAGE
     return IMAGE
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import hcl2
 import pytest
 import yaml
+from deploy_helpers import CLUSTER_ENV_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 TF_DIR = ROOT / "deploy" / "terraform"
@@ -403,15 +404,6 @@ def test_database_urls_name_the_psycopg_driver(stack: str) -> None:
 
 K8S_DIR = ROOT / "deploy" / "k8s"
 PROD = K8S_DIR / "overlays" / "prod"
-KUSTOMIZE_ENV_KEYS = [
-    "CLOUD",
-    "IMAGE",
-    "HOST",
-    "SERVER_IDENTITY",
-    "CONTROLLER_IDENTITY",
-    "MLFLOW_IDENTITY",
-    "MLFLOW_ARTIFACTS_DESTINATION",
-]
 WORKLOADS = {"server": "loopml-server", "controller": "loopml-controller", "mlflow": "mlflow"}
 IDENTITY_KEYS = {"server": "SERVER_IDENTITY", "controller": "CONTROLLER_IDENTITY"} | {
     "mlflow": "MLFLOW_IDENTITY"
@@ -471,7 +463,7 @@ def _bound_identities(stack: str) -> tuple[str, dict[str, str]]:
 @pytest.mark.parametrize("stack", ROOTS)
 def test_kustomize_env_is_the_cluster_env_contract(stack: str) -> None:
     lines = dict(_kustomize_env(stack))
-    assert list(lines) == KUSTOMIZE_ENV_KEYS, f"{stack}: keys and order of cluster.env"
+    assert list(lines) == list(CLUSTER_ENV_KEYS), f"{stack}: keys and order of cluster.env"
     assert lines["CLOUD"] == stack
     module = {"gke": 'module.workload_identity["{}"].email', "eks": 'module.irsa["{}"].role_arn'}
     for workload, key in IDENTITY_KEYS.items():
