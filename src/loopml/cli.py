@@ -567,9 +567,9 @@ def _render_explanation(doc: dict[str, Any]) -> None:
 def _release(settings: Settings, version: str, *, direct: bool, reason: str) -> Any:
     from loopml import control
     from loopml.registry import Registry
-    from loopml.store import open_store
+    from loopml.store import open_settings_store
 
-    with open_store(settings.db_url, auto_migrate=settings.db_auto_migrate) as store:
+    with open_settings_store(settings) as store:
         return control.release(
             settings, store, Registry(settings), version, direct=direct, reason=reason
         )
@@ -623,11 +623,11 @@ def rollback(
     """Give the champion alias back to the previous version."""
     from loopml import control
     from loopml.registry import Registry
-    from loopml.store import open_store
+    from loopml.store import open_settings_store
 
     settings = _settings()
     with (
-        open_store(settings.db_url, auto_migrate=settings.db_auto_migrate) as store,
+        open_settings_store(settings) as store,
         quiet_stdout(json_out),
     ):
         change = control.rollback(store, Registry(settings), reason=reason)
@@ -687,10 +687,10 @@ def history(
     json_out: JsonOpt = False,
 ) -> None:
     """The audit log: every promotion, rollback and rollout decision."""
-    from loopml.store import open_store
+    from loopml.store import open_settings_store
 
     settings = _settings()
-    with open_store(settings.db_url, auto_migrate=settings.db_auto_migrate) as store:
+    with open_settings_store(settings) as store:
         entries = store.history(settings.model_name, limit=limit)
     rows: list[dict[str, Any]] = [
         {
@@ -750,10 +750,10 @@ def mlflow_ui_command(settings: Settings) -> str:
 @contextlib.contextmanager
 def _control() -> Iterator[tuple[Settings, Any, Any]]:
     from loopml.registry import Registry
-    from loopml.store import open_store
+    from loopml.store import open_settings_store
 
     settings = _settings()
-    with open_store(settings.db_url, auto_migrate=settings.db_auto_migrate) as store:
+    with open_settings_store(settings) as store:
         yield settings, store, Registry(settings)
 
 
@@ -858,10 +858,10 @@ def feedback_relabel(
 ) -> None:
     """Correct a stored feedback label (the only way a given label changes); audited."""
     from loopml.serving.feedback import relabel
-    from loopml.store import current_actor, open_store
+    from loopml.store import current_actor, open_settings_store
 
     settings = _settings()
-    with open_store(settings.db_url, auto_migrate=settings.db_auto_migrate) as store:
+    with open_settings_store(settings) as store:
         result = relabel(
             store,
             request_id=request_id,

@@ -308,7 +308,7 @@ def _champion(
     from loopml.control.promotion import promote
     from loopml.pipeline.train import train
     from loopml.registry import Registry
-    from loopml.store import open_store
+    from loopml.store import open_settings_store
 
     say("training the champion on non-airline tweets")
     # The demo's home starts empty: None means the default recipe. Its retrains reuse whatever
@@ -324,7 +324,7 @@ def _champion(
     if not result.gate.passed:
         failed = ", ".join(c.name for c in result.gate.failures())
         raise LoopmlError(f"the demo champion failed its gate ({failed})")
-    with open_store(settings.db_url, auto_migrate=settings.db_auto_migrate) as store:
+    with open_settings_store(settings) as store:
         promote(store, Registry(settings), result.version, reason="demo: first champion")
     return result.version, result.evaluation.metrics["macro_f1"]
 
@@ -343,7 +343,7 @@ def run_demo(
     with ``recipe`` and ``params`` (default: the default recipe), every retrain reuses them.
     ``time_budget_s`` replaces the plan's limit on the stream's duration."""
     from loopml.control import Controller
-    from loopml.store import open_store
+    from loopml.store import open_settings_store
 
     say = progress or (lambda _msg: None)
     plan = DemoPlan.fast() if fast else DemoPlan.full()
@@ -371,7 +371,7 @@ def run_demo(
     promoted: str | None = None
     with (
         _sigterm_as_exit(),
-        open_store(settings.db_url, auto_migrate=settings.db_auto_migrate) as store,
+        open_settings_store(settings) as store,
         local_server(settings) as url,
     ):
         loop = Controller(settings, store, on_tick=record)

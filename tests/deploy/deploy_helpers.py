@@ -24,6 +24,28 @@ CLUSTER_ENV_KEYS = (
     "MLFLOW_IDENTITY",
     "MLFLOW_ARTIFACTS_DESTINATION",
 )
+# A cluster.env per cloud as Terraform's kustomize_env would write it after an apply (made-up,
+# well-formed values).
+SAMPLE_CLUSTER_ENV = {
+    "gke": {
+        "CLOUD": "gke",
+        "IMAGE": "europe-west1-docker.pkg.dev/my-project/loopml-prod/loopml",
+        "HOST": "loopml.example.com",
+        "SERVER_IDENTITY": "loopml-prod-server@my-project.iam.gserviceaccount.com",
+        "CONTROLLER_IDENTITY": "loopml-prod-controller@my-project.iam.gserviceaccount.com",
+        "MLFLOW_IDENTITY": "loopml-prod-mlflow@my-project.iam.gserviceaccount.com",
+        "MLFLOW_ARTIFACTS_DESTINATION": "gs://loopml-prod-artifacts/mlflow",
+    },
+    "eks": {
+        "CLOUD": "eks",
+        "IMAGE": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/loopml-prod/loopml",
+        "HOST": "loopml.example.com",
+        "SERVER_IDENTITY": "arn:aws:iam::123456789012:role/loopml-prod-server",
+        "CONTROLLER_IDENTITY": "arn:aws:iam::123456789012:role/loopml-prod-controller",
+        "MLFLOW_IDENTITY": "arn:aws:iam::123456789012:role/loopml-prod-mlflow",
+        "MLFLOW_ARTIFACTS_DESTINATION": "s3://loopml-prod-artifacts/mlflow",
+    },
+}
 
 
 def need_binary(name: str, package: str) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 import hcl2
 import pytest
 import yaml
-from deploy_helpers import CLUSTER_ENV_KEYS
+from deploy_helpers import CLUSTER_ENV_KEYS, SAMPLE_CLUSTER_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 TF_DIR = ROOT / "deploy" / "terraform"
@@ -409,25 +409,6 @@ IDENTITY_KEYS = {"server": "SERVER_IDENTITY", "controller": "CONTROLLER_IDENTITY
     "mlflow": "MLFLOW_IDENTITY"
 }
 ANNOTATION = {"gke": "iam.gke.io/gcp-service-account", "eks": "eks.amazonaws.com/role-arn"}
-# What the interpolations of kustomize_env would be after an apply (made-up, well-formed values).
-FAKE = {
-    "gke": {
-        "IMAGE": "europe-west1-docker.pkg.dev/my-project/loopml-prod/loopml",
-        "HOST": "loopml.example.com",
-        "SERVER_IDENTITY": "loopml-prod-server@my-project.iam.gserviceaccount.com",
-        "CONTROLLER_IDENTITY": "loopml-prod-controller@my-project.iam.gserviceaccount.com",
-        "MLFLOW_IDENTITY": "loopml-prod-mlflow@my-project.iam.gserviceaccount.com",
-        "MLFLOW_ARTIFACTS_DESTINATION": "gs://loopml-prod-artifacts/mlflow",
-    },
-    "eks": {
-        "IMAGE": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/loopml-prod/loopml",
-        "HOST": "loopml.example.com",
-        "SERVER_IDENTITY": "arn:aws:iam::123456789012:role/loopml-prod-server",
-        "CONTROLLER_IDENTITY": "arn:aws:iam::123456789012:role/loopml-prod-controller",
-        "MLFLOW_IDENTITY": "arn:aws:iam::123456789012:role/loopml-prod-mlflow",
-        "MLFLOW_ARTIFACTS_DESTINATION": "s3://loopml-prod-artifacts/mlflow",
-    },
-}
 
 
 def _kustomize_env(stack: str) -> list[tuple[str, str]]:
@@ -593,7 +574,7 @@ def test_terraform_identities_match_the_rendered_prod_overlay(stack: str, tmp_pa
     namespace, ksa = _bound_identities(stack)
     assert namespace == "loopml"
     assert ksa == {n: f"loopml-{n}" for n in ("server", "controller", "mlflow")}
-    values = {"CLOUD": stack} | FAKE[stack]
+    values = SAMPLE_CLUSTER_ENV[stack]
     docs = _render_prod(tmp_path, "".join(f"{k}={values[k]}\n" for k, _ in _kustomize_env(stack)))
     by_kind: dict[str, dict[str, dict[str, Any]]] = {}
     for doc in docs:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_helpers import ROOT, app_paths, check_loopml_args, need_binary, run
+from deploy_helpers import ROOT, SAMPLE_CLUSTER_ENV, app_paths, check_loopml_args, need_binary, run
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 SCRIPTS = ROOT / ".github" / "scripts"
@@ -245,15 +245,7 @@ def test_workflow_files_use_paths_that_exist() -> None:
 CHECKOV = os.environ.get("LOOPML_CHECKOV")
 EXPRESSION = re.compile(r"\$\{\{\s*(.+?)\s*\}\}")
 DIGEST = "sha256:" + hashlib.sha256(b"loopml release manifest").hexdigest()
-CLUSTER_ENV = {
-    "CLOUD": "eks",
-    "IMAGE": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/loopml-prod/loopml",
-    "HOST": "loopml.example.com",
-    "SERVER_IDENTITY": "arn:aws:iam::123456789012:role/loopml-prod-server",
-    "CONTROLLER_IDENTITY": "arn:aws:iam::123456789012:role/loopml-prod-controller",
-    "MLFLOW_IDENTITY": "arn:aws:iam::123456789012:role/loopml-prod-mlflow",
-    "MLFLOW_ARTIFACTS_DESTINATION": "s3://loopml-prod-artifacts/mlflow",
-}
+CLUSTER_ENV = SAMPLE_CLUSTER_ENV["eks"]
 
 # Stand-ins for the cloud and registry CLIs: they log their arguments; `kubectl kustomize` and
 # `kustomize build` are the real kustomize (kubectl's), `kustomize edit set image` does what
@@ -511,18 +503,7 @@ def test_release_and_deploy_agree_on_one_image_reference(tmp_path: Path) -> None
     assert ["inspect", "--raw", "docker://ghcr.io/acme/loopml:1.2.0"] in by_hand.calls("skopeo")
 
 
-CLUSTER_ENVS = {
-    "gke": {
-        "CLOUD": "gke",
-        "IMAGE": "europe-west1-docker.pkg.dev/my-project/loopml-prod/loopml",
-        "HOST": "loopml.example.com",
-        "SERVER_IDENTITY": "loopml-prod-server@my-project.iam.gserviceaccount.com",
-        "CONTROLLER_IDENTITY": "loopml-prod-controller@my-project.iam.gserviceaccount.com",
-        "MLFLOW_IDENTITY": "loopml-prod-mlflow@my-project.iam.gserviceaccount.com",
-        "MLFLOW_ARTIFACTS_DESTINATION": "gs://loopml-prod-artifacts/mlflow",
-    },
-    "eks": CLUSTER_ENV,
-}
+CLUSTER_ENVS = SAMPLE_CLUSTER_ENV
 
 
 def _deploy_runner(

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from alembic import command
+from serving_helpers import free_port, wait_for
 from sqlalchemy import text
 
 from loopml.config import Settings
@@ -31,25 +30,9 @@ from loopml.store._db import alembic_config, head_revision, make_engine, schema_
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def env_of(home: Path, **extra: str) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LOOPML_")}
     return {**clean, "LOOPML_HOME": str(home), "LOOPML_PREDLOG_FLUSH_INTERVAL_S": "0.05", **extra}
-
-
-def poll(what: str, check: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 class Served:
@@ -128,7 +111,7 @@ def test_serve_waits_for_db_upgrade_and_loses_nothing(
     # A first server at the head: the champion's copy is downloaded and authenticated.
     first = Served(home, tmp_path / "serve-1.log")
     servers.append(first)
-    poll("the first server ready", lambda: first.code("/readyz") == 200, 120)
+    wait_for(lambda: first.code("/readyz") == 200, 120, "the first server ready")
     first.predict(["warm up"])
     assert first.stop() == 0, first.logs()
 
@@ -144,9 +127,9 @@ def test_serve_waits_for_db_upgrade_and_loses_nothing(
 
     second = Served(home, tmp_path / "serve-2.log", LOOPML_DB_AUTO_MIGRATE="false")
     servers.append(second)
-    poll("/healthz", lambda: second.code("/healthz") == 200, 120)
+    wait_for(lambda: second.code("/healthz") == 200, 120, "/healthz")
     # The champion loads (its recorded hashes are in a table the older schema has).
-    poll("the champion loaded", lambda: second.ready(), 60)
+    wait_for(lambda: second.ready(), 60, "the champion loaded")
     ids = second.predict([f"@united lost my bag {i}" for i in range(20)])
     time.sleep(2)  # forty flush intervals: the writer tried, and left them on the spool
     readyz = second.get("/readyz")
@@ -169,9 +152,9 @@ def test_serve_waits_for_db_upgrade_and_loses_nothing(
     assert upgrade.returncode == 0, upgrade.stderr
     assert f"upgraded {behind.revision} -> {head_revision()}" in upgrade.stdout
     started = time.monotonic()
-    poll("/readyz 200 after the upgrade", lambda: second.code("/readyz") == 200, 30)
-    poll(
-        "every answered prediction in the database", lambda: logged(settings.db_url, ids) == 20, 30
+    wait_for(lambda: second.code("/readyz") == 200, 30, "/readyz 200 after the upgrade")
+    wait_for(
+        lambda: logged(settings.db_url, ids) == 20, 30, "every answered prediction in the database"
     )
     print(f"\n[db] ready {time.monotonic() - started:.1f} s after `loopml db upgrade`")
     assert second.stop() == 0, second.logs()

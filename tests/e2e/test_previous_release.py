@@ -15,17 +15,15 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+from serving_helpers import free_port, wait_for
 from sqlalchemy import text
 
 from loopml.config import Settings, load_settings
@@ -89,22 +87,6 @@ def previous_release(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Pat
     src = out / "src"
     assert not (src / migration.relative_to("src")).exists()
     return commit, src
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def poll(what: str, check: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -196,7 +178,7 @@ def test_previous_release_serves_and_logs_on_the_newest_schema(
         except httpx.HTTPError:
             return False
 
-    poll(f"the previous release's /readyz ({log})", ready, 120)
+    wait_for(ready, 120, f"the previous release's /readyz ({log})")
     texts = ["@united lost my bag again", "what a great phone", "the car drives itself"]
     r = httpx.post(f"{url}/v1/predict", json={"texts": texts * 4}, timeout=30)
     assert r.status_code == 200, r.text
@@ -215,7 +197,7 @@ def test_previous_release_serves_and_logs_on_the_newest_schema(
                 rows = conn.execute(text("SELECT request_id FROM predictions")).scalars()
                 return set(ids) <= set(rows)
 
-        poll("the previous release's predictions in the database", stored, 30)
+        wait_for(stored, 30, "the previous release's predictions in the database")
         with engine.connect() as conn:
             labels = conn.execute(text("SELECT request_id, label FROM feedback")).all()
         assert dict(labels) == dict.fromkeys(ids[:3], "negative")

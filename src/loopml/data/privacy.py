@@ -18,7 +18,7 @@ from sqlalchemy import delete, select
 
 from loopml.config import Settings
 from loopml.errors import RequestError
-from loopml.store import Feedback, Prediction, Store, current_actor, open_store
+from loopml.store import Feedback, Prediction, Store, current_actor, open_settings_store
 from loopml.store.deadletter import purge_dead_letter
 
 __all__ = ["forget", "purge"]
@@ -71,7 +71,7 @@ def purge(
     if days < 0:
         raise RequestError(f"--older-than must be 0 days or more, got {days:g}")
     cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
-    with open_store(settings.db_url, auto_migrate=settings.db_auto_migrate) as store:
+    with open_settings_store(settings) as store:
         predictions, feedback = _delete_ids(store, _old_ids(store, cutoff))
         with store.session() as session:
             # Labels whose prediction is already gone (deleted earlier) go too.
@@ -124,7 +124,7 @@ def forget(
     hashes = sorted({_text_hash(t) for t in texts})
     if key_id is None and not asked and not hashes:
         raise RequestError("name whose data to forget: --key-id, --request-id or --text")
-    with open_store(settings.db_url, auto_migrate=settings.db_auto_migrate) as store:
+    with open_settings_store(settings) as store:
         with store.session() as session:
             ids = set(asked)
             if key_id is not None:

@@ -40,7 +40,7 @@ from loopml.monitoring.window import load_window
 from loopml.pipeline.gate import FEEDBACK_DOMAIN
 from loopml.registry import Registry
 from loopml.routing import CHAMPION
-from loopml.store import MonitorResult, Store, open_store
+from loopml.store import MonitorResult, Store, open_settings_store
 from loopml.tracking import experiment_id
 
 __all__ = ["Assessment", "MonitorError", "MonitorReport", "Verdict", "assess", "run_monitor"]
@@ -401,7 +401,7 @@ def run_monitor(
     say("reference")
     reference = load_reference(settings, registry, version, champion.run_id)
     say("window")
-    with open_store(settings.db_url, auto_migrate=settings.db_auto_migrate) as store:
+    with open_settings_store(settings) as store:
         frame = load_window(
             store,
             model_name=settings.model_name,

@@ -19,7 +19,7 @@ from loopml.config import Settings
 from loopml.errors import MonitorError
 from loopml.registry import Registry
 from loopml.routing import CHAMPION
-from loopml.store import Prediction, open_store
+from loopml.store import Prediction, open_settings_store
 
 __all__ = ["SkewReport", "check_skew"]
 
@@ -60,7 +60,7 @@ def _logged(settings: Settings, version: str, sample: int) -> tuple[pd.DataFrame
         .limit(sample)
     )
     with (
-        open_store(settings.db_url, auto_migrate=settings.db_auto_migrate) as store,
+        open_settings_store(settings) as store,
         store.session() as session,
     ):
         result = session.execute(query)

@@ -32,7 +32,7 @@ from loopml.recipes.base import TextClassifier
 from loopml.recipes.packaging import log_classifier
 from loopml.registry import GATE_TAG, RECIPE_PARAMS_TAG, RECIPE_TAG, Registry
 from loopml.routing import CHAMPION
-from loopml.store import FileHashes, hash_tree, open_store
+from loopml.store import FileHashes, hash_tree, open_settings_store
 from loopml.tracking import experiment_id
 
 __all__ = [
@@ -190,7 +190,7 @@ def record_artifacts(settings: Settings, registry: Registry, version: str) -> Fi
             files = hash_tree(Path(path))
         except (MlflowException, OSError, ValueError) as exc:
             raise RegistryError(f"cannot read back {uri} to record its hashes: {exc}") from exc
-    with open_store(settings.db_url, auto_migrate=settings.db_auto_migrate) as store:
+    with open_settings_store(settings) as store:
         store.record_artifacts(registry.name, version, files)
     return files
 

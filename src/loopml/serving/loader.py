@@ -33,7 +33,14 @@ import numpy as np
 from loopml.config import Settings
 from loopml.errors import LoopmlError, ServingError
 from loopml.recipes.base import TextClassifier
-from loopml.store import FileHashes, Store, current_actor, differences, hash_tree, open_store
+from loopml.store import (
+    FileHashes,
+    Store,
+    current_actor,
+    differences,
+    hash_tree,
+    open_settings_store,
+)
 
 if TYPE_CHECKING:
     from loopml.serving.metrics import Metrics
@@ -195,9 +202,7 @@ class ModelLoader:
 
     def _recorded(self, version: str) -> FileHashes:
         if self.store is None:  # outside a worker (benchmarks): the settings' database
-            self.store = open_store(
-                self.settings.db_url, auto_migrate=self.settings.db_auto_migrate
-            )
+            self.store = open_settings_store(self.settings)
         return self.store.artifacts(self.name, version)
 
     def authenticate(self, version: str, model_dir: Path, variant: str, actual: FileHashes) -> str:

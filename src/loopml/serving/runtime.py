@@ -119,13 +119,11 @@ class Runtime:
         )
 
     def _open_store(self) -> tuple[Engine, bool]:
-        from loopml.store import open_store
+        from loopml.store import open_settings_store
         from loopml.store._db import make_engine
 
         try:
-            self.store = open_store(
-                self.settings.db_url, auto_migrate=self.settings.db_auto_migrate
-            )
+            self.store = open_settings_store(self.settings)
             return self.store.engine, True
         except SchemaBehindError as exc:
             # Not ready until `loopml db upgrade` ran; records wait on the spool meanwhile.

@@ -205,10 +205,10 @@ def _log_config() -> dict[str, Any]:
 
 
 def _migrate_once(settings: Settings) -> None:
-    from loopml.store import open_store
+    from loopml.store import open_settings_store
 
     try:
-        with open_store(settings.db_url, auto_migrate=settings.db_auto_migrate):
+        with open_settings_store(settings):
             pass  # opening migrates the schema
     except LoopmlError as exc:
         log.warning("%s: serving anyway, predictions wait on the spool", exc)

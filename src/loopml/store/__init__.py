@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loopml.store._db import Store, open_store
+from loopml.store._db import Store, open_settings_store, open_store
 from loopml.store.actor import acting_as, current_actor
 from loopml.store.artifacts import FileHashes, differences, hash_tree
 from loopml.store.models import (
@@ -33,5 +33,6 @@ __all__ = [
     "current_actor",
     "differences",
     "hash_tree",
+    "open_settings_store",
     "open_store",
 ]

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from alembic import command
 from alembic.config import Config
@@ -30,6 +30,9 @@ from loopml.config import create_private_file, redact_url
 from loopml.errors import ConfigError, SchemaBehindError, StoreError
 from loopml.store.artifacts import FileHashes
 from loopml.store.models import AuditEntry, ModelArtifact, MonitorResult
+
+if TYPE_CHECKING:
+    from loopml.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -364,3 +367,8 @@ def open_store(url: str, *, auto_migrate: bool = True) -> Store:
         engine.dispose()
         raise open_error(url, exc) from exc
     return Store(engine)
+
+
+def open_settings_store(settings: Settings) -> Store:
+    """``open_store`` on the settings' database, migrating as ``LOOPML_DB_AUTO_MIGRATE`` says."""
+    return open_store(settings.db_url, auto_migrate=settings.db_auto_migrate)
