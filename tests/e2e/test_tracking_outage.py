@@ -11,7 +11,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
@@ -75,7 +75,7 @@ def locked(db: Path) -> Iterator[sqlite3.Connection]:
 
 
 def registered_versions(home: Path) -> int:
-    with sqlite3.connect(home / "mlflow.db") as conn:
+    with closing(sqlite3.connect(home / "mlflow.db")) as conn:
         return int(conn.execute("SELECT count(*) FROM model_versions").fetchone()[0])
 
 
@@ -89,7 +89,7 @@ def test_a_store_locked_before_train_starts(tmp_path: Path, data_csv: str) -> No
 
 def _running_run(db: Path) -> bool:
     try:
-        with sqlite3.connect(db, timeout=1) as conn:
+        with closing(sqlite3.connect(db, timeout=1)) as conn:
             return bool(conn.execute("SELECT 1 FROM runs WHERE status = 'RUNNING'").fetchone())
     except sqlite3.OperationalError:  # the tables are not created yet, or a write is going on
         return False
