@@ -84,6 +84,14 @@ def _settings() -> Settings:
     return load_settings().prepare()
 
 
+def _tracking_outage(exc: Exception) -> LoopmlError | None:
+    if "mlflow" not in sys.modules:
+        return None  # MLflow was never loaded: the error cannot be its store's
+    from loopml.tracking import tracking_unavailable
+
+    return tracking_unavailable(exc)
+
+
 def handle_errors(fn: F) -> F:
     """Turn LoopmlError into a one-paragraph message and its exit code, never a traceback."""
 
@@ -91,18 +99,22 @@ def handle_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except LoopmlError as exc:
-            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-            raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort, click.exceptions.ClickException):
             raise
         except Exception as exc:
+            # A locked or unreachable MLflow store, wherever MLflow noticed it (and whatever
+            # wrapped it): one line and exit 2, never SQLAlchemy's statement and traceback.
+            error = _tracking_outage(exc) or exc
+            if isinstance(error, LoopmlError):
+                console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
+                raise typer.Exit(error.exit_code) from None
             # Last resort (a store outage inside a library): one line, never a traceback.
+            first = str(exc).splitlines()[0] if str(exc) else ""
             console.print(
-                f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))[:500]}",
+                f"[bold red]error:[/] {type(exc).__name__}: {escape(first)[:500]}",
                 highlight=False,
             )
             raise typer.Exit(1) from None

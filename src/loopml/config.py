@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -25,6 +26,7 @@ from pydantic_settings import (
 from loopml.errors import ConfigError
 
 __all__ = [
+    "MIN_SECRET_CHARS",
     "ROLES",
     "SERVE_WORKERS_ENV",
     "Settings",
@@ -35,6 +37,9 @@ __all__ = [
     "psycopg_url",
     "redact_url",
     "routing_secret",
+    "secret_entries",
+    "secret_problem",
+    "secret_problems",
 ]
 
 #: What an API key may do: ``predict`` (predict and infer), ``feedback`` (post labels), ``admin``
@@ -44,8 +49,17 @@ ROLES = ("predict", "feedback", "admin")
 #: Set by ``loopml serve --workers N`` for its workers: ONNX models share the CPUs among them.
 SERVE_WORKERS_ENV = "LOOPML_SERVE_WORKERS"
 
-_PLACEHOLDERS = {"", "changeme", "change-me", "secret", "password", "admin", "token", "test"}
-_PLACEHOLDER_PREFIXES = ("replace-me", "changeme", "change-me")
+#: Shortest secret a production server accepts (``openssl rand -hex 16`` gives 32 characters).
+MIN_SECRET_CHARS = 16
+#: Marks of an example value wherever they appear in a secret (the committed examples' own).
+_PLACEHOLDER_MARKS = ("changeme", "change-me", "change_me", "replace-me", "placeholder")
+#: Words a secret may not consist of alone (whatever digits and separators are added), e.g.
+#: ``secret-password-2024`` or ``test_token_0000``: they are what an attacker tries first.
+_PLACEHOLDER_WORDS = frozenset(
+    {"admin", "apikey", "changeme", "default", "demo", "dummy", "example", "fake", "key"}
+    | {"letmein", "pass", "passwd", "password", "qwerty", "replaceme", "sample", "secret"}
+    | {"test", "token"}
+)
 
 
 def _config_file() -> Path:
@@ -212,20 +226,17 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _no_placeholder_secrets(self) -> Settings:
-        # One rule for every secret of a production server: no placeholder (the committed
-        # examples' "changeme" and "replace-me-..." included), at least 16 characters.
-        if self.env != "production":
-            return self
-        for name in ("admin_token", "routing_secret", "metrics_token"):
-            secret: SecretStr | None = getattr(self, name)
-            if secret is None:
-                continue
-            value = secret.get_secret_value()
-            if value.lower() in _PLACEHOLDERS or value.lower().startswith(_PLACEHOLDER_PREFIXES):
-                raise ValueError(f"{name} is a placeholder; set a real LOOPML_{name.upper()}")
-            if len(value) < 16:
-                raise ValueError(f"{name} must be at least 16 characters in production")
+    def _strong_distinct_secrets(self) -> Settings:
+        # One rule for every secret (see secret_problems); the message names entries, never values.
+        problems = secret_problems(secret_entries(self), production=self.env == "production")
+        if problems:
+            hint = (
+                f"; production secrets need {MIN_SECRET_CHARS}+ characters, no placeholder and"
+                " one value each (e.g. openssl rand -hex 32)"
+                if self.env == "production"
+                else ""
+            )
+            raise ValueError("; ".join(problems) + hint)
         return self
 
     @classmethod
@@ -327,11 +338,92 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "settings"
-            lines.append(f"LOOPML_{where.upper()}: {err['msg']}")
+            where = ".".join(str(p) for p in err["loc"])
+            message = err["msg"].removeprefix("Value error, ")
+            lines.append(f"LOOPML_{where.upper()}: {message}" if where else message)
+        if len(lines) == 1:  # one line: what `loopml serve` prints when it refuses to start
+            raise ConfigError(f"invalid settings: {lines[0]}") from exc
         raise ConfigError("invalid settings:\n  " + "\n  ".join(lines)) from exc
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read {_config_file()}: {exc}") from exc
+
+
+def _only_placeholder_words(value: str) -> bool:
+    """Whether the letters of ``value`` (digits and separators dropped) are placeholder words."""
+    letters = re.sub(r"[^a-z]", "", value.lower())
+    ends = {0}  # positions where a run of whole words ends (word break)
+    for i in range(1, len(letters) + 1):
+        if any(j in ends and letters[j:i] in _PLACEHOLDER_WORDS for j in range(max(0, i - 8), i)):
+            ends.add(i)
+    return bool(letters) and len(letters) in ends
+
+
+def _repeats_pattern(value: str) -> bool:
+    """Whether ``value`` is one pattern of up to 8 characters repeated (``aaaa``, ``abab``)."""
+    size = len(value)
+    return any(
+        value == (value[:n] * (size // n + 1))[:size] for n in range(1, min(8, size // 2) + 1)
+    )
+
+
+def secret_problem(value: str) -> str | None:
+    """Why ``value`` is too weak for a production secret, or None; never repeats the value."""
+    if any(mark in value.lower() for mark in _PLACEHOLDER_MARKS) or _only_placeholder_words(value):
+        return "is a placeholder"
+    if len(value) < MIN_SECRET_CHARS:
+        return f"is shorter than {MIN_SECRET_CHARS} characters"
+    if _repeats_pattern(value):
+        return "repeats one short pattern"
+    return None
+
+
+def _url_password(url: str | None) -> str | None:
+    try:
+        password = urlsplit(url).password if url else None
+    except ValueError:
+        return None  # an unparseable URL is reported when it is used
+    return unquote(password) if password else None
+
+
+def secret_entries(settings: Settings) -> list[tuple[str, str]]:
+    """Every secret of ``settings`` as (where it is set, value): the admin, routing and metrics
+    tokens, each API key (by position and roles) and the passwords inside the store URLs."""
+    entries = []
+    for name in ("admin_token", "routing_secret", "metrics_token"):
+        secret: SecretStr | None = getattr(settings, name)
+        if secret is not None:
+            entries.append((f"LOOPML_{name.upper()}", secret.get_secret_value()))
+    for i, entry in enumerate(settings.api_keys, 1):
+        key, roles = parse_api_key(entry.get_secret_value())
+        listed = "+".join(r for r in ROLES if r in roles)
+        noun = "role" if len(roles) == 1 else "roles"
+        entries.append((f"LOOPML_API_KEYS entry {i} ({noun} {listed})", key))
+    for name in ("database_url", "tracking_uri"):
+        password = _url_password(getattr(settings, name))
+        if password:
+            entries.append((f"the password in LOOPML_{name.upper()}", password))
+    return entries
+
+
+def secret_problems(entries: list[tuple[str, str]], *, production: bool) -> list[str]:
+    """The one rule for every secret, one problem per entry, naming it (never its value).
+
+    Production: each secret has at least ``MIN_SECRET_CHARS`` characters, is no placeholder
+    (``changeme``, ``replace-me-...``, words such as secret, password, test, example alone) nor
+    one short pattern repeated, and no two secrets share a value (a predict key equal to the
+    admin token would be an admin key). Development allows short, placeholder and shared values,
+    but never one API key twice: which entry's roles would apply is a guess.
+    """
+    problems = []
+    first_seen: dict[str, str] = {}
+    for where, value in entries:
+        first = first_seen.setdefault(value, where)
+        both_keys = where.startswith("LOOPML_API_KEYS") and first.startswith("LOOPML_API_KEYS")
+        if first != where and (production or both_keys):
+            problems.append(f"{where} is the same secret as {first}")
+        elif production and (reason := secret_problem(value)) is not None:
+            problems.append(f"{where} {reason}")
+    return problems
 
 
 def parse_api_key(entry: str) -> tuple[str, frozenset[str]]:

@@ -23,7 +23,8 @@ below (MLflow, SQLAlchemy, pandas) are translated at the boundary with ``raise .
     │   └── RateLimitedError          2   429   over a per-key rate limit (retry later)
     ├── TrainingError                 2   422   a recipe failed or got bad parameters
     ├── RegistryError                 2   409   the registry refused a change
-    │   └── UnknownVersionError       2   404   no such model version
+    │   ├── UnknownVersionError       2   404   no such model version
+    │   └── TrackingUnavailableError  2   503   the MLflow store is locked or unreachable (retry)
     ├── GateFailedError               1   409   a candidate failed the promotion gate
     ├── StoreError                    1   503   the loopml database is unreachable
     │   └── SchemaBehindError         2   503   its schema needs `loopml db upgrade` first
@@ -62,6 +63,7 @@ __all__ = [
     "SchemaBehindError",
     "ServingError",
     "StoreError",
+    "TrackingUnavailableError",
     "TrainingError",
     "UnknownVersionError",
     "ValidationError",
@@ -179,6 +181,13 @@ class UnknownVersionError(RegistryError):
     """The named model version does not exist."""
 
     http_status = 404
+
+
+class TrackingUnavailableError(RegistryError):
+    """The MLflow tracking/registry store is locked, down or unreachable: retry later."""
+
+    http_status = 503
+    retry_after_s = 5
 
 
 class GateFailedError(LoopmlError):

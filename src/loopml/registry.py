@@ -20,7 +20,7 @@ from loopml.config import Settings
 from loopml.errors import RegistryError, UnknownVersionError
 from loopml.recipes.base import TextClassifier
 from loopml.routing import CHALLENGER, CHAMPION, PREVIOUS
-from loopml.tracking import configure_mlflow
+from loopml.tracking import configure_mlflow, tracking_unavailable
 
 __all__ = [
     "CHALLENGER",
@@ -46,6 +46,12 @@ class Registry:
         self.name = settings.model_name
         self.client = client or configure_mlflow(settings)
 
+    def _raise_outage(self, exc: MlflowException) -> None:
+        """Raise the store's outage rather than read "no such version or alias" into it."""
+        outage = tracking_unavailable(exc, self.settings.mlflow_uri)
+        if outage is not None:
+            raise outage from exc
+
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
@@ -59,13 +65,15 @@ class Registry:
         try:
             return self.client.get_model_version(self.name, str(version))
         except MlflowException as exc:
+            self._raise_outage(exc)
             raise UnknownVersionError(f"model {self.name!r} has no version {version}") from exc
 
     def alias(self, alias: str) -> ModelVersion | None:
         """The version holding ``alias``, or None."""
         try:
             return self.client.get_model_version_by_alias(self.name, alias)
-        except MlflowException:
+        except MlflowException as exc:
+            self._raise_outage(exc)
             return None
 
     def versions(self) -> list[ModelVersion]:
@@ -80,7 +88,8 @@ class Registry:
         """Whether the registered model exists yet."""
         try:
             self.client.get_registered_model(self.name)
-        except MlflowException:
+        except MlflowException as exc:
+            self._raise_outage(exc)
             return False
         return True
 

@@ -4,23 +4,33 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
 
 import mlflow
+import sqlalchemy.exc
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE, ErrorCode
 from mlflow.tracking import MlflowClient
 
 from loopml.config import Settings, psycopg_url, redact_url
-from loopml.errors import RegistryError
+from loopml.errors import LoopmlError, RegistryError, TrackingUnavailableError
 
-__all__ = ["configure_mlflow", "experiment_id"]
+__all__ = ["configure_mlflow", "experiment_id", "tracking_unavailable"]
+
+_MLFLOW_DIR = str(Path(mlflow.__file__).parent)
 
 
 def configure_mlflow(settings: Settings) -> MlflowClient:
     """Point MLflow at the settings' tracking and registry store and return a client."""
     uri = psycopg_url(settings.mlflow_uri)
     # MLflow logs Alembic migration chatter on every new SQLite store: keep the CLI readable.
-    for name in ("alembic", "mlflow.store.db.utils", "mlflow.models.model", "mlflow.pyfunc"):
+    for name in ("alembic", "mlflow.models.model", "mlflow.pyfunc"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Its ERRORs and retry WARNINGs repeat, with a SQL statement and a 40-line traceback, the
+    # error it raises next, which the CLI reports in one line (``tracking_unavailable``).
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -43,3 +53,72 @@ def experiment_id(settings: Settings, client: MlflowClient) -> str:
     except MlflowException as exc:
         where = redact_url(settings.mlflow_uri)
         raise RegistryError(f"MLflow store at {where!r}: {exc.message}") from exc
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what caused it, explicitly or while it was being handled."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield link
+        link = link.__cause__ or link.__context__
+
+
+def _raised_in_mlflow(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.startswith(_MLFLOW_DIR):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _is_requests_error(exc: BaseException, *names: str) -> bool:
+    # By name: requests is MLflow's HTTP client, not a dependency loopml imports itself.
+    return any(
+        cls.__module__.startswith("requests.") and cls.__name__ in names
+        for cls in type(exc).__mro__
+    )
+
+
+def _reason(exc: BaseException) -> str | None:
+    """What is wrong with the store, in a few words, if ``exc`` says it is unavailable."""
+    if isinstance(exc, sqlalchemy.exc.OperationalError) and _raised_in_mlflow(exc):
+        return str(exc.orig).splitlines()[0] if exc.orig is not None else "operational error"
+    if _is_requests_error(exc, "ConnectionError", "Timeout"):
+        errno = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
+        if errno:
+            return errno.group(1).strip().lower()
+        return "timed out" if _is_requests_error(exc, "Timeout") else "no connection"
+    if isinstance(exc, MlflowException):
+        unavailable = exc.error_code == ErrorCode.Name(TEMPORARILY_UNAVAILABLE)
+        if unavailable or exc.message.startswith("API request to "):
+            first = exc.message.splitlines()[0] if exc.message else ""
+            first = re.sub(r"//[^/@\s]+@", "//***@", first)  # no password of a URL it names
+            return re.sub(r"^\([\w.]+\) ", "", first)[:200] or "temporarily unavailable"
+    return None
+
+
+def tracking_unavailable(
+    exc: BaseException, uri: str | None = None
+) -> TrackingUnavailableError | None:
+    """A one-line ``TrackingUnavailableError`` if ``exc`` comes from an MLflow store that is
+    locked, down or unreachable (SQLite busy past its timeout, a refused connection), else None.
+
+    Errors loopml already translated for its own database (``StoreError``) are not MLflow's.
+    """
+    reasons = []
+    for link in _chain(exc):
+        if isinstance(link, LoopmlError) and not isinstance(link, RegistryError):
+            return None
+        reason = _reason(link)
+        if reason is not None:
+            reasons.append(reason)
+    if not reasons:
+        return None
+    where = redact_url(uri or mlflow.get_tracking_uri())
+    return TrackingUnavailableError(
+        f"the MLflow tracking store {where} is unavailable ({reasons[-1]}): retry when it"
+        " answers (LOOPML_TRACKING_URI)"
+    )

@@ -18,7 +18,7 @@ import httpx
 from loopml.config import Settings
 
 POSTGRES_ENV = "LOOPML_TEST_POSTGRES_URL"
-ADMIN_TOKEN = "test-admin-token-0123456789"
+ADMIN_TOKEN = "loopml-admin-0123456789abcdef"  # strong enough for production
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 ROOT = Path(__file__).resolve().parents[2]
 SUPPORT = ROOT / "tests" / "support"  # test-only model classes; on every test server's path

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -53,29 +57,124 @@ def test_broken_toml_is_a_config_error(tmp_path: Path) -> None:
         load_settings()
 
 
-@pytest.mark.parametrize("token", ["changeme", "short-token"])
-def test_production_rejects_placeholder_or_short_admin_token(
-    monkeypatch: pytest.MonkeyPatch, token: str
+GOOD = "k8Hq2-vLw9-Zr4tN-0pXe"  # a strong secret, as openssl rand would give
+GOOD2 = "Qm7x-R2pd-9Lwz-Vt4c-e1"
+
+#: (settings, what the message must name): issue 19 row 3's keys first, then every other secret
+WEAK_SECRETS = [
+    ({"api_keys": "x:admin"}, "LOOPML_API_KEYS entry 1 (role admin) is shorter than 16"),
+    (
+        {"api_keys": "changeme:predict+feedback"},
+        "entry 1 (roles predict+feedback) is a placeholder",
+    ),
+    (
+        {"api_keys": "k1-0123456789abcdef,k1-0123456789abcdef:admin"},
+        "LOOPML_API_KEYS entry 2 (role admin) is the same secret as LOOPML_API_KEYS entry 1 (role",
+    ),
+    ({"api_keys": f"{GOOD},test-key-0123456789:feedback"}, "entry 2 (role feedback) is a place"),
+    ({"api_keys": f"{GOOD}:admin", "admin_token": GOOD}, "entry 1 (role admin) is the same secret"),
+    ({"admin_token": "changeme"}, "LOOPML_ADMIN_TOKEN is a placeholder"),
+    ({"admin_token": "short-token"}, "LOOPML_ADMIN_TOKEN is shorter than 16 characters"),
+    ({"admin_token": "Secret_Password_2024!"}, "LOOPML_ADMIN_TOKEN is a placeholder"),
+    ({"routing_secret": "abcabcabcabcabcabcabc"}, "LOOPML_ROUTING_SECRET repeats one short"),
+    ({"routing_secret": "replace-me-routing-secret-at-least-16-chars"}, "LOOPML_ROUTING_SECRET"),
+    ({"metrics_token": "example-token-00000000"}, "LOOPML_METRICS_TOKEN is a placeholder"),
+    ({"metrics_token": GOOD, "routing_secret": GOOD}, "LOOPML_METRICS_TOKEN is the same secret"),
+    (
+        {"database_url": "postgresql://loopml:PASSWORD@db:5432/loopml"},
+        "the password in LOOPML_DATABASE_URL is a placeholder",
+    ),
+    ({"tracking_uri": "http://u:pw-12@mlflow:5000"}, "the password in LOOPML_TRACKING_URI is sh"),
+]
+
+
+def _values(settings: dict[str, str]) -> list[str]:
+    """The secret values of ``settings`` that a message must never show (one letter is too
+    common to look for: it is in every message)."""
+    found: list[str] = []
+    for name, value in settings.items():
+        if name == "api_keys":
+            found += [entry.rpartition(":")[0] or entry for entry in value.split(",")]
+        elif "://" in value:
+            found.append(urlsplit(value).password or "")
+        else:
+            found.append(value)
+    return [v for v in found if len(v) > 1]
+
+
+@pytest.mark.parametrize(("overrides", "named"), WEAK_SECRETS)
+def test_production_refuses_every_weak_secret_by_name_never_by_value(
+    monkeypatch: pytest.MonkeyPatch, overrides: dict[str, str], named: str
 ) -> None:
+    # Set as an operator would (environment variables), so LOOPML_API_KEYS is parsed as text.
     monkeypatch.setenv("LOOPML_ENV", "production")
-    monkeypatch.setenv("LOOPML_ADMIN_TOKEN", token)
-    with pytest.raises(ConfigError, match="admin_token"):
+    for name, value in overrides.items():
+        monkeypatch.setenv(f"LOOPML_{name.upper()}", value)
+    with pytest.raises(ConfigError) as err:
         load_settings()
+    message = str(err.value)
+    assert named in message and "\n" not in message
+    for value in _values(overrides):
+        assert value not in message
 
 
-@pytest.mark.parametrize("name", ["admin_token", "routing_secret", "metrics_token"])
-@pytest.mark.parametrize("value", ["replace-me-admin-token-at-least-16-chars", "short-secret"])
-def test_production_rejects_every_placeholder_or_short_secret(name: str, value: str) -> None:
-    # the values of deploy/compose/.env.example and deploy/k8s/secret.example.yaml included
-    with pytest.raises(ConfigError, match=name):
-        load_settings(env="production", **{name: value})
-
-
-def test_production_accepts_a_real_token(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LOOPML_ENV", "production")
-    monkeypatch.setenv("LOOPML_ADMIN_TOKEN", "k8Hq2-vLw9-Zr4tN-0pXe")
+def test_production_accepts_strong_distinct_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets_ = {
+        "LOOPML_ENV": "production",
+        "LOOPML_ADMIN_TOKEN": GOOD,
+        "LOOPML_ROUTING_SECRET": GOOD2,
+        "LOOPML_METRICS_TOKEN": "metrics-0f3a9c51d2e84b77",
+        "LOOPML_API_KEYS": "client-key-abcdef0123456789,9b1c04e2f7a8d3c6e5:predict+feedback",
+        "LOOPML_DATABASE_URL": "postgresql://loopml:d41d8cd98f00b204e980@db:5432/loopml",
+    }
+    for name, value in secrets_.items():
+        monkeypatch.setenv(name, value)
     s = load_settings()
     assert s.admin_token is not None and "k8Hq2" not in repr(s)
+    assert len(s.api_keys) == 2
+
+
+def test_development_allows_weak_and_shared_secrets_but_never_one_key_twice() -> None:
+    # A laptop may use "dev" everywhere; a key given twice is ambiguous everywhere (whose roles?).
+    s = load_settings(
+        api_keys="x:admin,changeme:predict+feedback", admin_token="x", metrics_token="x"
+    )
+    assert len(s.api_keys) == 2
+    with pytest.raises(ConfigError, match=r"entry 2 \(role admin\) is the same secret as") as err:
+        load_settings(api_keys="k1,k1:admin")
+    assert "k1" not in str(err.value)
+
+
+#: issue 19 row 3's three keys, then one weak secret of each other kind (the same rule)
+SERVE_CASES = [*WEAK_SECRETS[:3], WEAK_SECRETS[5], WEAK_SECRETS[8], WEAK_SECRETS[10]]
+
+
+@pytest.mark.parametrize(("overrides", "named"), SERVE_CASES)
+def test_serve_refuses_to_start_with_a_weak_secret(
+    tmp_path: Path, overrides: dict[str, str], named: str
+) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LOOPML_")}
+    env = clean | {
+        "LOOPML_HOME": str(tmp_path / "home"),
+        "LOOPML_CONFIG": str(tmp_path / "absent.toml"),
+        "LOOPML_ENV": "production",
+        "LOOPML_ADMIN_TOKEN": GOOD2,
+        **{f"LOOPML_{name.upper()}": value for name, value in overrides.items()},
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "loopml", "serve", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], proc.stderr
+    shown = proc.stdout + proc.stderr
+    assert all(v not in shown for v in [*_values(overrides), GOOD2])
+    assert not (tmp_path / "home").exists(), "nothing started"
 
 
 def test_psycopg_url_names_the_driver_of_plain_postgres_urls_only() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import io
+import json
 import re
 from pathlib import Path
 
@@ -103,6 +104,36 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=header, dtype=object)
 
 
+_JSON_TYPES = {"list": "array", "int": "number", "float": "number", "str": "string"}
+_JSON_TYPES |= {"bool": "boolean", "NoneType": "null"}
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    # Line by line, not pandas: a line that is JSON but no object (an array, a number) is named.
+    records: list[dict[str, object]] = []
+    problems: list[str] = []
+    for line_number, line in enumerate(_decode(path, header_lines=0).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataSourceError(
+                f"{path}: cannot parse jsonl file: line {line_number} is not JSON: {exc.msg}"
+            ) from exc
+        if not isinstance(record, dict):
+            kind = _JSON_TYPES.get(type(record).__name__, type(record).__name__)
+            problems.append(
+                f"row {len(records) + len(problems) + 1} (file line {line_number}): a JSON {kind},"
+                " not an object with the columns"
+            )
+        else:
+            records.append(record)
+    if problems:
+        raise ValidationError(str(path), problems)
+    return pd.DataFrame.from_records(records)
+
+
 def _read_file(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise DataSourceError(f"{path}: no such file")
@@ -111,7 +142,7 @@ def _read_file(path: Path) -> pd.DataFrame:
         if suffix == ".csv":
             return _read_csv(path)
         if suffix in (".jsonl", ".ndjson"):
-            return pd.read_json(io.StringIO(_decode(path, header_lines=0)), lines=True, dtype=False)
+            return _read_jsonl(path)
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
     except ValidationError:
@@ -142,6 +173,13 @@ def read_source(
         return df
     path = Path(source)
     raw = _read_file(path)
+    used = (text_column, label_column, "domain")
+    repeated = [c for c in used if list(raw.columns).count(c) > 1]
+    if repeated:
+        raise ValidationError(
+            str(path),
+            [f"column {c!r} appears {list(raw.columns).count(c)} times" for c in repeated],
+        )
     missing = [c for c in (text_column, label_column) if c not in raw.columns]
     if missing:
         raise ValidationError(

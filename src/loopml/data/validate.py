@@ -22,6 +22,15 @@ def _not_blank(value: object) -> bool:
     return not isinstance(value, str) or bool(value.strip())
 
 
+#: Serving refuses NUL in a text or label (PostgreSQL text cannot hold it): training does too, so
+#: no model learns from what it could never be asked or told.
+_NO_NUL = pa.Check(
+    lambda value: not isinstance(value, str) or "\x00" not in value,
+    element_wise=True,
+    error="contains NUL (\\u0000), which serving refuses",
+)
+
+
 @dataclass(frozen=True)
 class DataRules:
     """Bounds on user data beyond the basic rules: longest text, smallest class, fewest rows."""
@@ -50,7 +59,7 @@ def _not_too_long(limit: int) -> pa.Check:
 
 
 def _schema(labels: Sequence[str] | None, rules: DataRules | None) -> pa.DataFrameSchema:
-    label_checks = [pa.Check.str_length(min_value=1, error="empty label")]
+    label_checks = [pa.Check.str_length(min_value=1, error="empty label"), _NO_NUL]
     if labels:
         label_checks.append(
             pa.Check.isin(list(labels), error=f"unknown label (allowed: {', '.join(labels)})")
@@ -63,6 +72,7 @@ def _schema(labels: Sequence[str] | None, rules: DataRules | None) -> pa.DataFra
                 unique=True,
                 checks=[
                     pa.Check(_not_blank, element_wise=True, error="empty text"),
+                    _NO_NUL,
                     *([_not_too_long(rules.max_text_chars)] if rules else []),
                 ],
                 report_duplicates="exclude_first",
@@ -95,14 +105,23 @@ def _problems(failures: pd.DataFrame) -> list[str]:
     return problems
 
 
+#: JSON's names for what pandas reads (a Parquet list arrives as a NumPy array)
+_TYPE_NAMES = {"dict": "object", "ndarray": "list", "float": "number", "int": "number"}
+
+
+def _not_strings(series: pd.Series) -> pd.Series:
+    """Which values are present but not strings (numbers, objects, lists, bytes)."""
+    return series.notna() & ~series.map(lambda v: isinstance(v, str))
+
+
 def _type_problems(df: pd.DataFrame) -> list[str]:
     problems = []
     for column in ("text", "label"):
-        series = df[column]
-        bad = series[series.notna() & ~series.map(lambda v: isinstance(v, str))]
+        bad = df[column][_not_strings(df[column])]
         if len(bad):
             rows = [int(i) for i in bad.index]
-            problems.append(_describe(column, "not a string", rows))
+            found = sorted({_TYPE_NAMES.get(type(v).__name__, type(v).__name__) for v in bad})
+            problems.append(_describe(column, f"not a string (found {', '.join(found)})", rows))
     return problems
 
 
@@ -136,8 +155,11 @@ def validate_frame(
     if df.empty:
         raise ValidationError(source, ["no data rows"])
     problems = _type_problems(df)
+    # The other rules see only rows whose values are strings (or missing): an object or a list
+    # cannot be hashed for the duplicate check, and its row is reported above already.
+    typed = df[~_not_strings(df["text"]) & ~_not_strings(df["label"])]
     try:
-        _schema(labels, rules).validate(df.astype({"text": object, "label": object}), lazy=True)
+        _schema(labels, rules).validate(typed.astype({"text": object, "label": object}), lazy=True)
     except SchemaErrors as exc:
         failures = exc.failure_cases
         failures = failures[failures["check"] != "dtype('str')"]
@@ -145,7 +167,7 @@ def validate_frame(
     except SchemaError as exc:  # pragma: no cover - lazy=True reports SchemaErrors
         problems.append(str(exc))
     classes = df["label"].dropna().loc[lambda s: s.map(lambda v: isinstance(v, str) and v != "")]
-    if classes.nunique() < 2:
+    if classes.nunique() < 2 and not _not_strings(df["label"]).any():
         found = ", ".join(sorted(map(str, classes.unique()))) or "none"
         problems.append(f"column 'label': fewer than two classes (found: {found})")
     if rules is not None:

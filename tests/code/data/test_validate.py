@@ -49,7 +49,7 @@ def test_fewer_than_two_classes() -> None:
 
 def test_non_string_values_are_named() -> None:
     found = problems(frame(["a", 5], ["x", "y"]))
-    assert found == ["column 'text': not a string: row 2"]
+    assert found == ["column 'text': not a string (found number): row 2"]
 
 
 def test_no_rows() -> None:

@@ -85,7 +85,7 @@ def test_a_bad_role_is_a_config_error_that_hides_the_key() -> None:
     with pytest.raises(ConfigError, match="unknown role") as err:
         load_settings(api_keys="fine-key,sekrit-key-42:feedbak")
     assert "sekrit" not in str(err.value) and "entry 2" in str(err.value)
-    with pytest.raises(ConfigError, match="routing_secret"):
+    with pytest.raises(ConfigError, match="LOOPML_ROUTING_SECRET"):
         load_settings(env="production", routing_secret="short")
 
 
