@@ -13,6 +13,7 @@ import pandas as pd
 
 from loopml.monitoring.descriptors import oov_rates, surface_descriptors
 from loopml.monitoring.drift import Check, Reference
+from loopml.monitoring.safe_html import REPORT_CSP, harden_evidently_html
 
 __all__ = ["write_evidently_reports", "write_json", "write_summary_html"]
 
@@ -52,7 +53,9 @@ def _evidently_report(
                 reference[columns].reset_index(drop=True), data_definition=definition
             ),
         )
-        snapshot.save_html(str(path))
+        page = snapshot.get_html_str(as_iframe=False)
+    # Never Evidently's page as is: its data is unescaped JSON inside <script> (issue 19).
+    path.write_text(harden_evidently_html(page), encoding="utf-8")
     return path
 
 
@@ -101,6 +104,7 @@ def _templates() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    env.globals["csp"] = REPORT_CSP
     env.filters["fmt"] = _fmt
     env.filters["basename"] = lambda path: PurePath(str(path)).name
     return env
