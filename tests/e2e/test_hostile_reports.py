@@ -114,14 +114,14 @@ def _open(browser: Any, url: str, ready: str) -> dict[str, Any]:
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(url, wait_until="load", timeout=120_000)
     try:
-        page.wait_for_function(ready, timeout=30_000)
+        page.wait_for_function(ready, timeout=60_000)
         rendered = True
     except PlaywrightTimeoutError:
         rendered = False
     examples = page.get_by_text(EXAMPLES_TAB)
     if rendered and examples.count():
         examples.first.click()
-    page.wait_for_timeout(500)  # let a late onerror/onload fire if one was going to
+    page.wait_for_load_state("networkidle")  # a late onerror/onload and its calls, if any
     seen = {
         "rendered": rendered,
         "title": page.title(),
