@@ -14,8 +14,8 @@ operator who opens the report (issue 19). Here the page is rewritten before it i
 The data block is found by its shape: ``var metric_<hex> = <JSON>;`` then
 ``var additional_graphs_metric_<hex> = <JSON>;`` on lines of their own (JSON never holds a raw
 newline, so a text cannot fake a line). A page without exactly one such block is refused
-(:class:`~loopml.errors.MonitorError`): an Evidently release that changed its page must be looked
-at, not written unsafe.
+(:class:`~loopml.errors.MonitorError`; the monitor then leaves that page out, with a warning): an
+Evidently release that changed its page must be looked at, not written unsafe.
 """
 
 from __future__ import annotations
