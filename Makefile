@@ -9,7 +9,7 @@ TEST_STAMP := $(VENV)/.installed-transformers
 TORCH := torch==2.13.0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint format typecheck unit install system-deps tools k8s-generate k8s-render bench clean image base-image lock
+.PHONY: demo test lint format typecheck unit install system-deps tools k8s-generate k8s-render bench clean image base-image lock swagger-ui
 
 # The runtime dependencies and the s3 and gcs extras, pinned (the image installs exactly these; the dev
 # environment is constrained to them, so tests run on the versions that ship).
@@ -45,6 +45,21 @@ lock:
 	test -x $(BIN)/uv || $(MAKE) install
 	$(BIN)/uv pip compile pyproject.toml --extra s3 --extra gcs --python-version 3.11 --quiet \
 		--custom-compile-command "make lock" $(LOCK_FLAGS) -o $(LOCK)
+
+# /docs serves Swagger UI from the package (src/loopml/serving/static/swagger-ui*), copied from the
+# npm package swagger-ui-dist (npm checks the tarball's integrity). After a new version, put it and
+# the printed SHA-256 sums in SWAGGER_UI of src/loopml/serving/routes/apidocs.py (a test compares).
+SWAGGER_UI_VERSION ?= 5.35.0
+SWAGGER_UI_DIR := src/loopml/serving/static
+swagger-ui:
+	tmp=$$(mktemp -d) && npm pack --silent --pack-destination $$tmp swagger-ui-dist@$(SWAGGER_UI_VERSION) >/dev/null \
+		&& tar -xzf $$tmp/swagger-ui-dist-$(SWAGGER_UI_VERSION).tgz -C $$tmp \
+		&& cp $$tmp/package/swagger-ui-bundle.js $$tmp/package/swagger-ui.css \
+			$$tmp/package/swagger-ui-bundle.js.LICENSE.txt $(SWAGGER_UI_DIR)/ \
+		&& cp $$tmp/package/LICENSE $(SWAGGER_UI_DIR)/swagger-ui-LICENSE.txt \
+		&& cp $$tmp/package/NOTICE $(SWAGGER_UI_DIR)/swagger-ui-NOTICE.txt; \
+	status=$$?; rm -rf $$tmp; test $$status -eq 0
+	cd $(SWAGGER_UI_DIR) && sha256sum swagger-ui-bundle.js swagger-ui.css
 
 # Tools whose dependencies conflict with loopml's (checkov pins old packaging, cachetools and
 # importlib-metadata, and its hcl2 fork replaces python-hcl2): their own venv, used by

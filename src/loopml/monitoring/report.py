@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import warnings
 from pathlib import Path, PurePath
 from typing import Any
@@ -11,10 +12,14 @@ from typing import Any
 import jinja2
 import pandas as pd
 
+from loopml.errors import MonitorError
 from loopml.monitoring.descriptors import oov_rates, surface_descriptors
 from loopml.monitoring.drift import Check, Reference
+from loopml.monitoring.safe_html import REPORT_CSP, harden_evidently_html
 
 __all__ = ["write_evidently_reports", "write_json", "write_summary_html"]
+
+log = logging.getLogger(__name__)
 
 
 def write_json(summary: dict[str, Any], path: Path) -> Path:
@@ -52,7 +57,15 @@ def _evidently_report(
                 reference[columns].reset_index(drop=True), data_definition=definition
             ),
         )
-        snapshot.save_html(str(path))
+        page = snapshot.get_html_str(as_iframe=False)
+    # Never Evidently's page as is: its data is unescaped JSON inside <script> (issue 19).
+    try:
+        safe = harden_evidently_html(page)
+    except MonitorError as exc:
+        # No page rather than an unsafe one; the checks and the summary do not need it.
+        log.warning("Evidently report %s left out: %s", path.name, exc)
+        return None
+    path.write_text(safe, encoding="utf-8")
     return path
 
 
@@ -101,6 +114,7 @@ def _templates() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    env.globals["csp"] = REPORT_CSP
     env.filters["fmt"] = _fmt
     env.filters["basename"] = lambda path: PurePath(str(path)).name
     return env

@@ -18,7 +18,7 @@ from loopml.errors import LoopmlError
 from loopml.serving._http import error_response
 from loopml.serving.docs import SCHEMAS
 from loopml.serving.middleware import EdgeMiddleware
-from loopml.serving.routes import admin, explain, feedback, oip, ops, page, predict
+from loopml.serving.routes import admin, apidocs, explain, feedback, oip, ops, page, predict
 from loopml.serving.runtime import Runtime
 
 __all__ = ["create_app"]
@@ -65,9 +65,12 @@ def create_app(settings: Settings | None = None, *, fast_lane: bool = True) -> F
         description=_DESCRIPTION,
         lifespan=lifespan,
         redoc_url=None,
+        # /docs is routes/apidocs.py: Swagger UI from the package, not from a CDN
+        docs_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.runtime = runtime
-    for module in (predict, explain, oip, feedback, admin, ops, page):
+    for module in (predict, explain, oip, feedback, admin, ops, page, apidocs):
         app.include_router(module.router)
     _add_error_handlers(app)
     app.add_middleware(EdgeMiddleware, runtime=runtime, fast_lane=fast_lane)
