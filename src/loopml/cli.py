@@ -902,7 +902,10 @@ def controller(
         # SIGTERM (docker stop, a pod's termination) or Ctrl-C: a clean stop, exit 0.
         with loop.stop_on_signals():
             if once:
-                loop.tick()
+                try:  # exit 3 (ControllerBusyError) when another controller holds the lease
+                    loop.tick()
+                finally:
+                    loop.release()
             else:
                 loop.run()
         if loop.stop_signal is not None:
