@@ -885,7 +885,10 @@ def controller(
     ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Run the closed loop: monitor, retrain, roll out, promote or roll back."""
+    """Run the closed loop: monitor, retrain, roll out, promote or roll back.
+
+    One controller per model at a time: while another holds the lease, --once exits 3 naming it
+    and the loop stands by until the lease expires."""
     from loopml.control import Controller
 
     stdout = sys.stdout  # ticks go here even while libraries' prints are kept off stdout
