@@ -6,6 +6,8 @@ processes and SIGKILL.)"""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -15,7 +17,7 @@ from sqlalchemy import update
 
 from loopml.config import Settings
 from loopml.control import rollout
-from loopml.control.controller import Controller
+from loopml.control.controller import Controller, Tick
 from loopml.control.lease import Lease
 from loopml.control.promotion import promote
 from loopml.data import Dataset
@@ -107,3 +109,29 @@ def test_taking_over_from_a_controller_killed_mid_retrain_recovers_what_it_left(
     # Recovery is done once: the next tick finds nothing left to recover.
     controller.tick()
     assert [e.action for e in store.history(settings.model_name)].count("retrain_interrupted") == 1
+
+
+def test_the_loop_stands_by_while_another_holds_the_lease_then_takes_over(
+    backend_settings: Settings, store: Store
+) -> None:
+    settings = backend_settings.model_copy(
+        update={"controller_interval_s": 0.5, "controller_lease_s": 2}
+    )
+    Lease(store, settings.model_name, duration_s=600, holder=DEAD).acquire()
+    seen: list[Tick] = []
+    controller = Controller(settings, store, on_tick=seen.append)
+    loop = threading.Thread(target=controller.run, kwargs={"max_ticks": 1}, daemon=True)
+    loop.start()
+    deadline = time.monotonic() + 120
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [t.action for t in seen] == ["standby"] and DEAD in seen[0].reason
+    assert store.history(settings.model_name) == []  # nothing done while standing by
+    expire(store)  # the holder died: its lease runs out
+    loop.join(timeout=120)
+    assert not loop.is_alive()
+    assert [t.action for t in seen][-1] == "idle"  # it took over and ticked (no champion yet)
+    assert [t.action for t in seen].count("standby") == 1  # once per holder, not every poll
+    row = controller.lease.read()
+    assert row is not None and row.holder == controller.lease.holder
+    assert row.expires_at <= datetime.now(UTC)  # released at the end of run()
