@@ -65,6 +65,8 @@ RETRAIN_ATTEMPTS = ("retrain", "retrain_rejected", "retrain_failed", "retrain_in
 # The value of the gate tag on a version whose retrain was cut short before its gate verdict:
 # never rolled out (rollouts and promotions need "passed"); `loopml evaluate VERSION` gates it.
 INTERRUPTED = "interrupted"
+# The step between a retrain's record and the start of its rollout.
+ROLLOUT_START = "rollout_start"
 
 
 class StepAbandoned(BaseException):
@@ -391,6 +393,37 @@ class Controller:
             self.registry.client.set_tag(run_id, "loopml.interrupted", reason[:4000])
             self.registry.client.set_terminated(run_id, "FAILED")
         log.warning("%s", reason)
+        if step == ROLLOUT_START:
+            self._start_recorded_rollout(who)
+
+    def _start_recorded_rollout(self, who: str) -> None:
+        """Start the rollout of the newest ``retrain`` on record: the controller ``who`` recorded
+        it and was killed before the rollout started."""
+        query = (
+            select(AuditEntry)
+            .where(AuditEntry.model_name == self.registry.name)
+            .where(AuditEntry.action.in_(RETRAIN_ATTEMPTS))
+            .order_by(AuditEntry.id.desc())
+            .limit(1)
+        )
+        with self.store.session() as session:
+            entry = session.scalars(query).first()
+        if entry is None or entry.action != "retrain" or entry.to_version is None:
+            return
+        if load_routing(self.store, self.registry.name).rollout is not None:
+            return  # an operator started one meanwhile: it stays
+        trigger = str((entry.details or {}).get("monitor_verdict", "an alarm"))
+        try:
+            rollout.start(
+                self.settings,
+                self.store,
+                self.registry,
+                entry.to_version,
+                reason=f"retrained after {trigger}; {who} stopped before starting the rollout",
+                source="controller",
+            )
+        except LoopmlError as exc:  # e.g. the champion changed since its gate: not rolled out
+            self._audit("controller_recovered", f"rollout of {entry.to_version} not started: {exc}")
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -593,7 +626,9 @@ class Controller:
                 version=result.version,
             )
         self._audit("retrain", why, to_version=result.version, details=numbers)
-        self.lease.renew(step=None)  # the attempt is recorded; starting the rollout is fenced
+        # Recorded; a controller killed before the rollout starts leaves this step for the next
+        # holder, which starts it (see _recover).
+        self.lease.renew(step=ROLLOUT_START)
         routing = rollout.start(
             self.settings,
             self.store,

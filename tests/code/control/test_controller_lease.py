@@ -24,6 +24,7 @@ from loopml.data import Dataset
 from loopml.errors import ControllerBusyError, RolloutError
 from loopml.pipeline.train import train
 from loopml.registry import GATE_TAG, Registry
+from loopml.routing import load_routing
 from loopml.store import ControllerLease, MonitorResult, Store, open_store
 from loopml.tracking import CONTROLLER_TAG, experiment_id
 
@@ -135,3 +136,41 @@ def test_the_loop_stands_by_while_another_holds_the_lease_then_takes_over(
     row = controller.lease.read()
     assert row is not None and row.holder == controller.lease.holder
     assert row.expires_at <= datetime.now(UTC)  # released at the end of run()
+
+
+@pytest.mark.slow
+def test_a_retrain_recorded_before_its_rollout_started_is_rolled_out_by_the_next_holder(
+    backend_settings: Settings, store: Store, small_tweets: Dataset
+) -> None:
+    """Killed between the ``retrain`` record and the rollout's start (its MLflow run created,
+    the routing not yet written): the next holder starts that rollout, once."""
+    settings = backend_settings.model_copy(update={"gate_min_slice_f1": 0.2})
+    registry = Registry(settings)
+    train(settings, dataset=small_tweets)
+    promote(store, registry, "1", force=True, reason="test champion")
+    assert train(settings, dataset=small_tweets).gate.passed
+    dead = Lease(store, settings.model_name, duration_s=600, holder=DEAD)
+    dead.acquire()
+    store.audit(
+        actor="controller",
+        action="retrain",
+        model_name=settings.model_name,
+        from_version="1",
+        to_version="2",
+        reason="drift detected",
+        details={"monitor_verdict": "drift"},
+    )
+    dead.renew(step="rollout_start")
+    exp = experiment_id(settings, registry.client)
+    left = registry.client.create_run(exp, tags={CONTROLLER_TAG: DEAD, "loopml.kind": "rollout"})
+    expire(store)
+
+    Controller(settings, store).tick()
+    routing = load_routing(store, settings.model_name)
+    assert routing.challenger == "2" and routing.rollout is not None
+    assert registry.client.get_run(left.info.run_id).info.status == "FAILED"
+    actions = [e.action for e in reversed(store.history(settings.model_name))]
+    assert actions.count("rollout_start_canary") == 1
+    assert actions.index("controller_recovered") < actions.index("rollout_start_canary")
+    started = next(e for e in store.history(settings.model_name) if e.action.startswith("rollout_"))
+    assert DEAD in started.reason
