@@ -897,7 +897,10 @@ def controller(
     ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Run the closed loop: monitor, retrain, roll out, promote or roll back."""
+    """Run the closed loop: monitor, retrain, roll out, promote or roll back.
+
+    One controller per model at a time: while another holds the lease, --once exits 3 naming it
+    and the loop stands by until the lease expires."""
     from loopml.control import Controller
 
     stdout = sys.stdout  # ticks go here even while libraries' prints are kept off stdout
@@ -914,7 +917,10 @@ def controller(
         # SIGTERM (docker stop, a pod's termination) or Ctrl-C: a clean stop, exit 0.
         with loop.stop_on_signals():
             if once:
-                loop.tick()
+                try:  # exit 3 (ControllerBusyError) when another controller holds the lease
+                    loop.tick()
+                finally:
+                    loop.release()
             else:
                 loop.run()
         if loop.stop_signal is not None:

@@ -188,6 +188,8 @@ class Settings(BaseSettings):
     retrain_min_new_labels: int = Field(200, ge=10)
     retrain_reachable_margin: float = Field(0.03, ge=0, le=1)
     controller_interval_s: float = Field(30.0, gt=0)
+    # one controller per model at a time: the lease it renews (a standby takes over after it)
+    controller_lease_s: float = Field(60.0, ge=2)
     monitor_interval_s: float = Field(300.0, ge=0)
     monitor_keep_reports: int = Field(100, ge=1)
 

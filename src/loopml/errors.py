@@ -1,11 +1,12 @@
 """The one exception tree of loopml.
 
 Every error a user can cause is a ``LoopmlError``. Each class carries both of its renderings: an
-``exit_code`` for the CLI (0 ok, 1 a gate or check failed, 2 bad usage or bad data) and an
-``http_status`` for the API (plus ``Retry-After`` when waiting helps). One handler per entry point
-maps them (``loopml.cli.handle_errors``, the serving app's exception handler and its fast lane), as
-KServe's ``errors.py`` does; domain code never builds an HTTP response. Errors of the libraries
-below (MLflow, SQLAlchemy, pandas) are translated at the boundary with ``raise ... from exc``.
+``exit_code`` for the CLI (0 ok, 1 a gate or check failed, 2 bad usage or bad data, 3 another
+controller holds the lease) and an ``http_status`` for the API (plus ``Retry-After`` when waiting
+helps). One handler per entry point maps them (``loopml.cli.handle_errors``, the serving app's
+exception handler and its fast lane), as KServe's ``errors.py`` does; domain code never builds an
+HTTP response. Errors of the libraries below (MLflow, SQLAlchemy, pandas) are translated at the
+boundary with ``raise ... from exc``.
 
                                    exit  http
     LoopmlError                       2   409   anything refused on purpose
@@ -34,7 +35,9 @@ below (MLflow, SQLAlchemy, pandas) are translated at the boundary with ``raise .
     │   ├── JournalError              1   503   the prediction journal cannot be written (retry)
     │   └── ReloadFailedError         1   409   a reload failed; the old model serves on
     ├── MonitorError                  2   409   monitoring cannot run (no champion, no data)
-    └── RolloutError                  1   409   a rollout cannot start, continue or stop
+    ├── RolloutError                  1   409   a rollout cannot start, continue or stop
+    └── ControllerBusyError           3   409   another controller holds the model's lease
+        └── LeaseLostError            3   409   it was taken over while this one was working
 """
 
 from __future__ import annotations
@@ -43,10 +46,12 @@ __all__ = [
     "AuthenticationError",
     "ConfigError",
     "ConflictError",
+    "ControllerBusyError",
     "DataError",
     "DataSourceError",
     "GateFailedError",
     "JournalError",
+    "LeaseLostError",
     "LoopmlError",
     "MalformedRequestError",
     "MonitorError",
@@ -250,3 +255,18 @@ class RolloutError(LoopmlError):
     """A rollout cannot be started, advanced or aborted."""
 
     exit_code = 1
+
+
+class ControllerBusyError(LoopmlError):
+    """Another controller holds the model's lease: this one does nothing (exit 3)."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, holder: str | None = None) -> None:
+        super().__init__(message)
+        #: the holder named in the message, when known
+        self.holder = holder
+
+
+class LeaseLostError(ControllerBusyError):
+    """The lease was taken over (this controller was away past its expiry): stop acting."""

@@ -6,6 +6,8 @@ import logging
 import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import mlflow
@@ -17,9 +19,37 @@ from mlflow.tracking import MlflowClient
 from loopml.config import Settings, psycopg_url, redact_url
 from loopml.errors import LoopmlError, RegistryError, TrackingUnavailableError
 
-__all__ = ["configure_mlflow", "experiment_id", "tracking_unavailable"]
+__all__ = [
+    "CONTROLLER_TAG",
+    "configure_mlflow",
+    "experiment_id",
+    "run_tags",
+    "tagging_runs",
+    "tracking_unavailable",
+]
 
 _MLFLOW_DIR = str(Path(mlflow.__file__).parent)
+
+#: Tag of every MLflow run a controller creates: its lease holder id. A controller that takes the
+#: lease over closes the runs another holder left RUNNING (it died or hung mid-step).
+CONTROLLER_TAG = "loopml.controller"
+
+_RUN_TAGS: ContextVar[dict[str, str] | None] = ContextVar("loopml_run_tags", default=None)
+
+
+def run_tags() -> dict[str, str]:
+    """Tags for the MLflow runs loopml creates now (inside :func:`tagging_runs`), else none."""
+    return dict(_RUN_TAGS.get() or {})
+
+
+@contextmanager
+def tagging_runs(tags: dict[str, str]) -> Iterator[None]:
+    """Every MLflow run loopml creates inside carries ``tags`` from its creation on."""
+    token = _RUN_TAGS.set(run_tags() | tags)
+    try:
+        yield
+    finally:
+        _RUN_TAGS.reset(token)
 
 
 def configure_mlflow(settings: Settings) -> MlflowClient:

@@ -393,10 +393,16 @@ def test_server_command_and_storage() -> None:
 
 
 def test_controller_is_a_single_writer_and_training_never_overlaps() -> None:
+    """Two controller replicas: the lease in the loopml database lets one act at a time (a
+    RollingUpdate's overlap included), the other stands by on another node if it can."""
     for overlay in OVERLAYS:
         controller = one(overlay, "Deployment", "loopml-controller")
-        assert controller["spec"]["replicas"] == 1
-        assert controller["spec"]["strategy"]["type"] == "Recreate"
+        assert controller["spec"]["replicas"] == 2
+        strategy = controller["spec"]["strategy"]
+        assert strategy["type"] == "RollingUpdate"
+        assert strategy["rollingUpdate"]["maxUnavailable"] == 0  # the standby stays up
+        for tsc in pod_spec(controller)["topologySpreadConstraints"]:
+            assert matches(tsc["labelSelector"], pod_labels(controller))
         # it finishes or abandons its step on SIGTERM within the image's 75 s
         assert pod_spec(controller)["terminationGracePeriodSeconds"] >= 75
         args = pod_spec(controller)["containers"][0]["args"]

@@ -25,6 +25,8 @@ from loopml.store import Feedback, Prediction, Store, open_store
 
 ENV = {
     "LOOPML_CONTROLLER_INTERVAL_S": "0.2",
+    # The killed controller's lease expires soon after: the restarted one waits for that.
+    "LOOPML_CONTROLLER_LEASE_S": "5",
     "LOOPML_ROLLOUT_STEP_MIN_S": "0",
     "LOOPML_ROLLOUT_MIN_REQUESTS": "30",
     "LOOPML_ROLLOUT_MIN_LABELED": "30",
@@ -120,9 +122,7 @@ def test_kill_9_during_canary_then_resume(two_versions: tuple[Store, Registry], 
     # Restarted, it resumes the same rollout: never a second start, never a lost split.
     for _ in range(6):
         traffic(store, "1", "2")
-        again = controller(home, "--once")
-        _, err = again.communicate(timeout=120)
-        assert again.returncode == 0, err.decode()[-2000:]
+        once_the_lease_expired(home)
         consistent(store, registry)
         if load_routing(store, "sentiment").rollout is None:
             break
@@ -130,6 +130,19 @@ def test_kill_9_during_canary_then_resume(two_versions: tuple[Store, Registry], 
     assert actions.count("rollout_start_canary") == 1
     assert actions[-1] == "rollout_promote", actions
     assert registry.aliases()[CHAMPION] == "2"
+
+
+def once_the_lease_expired(home: Path) -> None:
+    """``controller --once`` until it no longer finds the killed controller's lease (exit 3)."""
+    deadline = time.monotonic() + 120
+    while True:
+        again = controller(home, "--once")
+        _, err = again.communicate(timeout=120)
+        if again.returncode != 3 or time.monotonic() > deadline:
+            break
+        assert b"holds the lease" in err
+        time.sleep(0.5)
+    assert again.returncode == 0, err.decode()[-2000:]
 
 
 @pytest.mark.slow

@@ -28,14 +28,15 @@ from sqlalchemy import select
 from loopml.config import Settings
 from loopml.control import rollout
 from loopml.control.learning import Reachable, learned_from_feedback, reachable_macro_f1
+from loopml.control.lease import Lease, LeaseState
 from loopml.control.live import labeled_feedback
 from loopml.control.policy import LearningGap, cooling_down, decide
 from loopml.control.retrain import champion_splits, new_labeled_rows, retrain
 from loopml.data import Splits
 from loopml.data.privacy import purge
-from loopml.errors import LoopmlError, MonitorError
+from loopml.errors import ControllerBusyError, LoopmlError, MonitorError
 from loopml.pipeline.choice import choose_recipe
-from loopml.registry import Registry
+from loopml.registry import GATE_TAG, Registry
 from loopml.routing import (
     CHALLENGER,
     CHAMPION,
@@ -45,6 +46,7 @@ from loopml.routing import (
     save_routing,
 )
 from loopml.store import AuditEntry, Store, current_actor
+from loopml.tracking import CONTROLLER_TAG, experiment_id, tagging_runs
 
 if TYPE_CHECKING:
     from loopml.monitoring import MonitorSummary
@@ -55,6 +57,16 @@ log = logging.getLogger(__name__)
 
 # How often the wait between ticks looks at a stop request.
 _WAIT_SLICE_S = 0.25
+
+# Audit actions the retrain cooldown counts: every attempt, an interrupted one too (a controller
+# killed mid-retrain again and again must not retrain forever). A retrain abandoned on SIGTERM
+# (a deploy, an operator) is not counted: the next start does it again.
+RETRAIN_ATTEMPTS = ("retrain", "retrain_rejected", "retrain_failed", "retrain_interrupted")
+# The value of the gate tag on a version whose retrain was cut short before its gate verdict:
+# never rolled out (rollouts and promotions need "passed"); `loopml evaluate VERSION` gates it.
+INTERRUPTED = "interrupted"
+# The step between a retrain's record and the start of its rollout.
+ROLLOUT_START = "rollout_start"
 
 
 class StepAbandoned(BaseException):
@@ -128,11 +140,17 @@ class Controller:
         registry: Registry | None = None,
         *,
         on_tick: Callable[[Tick], None] | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.registry = registry or Registry(settings)
         self.on_tick = on_tick
+        self.lease = lease or Lease(
+            store, self.registry.name, duration_s=settings.controller_lease_s
+        )
+        # What the previous holder left, until recovered (a failed recovery is tried again).
+        self._to_recover: list[LeaseState | None] = []
         self._purged_at: datetime | None = None
         # The newest reachable estimate (champion version, estimate): an optimisation only, the
         # decisions themselves are in the audit log.
@@ -166,7 +184,7 @@ class Controller:
             select(AuditEntry.ts)
             .where(
                 AuditEntry.model_name == self.registry.name,
-                AuditEntry.action.in_(["retrain", "retrain_rejected", "retrain_failed"]),
+                AuditEntry.action.in_(RETRAIN_ATTEMPTS),
             )
             .order_by(AuditEntry.id.desc())
             .limit(1)
@@ -247,8 +265,13 @@ class Controller:
         )
         if runs:
             reason += f"; MLflow run(s) {', '.join(runs)} ended KILLED"
+        versions = self._mark_ungated(runs, reason)
+        if versions:
+            reason += f"; version(s) {', '.join(versions)} marked {INTERRUPTED}, never rolled out"
         action = f"{stopped.step}_abandoned"
-        self._audit(action, reason, details={"signal": stopped.signal_name, "mlflow_runs": runs})
+        details = {"signal": stopped.signal_name, "mlflow_runs": runs, "versions": versions}
+        self._audit(action, reason, details=details)
+        self._clear_step()
         log.warning("%s", reason)
         return Tick(now, action, reason)
 
@@ -277,25 +300,155 @@ class Controller:
             log.warning("cannot end the abandoned MLflow runs %s: %s", ended, exc)
         return ended
 
+    # -- the lease, and recovering what another holder left ----------------------------------
+
+    def _hold(self) -> None:
+        """Hold the lease for a tick: renew it, or take it (``ControllerBusyError`` while another
+        controller holds it) and recover what the previous holder left half done."""
+        if self.lease.held:
+            self.lease.renew()
+        else:
+            self._to_recover = [self.lease.acquire()]
+        if self._to_recover:
+            self._recover(self._to_recover[0])
+            self._to_recover = []
+
+    def release(self) -> None:
+        """Give the lease up (a clean exit): a standby controller takes over at once."""
+        self.lease.release()
+
+    def _clear_step(self) -> None:
+        with contextlib.suppress(LoopmlError):  # the lease row only: expiry clears it too
+            self.lease.renew(step=None)
+
+    def _orphan_runs(self) -> list[Any]:
+        """MLflow runs another controller created and left RUNNING (it died or hung), except
+        the run of the rollout in progress, which lives on across controllers."""
+        client = self.registry.client
+        current = (load_routing(self.store, self.registry.name).rollout or {}).get("run_id")
+        runs = client.search_runs(
+            [experiment_id(self.settings, client)],
+            filter_string="attributes.status = 'RUNNING'",
+            max_results=1000,
+        )
+        return [
+            run
+            for run in runs
+            if run.data.tags.get(CONTROLLER_TAG, self.lease.holder) != self.lease.holder
+            and run.info.run_id != current
+        ]
+
+    def _mark_ungated(self, run_ids: list[str], reason: str) -> list[str]:
+        """Tag the versions registered by ``run_ids`` that have no gate verdict yet as
+        ``interrupted``: never rolled out or promoted without ``--force``."""
+        from mlflow.exceptions import MlflowException
+
+        marked: list[str] = []
+        for run_id in run_ids:
+            try:
+                found = self.registry.client.search_model_versions(f"run_id = '{run_id}'")
+            except MlflowException as exc:
+                log.warning("cannot list the versions of run %s: %s", run_id, exc)
+                continue
+            for mv in found:
+                if mv.name != self.registry.name or GATE_TAG in mv.tags:
+                    continue
+                tags = {GATE_TAG: INTERRUPTED, "loopml.interrupted": reason[:4000]}
+                self.registry.set_tags(str(mv.version), tags)
+                marked.append(str(mv.version))
+        return marked
+
+    def _recover(self, previous: LeaseState | None) -> None:
+        """After taking the lease: close the MLflow runs another controller left RUNNING (as
+        FAILED), mark the version of an interrupted retrain, and audit it: the cooldown counts an
+        interrupted retrain as an attempt."""
+        orphans = self._orphan_runs()
+        step = previous.step if previous is not None else None
+        retrains = [r.info.run_id for r in orphans if r.data.tags.get("loopml.kind") == "retrain"]
+        if not orphans and step is None:
+            return
+        who = previous.holder if previous is not None else "another controller"
+        reason = f"controller {who} stopped during {step or 'a tick'} without finishing it"
+        run_ids = [r.info.run_id for r in orphans]
+        if run_ids:
+            reason += f"; MLflow run(s) {', '.join(run_ids)} closed FAILED"
+        versions = self._mark_ungated(retrains, reason)
+        if versions:
+            reason += f"; version(s) {', '.join(versions)} marked {INTERRUPTED}, not rolled out"
+        retrain = step == "retrain" or bool(retrains)
+        details = {
+            "previous_holder": who,
+            "step": step,
+            "mlflow_runs": run_ids,
+            "versions": versions,
+        }
+        # The record first: runs still RUNNING after a crash here are found again next time.
+        self._audit(
+            "retrain_interrupted" if retrain else "controller_recovered",
+            reason,
+            to_version=versions[-1] if versions else None,
+            details=details,
+        )
+        for run_id in run_ids:
+            self.registry.client.set_tag(run_id, "loopml.interrupted", reason[:4000])
+            self.registry.client.set_terminated(run_id, "FAILED")
+        log.warning("%s", reason)
+        if step == ROLLOUT_START:
+            self._start_recorded_rollout(who)
+
+    def _start_recorded_rollout(self, who: str) -> None:
+        """Start the rollout of the newest ``retrain`` on record: the controller ``who`` recorded
+        it and was killed before the rollout started."""
+        query = (
+            select(AuditEntry)
+            .where(AuditEntry.model_name == self.registry.name)
+            .where(AuditEntry.action.in_(RETRAIN_ATTEMPTS))
+            .order_by(AuditEntry.id.desc())
+            .limit(1)
+        )
+        with self.store.session() as session:
+            entry = session.scalars(query).first()
+        if entry is None or entry.action != "retrain" or entry.to_version is None:
+            return
+        if load_routing(self.store, self.registry.name).rollout is not None:
+            return  # an operator started one meanwhile: it stays
+        trigger = str((entry.details or {}).get("monitor_verdict", "an alarm"))
+        try:
+            rollout.start(
+                self.settings,
+                self.store,
+                self.registry,
+                entry.to_version,
+                reason=f"retrained after {trigger}; {who} stopped before starting the rollout",
+                source="controller",
+            )
+        except LoopmlError as exc:  # e.g. the champion changed since its gate: not rolled out
+            self._audit("controller_recovered", f"rollout of {entry.to_version} not started: {exc}")
+
     # -- the loop -------------------------------------------------------------------------------
 
     def tick(self, *, now: datetime | None = None) -> Tick:
-        """One pass of the loop."""
-        now = now or datetime.now(UTC)
-        self._reconcile()
-        self._purge_if_due(now)
-        step = rollout.step(self.settings, self.store, self.registry, now=now)
-        if step is not None:
-            result = Tick(now, f"rollout_{step.action}", step.reason, step=step)
-        else:
-            began = time.time()
-            try:
-                result = self._monitor_and_decide(now)
-            except StepAbandoned as stopped:
-                result = self._abandoned(now, stopped, began)
+        """One pass of the loop, holding the lease (``ControllerBusyError`` when another
+        controller holds it: nothing was done)."""
+        self._hold()
+        with self.lease.kept_alive(), tagging_runs({CONTROLLER_TAG: self.lease.holder}):
+            result = self._tick(now or datetime.now(UTC))
         if self.on_tick:
             self.on_tick(result)
         return result
+
+    def _tick(self, now: datetime) -> Tick:
+        self._reconcile()
+        self._purge_if_due(now)
+        self.lease.renew()  # a rollout step moves routing: fenced
+        step = rollout.step(self.settings, self.store, self.registry, now=now)
+        if step is not None:
+            return Tick(now, f"rollout_{step.action}", step.reason, step=step)
+        began = time.time()
+        try:
+            return self._monitor_and_decide(now)
+        except StepAbandoned as stopped:
+            return self._abandoned(now, stopped, began)
 
     def _purge_if_due(self, now: datetime) -> None:
         """Apply ``LOOPML_RETENTION_DAYS`` once a day (the first tick after a start included):
@@ -317,6 +470,7 @@ class Controller:
             # Each run writes reports and an MLflow run: not on every tick of an idle loop.
             return Tick(now, "idle", f"monitored {(now - last).total_seconds():.0f}s ago")
 
+        self.lease.renew()
         try:
             with self._abandonable("monitor"):
                 report = run_monitor(self.settings)
@@ -404,17 +558,41 @@ class Controller:
             self.store.annotate_monitor_result(result_id, "learning", learning)
         return gap
 
+    def _fence(self, step: str) -> None:
+        """Before the pipeline registers a version: only while this controller holds the lease."""
+        if step in ("register", "gate"):
+            self.lease.renew()
+
     def _retrain(self, seen: Tick, trigger: str) -> Tick:
+        # The attempt is on the lease row from here until its audit record: a controller killed
+        # in between leaves it for the next holder, which records it (the cooldown counts it).
+        self.lease.renew(step="retrain")
+        try:
+            tick = self._retrain_and_audit(seen, trigger)
+        except ControllerBusyError:
+            raise  # another controller holds the lease now: this one records nothing
+        except Exception:
+            self._clear_step()  # retrain_failed is on the record
+            raise
+        self._clear_step()
+        return tick
+
+    def _retrain_and_audit(self, seen: Tick, trigger: str) -> Tick:
         why = seen.reason
         feedback = labeled_feedback(self.store, self.registry.name)
         try:
             with self._abandonable("retrain"):
-                result = retrain(self.settings, self.registry, feedback, trigger=trigger)
+                result = retrain(
+                    self.settings, self.registry, feedback, trigger=trigger, progress=self._fence
+                )
+        except ControllerBusyError:
+            raise
         except Exception as exc:
             # Recorded so that the cooldown also spaces out failing retrains.
             message = str(exc) if isinstance(exc, LoopmlError) else type(exc).__name__
             self._audit("retrain_failed", f"{why}; {message}")
             raise
+        self.lease.renew()
         numbers = {
             "gate": result.gate.to_dict(),
             "dataset_version": result.dataset_version,
@@ -448,6 +626,9 @@ class Controller:
                 version=result.version,
             )
         self._audit("retrain", why, to_version=result.version, details=numbers)
+        # Recorded; a controller killed before the rollout starts leaves this step for the next
+        # holder, which starts it (see _recover).
+        self.lease.renew(step=ROLLOUT_START)
         routing = rollout.start(
             self.settings,
             self.store,
@@ -469,22 +650,48 @@ class Controller:
 
     def run(self, *, stop: threading.Event | None = None, max_ticks: int | None = None) -> None:
         """Tick every ``controller_interval_s`` until ``stop`` is set, a signal asks to stop
-        (under :meth:`stop_on_signals`), or ``max_ticks``."""
+        (under :meth:`stop_on_signals`), or ``max_ticks``; the lease is released at the end.
+
+        While another controller holds the lease this one stands by: it reports the holder
+        (a ``standby`` tick, once per holder) and polls, taking over once the lease expires.
+        """
         stop = stop or threading.Event()
-        ticks = 0
-        while not self._stopping(stop) and (max_ticks is None or ticks < max_ticks):
-            started = time.monotonic()
+        ticks, standby_for = 0, None
+        try:
+            while not self._stopping(stop) and (max_ticks is None or ticks < max_ticks):
+                started = time.monotonic()
+                try:
+                    self.tick()
+                    standby_for = None
+                except ControllerBusyError as exc:
+                    if exc.holder != standby_for and self.on_tick:
+                        self.on_tick(Tick(datetime.now(UTC), "standby", str(exc)))
+                    standby_for = exc.holder
+                    self._wait(stop, started + self._standby_poll_s())
+                    continue
+                except Exception as exc:
+                    # One bad tick (a store outage, a failed retrain) must not end the loop. The
+                    # message, not a URL or a traceback, is what gets reported.
+                    message = str(exc) if isinstance(exc, LoopmlError) else type(exc).__name__
+                    if self.on_tick:
+                        self.on_tick(Tick(datetime.now(UTC), "error", message))
+                ticks += 1
+                self._wait(stop, started + self.settings.controller_interval_s)
+        finally:
+            self.release()
+
+    def _standby_poll_s(self) -> float:
+        return min(self.settings.controller_interval_s, self.settings.controller_lease_s / 4)
+
+    def _wait(self, stop: threading.Event, deadline: float) -> None:
+        """Wait until ``deadline`` (a time.monotonic()), keeping a held lease renewed.
+
+        In slices: a signal handler only sets a flag (an Event set from a handler can deadlock
+        on the lock its own thread holds in wait())."""
+        while not self._stopping(stop) and (left := deadline - time.monotonic()) > 0:
+            stop.wait(min(left, _WAIT_SLICE_S))
             try:
-                self.tick()
-            except Exception as exc:
-                # One bad tick (a store outage, a failed retrain) must not end the loop. The
-                # message, not a URL or a traceback, is what gets reported.
-                message = str(exc) if isinstance(exc, LoopmlError) else type(exc).__name__
-                if self.on_tick:
-                    self.on_tick(Tick(datetime.now(UTC), "error", message))
-            ticks += 1
-            # In slices: a signal handler only sets a flag (an Event set from a handler can
-            # deadlock on the lock its own thread holds in wait()).
-            deadline = started + self.settings.controller_interval_s
-            while not self._stopping(stop) and (left := deadline - time.monotonic()) > 0:
-                stop.wait(min(left, _WAIT_SLICE_S))
+                self.lease.renew_if_due()
+            except LoopmlError as exc:
+                # Lost, or the database is away: the next tick takes the lease again or waits.
+                log.warning("%s", exc)

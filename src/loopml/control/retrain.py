@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -103,9 +104,17 @@ def check_data(
 
 
 def retrain(
-    settings: Settings, registry: Registry, feedback: pd.DataFrame, *, trigger: str
+    settings: Settings,
+    registry: Registry,
+    feedback: pd.DataFrame,
+    *,
+    trigger: str,
+    progress: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train a challenger on the champion's data plus ``feedback`` (columns text, label)."""
+    """Train a challenger on the champion's data plus ``feedback`` (columns text, label).
+
+    ``progress`` is called with each pipeline step's name before it runs (the controller renews
+    its lease there, so that one that lost it never registers a version)."""
     old, source = champion_splits(registry)
     labels = set(old.train["label"])
     new, provenance = cap_per_key(
@@ -134,7 +143,9 @@ def retrain(
         splits=splits,
         recipe=None,  # the champion's recipe and parameters; the run records why (choice.py)
         run_name=f"retrain-{trigger}",
+        progress=progress,
         tags={
+            "loopml.kind": "retrain",
             "loopml.trigger": trigger,
             "loopml.feedback_rows": str(len(new)),
             # MLflow caps tag values; the whole table is in label_provenance.json.

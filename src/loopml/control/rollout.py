@@ -24,7 +24,7 @@ from loopml.errors import RolloutError
 from loopml.registry import Registry
 from loopml.routing import CHAMPION, Mode, Routing, load_routing, routing_in, save_routing
 from loopml.store import Store, current_actor
-from loopml.tracking import experiment_id
+from loopml.tracking import experiment_id, run_tags
 
 __all__ = ["StepResult", "abort", "limits_from", "live_analysis", "start", "status", "step"]
 
@@ -93,7 +93,7 @@ def _mlflow_run(settings: Settings, registry: Registry, version: str, mode: str)
         run = registry.client.create_run(
             exp,
             run_name=f"rollout-v{version}-{mode}",
-            tags={"loopml.kind": "rollout", "loopml.challenger": version},
+            tags={"loopml.kind": "rollout", "loopml.challenger": version, **run_tags()},
         )
         return str(run.info.run_id)
     except (MlflowException, OSError):
@@ -124,6 +124,17 @@ def _log_decision(
             registry.client.set_terminated(run_id, "FINISHED" if action == "promote" else "KILLED")
     except (MlflowException, OSError):
         pass  # MLflow is a view; the audit record already holds the decision
+
+
+def _end_run(registry: Registry, run_id: str | None, why: str) -> None:
+    """End the MLflow run of a rollout that never started as FAILED, with the reason as a tag."""
+    if not run_id:
+        return
+    try:
+        registry.client.set_tag(run_id, "loopml.rollout.outcome", why[:4000])
+        registry.client.set_terminated(run_id, "FAILED")
+    except (MlflowException, OSError):
+        pass  # MLflow is a view; a controller taking the lease over closes it too
 
 
 def _check_same(routing: Routing, expect: str | None) -> None:
@@ -204,6 +215,7 @@ def start(
             )
         steps = [weight, *steps]
     now = _iso(_now())
+    run_id = _mlflow_run(settings, registry, str(mv.version), mode)
     rollout = {
         "id": uuid.uuid4().hex[:12],
         "mode": mode,
@@ -214,7 +226,7 @@ def start(
         "heartbeat_at": now,
         "source": source,
         "reason": reason,
-        "run_id": _mlflow_run(settings, registry, str(mv.version), mode),
+        "run_id": run_id,
     }
 
     def change(routing: Routing) -> None:
@@ -226,9 +238,14 @@ def start(
         routing.weight = steps[0] if mode == "canary" else 0.0
         routing.details["rollout"] = rollout
 
-    routing = _transition(
-        store, registry, action=f"rollout_start_{mode}", reason=reason, change=change
-    )
+    try:
+        routing = _transition(
+            store, registry, action=f"rollout_start_{mode}", reason=reason, change=change
+        )
+    except BaseException as exc:
+        # Refused (another rollout runs) or cut short: its MLflow run must not stay RUNNING.
+        _end_run(registry, run_id, f"not started: {exc}")
+        raise
     registry.set_challenger(str(mv.version))
     _log_decision(registry, rollout, "start", {"weight": routing.weight, "steps": steps})
     return routing

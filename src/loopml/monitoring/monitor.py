@@ -41,7 +41,7 @@ from loopml.pipeline.gate import FEEDBACK_DOMAIN
 from loopml.registry import Registry
 from loopml.routing import CHAMPION
 from loopml.store import MonitorResult, Store, open_settings_store
-from loopml.tracking import experiment_id
+from loopml.tracking import experiment_id, run_tags
 
 __all__ = ["Assessment", "MonitorError", "MonitorReport", "Verdict", "assess", "run_monitor"]
 
@@ -291,6 +291,7 @@ def _log_mlflow(
                 "loopml.kind": "monitor",
                 "loopml.model_version": summary.model_version,
                 "loopml.verdict": summary.verdict,
+                **run_tags(),
             },
         )
         run_id = str(run.info.run_id)

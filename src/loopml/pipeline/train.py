@@ -33,7 +33,7 @@ from loopml.recipes.packaging import log_classifier
 from loopml.registry import GATE_TAG, RECIPE_PARAMS_TAG, RECIPE_TAG, Registry
 from loopml.routing import CHAMPION
 from loopml.store import FileHashes, hash_tree, open_settings_store
-from loopml.tracking import experiment_id
+from loopml.tracking import experiment_id, run_tags
 
 __all__ = [
     "TrainResult",
@@ -289,7 +289,9 @@ def train(
     exp = experiment_id(settings, registry.client)
     name = recipe_obj.name
     tuning = None
-    with mlflow.start_run(experiment_id=exp, run_name=run_name or f"train-{name}") as run:
+    with mlflow.start_run(
+        experiment_id=exp, run_name=run_name or f"train-{name}", tags=run_tags()
+    ) as run:
         mlflow.set_tags(
             {
                 "loopml.dataset_version": dataset.version,

@@ -8,6 +8,7 @@ from loopml.store.artifacts import FileHashes, differences, hash_tree
 from loopml.store.models import (
     PREDICTION_COLUMNS,
     AuditEntry,
+    ControllerLease,
     Feedback,
     ModelArtifact,
     MonitorResult,
@@ -20,6 +21,7 @@ from loopml.store.types import UtcDateTime
 __all__ = [
     "PREDICTION_COLUMNS",
     "AuditEntry",
+    "ControllerLease",
     "Feedback",
     "FileHashes",
     "ModelArtifact",

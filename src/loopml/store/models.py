@@ -14,6 +14,7 @@ __all__ = [
     "PREDICTION_COLUMNS",
     "AuditEntry",
     "Base",
+    "ControllerLease",
     "Feedback",
     "ModelArtifact",
     "MonitorResult",
@@ -130,6 +131,27 @@ class ModelArtifact(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(BigInteger)
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class ControllerLease(Base):
+    """Which controller may act on a model now: one row per model, taken over only once it expired.
+
+    ``generation`` grows by one at every takeover: a holder acts only while the row still carries
+    its generation (fencing), so a controller that hung past its expiry cannot act after another
+    took over. ``step`` names the step in progress (``retrain``, ``monitor``): a holder that dies
+    leaves it behind for the next one to recover.
+    """
+
+    __tablename__ = "controller_lease"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    generation: Mapped[int] = mapped_column(Integer)
+    acquired_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    renewed_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    step: Mapped[str | None] = mapped_column(String(50), default=None)
+    step_started_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
 
 
 PREDICTION_COLUMNS: tuple[str, ...] = tuple(c.name for c in Prediction.__table__.columns)

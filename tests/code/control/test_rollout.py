@@ -17,6 +17,7 @@ from loopml.pipeline.train import train
 from loopml.registry import Registry
 from loopml.routing import CHALLENGER, CHAMPION, PREVIOUS, SHADOW_SUFFIX, load_routing
 from loopml.store import Feedback, Prediction, ServingError, Store, open_store
+from loopml.tracking import experiment_id
 
 
 @pytest.fixture
@@ -87,6 +88,10 @@ def test_canary_steps_up_and_promotes(setup: tuple[Settings, Store, Registry]) -
     assert registry.aliases()[CHALLENGER] == "2"
     with pytest.raises(RolloutError, match="already running"):
         rollout.start(settings, store, registry, "2", mode="canary")
+    # The refused start's MLflow run is not left RUNNING (issue 19, row 5): only the rollout's.
+    exp = experiment_id(settings, registry.client)
+    running = registry.client.search_runs([exp], filter_string="attributes.status = 'RUNNING'")
+    assert [r.info.run_id for r in running] == [(routing.rollout or {})["run_id"]]
 
     first = rollout.step(settings, store, registry)
     assert first is not None and first.action == "wait"
