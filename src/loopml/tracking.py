@@ -82,7 +82,12 @@ def experiment_id(settings: Settings, client: MlflowClient) -> str:
         return str(client.create_experiment(name, artifact_location=location))
     except MlflowException as exc:
         where = redact_url(settings.mlflow_uri)
-        raise RegistryError(f"MLflow store at {where!r}: {exc.message}") from exc
+        raise RegistryError(f"MLflow store at {where!r}: {_hide_passwords(exc.message)}") from exc
+
+
+def _hide_passwords(text: str) -> str:
+    # MLflow's messages name the URL they called, password included.
+    return re.sub(r"//[^/@\s]+@", "//***@", text)
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -125,7 +130,7 @@ def _reason(exc: BaseException) -> str | None:
         unavailable = exc.error_code == ErrorCode.Name(TEMPORARILY_UNAVAILABLE)
         if unavailable or exc.message.startswith("API request to "):
             first = exc.message.splitlines()[0] if exc.message else ""
-            first = re.sub(r"//[^/@\s]+@", "//***@", first)  # no password of a URL it names
+            first = _hide_passwords(first)
             return re.sub(r"^\([\w.]+\) ", "", first)[:200] or "temporarily unavailable"
     return None
 

@@ -46,7 +46,7 @@ from loopml.routing import (
     save_routing,
 )
 from loopml.store import AuditEntry, Store, current_actor
-from loopml.tracking import CONTROLLER_TAG, experiment_id, tagging_runs
+from loopml.tracking import CONTROLLER_TAG, experiment_id, tagging_runs, tracking_unavailable
 
 if TYPE_CHECKING:
     from loopml.monitoring import MonitorSummary
@@ -589,7 +589,7 @@ class Controller:
             raise
         except Exception as exc:
             # Recorded so that the cooldown also spaces out failing retrains.
-            message = str(exc) if isinstance(exc, LoopmlError) else type(exc).__name__
+            message = _one_line(exc)
             self._audit("retrain_failed", f"{why}; {message}")
             raise
         self.lease.renew()
@@ -672,7 +672,7 @@ class Controller:
                 except Exception as exc:
                     # One bad tick (a store outage, a failed retrain) must not end the loop. The
                     # message, not a URL or a traceback, is what gets reported.
-                    message = str(exc) if isinstance(exc, LoopmlError) else type(exc).__name__
+                    message = _one_line(exc)
                     if self.on_tick:
                         self.on_tick(Tick(datetime.now(UTC), "error", message))
                 ticks += 1
@@ -695,3 +695,12 @@ class Controller:
             except LoopmlError as exc:
                 # Lost, or the database is away: the next tick takes the lease again or waits.
                 log.warning("%s", exc)
+
+
+def _one_line(exc: BaseException) -> str:
+    """What a tick reports of an error: loopml's message, an MLflow outage named as one (never
+    a URL with its password or a traceback), else the exception's type."""
+    outage = tracking_unavailable(exc)
+    if outage is not None:
+        return str(outage)
+    return str(exc) if isinstance(exc, LoopmlError) else type(exc).__name__

@@ -174,3 +174,19 @@ def test_a_retrain_recorded_before_its_rollout_started_is_rolled_out_by_the_next
     assert actions.index("controller_recovered") < actions.index("rollout_start_canary")
     started = next(e for e in store.history(settings.model_name) if e.action.startswith("rollout_"))
     assert DEAD in started.reason
+
+
+def test_a_tracking_outage_is_reported_by_the_loop_as_one_line(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An MLflow server that does not answer: the loop goes on and its tick says so in one line
+    # (was "MlflowException"), without the URL's password.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    down = settings.model_copy(update={"tracking_uri": "http://loopml:s3cret@127.0.0.1:9/"})
+    ticks: list[Tick] = []
+    with open_store(down.db_url) as opened:
+        Controller(down, opened, on_tick=ticks.append).run(max_ticks=1)
+    errors = [t for t in ticks if t.action == "error"]
+    assert errors, ticks
+    assert "is unavailable" in errors[0].reason and "s3cret" not in errors[0].reason
