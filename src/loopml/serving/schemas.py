@@ -120,8 +120,7 @@ class ExplainIn(_In):
     """One text to explain, with the served model or a served ``version``."""
 
     text: str = Field(
-        min_length=1,
-        json_schema_extra=_TEXT,
+        json_schema_extra={"minLength": 1, **_TEXT},  # checked by check_text, with its messages
         description="The text (the limits of /v1/predict apply).",
     )
     version: str | None = Field(
