@@ -5,7 +5,8 @@ forbids is refused, undeclared methods get 405 with ``Allow``, ...), authenticat
 holds every role; any failure fails the test.
 
 Phases: examples, coverage (boundary values, missing fields, every undeclared method) and
-fuzzing (``MAX_EXAMPLES`` per operation), with a fixed seed.
+fuzzing (``MAX_EXAMPLES`` per operation), with a fixed seed: for the 24 operations, 1,277 cases
+in 40-80 s on 2 busy cores (before the fixes of issue 19: 14 failures in 882 cases).
 
 It runs schemathesis' command line (its documented interface, the one an attacker uses):
 its pytest loader ``schemathesis.pytest.from_fixture`` fails on pytest 9.2 ("'Function' object
@@ -63,13 +64,5 @@ def test_the_server_keeps_its_own_contract(make_server: Any, tmp_path: Any) -> N
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=540, cwd=tmp_path)
     failures = proc.stdout.find("= FAILURES =")
     assert proc.returncode == 0, proc.stdout[max(failures, 0) :][:30000] + proc.stderr[-2000:]
-    print(_cases(report))
-
-
-def _cases(report: Any) -> str:
-    """How many cases ran (from the JSON run report), for the test's output."""
-    try:
-        doc = json.loads(report.read_text())
-    except (OSError, ValueError):
-        return "no run report"
-    return json.dumps(doc.get("summary", doc), default=str)[:2000]
+    doc = json.loads(report.read_text())
+    print(f"schemathesis: {doc['test_cases']} in {doc['running_time']:.0f} s")
