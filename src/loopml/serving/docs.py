@@ -8,7 +8,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from loopml.config import Settings
-from loopml.serving.schemas import ErrorOut
+from loopml.pipeline.explain import MAX_TOKENS
+from loopml.serving.schemas import ErrorOut, at_most_tokens
 
 __all__ = ["SCHEMAS", "body_schema", "error_responses", "with_limits"]
 
@@ -44,7 +45,8 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 def with_limits(schema: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """A copy of the app's ``schema`` with this server's text limits (``LOOPML_MAX_TEXT_CHARS``,
-    ``LOOPML_MAX_TEXTS_PER_REQUEST``) in the request bodies they apply to."""
+    ``LOOPML_MAX_TEXTS_PER_REQUEST``, explain's token cap) in the request bodies they apply
+    to."""
     schema = copy.deepcopy(schema)
     chars = {"maxLength": settings.max_text_chars}
     predict = schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
@@ -53,5 +55,6 @@ def with_limits(schema: dict[str, Any], settings: Settings) -> dict[str, Any]:
     texts = fields["texts"]["anyOf"][0]
     texts["maxItems"] = settings.max_texts_per_request
     texts["items"].update(chars)
-    schema["components"]["schemas"]["ExplainIn"]["properties"]["text"].update(chars)
+    explain = schema["components"]["schemas"]["ExplainIn"]["properties"]["text"]
+    explain.update(chars, allOf=[{"pattern": at_most_tokens(MAX_TOKENS)}])
     return schema

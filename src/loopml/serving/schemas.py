@@ -51,6 +51,12 @@ TEXT_PATTERN = rf"^[^\x00]*[^\x00{BLANK}][^\x00]*$"
 _TEXT: JsonDict = {"pattern": TEXT_PATTERN}
 
 
+def at_most_tokens(count: int) -> str:
+    """A pattern for a text of at most ``count`` tokens (runs of non-blank characters, as
+    explain splits them)."""
+    return rf"^[{BLANK}]*(?:[^{BLANK}]+(?:[{BLANK}]+|$)){{0,{count}}}$"
+
+
 def required_with(flag: str) -> dict[str, Any]:
     """JSON Schema: a ``reason`` that is not blank is required when ``flag`` is true."""
     return {

@@ -15,6 +15,7 @@ import pytest
 
 from loopml.config import Settings, load_settings
 from loopml.errors import RequestError
+from loopml.pipeline.explain import MAX_TOKENS
 from loopml.serving.routes.predict import check_text, parse_predict
 from loopml.serving.schemas import (
     TEXT_PATTERN,
@@ -22,6 +23,7 @@ from loopml.serving.schemas import (
     PredictIn,
     PromoteIn,
     RolloutStartIn,
+    at_most_tokens,
 )
 
 
@@ -94,3 +96,14 @@ def test_a_reason_is_required_with_direct_and_force(model: Any, flag: str) -> No
         "flag, blank reason": False,
         "flag and reason": True,
     }
+
+
+def test_the_token_cap_pattern_counts_tokens_as_explain_does() -> None:
+    pattern = at_most_tokens(MAX_TOKENS)
+    rust = jsonschema_rs.validator_for({"type": "string", "pattern": pattern})
+    n = MAX_TOKENS
+    texts = ["", "a", "a " * n, "a " * (n + 1), " a" * n, " a" * (n + 1), "a\u3000" * n + "b"]
+    texts += ["x" * 5000, "\x1cb\x1c" * n, "\x1cb\x1c" * (n + 1), "a\x00b " * n]
+    for text in texts:
+        takes = len(re.findall(r"\S+", text)) <= MAX_TOKENS  # explain's own tokens
+        assert (re.fullmatch(pattern, text) is not None) == rust.is_valid(text) == takes, text[:20]
