@@ -249,7 +249,7 @@ def test_feedback_errors(client: httpx.Client) -> None:
     )
     assert_error(
         client.post("/v1/feedback", json={"request_id": rid, "label": "angry"}),
-        422,
+        409,  # the body is well formed: the model that answered it has no such class
         "angry",
         "negative",
     )
@@ -266,8 +266,8 @@ def test_feedback_errors(client: httpx.Client) -> None:
     )
     assert_error(
         client.post("/v1/feedback", json=[{"request_id": rid, "label": "neutral"}] * 2),
-        422,
-        "only once",
+        409,
+        "given twice",
     )
     assert_error(client.post("/v1/feedback", json={"request_id": rid}), 422, "label")
     assert_error(

@@ -45,7 +45,10 @@ def test_explain_refuses_what_predict_refuses(client: Any) -> None:
     error(client.post("/v1/explain", json={"text": "ok", "colour": 1}), 422, "colour")
     error(client.post("/v1/explain", json={"text": "ok", "version": "2"}), 404, "not served")
     error(client.post("/v1/explain", json={"text": "ok", "version": "v1"}), 422, "version")
-    error(client.post("/v1/explain", content=b"{no json"), 422)
+    as_json = {"content-type": "application/json"}
+    error(client.post("/v1/explain", content=b"{no json", headers=as_json), 400, "not valid JSON")
+    bad_utf8 = client.post("/v1/explain", content=b'{"text": "\xff"}', headers=as_json)
+    error(bad_utf8, 400, "not valid UTF-8")
 
 
 def test_explain_needs_the_predict_role_and_logs_no_prediction(

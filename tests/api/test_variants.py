@@ -315,7 +315,9 @@ def test_admin_rollout_api_errors_are_4xx(trained: TrainedRegistry, make_server:
     error(call("POST", "/start", {**good, "colour": "red"}), 422, "colour")
     error(call("POST", "/start", {**good, "reason": ""}), 422, "reason")
     error(call("POST", "/start", {"mode": "canary"}), 422, "version")
-    error(call("POST", "/start", content=b"{not json"), 422)
+    as_json = {**AUTH, "content-type": "application/json"}
+    malformed = httpx.post(base + "/start", content=b"{not json", headers=as_json, timeout=60)
+    error(malformed, 400, "not valid JSON")
     error(call("POST", "/start", {**good, "force": False}), 409, "gate")
     error(call("POST", "/start", {**good, "version": "1"}), 409, "already the champion")
     error(call("POST", "/abort", {"reason": "nothing runs"}), 409, "no rollout")

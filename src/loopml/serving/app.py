@@ -16,10 +16,11 @@ from starlette.responses import Response
 from loopml.config import Settings, load_settings
 from loopml.errors import LoopmlError
 from loopml.serving._http import error_response
-from loopml.serving.docs import SCHEMAS
+from loopml.serving.docs import SCHEMAS, with_limits
 from loopml.serving.middleware import EdgeMiddleware
 from loopml.serving.routes import admin, apidocs, explain, feedback, oip, ops, page, predict
 from loopml.serving.runtime import Runtime
+from loopml.serving.schemas import TEXT_PATTERN
 
 __all__ = ["create_app"]
 
@@ -84,7 +85,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
         schema.setdefault("components", {}).setdefault("schemas", {}).update(SCHEMAS)
-        app.openapi_schema = schema
+        app.openapi_schema = with_limits(schema, app.state.runtime.settings)
     return app.openapi_schema
 
 
@@ -97,10 +98,17 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def starlette_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         headers = dict(exc.headers) if exc.headers else None
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI's "error parsing the body": the same 400 as the hand-read routes give
+            return error_response(400, f"the request body is not valid UTF-8: {exc.__cause__}")
         return error_response(exc.status_code, str(exc.detail), headers)
 
     async def validation_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":  # malformed, not invalid: 400 on every route
+            reason = (first.get("ctx") or {}).get("error", "JSON decode error")
+            return error_response(400, f"the request body is not valid JSON: {reason}")
         return error_response(422, _describe(exc))
 
     app.add_exception_handler(LoopmlError, loopml_error)
@@ -113,5 +121,8 @@ def _describe(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+        msg = err.get("msg", "invalid")
+        if (err.get("ctx") or {}).get("pattern") == TEXT_PATTERN:
+            msg = "must not be blank or contain NUL (\\u0000) characters"
+        parts.append(f"{loc}: {msg}")
     return "; ".join(parts)

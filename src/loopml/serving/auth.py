@@ -10,11 +10,12 @@ by a key id (a hash prefix of the key, not the key) in the feedback table and th
 Internals (``/v1/status``, ``/v1/status/live``, the page ``/``: PIDs, audit actors, database
 errors; ``/docs`` and ``/openapi.json``: the whole API surface) answer anyone only while
 ``Settings.status_is_public`` (``LOOPML_PUBLIC_STATUS``; by default a development server without API
-keys). Otherwise status and page need the admin token, and docs an API key or the admin token; a
-browser may send them as HTTP Basic credentials (any user name, the token as password), so the page
-and its refreshes work behind the browser's own prompt. ``/metrics`` needs
-``LOOPML_METRICS_TOKEN`` (or the admin token) when that is set; without it, it stays open for
-Prometheus and carries no host, PID or secret (deployments keep it off public ingress).
+keys). Otherwise status and page need the admin token or a key with the admin role, and docs an
+API key or the admin token; a browser may send them as HTTP Basic credentials (any user name, the
+token as password), so the page and its refreshes work behind the browser's own prompt.
+``/metrics`` needs ``LOOPML_METRICS_TOKEN`` (or the admin token) when that is set; without it, it
+stays open for Prometheus and carries no host, PID or secret (deployments keep it off public
+ingress).
 ``/healthz`` and ``/readyz`` always answer, with nothing but ready or not.
 """
 
@@ -173,9 +174,12 @@ class Guard:
             raise PermissionDeniedError(f"the credentials are not valid for {what}")
 
     def status(self, headers: Headers, *, browser: bool = False) -> None:
-        """Allow status and the page: public, or the admin token."""
+        """Allow status and the page: public, the admin token or a key with the admin role (it
+        may act on what they show, so it may read them)."""
         if not self.public_status:
-            self._gate(headers, [self._admin] if self._admin else [], "the status", browser)
+            known = [key for key, p in self._keys if "admin" in p.roles]
+            known += [self._admin] if self._admin else []
+            self._gate(headers, known, "the status", browser)
 
     def docs(self, headers: Headers) -> None:
         """Allow ``/docs`` and ``/openapi.json``: public, an API key or the admin token."""

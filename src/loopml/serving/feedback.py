@@ -35,13 +35,13 @@ class FeedbackStore:
     def record(self, items: list[tuple[str, str]], key_id: str) -> list[dict[str, Any]]:
         """Store true labels for known predictions (all or nothing), given by ``key_id``.
 
-        Raises ``RequestError`` (a repeated id, a label the model does not know),
-        ``NotFoundError`` (an id no prediction has), ``ConflictError`` (an id labelled before)
-        or ``StoreError`` (the database is down).
+        Raises ``NotFoundError`` (an id no prediction has), ``ConflictError`` (an id labelled
+        before or twice in ``items``, a label the answering model does not know: refusals that
+        depend on stored state, not on the request) or ``StoreError`` (the database is down).
         """
         ids = [rid for rid, _ in items]
         if len(set(ids)) != len(ids):
-            raise RequestError("each request_id may appear only once per feedback request")
+            raise ConflictError("each request_id may appear only once per feedback request")
         try:
             known = self._lookup(ids)
         except StoreError as exc:
@@ -57,7 +57,7 @@ class FeedbackStore:
         if bad:
             self.metrics.feedback.labels("invalid_label").inc(len(bad))
             rid, label = bad[0]
-            raise RequestError(
+            raise ConflictError(
                 f"label {label!r} for request_id {rid} is not one of the model's"
                 f" classes {sorted(known[rid][1])}"
             )
@@ -135,7 +135,8 @@ def relabel(
     """Change the stored label of ``request_id`` (an admin action) and audit it, atomically.
 
     ``NotFoundError`` when the request id has no label yet (``POST /v1/feedback`` gives the
-    first one), ``RequestError`` for a label the answering model does not know or no reason.
+    first one), ``ConflictError`` for a label the answering model does not know, ``RequestError``
+    for no reason.
     """
     if not reason.strip():
         raise RequestError("reason: required (say why the label is corrected)")
@@ -150,7 +151,7 @@ def relabel(
             select(Prediction.probabilities).where(Prediction.request_id == request_id)
         )
         if probs is not None and label not in probs:
-            raise RequestError(
+            raise ConflictError(
                 f"label {label!r} for request_id {request_id} is not one of the model's"
                 f" classes {sorted(probs)}"
             )

@@ -98,7 +98,7 @@ class EdgeMiddleware:
                 body = await self._read(scope, receive)
                 if body is None:
                     return  # the client went away
-                hot = _hot_route(scope["path"]) if self.fast_lane else None
+                hot = _hot_route(scope["method"], scope["path"]) if self.fast_lane else None
                 if hot is not None:
                     scope["route"] = _Template(hot[0])
                     await self._answer(scope, state, body, hot, send_status)
@@ -258,8 +258,10 @@ class _Template:
         self.path = path
 
 
-def _hot_route(path: str) -> tuple[str, str | None, str | None] | None:
-    """(route template, model name, version) of a fast-lane path, else None."""
+def _hot_route(method: str, path: str) -> tuple[str, str | None, str | None] | None:
+    """(route template, model name, version) of a fast-lane request, else None."""
+    if method != "POST":
+        return None  # the router answers any other method: 405 with Allow, nothing predicted
     if path == "/v1/predict":
         return "/v1/predict", None, None
     if not (path.startswith("/v2/models/") and path.endswith("/infer")):

@@ -6,9 +6,10 @@ pydantic + FastAPI body handling costs a large share of a single-text request on
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
 __all__ = [
     "ErrorOut",
@@ -41,6 +42,31 @@ __all__ = [
 ]
 
 
+#: The characters ``str.strip()`` removes (``str.isspace``), spelled out: regex engines disagree
+#: on ``\s`` (Python's holds U+001C-U+001F, those of Rust and ECMAScript do not).
+BLANK = r"\t-\r\x1c- \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+#: A text the server takes: not blank, no NUL (PostgreSQL text cannot hold it). The hot routes
+#: and ``check_text`` enforce it with their own messages; the schema states it.
+TEXT_PATTERN = rf"^[^\x00]*[^\x00{BLANK}][^\x00]*$"
+_TEXT: JsonDict = {"pattern": TEXT_PATTERN}
+
+
+def at_most_tokens(count: int) -> str:
+    """A pattern for a text of at most ``count`` tokens (runs of non-blank characters, as
+    explain splits them)."""
+    return rf"^[{BLANK}]*(?:[^{BLANK}]+(?:[{BLANK}]+|$)){{0,{count}}}$"
+
+
+def required_with(flag: str) -> dict[str, Any]:
+    """JSON Schema: a ``reason`` that is not blank is required when ``flag`` is true."""
+    return {
+        "anyOf": [
+            {"properties": {flag: {"const": False}}},
+            {"required": [flag, "reason"], "properties": {"reason": {"pattern": f"[^{BLANK}]"}}},
+        ]
+    }
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -54,8 +80,29 @@ class ErrorOut(BaseModel):
 class PredictIn(_In):
     """One text (``text``) or several (``texts``): exactly one of the two."""
 
-    text: str | None = Field(None, min_length=1, description="A text to classify.")
-    texts: list[str] | None = Field(None, min_length=1, description="Several texts to classify.")
+    model_config = ConfigDict(
+        extra="forbid",
+        # null stands for absent (as the server reads it): exactly one of the two is not null
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["text"], "properties": {"text": {"type": "string"}}},
+                {"required": ["texts"], "properties": {"texts": {"type": "array"}}},
+            ]
+        },
+    )
+
+    text: str | None = Field(
+        None, min_length=1, pattern=TEXT_PATTERN, description="A text to classify."
+    )
+    texts: list[Annotated[str, Field(min_length=1, pattern=TEXT_PATTERN)]] | None = Field(
+        None, min_length=1, description="Several texts to classify."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PredictIn:
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("give exactly one of 'text' (a string) or 'texts' (a list)")
+        return self
 
 
 class PredictionOut(BaseModel):
@@ -78,7 +125,10 @@ class PredictOut(BaseModel):
 class ExplainIn(_In):
     """One text to explain, with the served model or a served ``version``."""
 
-    text: str = Field(description="The text (the limits of /v1/predict apply).")
+    text: str = Field(
+        json_schema_extra={"minLength": 1, **_TEXT},  # checked by check_text, with its messages
+        description="The text (the limits of /v1/predict apply).",
+    )
     version: str | None = Field(
         None,
         pattern=r"^[0-9]{1,18}$",
@@ -114,8 +164,8 @@ class ExplainOut(BaseModel):
 class FeedbackIn(_In):
     """The true label of an answered prediction."""
 
-    request_id: str = Field(min_length=1, max_length=64)
-    label: str = Field(min_length=1, max_length=100)
+    request_id: str = Field(min_length=1, max_length=64, json_schema_extra=_TEXT)
+    label: str = Field(min_length=1, max_length=100, json_schema_extra=_TEXT)
 
 
 class FeedbackItemOut(BaseModel):
@@ -137,9 +187,9 @@ class FeedbackOut(BaseModel):
 class FeedbackRelabelIn(_In):
     """An admin's correction of a stored label (audited)."""
 
-    request_id: str = Field(min_length=1, max_length=64)
-    label: str = Field(min_length=1, max_length=100)
-    reason: str = Field(min_length=1, max_length=2000)
+    request_id: str = Field(min_length=1, max_length=64, pattern=TEXT_PATTERN)
+    label: str = Field(min_length=1, max_length=100, pattern=TEXT_PATTERN)
+    reason: str = Field(min_length=1, max_length=2000, pattern=TEXT_PATTERN)
 
 
 class FeedbackRelabelOut(BaseModel):
@@ -253,6 +303,8 @@ class StatusOut(BaseModel):
 class RolloutStartIn(_In):
     """Start a shadow or canary rollout of ``version`` against the champion."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra=required_with("force"))
+
     version: str = Field(pattern=r"^[0-9]{1,18}$", description="Registry version to roll out.")
     mode: Literal["canary", "shadow"] | None = Field(
         None, description="Default: LOOPML_ROLLOUT_MODE."
@@ -269,6 +321,8 @@ class RolloutStartIn(_In):
 
 class PromoteIn(_In):
     """Ship ``version``: a canary rollout by default, the champion at once with ``direct``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=required_with("direct"))
 
     version: str = Field(pattern=r"^[0-9]{1,18}$", description="Registry version to promote.")
     direct: bool = Field(

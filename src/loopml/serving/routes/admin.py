@@ -50,7 +50,11 @@ log = logging.getLogger("loopml.serving")
 T = TypeVar("T")
 
 
-@router.post("/reload", response_model=ReloadOut, responses=error_responses(401, 403, 404, 409))
+@router.post(
+    "/reload",
+    response_model=ReloadOut,
+    responses=error_responses(401, 403, 404, 408, 409, 413, 503),
+)
 async def reload(_auth: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Follow the routing state and the registry alias now (this worker; others follow at their
     next poll).
@@ -100,7 +104,7 @@ async def _call(runtime: Runtime, request: Request, fn: Callable[..., T]) -> T:
 @router.post(
     "/rollout/start",
     response_model=RoutingOut,
-    responses=error_responses(401, 403, 404, 409, 422, 503),
+    responses=error_responses(400, 401, 403, 404, 408, 409, 413, 422, 503),
 )
 async def rollout_start(
     body: RolloutStartIn, request: Request, _auth: AdminDep, runtime: RuntimeDep
@@ -135,7 +139,7 @@ async def rollout_start(
 @router.post(
     "/promote",
     response_model=ReleaseOut,
-    responses=error_responses(401, 403, 404, 409, 422, 503),
+    responses=error_responses(400, 401, 403, 404, 408, 409, 413, 422, 503),
 )
 async def promote(
     body: PromoteIn, request: Request, _auth: AdminDep, runtime: RuntimeDep
@@ -163,7 +167,7 @@ async def promote(
 @router.post(
     "/rollout/abort",
     response_model=RoutingOut,
-    responses=error_responses(401, 403, 409, 422, 503),
+    responses=error_responses(400, 401, 403, 404, 408, 409, 413, 422, 503),
 )
 async def rollout_abort(
     request: Request,
@@ -186,7 +190,7 @@ async def rollout_abort(
 @router.get(
     "/rollout",
     response_model=RolloutStatusOut,
-    responses=error_responses(401, 403, 503),
+    responses=error_responses(401, 403, 404, 503),
 )
 async def rollout_status(request: Request, _auth: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
     """The routing state and a fresh analysis of the rollout in progress
@@ -203,7 +207,7 @@ async def rollout_status(request: Request, _auth: AdminDep, runtime: RuntimeDep)
 @router.post(
     "/feedback/relabel",
     response_model=FeedbackRelabelOut,
-    responses=error_responses(401, 403, 404, 422, 503),
+    responses=error_responses(400, 401, 403, 404, 408, 413, 422, 503),
 )
 async def feedback_relabel(
     body: FeedbackRelabelIn, request: Request, _auth: AdminDep, runtime: RuntimeDep
@@ -211,7 +215,7 @@ async def feedback_relabel(
     """Correct a stored feedback label (``loopml feedback relabel``): the only way a label
     changes once given. The change and its reason go to the audit log in the same transaction.
 
-    404 when the request id has no label yet; 422 for a label the model does not know.
+    404 when the request id has no label yet; 409 for a label the model does not know.
     """
     from loopml.serving.feedback import relabel
 

@@ -49,7 +49,7 @@ def _model(runtime: Runtime, version: str | None) -> LoadedModel:
 @router.post(
     "/explain",
     response_model=ExplainOut,
-    responses=error_responses(401, 403, 404, 413, 422, 429, 503),
+    responses=error_responses(400, 401, 403, 404, 408, 413, 422, 429, 503),
 )
 async def explain(body: ExplainIn, _auth: ClientDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Explain one text: the predicted label and, per class, the tokens pushing towards and

@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from loopml.errors import NotFoundError, RequestError
+from loopml.errors import ConflictError, NotFoundError, RequestError
 from loopml.serving._http import json_response, load_json
 from loopml.serving.deps import FeedbackClientDep, RuntimeDep
 from loopml.serving.docs import SCHEMAS, body_schema, error_responses
@@ -26,7 +26,8 @@ def parse_feedback(body: bytes) -> list[tuple[str, str]]:
     items = doc if isinstance(doc, list) else [doc]
     if not items or len(items) > MAX_ITEMS:
         raise RequestError(f"body: send one feedback object or a list of 1 to {MAX_ITEMS}")
-    pairs = []
+    pairs: list[tuple[str, str]] = []
+    seen: set[str] = set()
     for i, item in enumerate(items):
         where = f"[{i}]" if isinstance(doc, list) else "body"
         if not isinstance(item, dict):
@@ -42,6 +43,10 @@ def parse_feedback(body: bytes) -> list[tuple[str, str]]:
                 )
             if "\x00" in value:  # PostgreSQL text cannot hold NUL: refused alike on every store
                 raise RequestError(f"{where}.{key}: must not contain NUL (\\u0000) characters")
+        if item["request_id"] in seen:
+            # two labels for one prediction in one request: the conflict of a second label
+            raise ConflictError(f"{where}.request_id: given twice; a label is given once")
+        seen.add(item["request_id"])
         pairs.append((item["request_id"], item["label"]))
     return pairs
 
@@ -56,6 +61,8 @@ _DOC["requestBody"]["content"]["application/json"]["schema"] = {
             "items": {"$ref": "#/components/schemas/FeedbackIn"},
             "minItems": 1,
             "maxItems": MAX_ITEMS,
+            # each request id once (JSON Schema can only say it of whole items); 409 otherwise
+            "uniqueItems": True,
         },
     ],
 }
@@ -67,7 +74,7 @@ _DOC["requestBody"]["content"]["application/json"]["schema"] = {
     openapi_extra=_DOC,
     responses={
         200: {"model": FeedbackOut},
-        **error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503),
+        **error_responses(400, 401, 403, 404, 408, 409, 413, 422, 429, 503),
     },
 )
 async def feedback(request: Request, runtime: RuntimeDep, caller: FeedbackClientDep) -> Response:
@@ -75,8 +82,9 @@ async def feedback(request: Request, runtime: RuntimeDep, caller: FeedbackClient
 
     Needs a key with the ``feedback`` role (without configured keys: open in development only).
     A request id must come from an answered prediction (one still waiting for the database
-    counts); the label must be one of the classes of the model that answered it. A label is
-    given once: a second one for the same request id is refused (409); an admin corrects labels
+    counts, 404 otherwise); the label must be one of the classes of the model that answered it
+    (409 otherwise). A label is given once: a second one for the same request id, in this
+    request or before, is refused (409); an admin corrects labels
     with ``POST /v1/admin/feedback/relabel``. Each key may post ``LOOPML_FEEDBACK_RATE_PER_MIN``
     labels a minute (429 with ``Retry-After`` beyond).
     """

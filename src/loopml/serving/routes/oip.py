@@ -401,7 +401,7 @@ def _infer_doc(*path_params: str) -> dict[str, Any]:
         "openapi_extra": extra,
         "responses": {
             200: {"model": InferOut},
-            **error_responses(400, 401, 403, 404, 413, 422, 503),
+            **error_responses(400, 401, 403, 404, 408, 413, 422, 503),
         },
     }
 

@@ -37,13 +37,18 @@ async def readyz(runtime: RuntimeDep) -> Response:
     return json_response({"error": "no model loaded yet"}, 503, {"Retry-After": "5"})
 
 
-@router.get("/v1/status", response_model=StatusOut)
+@router.get("/v1/status", response_model=StatusOut, responses=error_responses(401, 403, 404))
 async def status(runtime: RuntimeDep) -> dict[str, Any]:
     """Loaded models, queue depth, prediction-log counters and limits of this worker."""
     return runtime.status()
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses=error_responses(401, 403),
+)
 async def metrics(runtime: RuntimeDep) -> Response:
     """Prometheus text exposition (every worker's values when several run)."""
     body = await asyncio.to_thread(runtime.metrics.render)

@@ -32,6 +32,7 @@ from starlette.responses import HTMLResponse, Response
 from loopml._time import as_utc
 from loopml.errors import LoopmlError, NotFoundError
 from loopml.serving.deps import RuntimeDep
+from loopml.serving.docs import error_responses
 from loopml.serving.runtime import Runtime
 
 __all__ = ["display", "live_snapshot", "render", "router", "split_text"]
@@ -68,7 +69,11 @@ def live_snapshot(runtime: Runtime) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/status/live", summary="Live numbers of this worker")
+@router.get(
+    "/v1/status/live",
+    summary="Live numbers of this worker",
+    responses=error_responses(401, 403, 404),
+)
 async def status_live(runtime: RuntimeDep) -> dict[str, Any]:
     """Requests per second and p99 latency (ms) per variant over the last minute, one value a
     second (this worker's counters), the routing state it obeys, and ``display``: the status
@@ -76,7 +81,12 @@ async def status_live(runtime: RuntimeDep) -> dict[str, Any]:
     return live_snapshot(runtime)
 
 
-@router.get("/", summary="Status page", response_class=HTMLResponse, include_in_schema=True)
+@router.get(
+    "/",
+    summary="Status page",
+    response_class=HTMLResponse,
+    responses=error_responses(401, 403, 404),
+)
 async def page(runtime: RuntimeDep) -> HTMLResponse:
     """Champion and challenger, rollout and traffic split, live charts, drift, audit log."""
     drift, audit, problem = await asyncio.to_thread(_from_db, runtime)

@@ -109,5 +109,8 @@ router.add_api_route(
     summary="Classify texts",
     response_model=None,
     openapi_extra=body_schema(PredictIn),
-    responses={200: {"model": PredictOut}, **error_responses(400, 401, 403, 413, 422, 503)},
+    responses={
+        200: {"model": PredictOut},
+        **error_responses(400, 401, 403, 408, 413, 422, 503),
+    },
 )
