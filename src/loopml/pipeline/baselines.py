@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.pipeline import make_pipeline
 
-__all__ = ["BASELINES", "baseline_scores"]
+__all__ = ["BASELINES", "baseline_predictions", "baseline_scores"]
 
 #: Baseline names, as they appear in the gate's check names (``baseline_<name>``).
 BASELINES = ("majority", "unigram_tfidf_logreg")
@@ -23,19 +23,28 @@ def _macro_f1(truth: list[str], predicted: list[str], labels: list[str]) -> floa
     return float(f1_score(truth, predicted, average="macro", labels=labels, zero_division=0))
 
 
-def baseline_scores(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, float]:
-    """Test macro-F1 of each baseline fitted on ``train`` (columns text, label), scored like
-    :func:`~loopml.pipeline.evaluate.evaluate` scores a candidate (over every label seen)."""
+def baseline_predictions(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, list[str]]:
+    """Each baseline fitted on ``train`` (columns text, label): its prediction per ``test`` row."""
     texts, labels = train["text"].astype(str).tolist(), train["label"].astype(str).tolist()
-    truth = test["label"].astype(str).tolist()
-    classes = sorted(set(truth) | set(labels))
-    majority = pd.Series(labels).value_counts().idxmax()
+    majority = str(pd.Series(labels).value_counts().idxmax())
     # Unigrams and scikit-learn's defaults (C=1): the plainest text model there is. TF-IDF rather
     # than raw counts: the same model class, but lbfgs converges several times faster on it.
     unigram = make_pipeline(TfidfVectorizer(), LogisticRegression(max_iter=1000))
     unigram.fit(texts, labels)
-    predicted = [str(p) for p in unigram.predict(test["text"].astype(str).tolist())]
     return {
-        "majority": _macro_f1(truth, [str(majority)] * len(truth), classes),
-        "unigram_tfidf_logreg": _macro_f1(truth, predicted, classes),
+        "majority": [majority] * len(test),
+        "unigram_tfidf_logreg": [
+            str(p) for p in unigram.predict(test["text"].astype(str).tolist())
+        ],
     }
+
+
+def baseline_scores(
+    train: pd.DataFrame, test: pd.DataFrame, predicted: dict[str, list[str]] | None = None
+) -> dict[str, float]:
+    """Test macro-F1 of each baseline fitted on ``train`` (or of its ``predicted`` labels),
+    scored like :func:`~loopml.pipeline.evaluate.evaluate` scores a candidate (every label seen)."""
+    predicted = predicted if predicted is not None else baseline_predictions(train, test)
+    truth = test["label"].astype(str).tolist()
+    classes = sorted(set(truth) | set(train["label"].astype(str)))
+    return {name: _macro_f1(truth, labels, classes) for name, labels in predicted.items()}

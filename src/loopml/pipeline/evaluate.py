@@ -34,6 +34,10 @@ class Evaluation:
     latency_p99_ms: float
     #: test macro-F1 of the simple baselines (:mod:`loopml.pipeline.baselines`), by name
     baselines: dict[str, float] = field(default_factory=dict)
+    #: per test row: label, domain, predicted (for the gate's confidence bounds; not exported)
+    rows: pd.DataFrame | None = field(default=None, repr=False)
+    #: each baseline's prediction per test row, in ``rows``' order
+    baseline_predicted: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -108,6 +112,9 @@ def evaluate(model: TextClassifier, test: pd.DataFrame, *, seed: int = 0) -> Eva
         confusion=confusion_matrix(truth, predicted, labels=labels).tolist(),
         behavioral=run_behavioral_tests(model, texts, seed=seed),
         latency_p99_ms=single_latency_ms(model, texts),
+        rows=pd.DataFrame(
+            {"label": truth, "domain": test["domain"].tolist(), "predicted": predicted}
+        ),
     )
 
 
