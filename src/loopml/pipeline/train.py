@@ -21,9 +21,16 @@ from mlflow.exceptions import MlflowException
 from loopml.config import Settings
 from loopml.data import DataRules, Dataset, Splits, load_dataset, load_splits, split_dataset
 from loopml.errors import LoopmlError, RegistryError, TrainingError
-from loopml.pipeline.baselines import baseline_predictions, baseline_scores
+from loopml.pipeline.baselines import baseline_scores, fit_baselines
+from loopml.pipeline.behavioral import run_behavioral_tests
 from loopml.pipeline.choice import choose_recipe
-from loopml.pipeline.evaluate import Evaluation, evaluate, plot_confusion_matrix, score
+from loopml.pipeline.evaluate import (
+    Evaluation,
+    domain_f1,
+    evaluate,
+    plot_confusion_matrix,
+    score,
+)
 from loopml.pipeline.gate import (
     Comparison,
     GateCheck,
@@ -145,11 +152,19 @@ def _log_data(dataset: Dataset, splits: Splits, out: Path) -> None:
     mlflow.log_artifacts(str(out), artifact_path="data")
 
 
-def with_baselines(evaluation: Evaluation, train: pd.DataFrame, test: pd.DataFrame) -> None:
-    """Fit the baselines on ``train`` and record their scores and predictions on ``test``."""
-    predicted = baseline_predictions(train, test)
+def with_baselines(
+    evaluation: Evaluation, train: pd.DataFrame, test: pd.DataFrame, *, seed: int
+) -> None:
+    """Fit the baselines on ``train`` and record what they reach on ``test``: scores,
+    predictions, and the unigram model's slice scores and behavioral pass rate."""
+    baselines = fit_baselines(train)
+    texts = test["text"].astype(str).tolist()
+    predicted = baselines.predictions(texts)
     evaluation.baselines = baseline_scores(train, test, predicted)
     evaluation.baseline_predicted = predicted
+    evaluation.baseline_domain_f1 = domain_f1(test, predicted["unigram_tfidf_logreg"])
+    report = run_behavioral_tests(baselines.unigram, texts, seed=seed)
+    evaluation.baseline_behavioral = report.balanced_pass_rate()
 
 
 def gate_against_champion(
@@ -282,6 +297,8 @@ def record_gate(
         "loopml.gate.failed_checks": ",".join(c.name for c in gate.failures()) or "none",
         "loopml.macro_f1": f"{evaluation.metrics['macro_f1']:.4f}",
     }
+    if gate.comparison is not None:
+        tags["loopml.gate.compared_rows"] = str(gate.comparison.rows)
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
     registry.set_tags(version, tags)
@@ -382,7 +399,7 @@ def train(
         check_size(settings, model_bytes)
         say("evaluate")
         evaluation = evaluate(classifier, splits.test, seed=settings.seed)
-        with_baselines(evaluation, splits.train, splits.test)
+        with_baselines(evaluation, splits.train, splits.test, seed=settings.seed)
         mlflow.log_metrics(evaluation.flat_metrics() | {"fit_seconds": fit_seconds})
         with tempfile.TemporaryDirectory() as tmp:
             png = plot_confusion_matrix(
@@ -445,7 +462,7 @@ def evaluate_version(settings: Settings, version: str) -> tuple[Evaluation, Gate
     test = parts["test"]
     model = registry.load(str(mv.version))
     evaluation = evaluate(model, test, seed=settings.seed)
-    with_baselines(evaluation, parts["train"], test)
+    with_baselines(evaluation, parts["train"], test, seed=settings.seed)
     gate, champion_eval = gate_against_champion(
         settings, registry, evaluation, test, exclude_version=str(mv.version), model=model
     )

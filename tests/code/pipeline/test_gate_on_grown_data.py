@@ -39,6 +39,8 @@ def test_a_retrain_on_grown_data_is_compared_on_rows_neither_model_saw(
     assert result.gate.comparison is not None
     assert result.gate.comparison.excluded == 0
     assert result.gate.comparison.rows == result.split_sizes["test"]
+    tags = Registry(champion).version(result.version).tags
+    assert tags["loopml.gate.compared_rows"] == str(result.split_sizes["test"])
     relative = {c.name: c for c in result.gate.checks if "champion" in c.detail}
     assert relative["macro_f1"].passed, relative["macro_f1"]
     # Same data, same recipe: the two models score alike on rows neither saw.
