@@ -1,7 +1,7 @@
 """The controller under its lease, in process on SQLite and PostgreSQL: a controller that finds
 the lease held does nothing; one that takes it over from a dead holder closes that holder's
 RUNNING MLflow runs, marks the version it registered without a gate verdict, and counts the
-interrupted retrain for the cooldown. (tests/e2e/test_controller_lease.py does it with real
+interrupted retrain for the cooldown. (tests/e2e/test_two_controllers.py does it with real
 processes and SIGKILL.)"""
 
 from __future__ import annotations
