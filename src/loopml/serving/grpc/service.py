@@ -7,7 +7,11 @@ ServerMetadata, ModelMetadata, ModelInfer), answering like ``/v2`` over HTTP.
   ``contents.bytes_contents``; outputs go back as ``raw_output_contents`` (BYTES length-prefixed,
   FP32 little-endian), in the order asked for (all three when none is named).
 - API keys: metadata ``authorization: Bearer <key>`` or ``x-api-key: <key>``, checked by
-  ``runtime.guard.client`` like the HTTP routes.
+  ``runtime.guard.client`` like the HTTP routes: ModelInfer, ModelMetadata and ServerMetadata
+  need a key when keys are set (versions, classes and loopml's version are not public); the
+  liveness and readiness calls do not.
+- Bounds (:mod:`loopml.serving.bounds`): outputs named once each, the answer's size under
+  ``LOOPML_MAX_RESPONSE_BYTES`` before the model runs; status messages cut to 500 characters.
 - Errors: each :class:`~loopml.errors.LoopmlError` becomes the gRPC status of its ``http_status``
   (400/422 INVALID_ARGUMENT with the message naming the field, 401 UNAUTHENTICATED, 403
   PERMISSION_DENIED, 404 NOT_FOUND, 409 FAILED_PRECONDITION, 503 UNAVAILABLE); anything else is
@@ -29,6 +33,12 @@ import grpc
 from starlette.datastructures import Headers
 
 from loopml.errors import LoopmlError, RequestError, ServingError
+from loopml.serving.bounds import (
+    bounded_message,
+    brief,
+    check_output_names,
+    check_response_size,
+)
 from loopml.serving.grpc import grpc_predict_v2_pb2 as pb
 from loopml.serving.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from loopml.serving.grpc._codes import grpc_code
@@ -92,7 +102,7 @@ class _Service:
             return response
         except LoopmlError as exc:
             status = exc.http_status
-            error = grpc_code(status), str(exc)
+            error = grpc_code(status), bounded_message(str(exc))
         except Exception as exc:
             log.error("unhandled %s on gRPC %s", type(exc).__name__, rpc)
             error = grpc.StatusCode.INTERNAL, "internal server error"
@@ -141,6 +151,7 @@ class _Service:
         """Server name, version and extensions."""
 
         async def metadata(_state: dict[str, Any]) -> pb.ServerMetadataResponse:
+            self.runtime.guard.client(_headers(context))
             return pb.ServerMetadataResponse(**server_metadata())
 
         return await self._call("ServerMetadata", context, metadata)
@@ -151,6 +162,7 @@ class _Service:
         """Versions, input and output tensors of the model (as ``GET /v2/models/{name}``)."""
 
         async def metadata(_state: dict[str, Any]) -> pb.ModelMetadataResponse:
+            self.runtime.guard.client(_headers(context))
             meta = model_metadata(self.runtime, request.name, request.version or None)
             tensor = pb.ModelMetadataResponse.TensorMetadata
             return pb.ModelMetadataResponse(
@@ -171,9 +183,14 @@ class _Service:
             headers = _headers(context)
             runtime.guard.client(headers)
             version = request.model_version or None
-            served_model(runtime, request.model_name, version)
+            served = served_model(runtime, request.model_name, version)
             texts = _texts(request, runtime)
             wanted = _outputs(request)
+            if served is not None:
+                limit = runtime.settings.max_response_bytes
+                binary = [(name, True) for name in wanted]
+                id_bytes = len(request.id.encode())
+                check_response_size(len(texts), binary, served.classes, limit, id_bytes)
             state["request_key"] = headers.get("x-request-key")
             result = await runtime.router.answer(state, texts, pinned=version is not None)
             model, answers = result.model, result.answers
@@ -203,7 +220,9 @@ def _texts(request: pb.ModelInferRequest, runtime: Runtime) -> list[str]:
     index = named[0] if named else 0
     tensor, where = inputs[index], f"inputs[{index}]"
     if tensor.datatype != "BYTES":
-        raise RequestError(f"{where}.datatype: must be 'BYTES' (texts), got {tensor.datatype!r}")
+        raise RequestError(
+            f"{where}.datatype: must be 'BYTES' (texts), got {brief(tensor.datatype)}"
+        )
     shape = check_shape(list(tensor.shape), f"{where}.shape")
     limit = runtime.settings.max_texts_per_request
     raw = request.raw_input_contents
@@ -231,9 +250,7 @@ def _outputs(request: pb.ModelInferRequest) -> list[str]:
     names = [o.name for o in request.outputs]
     if not names:
         return list(OUTPUTS)
-    unknown = sorted(set(names) - set(OUTPUTS))
-    if unknown:
-        raise RequestError(f"outputs: unknown output(s) {unknown}; available: {list(OUTPUTS)}")
+    check_output_names(names, OUTPUTS)
     return names
 
 
@@ -253,7 +270,8 @@ class GrpcServer:
             options=[
                 ("grpc.so_reuseport", 1),
                 ("grpc.max_receive_message_length", runtime.settings.max_body_bytes),
-                ("grpc.max_send_message_length", -1),
+                # an answer's size is checked before it is built (LOOPML_MAX_RESPONSE_BYTES)
+                ("grpc.max_send_message_length", runtime.settings.max_response_bytes),
             ]
         )
         service = _Service(runtime)
