@@ -42,6 +42,10 @@ _NICE = 10
 _models: dict[tuple[str, float], Any] = {}  # in the child: (version, loaded_at) -> classifier
 
 
+class _NoProcessError(Exception):
+    """The explain process cannot start here: explanations run in threads instead."""
+
+
 class _MissingModelError(Exception):
     """The child does not hold the model asked for (it was replaced): send it again."""
 
@@ -85,6 +89,8 @@ class Explainer:
         self._pool: ProcessPoolExecutor | None = None
         self._sent: set[tuple[str, float]] = set()
         self._unpicklable: set[tuple[str, float]] = set()
+        #: why no explain process can start here (no /dev/shm, a process limit), if so
+        self.no_process: str | None = None
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -99,7 +105,7 @@ class Explainer:
         """``model``'s explanation of ``text`` and the CPU seconds it took (a RequestError for a
         bad text, ServingError 503 when the explain process died)."""
         key = (model.version, model.loaded_at)
-        if key in self._unpicklable:
+        if key in self._unpicklable or self.no_process is not None:
             return await asyncio.to_thread(_in_thread, model, text, top)
         blob = None
         if key not in self._sent:
@@ -115,6 +121,11 @@ class Explainer:
                 return await asyncio.to_thread(_in_thread, model, text, top)
         try:
             return await self._call(key, blob, text, top)
+        except _NoProcessError as exc:
+            self.no_process = str(exc)
+            log.warning("no explain process (%s): explaining in threads", self.no_process)
+            self._pool = None
+            return await asyncio.to_thread(_in_thread, model, text, top)
         except _MissingModelError:
             self._sent.discard(key)
             blob = await asyncio.to_thread(pickle.dumps, model.classifier, 5)
@@ -124,9 +135,13 @@ class Explainer:
         self, key: tuple[str, float], blob: bytes | None, text: str, top: int
     ) -> tuple[Explanation, float]:
         loop = asyncio.get_running_loop()
-        pool = self._executor()
         try:
-            return await loop.run_in_executor(pool, _explain_in_child, key, blob, text, top)
+            pool = self._executor()
+            future = loop.run_in_executor(pool, _explain_in_child, key, blob, text, top)
+        except OSError as exc:  # no process or queue could be made (no /dev/shm, ulimit)
+            raise _NoProcessError(f"{type(exc).__name__}: {exc}") from None
+        try:
+            return await future
         except BrokenProcessPool:
             log.error("the explain process died: a new one starts at the next explanation")
             self._pool = None
