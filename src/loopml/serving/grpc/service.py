@@ -33,18 +33,14 @@ import grpc
 from starlette.datastructures import Headers
 
 from loopml.errors import LoopmlError, RequestError, ServingError
-from loopml.serving.bounds import (
-    bounded_message,
-    brief,
-    check_output_names,
-    check_response_size,
-)
+from loopml.serving.bounds import bounded_message, brief, check_output_names
 from loopml.serving.grpc import grpc_predict_v2_pb2 as pb
 from loopml.serving.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from loopml.serving.grpc._codes import grpc_code
 from loopml.serving.oip_binary import decode_bytes_tensor, decode_texts
 from loopml.serving.routes.oip import (
     OUTPUTS,
+    check_answer_size,
     check_shape,
     model_metadata,
     output_raw,
@@ -183,14 +179,11 @@ class _Service:
             headers = _headers(context)
             runtime.guard.client(headers)
             version = request.model_version or None
-            served = served_model(runtime, request.model_name, version)
+            served_model(runtime, request.model_name, version)
             texts = _texts(request, runtime)
             wanted = _outputs(request)
-            if served is not None:
-                limit = runtime.settings.max_response_bytes
-                binary = [(name, True) for name in wanted]
-                id_bytes = len(request.id.encode())
-                check_response_size(len(texts), binary, served.classes, limit, id_bytes)
+            binary = [(name, True) for name in wanted]
+            check_answer_size(runtime, len(texts), binary, len(request.id.encode()))
             state["request_key"] = headers.get("x-request-key")
             result = await runtime.router.answer(state, texts, pinned=version is not None)
             model, answers = result.model, result.answers

@@ -41,7 +41,14 @@ from loopml.serving.routes.predict import check_texts
 from loopml.serving.runtime import Runtime
 from loopml.serving.schemas import InferIn, InferOut, ModelMetadataOut, ModelReadyOut
 
-__all__ = ["InferAnswer", "InferRequest", "answer_infer", "parse_infer", "router"]
+__all__ = [
+    "InferAnswer",
+    "InferRequest",
+    "answer_infer",
+    "check_answer_size",
+    "parse_infer",
+    "router",
+]
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
 
@@ -314,6 +321,18 @@ def _outputs(requested: Any, binary: bool) -> list[tuple[str, bool]]:
     return wanted
 
 
+def check_answer_size(
+    runtime: Runtime, texts: int, outputs: list[tuple[str, bool]], id_bytes: int
+) -> None:
+    """Refuse (422) an answer that could be over ``LOOPML_MAX_RESPONSE_BYTES``, before the model
+    runs; the classes of every loaded model count (a canary may answer with the challenger)."""
+    classes = {
+        c for slot in runtime.router.slots.values() if slot.model for c in slot.model.classes
+    }
+    limit = runtime.settings.max_response_bytes
+    check_response_size(texts, outputs, sorted(classes), limit, id_bytes)
+
+
 def output_tensors(model: LoadedModel, answers: list[Answer]) -> dict[str, tuple[str, list[int]]]:
     """name -> (datatype, shape) of the outputs for ``answers``."""
     n = len(answers)
@@ -349,12 +368,10 @@ async def answer_infer(
 ) -> InferAnswer:
     """The answer to an OIP V2 inference body: JSON, or a JSON header and binary outputs when
     any output asks for binary data (a LoopmlError for bad input or overload)."""
-    served = served_model(runtime, name, version)
+    served_model(runtime, name, version)
     request = parse_infer(body, runtime, header_length)
-    if served is not None:
-        id_bytes = len(request.id.encode()) if request.id else 0
-        limit = runtime.settings.max_response_bytes
-        check_response_size(len(request.texts), request.outputs, served.classes, limit, id_bytes)
+    id_bytes = len(request.id.encode()) if request.id else 0
+    check_answer_size(runtime, len(request.texts), request.outputs, id_bytes)
     result = await runtime.router.answer(state, request.texts, pinned=version is not None)
     model, answers = result.model, result.answers
     shapes = output_tensors(model, answers)
