@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     # explanations (per key and worker): seconds of explaining a minute, requests waiting a turn
     explain_seconds_per_min: float = Field(15.0, gt=0)
     explain_queue: int = Field(16, ge=0)
+    # explain in a child process of each worker (about 290 MB more once used); false: in threads
+    explain_process: bool = True
 
     # data
     data_source: str = "builtin:tweets"

@@ -10,7 +10,9 @@ method, signals left to the worker, a lower CPU priority than the worker's): the
 once per loaded version (pickled here, kept there, at most two: champion and challenger), each
 text and its answer after that. A child that dies (OOM, a kill) is replaced at the next request,
 which is answered 503 (retry). A model that cannot be pickled is explained in a thread of the
-worker, as before. The child costs memory: its imports and a copy of each model it explains.
+worker, as before. The child costs memory: its imports (scikit-learn, about 290 MB with the
+default model) and a copy of each model it explains; ``LOOPML_EXPLAIN_PROCESS=false`` explains in
+threads of the worker instead (small pods), with the fair share all the same.
 """
 
 from __future__ import annotations
@@ -18,62 +20,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-import os
 import pickle
-import signal
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
 
 from loopml.errors import ServingError
 from loopml.pipeline.explain import Explanation, explain
+from loopml.serving.explain_child import MissingModelError, child_setup, explain_in_child
 from loopml.serving.loader import LoadedModel
 
 __all__ = ["Explainer"]
 
 log = logging.getLogger("loopml.serving")
 
-#: models kept in the child: the champion and a challenger
-_KEEP = 2
-#: the explain process's CPU priority below the worker's (nice 10: about a tenth of the CPU
-#: share of a worker when both want it)
-_NICE = 10
-_models: dict[tuple[str, float], Any] = {}  # in the child: (version, loaded_at) -> classifier
-
 
 class _NoProcessError(Exception):
     """The explain process cannot start here: explanations run in threads instead."""
-
-
-class _MissingModelError(Exception):
-    """The child does not hold the model asked for (it was replaced): send it again."""
-
-
-def _child_setup() -> None:
-    # The worker stops the child itself; a Ctrl-C or SIGTERM to the process group must not
-    # print a traceback here or break a call in flight.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # Predictions first: when the cores are busy, the scheduler gives them to the workers.
-    os.nice(_NICE)
-
-
-def _explain_in_child(
-    key: tuple[str, float], blob: bytes | None, text: str, top: int
-) -> tuple[Explanation, float]:
-    """In the child: keep the model of ``key`` (unpickled from ``blob`` when given), explain;
-    the explanation and the CPU seconds it took."""
-    if blob is not None:
-        _models[key] = pickle.loads(blob)
-        while len(_models) > _KEEP:
-            del _models[next(iter(_models))]
-    model = _models.get(key)
-    if model is None:
-        raise _MissingModelError(key)
-    start = time.process_time()
-    result = explain(model, text, top=top)
-    return result, time.process_time() - start
 
 
 def _in_thread(model: LoadedModel, text: str, top: int) -> tuple[Explanation, float]:
@@ -85,17 +48,18 @@ def _in_thread(model: LoadedModel, text: str, top: int) -> tuple[Explanation, fl
 class Explainer:
     """Runs explanations of loaded models in the worker's explain process."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, process: bool = True) -> None:
         self._pool: ProcessPoolExecutor | None = None
         self._sent: set[tuple[str, float]] = set()
         self._unpicklable: set[tuple[str, float]] = set()
-        #: why no explain process can start here (no /dev/shm, a process limit), if so
-        self.no_process: str | None = None
+        #: why explanations run in threads (LOOPML_EXPLAIN_PROCESS off, or no process can start
+        #: here: no /dev/shm, a process limit), None when they run in the explain process
+        self.no_process: str | None = None if process else "LOOPML_EXPLAIN_PROCESS=false"
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_child_setup)
+            self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=child_setup)
             self._sent.clear()
         return self._pool
 
@@ -126,7 +90,7 @@ class Explainer:
             log.warning("no explain process (%s): explaining in threads", self.no_process)
             self._pool = None
             return await asyncio.to_thread(_in_thread, model, text, top)
-        except _MissingModelError:
+        except MissingModelError:
             self._sent.discard(key)
             blob = await asyncio.to_thread(pickle.dumps, model.classifier, 5)
             return await self._call(key, blob, text, top)
@@ -137,7 +101,7 @@ class Explainer:
         loop = asyncio.get_running_loop()
         try:
             pool = self._executor()
-            future = loop.run_in_executor(pool, _explain_in_child, key, blob, text, top)
+            future = loop.run_in_executor(pool, explain_in_child, key, blob, text, top)
         except OSError as exc:  # no process or queue could be made (no /dev/shm, ulimit)
             raise _NoProcessError(f"{type(exc).__name__}: {exc}") from None
         try:

@@ -85,7 +85,7 @@ class Runtime:
             wait_s=_EXPLAIN_WAIT_S,
             seconds_per_min=settings.explain_seconds_per_min,
         )
-        self.explainer = Explainer()
+        self.explainer = Explainer(process=settings.explain_process)
 
     def _batcher(self, predlog: PredictionLog | None) -> Batcher:
         s = self.settings

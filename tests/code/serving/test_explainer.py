@@ -53,3 +53,17 @@ def test_explains_in_a_child_process_as_in_process(model: LoadedModel) -> None:
         assert not _children()
 
     asyncio.run(main())
+
+
+def test_without_the_process_explains_in_threads(model: LoadedModel) -> None:
+    """``LOOPML_EXPLAIN_PROCESS=false`` (small pods): the same answers, no child process."""
+
+    async def main() -> None:
+        explainer = Explainer(process=False)
+        text = "great crew, awful delay"
+        result, _ = await explainer.explain(model, text, top=3)
+        assert result.to_dict() == explain(model.classifier, text, top=3).to_dict()
+        assert not _children()
+        await asyncio.to_thread(explainer.close)
+
+    asyncio.run(main())
