@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     seed: int = 42
     routing_secret: SecretStr | None = None
     feedback_rate_per_min: float = Field(1200.0, gt=0)
+    # explanations (per key and worker): seconds of explaining a minute, requests waiting a turn
+    explain_seconds_per_min: float = Field(15.0, gt=0)
+    explain_queue: int = Field(16, ge=0)
+    # explain in a child process of each worker (about 290 MB more once used); false: in threads
+    explain_process: bool = True
 
     # data
     data_source: str = "builtin:tweets"
@@ -132,6 +137,8 @@ class Settings(BaseSettings):
     # ONNX Runtime threads of a transformer model per serving process; 0: CPUs // workers
     onnx_threads: int = Field(0, ge=0, le=256)
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    # largest answer a request may ask for (an upper bound checked before the model runs)
+    max_response_bytes: int = Field(8_388_608, ge=4096)
     grpc_port: int = Field(0, ge=0, le=65535)
     grpc_host: str | None = None
     reload_interval_s: float = Field(10.0, gt=0)

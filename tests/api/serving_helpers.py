@@ -143,7 +143,23 @@ class Server:
                 start_new_session=True,
             )
         self.wait("/readyz" if wait_ready else "/healthz", timeout)
+        if wait_ready and self.workers > 1:
+            self.wait_workers(timeout)
         return self
+
+    def wait_workers(self, timeout: float) -> None:
+        """Wait until every worker serves (its champion loaded, its gRPC port started when
+        on). ``/readyz`` answered by one worker says nothing of the others: a request that
+        reached a worker still loading got 503 (UNAVAILABLE over gRPC) under load."""
+        grpc = "--grpc-port" in self.args or bool(self.env.get("LOOPML_GRPC_PORT"))
+
+        def all_serving() -> bool:
+            log = self.log_path.read_text(errors="replace") if self.log_path else ""
+            loaded = log.count(" as champion (was None;")
+            listening = log.count("gRPC (OIP V2) listening on port")
+            return loaded >= self.workers and (not grpc or listening >= self.workers)
+
+        wait_for(all_serving, timeout, f"all {self.workers} workers to serve")
 
     def wait(self, path: str, timeout: float) -> None:
         """Poll ``path`` until it answers 200."""

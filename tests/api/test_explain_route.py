@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import httpx
-from serving_helpers import TrainedRegistry, query
+from serving_helpers import TrainedRegistry, query, wait_for
 
 KEY = "explain-key-0123456789abcdef"
 LABELLER = "labeller-key-0123456789abcdef"
@@ -65,3 +65,53 @@ def test_explain_needs_the_predict_role_and_logs_no_prediction(
     time.sleep(0.5)  # ten prediction-log flush intervals
     rows = query(f"sqlite:///{server.home / 'loopml.db'}", "select count(*) from predictions")
     assert rows[0][0] == 0, "an explanation is not served traffic: monitoring never sees it"
+
+
+HAMMER = "hammer-key-0123456789abcdef"
+
+
+def _long_text(texts: list[str]) -> str:
+    """250 tokens, about 5,000 characters (the explain limits' worst case)."""
+    words = [w for t in texts for w in t.split() if w.isalpha() and len(w) > 3]
+    tokens = ["-".join(words[(3 * i + j) % len(words)] for j in range(3)) for i in range(250)]
+    return " ".join(tokens)[:5000].rsplit(" ", 1)[0]
+
+
+def test_one_key_looping_long_explains_starves_no_other_key(
+    trained: TrainedRegistry, make_server: Any
+) -> None:
+    """Issue 19 row 4: one key looping 256-token explains of 5,000-character texts on two
+    connections; another key's explains got 429 (18 of 20). Now turns go round the keys: the
+    other key's explains and predictions are all answered."""
+    import threading
+
+    server = make_server(api_keys=f"{HAMMER},{KEY}")
+    heavy = _long_text(trained.texts)
+    assert 200 <= len(heavy.split()) <= 256 and len(heavy) > 4000
+    stop = threading.Event()
+    hammered: dict[int, int] = {}
+
+    def hammer() -> None:
+        with httpx.Client(base_url=server.url, headers={"X-API-Key": HAMMER}, timeout=120) as h:
+            while not stop.is_set():
+                status = h.post("/v1/explain", json={"text": heavy}).status_code
+                hammered[status] = hammered.get(status, 0) + 1
+
+    threads = [threading.Thread(target=hammer) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        with httpx.Client(base_url=server.url, headers={"X-API-Key": KEY}, timeout=120) as other:
+            # the hammer is at work before the other key comes
+            wait_for(lambda: hammered.get(200, 0) >= 2, 120, "the hammer's first explains")
+            for text in trained.texts[:10]:
+                resp = other.post("/v1/explain", json={"text": text})
+                assert resp.status_code == 200, resp.text
+                predicted = other.post("/v1/predict", json={"texts": [text] * 8})
+                assert predicted.status_code == 200, predicted.text
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(120)
+    assert hammered.get(200, 0) >= 2, hammered  # the hammer is served too, in its turns
+    assert set(hammered) <= {200, 429}, hammered

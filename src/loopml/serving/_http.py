@@ -8,6 +8,7 @@ import orjson
 from starlette.responses import Response
 
 from loopml.errors import MalformedRequestError
+from loopml.serving.bounds import MAX_HTTP_MESSAGE_CHARS, bounded_message
 
 __all__ = ["error_response", "json_response", "load_json"]
 
@@ -22,8 +23,11 @@ def json_response(
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    """The one error shape of the API: ``{"error": "..."}``."""
-    return json_response({"error": message}, status, headers)
+    """The one error shape of the API: ``{"error": "..."}`` (the message cut to 2,000
+    characters: a value echoed in it never makes a large response)."""
+    return json_response(
+        {"error": bounded_message(message, MAX_HTTP_MESSAGE_CHARS)}, status, headers
+    )
 
 
 def load_json(body: bytes) -> Any:

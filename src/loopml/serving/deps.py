@@ -9,7 +9,14 @@ from fastapi import Depends, Request
 from loopml.serving.auth import Principal
 from loopml.serving.runtime import Runtime
 
-__all__ = ["AdminDep", "ClientDep", "FeedbackClientDep", "RuntimeDep", "get_runtime"]
+__all__ = [
+    "AdminDep",
+    "ClientDep",
+    "FeedbackClientDep",
+    "PredictClientDep",
+    "RuntimeDep",
+    "get_runtime",
+]
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -29,6 +36,11 @@ def require_client(request: Request) -> None:
     get_runtime(request).guard.client(request.headers)
 
 
+def require_predict(request: Request) -> Principal:
+    """The caller of a data route: a key with the ``predict`` role when keys are set."""
+    return get_runtime(request).guard.client(request.headers)
+
+
 def require_feedback(request: Request) -> Principal:
     """The caller of ``/v1/feedback``: a key with the ``feedback`` role (see ``Guard.client``)."""
     return get_runtime(request).guard.client(request.headers, "feedback")
@@ -38,3 +50,4 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 AdminDep = Annotated[None, Depends(require_admin)]
 ClientDep = Annotated[None, Depends(require_client)]
 FeedbackClientDep = Annotated[Principal, Depends(require_feedback)]
+PredictClientDep = Annotated[Principal, Depends(require_predict)]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from typing import Any
 
@@ -23,6 +22,8 @@ from loopml.routing import CHALLENGER, CHAMPION
 from loopml.serving.auth import Guard
 from loopml.serving.batcher import Batcher
 from loopml.serving.dbwork import DbWork
+from loopml.serving.explainer import Explainer
+from loopml.serving.fairshare import FairShare
 from loopml.serving.feedback import FeedbackStore
 from loopml.serving.follower import ModelFollower
 from loopml.serving.incidents import ErrorLog
@@ -43,6 +44,8 @@ _DRAIN_TIMEOUT_S = 15.0
 _SHADOW_DRAIN_S = 5.0
 # How often an unready worker looks again at a schema that was behind (LOOPML_DB_AUTO_MIGRATE off).
 _SCHEMA_RECHECK_S = 5.0
+# How long an explanation may wait for its turn (then 429): a few long explanations.
+_EXPLAIN_WAIT_S = 15.0
 
 
 class Runtime:
@@ -74,8 +77,15 @@ class Runtime:
         )
         self.follower = ModelFollower(settings, self.router, self.loader, self.metrics, self.errors)
         self.started_at = time.time()
-        # One explanation at a time per worker: it never waits in, nor slows, the batchers.
-        self.explaining = threading.Lock()
+        # Explanations: one at a time per worker, shared fairly by keys, in a process of their
+        # own (never in the batchers, never holding this process's GIL).
+        self.explain_share = FairShare(
+            slots=1,
+            max_waiting=settings.explain_queue,
+            wait_s=_EXPLAIN_WAIT_S,
+            seconds_per_min=settings.explain_seconds_per_min,
+        )
+        self.explainer = Explainer(process=settings.explain_process)
 
     def _batcher(self, predlog: PredictionLog | None) -> Batcher:
         s = self.settings
@@ -170,6 +180,7 @@ class Runtime:
         if self.predlog is not None:
             await asyncio.to_thread(self.predlog.drain, _DRAIN_TIMEOUT_S)
         self.db.close()
+        await asyncio.to_thread(self.explainer.close)
         if self.store is not None:
             self.store.dispose()
         self.metrics.process_exit()

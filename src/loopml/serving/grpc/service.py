@@ -7,7 +7,11 @@ ServerMetadata, ModelMetadata, ModelInfer), answering like ``/v2`` over HTTP.
   ``contents.bytes_contents``; outputs go back as ``raw_output_contents`` (BYTES length-prefixed,
   FP32 little-endian), in the order asked for (all three when none is named).
 - API keys: metadata ``authorization: Bearer <key>`` or ``x-api-key: <key>``, checked by
-  ``runtime.guard.client`` like the HTTP routes.
+  ``runtime.guard.client`` like the HTTP routes: ModelInfer, ModelMetadata and ServerMetadata
+  need a key when keys are set (versions, classes and loopml's version are not public); the
+  liveness and readiness calls do not.
+- Bounds (:mod:`loopml.serving.bounds`): outputs named once each, the answer's size under
+  ``LOOPML_MAX_RESPONSE_BYTES`` before the model runs; status messages cut to 500 characters.
 - Errors: each :class:`~loopml.errors.LoopmlError` becomes the gRPC status of its ``http_status``
   (400/422 INVALID_ARGUMENT with the message naming the field, 401 UNAUTHENTICATED, 403
   PERMISSION_DENIED, 404 NOT_FOUND, 409 FAILED_PRECONDITION, 503 UNAVAILABLE); anything else is
@@ -29,12 +33,14 @@ import grpc
 from starlette.datastructures import Headers
 
 from loopml.errors import LoopmlError, RequestError, ServingError
+from loopml.serving.bounds import bounded_message, brief, check_output_names
 from loopml.serving.grpc import grpc_predict_v2_pb2 as pb
 from loopml.serving.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from loopml.serving.grpc._codes import grpc_code
 from loopml.serving.oip_binary import decode_bytes_tensor, decode_texts
 from loopml.serving.routes.oip import (
     OUTPUTS,
+    check_answer_size,
     check_shape,
     model_metadata,
     output_raw,
@@ -92,7 +98,7 @@ class _Service:
             return response
         except LoopmlError as exc:
             status = exc.http_status
-            error = grpc_code(status), str(exc)
+            error = grpc_code(status), bounded_message(str(exc))
         except Exception as exc:
             log.error("unhandled %s on gRPC %s", type(exc).__name__, rpc)
             error = grpc.StatusCode.INTERNAL, "internal server error"
@@ -141,6 +147,7 @@ class _Service:
         """Server name, version and extensions."""
 
         async def metadata(_state: dict[str, Any]) -> pb.ServerMetadataResponse:
+            self.runtime.guard.client(_headers(context))
             return pb.ServerMetadataResponse(**server_metadata())
 
         return await self._call("ServerMetadata", context, metadata)
@@ -151,6 +158,7 @@ class _Service:
         """Versions, input and output tensors of the model (as ``GET /v2/models/{name}``)."""
 
         async def metadata(_state: dict[str, Any]) -> pb.ModelMetadataResponse:
+            self.runtime.guard.client(_headers(context))
             meta = model_metadata(self.runtime, request.name, request.version or None)
             tensor = pb.ModelMetadataResponse.TensorMetadata
             return pb.ModelMetadataResponse(
@@ -174,6 +182,8 @@ class _Service:
             served_model(runtime, request.model_name, version)
             texts = _texts(request, runtime)
             wanted = _outputs(request)
+            binary = [(name, True) for name in wanted]
+            check_answer_size(runtime, len(texts), binary, len(request.id.encode()))
             state["request_key"] = headers.get("x-request-key")
             result = await runtime.router.answer(state, texts, pinned=version is not None)
             model, answers = result.model, result.answers
@@ -203,7 +213,9 @@ def _texts(request: pb.ModelInferRequest, runtime: Runtime) -> list[str]:
     index = named[0] if named else 0
     tensor, where = inputs[index], f"inputs[{index}]"
     if tensor.datatype != "BYTES":
-        raise RequestError(f"{where}.datatype: must be 'BYTES' (texts), got {tensor.datatype!r}")
+        raise RequestError(
+            f"{where}.datatype: must be 'BYTES' (texts), got {brief(tensor.datatype)}"
+        )
     shape = check_shape(list(tensor.shape), f"{where}.shape")
     limit = runtime.settings.max_texts_per_request
     raw = request.raw_input_contents
@@ -231,9 +243,7 @@ def _outputs(request: pb.ModelInferRequest) -> list[str]:
     names = [o.name for o in request.outputs]
     if not names:
         return list(OUTPUTS)
-    unknown = sorted(set(names) - set(OUTPUTS))
-    if unknown:
-        raise RequestError(f"outputs: unknown output(s) {unknown}; available: {list(OUTPUTS)}")
+    check_output_names(names, OUTPUTS)
     return names
 
 
@@ -253,7 +263,8 @@ class GrpcServer:
             options=[
                 ("grpc.so_reuseport", 1),
                 ("grpc.max_receive_message_length", runtime.settings.max_body_bytes),
-                ("grpc.max_send_message_length", -1),
+                # an answer's size is checked before it is built (LOOPML_MAX_RESPONSE_BYTES)
+                ("grpc.max_send_message_length", runtime.settings.max_response_bytes),
             ]
         )
         service = _Service(runtime)

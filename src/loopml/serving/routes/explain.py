@@ -1,22 +1,23 @@
 """``POST /v1/explain``: which tokens drove a served model's answer on one text.
 
 Same key as predicting (the ``predict`` role when ``LOOPML_API_KEYS`` is set) and the same text
-limits. It stays off the hot path: the model is called directly in a worker thread, never through
-a batcher, so predictions never queue behind it; and a worker explains one text at a time (a
-second concurrent request gets 429 with ``Retry-After: 1``), each capped at
-:data:`loopml.pipeline.explain.MAX_TOKENS` tokens, so its CPU use is bounded.
+limits. It stays off the hot path: the model is called in the worker's explain process
+(:mod:`loopml.serving.explainer`), never through a batcher nor in the worker's own threads, so
+predictions neither queue behind it nor wait for the GIL. A worker explains one text at a time,
+each capped at :data:`loopml.pipeline.explain.MAX_TOKENS` tokens, and shares that slot fairly
+among keys (:mod:`loopml.serving.fairshare`): one request per key at a time, turns in arrival
+order, ``LOOPML_EXPLAIN_SECONDS_PER_MIN`` of explaining per key a minute; beyond that 429 with
+``Retry-After``.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter
 
-from loopml.errors import NotFoundError, NotReadyError, RateLimitedError
-from loopml.pipeline.explain import explain as explain_text
-from loopml.serving.deps import ClientDep, RuntimeDep
+from loopml.errors import NotFoundError, NotReadyError
+from loopml.serving.deps import PredictClientDep, RuntimeDep
 from loopml.serving.docs import error_responses
 from loopml.serving.loader import LoadedModel
 from loopml.serving.routes.predict import check_text
@@ -51,17 +52,13 @@ def _model(runtime: Runtime, version: str | None) -> LoadedModel:
     response_model=ExplainOut,
     responses=error_responses(400, 401, 403, 404, 408, 413, 422, 429, 503),
 )
-async def explain(body: ExplainIn, _auth: ClientDep, runtime: RuntimeDep) -> dict[str, Any]:
+async def explain(body: ExplainIn, caller: PredictClientDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Explain one text: the predicted label and, per class, the tokens pushing towards and
     away from it (leave-one-token-out occlusion; for a linear model also its term weights)."""
     text = check_text(body.text, "text", runtime.settings)
     model = _model(runtime, body.version)
-    if not runtime.explaining.acquire(blocking=False):
-        raise RateLimitedError("this worker is explaining another text; retry", retry_after_s=1)
-    try:
-        result = await asyncio.to_thread(explain_text, model.classifier, text, top=body.top)
-    finally:
-        runtime.explaining.release()
+    async with runtime.explain_share.turn(caller.key_id) as turn:
+        result, turn.cost = await runtime.explainer.explain(model, text, top=body.top)
     result.meta = {
         "model_name": model.name,
         "model_version": model.version,

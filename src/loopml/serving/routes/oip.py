@@ -25,7 +25,8 @@ from starlette.responses import Response
 from loopml.errors import MalformedRequestError, NotFoundError, RequestError
 from loopml.serving._http import json_response, load_json
 from loopml.serving.batcher import Answer
-from loopml.serving.deps import RuntimeDep
+from loopml.serving.bounds import brief, check_output_names, check_response_size
+from loopml.serving.deps import ClientDep, RuntimeDep
 from loopml.serving.docs import body_schema, error_responses
 from loopml.serving.loader import LoadedModel
 from loopml.serving.oip_binary import (
@@ -40,7 +41,14 @@ from loopml.serving.routes.predict import check_texts
 from loopml.serving.runtime import Runtime
 from loopml.serving.schemas import InferIn, InferOut, ModelMetadataOut, ModelReadyOut
 
-__all__ = ["InferAnswer", "InferRequest", "answer_infer", "parse_infer", "router"]
+__all__ = [
+    "InferAnswer",
+    "InferRequest",
+    "answer_infer",
+    "check_answer_size",
+    "parse_infer",
+    "router",
+]
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
 
@@ -52,13 +60,13 @@ def served_model(runtime: Runtime, name: str, version: str | None) -> LoadedMode
     the name or version is not served here."""
     if name != runtime.settings.model_name:
         raise NotFoundError(
-            f"unknown model {name!r}: this server serves {runtime.settings.model_name!r}"
+            f"unknown model {brief(name)}: this server serves {runtime.settings.model_name!r}"
         )
     model = runtime.router.pick().model
     if version is not None and (model is None or version != model.version):
         served = model.version if model else "none"
         raise NotFoundError(
-            f"model {name!r} version {version!r} is not served here (serving {served})"
+            f"model {brief(name)} version {brief(version)} is not served here (serving {served})"
         )
     return model
 
@@ -77,9 +85,10 @@ def server_metadata() -> dict[str, Any]:
     return {"name": "loopml", "version": server_version(), "extensions": ["binary_tensor_data"]}
 
 
-@router.get("", summary="Server metadata")
-async def metadata_of_server() -> dict[str, Any]:
-    """Server name, version and the protocol extensions it supports."""
+@router.get("", summary="Server metadata", responses=error_responses(401, 403))
+async def metadata_of_server(_auth: ClientDep) -> dict[str, Any]:
+    """Server name, version and the protocol extensions it supports (an API key when keys
+    are set)."""
     return server_metadata()
 
 
@@ -114,19 +123,23 @@ def model_metadata(runtime: Runtime, name: str, version: str | None) -> dict[str
     }
 
 
-@router.get("/models/{name}", response_model=ModelMetadataOut, responses=error_responses(404))
-async def metadata(name: str, runtime: RuntimeDep) -> dict[str, Any]:
-    """Model metadata: versions, input and output tensors."""
+@router.get(
+    "/models/{name}", response_model=ModelMetadataOut, responses=error_responses(401, 403, 404)
+)
+async def metadata(name: str, _auth: ClientDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """Model metadata: versions, input and output tensors (an API key when keys are set)."""
     return model_metadata(runtime, name, None)
 
 
 @router.get(
     "/models/{name}/versions/{version}",
     response_model=ModelMetadataOut,
-    responses=error_responses(404),
+    responses=error_responses(401, 403, 404),
 )
-async def version_metadata(name: str, version: str, runtime: RuntimeDep) -> dict[str, Any]:
-    """Metadata of one version (only the version being served)."""
+async def version_metadata(
+    name: str, version: str, _auth: ClientDep, runtime: RuntimeDep
+) -> dict[str, Any]:
+    """Metadata of one version (only the version being served; an API key when keys are set)."""
     return model_metadata(runtime, name, version)
 
 
@@ -217,7 +230,7 @@ def _binary_inputs(inputs: list[dict[str, Any]], raw: bytes | None) -> list[byte
             continue
         where = f"inputs[{i}].parameters.binary_data_size"
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise RequestError(f"{where}: must be a non-negative integer, got {size!r}")
+            raise RequestError(f"{where}: must be a non-negative integer, got {brief(size)}")
         if raw is None:
             raise MalformedRequestError(
                 f"{where}: binary data needs the Inference-Header-Content-Length header"
@@ -247,14 +260,14 @@ def check_shape(shape: Any, where: str) -> list[int]:
     ):
         raise RequestError(f"{where}: must be a list of non-negative integers")
     if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
-        raise RequestError(f"{where}: must be [n] or [n, 1], got {shape}")
+        raise RequestError(f"{where}: must be [n] or [n, 1], got {brief(shape)}")
     return shape
 
 
 def _texts(tensor: dict[str, Any], where: str, runtime: Runtime, blob: bytes | None) -> list[str]:
     if tensor.get("datatype") != "BYTES":
         raise RequestError(
-            f"{where}.datatype: must be 'BYTES' (texts), got {tensor.get('datatype')!r}"
+            f"{where}.datatype: must be 'BYTES' (texts), got {brief(tensor.get('datatype'))}"
         )
     shape = check_shape(tensor.get("shape"), f"{where}.shape")
     data = tensor.get("data")
@@ -271,7 +284,9 @@ def _texts(tensor: dict[str, Any], where: str, runtime: Runtime, blob: bytes | N
         data = [row[0] for row in data]  # [[t1], [t2]] for shape [n, 1]
     texts = check_texts(data, f"{where}.data", runtime.settings)
     if math.prod(shape) != len(texts):
-        raise RequestError(f"{where}.shape: {shape} does not match {len(texts)} data element(s)")
+        raise RequestError(
+            f"{where}.shape: {brief(shape)} does not match {len(texts)} data element(s)"
+        )
     return texts
 
 
@@ -280,7 +295,9 @@ def _binary_default(doc: dict[str, Any]) -> bool:
     params = doc.get("parameters")
     value = params.get("binary_data_output", False) if isinstance(params, dict) else False
     if not isinstance(value, bool):
-        raise RequestError(f"parameters.binary_data_output: must be true or false, got {value!r}")
+        raise RequestError(
+            f"parameters.binary_data_output: must be true or false, got {brief(value)}"
+        )
     return value
 
 
@@ -291,20 +308,29 @@ def _outputs(requested: Any, binary: bool) -> list[tuple[str, bool]]:
         isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested
     ):
         raise RequestError("outputs: must be a list of objects with a 'name'")
-    names = [o["name"] for o in requested]
-    unknown = sorted(set(names) - set(OUTPUTS))
-    if unknown:
-        raise RequestError(f"outputs: unknown output(s) {unknown}; available: {list(OUTPUTS)}")
+    check_output_names([o["name"] for o in requested], OUTPUTS)
     wanted = []
     for i, output in enumerate(requested):
         params = output.get("parameters")
         flag = params.get("binary_data", binary) if isinstance(params, dict) else binary
         if not isinstance(flag, bool):
             raise RequestError(
-                f"outputs[{i}].parameters.binary_data: must be true or false, got {flag!r}"
+                f"outputs[{i}].parameters.binary_data: must be true or false, got {brief(flag)}"
             )
         wanted.append((output["name"], flag))
     return wanted
+
+
+def check_answer_size(
+    runtime: Runtime, texts: int, outputs: list[tuple[str, bool]], id_bytes: int
+) -> None:
+    """Refuse (422) an answer that could be over ``LOOPML_MAX_RESPONSE_BYTES``, before the model
+    runs; the classes of every loaded model count (a canary may answer with the challenger)."""
+    classes = {
+        c for slot in runtime.router.slots.values() if slot.model for c in slot.model.classes
+    }
+    limit = runtime.settings.max_response_bytes
+    check_response_size(texts, outputs, sorted(classes), limit, id_bytes)
 
 
 def output_tensors(model: LoadedModel, answers: list[Answer]) -> dict[str, tuple[str, list[int]]]:
@@ -344,6 +370,8 @@ async def answer_infer(
     any output asks for binary data (a LoopmlError for bad input or overload)."""
     served_model(runtime, name, version)
     request = parse_infer(body, runtime, header_length)
+    id_bytes = len(request.id.encode()) if request.id else 0
+    check_answer_size(runtime, len(request.texts), request.outputs, id_bytes)
     result = await runtime.router.answer(state, request.texts, pinned=version is not None)
     model, answers = result.model, result.answers
     shapes = output_tensors(model, answers)
