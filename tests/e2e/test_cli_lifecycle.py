@@ -133,7 +133,7 @@ BAD_FILES = {
     ),
     "unknown_label.jsonl": (
         '{"text": "a", "label": "positive"}\n{"text": "b", "label": 3}\n',
-        "column 'label': not a string: row 2",
+        "column 'label': not a string (found number): row 2",
     ),
     "one_class.csv": ("text,label\na,positive\nb,positive\n", "fewer than two classes"),
     "dupes.csv": ("text,label\na,positive\nb,negative\na,positive\n", "duplicate text: row 3"),

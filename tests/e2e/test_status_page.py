@@ -13,6 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
 
+from browser import CHROMIUM, CHROMIUM_ARGS
 from serving_helpers import (
     ADMIN_TOKEN,
     LoadResult,
@@ -26,16 +27,6 @@ from serving_helpers import (
     wait_obeying,
 )
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 VIEWPORT = {"width": 1280, "height": 1000}
 
 
