@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     # gate fails with a check that says so instead of comparing on rows the champion memorised
     gate_min_compared_rows: int = Field(100, ge=1)
     # the floors and baselines fail a model only when it is below them with this confidence
-    # (bootstrap over test rows, loopml.pipeline.confidence): a few hundred rows are noisy
+    # (bootstrap over test rows, loopml.pipeline.bounds): a few hundred rows are noisy
     gate_confidence: float = Field(0.95, ge=0.5, lt=1)
 
     # serving

@@ -11,8 +11,8 @@ Champion and candidate are compared only on test rows that neither trained on
 validation split held are left out, and the gate says how many.
 
 The absolute floors (a first model) and the baselines fail a model only when it is below them
-with ``LOOPML_GATE_CONFIDENCE`` (:mod:`loopml.pipeline.confidence`): a point estimate on a few
-hundred test rows is too noisy to refuse a model on.
+with ``LOOPML_GATE_CONFIDENCE`` (:mod:`loopml.pipeline.bounds`): a point estimate on a few hundred
+test rows is too noisy to refuse a model on.
 
 Every candidate must also beat simple baselines fitted on its own training split and scored on
 the same test split (:mod:`loopml.pipeline.baselines`): a majority-class guess and a unigram
@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from loopml.config import Settings
-from loopml.pipeline.confidence import macro_f1_delta_upper, macro_f1_upper
+from loopml.pipeline.bounds import macro_f1_delta_upper, macro_f1_upper
 from loopml.pipeline.evaluate import Evaluation
 
 __all__ = [

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from loopml.pipeline.confidence import macro_f1_delta_upper, macro_f1_upper
+from loopml.pipeline.bounds import macro_f1_delta_upper, macro_f1_upper
 
 LABELS = ["negative", "neutral", "positive"]
 
