@@ -312,7 +312,9 @@ def _rehearse(
 
         step = time.monotonic()
         controller = pods["loopml-controller"]
-        (controller_name,) = _start(engine, controller, extra)
+        # Two replicas (the lease lets one act at a time): both run, the second stands by.
+        controllers = _start(engine, controller, extra)
+        assert len(controllers) == 2, controllers
         # Every Service port reaches a listener on every pod it selects (targetPort is what the
         # container listens on), and through the Service's name.
         for pod, names in ((pods["mlflow"], mlflow), (server, replicas)):
@@ -328,19 +330,20 @@ def _rehearse(
             assert status == 200, f"prediction through Service {host}: {status} {text[:500]}"
             assert json.loads(text)["model_version"] == champion
         time.sleep(5)
-        assert engine.running(controller_name), engine.logs(controller_name)
+        for name in controllers:
+            assert engine.running(name), engine.logs(name)
         engine.step(f"controller up; prediction through Service {host} by version {champion}", step)
 
         # restartPolicy Always brings a crashed container back, as the kubelet would; a clean
         # first install has no crash to hide.
-        restarts = {n: engine.restarts(n) for n in [*mlflow, *replicas, controller_name]}
+        restarts = {n: engine.restarts(n) for n in [*mlflow, *replicas, *controllers]}
         stats = docker(
             "stats", "--no-stream", "--format", "{{.Name}}: {{.MemUsage}}", *restarts, timeout=60
         )
         engine.timings += [(f"  memory {line}", 0.0) for line in stats.stdout.splitlines()]
 
         step = time.monotonic()
-        stopping = [(server, n) for n in replicas] + [(controller, controller_name)]
+        stopping = [(server, n) for n in replicas] + [(controller, n) for n in controllers]
         with ThreadPoolExecutor(len(stopping)) as pool:
             stops = list(pool.map(lambda pn: _stop(engine, *pn), stopping))
         for (pod, name), (code, took) in zip(stopping, stops, strict=True):
