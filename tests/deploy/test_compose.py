@@ -531,3 +531,14 @@ def test_init_scripts_create_what_the_services_use() -> None:
     assert f"s3://{bucket}/" in command(services()["mlflow"])
     assert f"arn:aws:s3:::{bucket}/*" in (COMPOSE_DIR / "minio" / "mlflow-policy.json").read_text()
     assert host_path("minio-init", "/init/init.sh").is_file()
+
+
+def test_the_proxy_closes_idle_upstream_connections_before_the_server_does() -> None:
+    # Else a request Caddy sends on a connection uvicorn is closing gets a 502, and a POST is
+    # not retried on the other replica (seen once in the stack test during a rollout).
+    from loopml.serving.server import KEEP_ALIVE_S
+
+    caddyfile = (COMPOSE_DIR / "caddy" / "Caddyfile").read_text()
+    transports = re.findall(r"transport http \{[^}]*?keepalive (\d+)s", caddyfile)
+    assert transports, "the replicas' reverse_proxy sets no upstream keepalive"
+    assert all(int(seconds) < KEEP_ALIVE_S for seconds in transports), transports

@@ -58,6 +58,11 @@ log = logging.getLogger("loopml.serving")
 
 SETTINGS_ENV = "LOOPML_SERVE_SETTINGS_FILE"
 _GRACEFUL_S = 30
+#: Seconds an idle client connection stays open (uvicorn's default). A reverse proxy must close
+#: its idle upstream connections sooner (deploy/compose/caddy/Caddyfile), or a request it sends
+#: on a connection the server is closing gets a 502.
+KEEP_ALIVE_S = 5
+
 # Settings that hold secrets (or URLs that may): never left in a worker's environment.
 _SECRET_ENV = (
     "LOOPML_ADMIN_TOKEN",
@@ -260,6 +265,7 @@ def run(
         "log_config": _log_config(),
         "server_header": False,
         "timeout_graceful_shutdown": _GRACEFUL_S,
+        "timeout_keep_alive": KEEP_ALIVE_S,
         "backlog": 4096,
         "limit_concurrency": settings.max_connections,
     }
