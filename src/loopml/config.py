@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     seed: int = 42
     routing_secret: SecretStr | None = None
     feedback_rate_per_min: float = Field(1200.0, gt=0)
+    # a label for an id no worker here knows waits this long for other replicas' writers (they
+    # share no journal to look in) before its 404
+    feedback_peer_wait_s: float = Field(2.0, ge=0, le=30)
     # explanations (per key and worker): seconds of explaining a minute, requests waiting a turn
     explain_seconds_per_min: float = Field(15.0, gt=0)
     explain_queue: int = Field(16, ge=0)
