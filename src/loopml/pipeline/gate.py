@@ -14,6 +14,10 @@ The absolute floors (a first model) and the baselines fail a model only when it 
 with ``LOOPML_GATE_CONFIDENCE`` (:mod:`loopml.pipeline.confidence`): a point estimate on a few
 hundred test rows is too noisy to refuse a model on.
 
+A challenger is also scored on the champion's own test split with the champion's labels, less
+the rows it trained on: its own test split carries its own data's labels, so a challenger
+trained on wrong labels (shuffled, poisoned) would otherwise be judged by them.
+
 Every candidate must also beat simple baselines fitted on its own training split and scored on
 the same test split (:mod:`loopml.pipeline.baselines`): a majority-class guess and a unigram
 TF-IDF logistic regression, by ``LOOPML_GATE_BASELINE_MARGIN``.
@@ -158,13 +162,16 @@ def run_gate(
     trusted: tuple[Scores, Scores] | None = None,
     compared: Evaluation | None = None,
     comparison: Comparison | None = None,
+    holdout: tuple[Scores, Scores, int] | None = None,
 ) -> GateResult:
     """Judge ``candidate``: relative to ``champion`` when there is one, else to the baselines.
 
     ``compared`` is the candidate evaluated on the rows ``champion`` was (``comparison`` says
     which); without it both were evaluated on the same rows already. ``trusted`` holds the
     candidate's and the champion's scores (:func:`~loopml.pipeline.evaluate.score`) on the
-    trusted holdout, when the test split also holds feedback rows.
+    trusted holdout, when the test split also holds feedback rows. ``holdout`` holds both
+    models' scores on the champion's own test split, with the champion's labels, less the rows
+    the candidate trained on (and how many rows that is).
     """
     checks: list[GateCheck] = []
     if champion is None:
@@ -173,13 +180,17 @@ def run_gate(
         checks.extend(_relative_checks(compared or candidate, champion, settings, comparison))
     if champion is not None and trusted is not None:
         checks.extend(_trusted_checks(*trusted, settings.gate_trusted_tolerance))
+    if champion is not None and holdout is not None:
+        *scores, rows = holdout
+        where = f"champion's own test split, its labels, {rows} rows"
+        checks.extend(_trusted_checks(*scores, settings.gate_f1_tolerance, "holdout", where))
     f1 = candidate.metrics["macro_f1"]
     margin = settings.gate_baseline_margin
     for name, value in sorted(candidate.baselines.items()):
         detail = f"{name} baseline {value:.4f} + margin {margin}"
         upper = _baseline_upper(candidate, name, settings)
         checks.append(_at_least(f"baseline_{name}", f1, value + margin, detail, upper))
-    checks.append(_behavioral_check(candidate, settings))
+    checks.append(_behavioral_check(candidate, champion, settings))
     p99 = candidate.latency_p99_ms
     budget = settings.gate_max_p99_latency_ms
     checks.append(
@@ -212,16 +223,25 @@ def _first_model_checks(candidate: Evaluation, settings: Settings) -> list[GateC
     return checks
 
 
-def _behavioral_check(candidate: Evaluation, settings: Settings) -> GateCheck:
-    # The fixed floor, or what the unigram baseline passes if less: a negation test that no
-    # bag-of-words model of this data passes says more about the data than about the candidate.
+def _behavioral_check(
+    candidate: Evaluation, champion: Evaluation | None, settings: Settings
+) -> GateCheck:
+    # Below the fixed floor only by what a reference reached on the same tests: a negation test
+    # that no bag-of-words model of this data passes says more about the data than the model.
+    # A first model's reference is the unigram baseline; a challenger's is the champion, since
+    # its own baseline learns from the same labels (a challenger trained on shuffled labels
+    # sinks its baseline with it).
     rates = candidate.behavioral.kind_pass_rates()
     detail = "mean over kinds: " + ", ".join(f"{k} {v:.2f}" for k, v in rates.items())
     bar = settings.gate_min_behavioral_pass_rate
-    reached = candidate.baseline_behavioral
+    if champion is None:
+        reached, whose = candidate.baseline_behavioral, "the unigram baseline"
+    else:
+        reached, whose = champion.behavioral.balanced_pass_rate(), "the champion"
+        reached -= settings.gate_f1_tolerance
     if reached is not None and reached < bar:
         bar = reached
-        detail += f"; floor: what the unigram baseline passes ({reached:.2f})"
+        detail += f"; floor: what {whose} passes ({reached:.2f})"
     return _at_least("behavioral_pass_rate", candidate.behavioral.balanced_pass_rate(), bar, detail)
 
 
@@ -260,14 +280,20 @@ def too_few_compared(
     return result
 
 
-def _trusted_checks(candidate: Scores, champion: Scores, tolerance: float) -> list[GateCheck]:
+def _trusted_checks(
+    candidate: Scores,
+    champion: Scores,
+    tolerance: float,
+    prefix: str = "trusted",
+    where: str = "trusted holdout",
+) -> list[GateCheck]:
     # Per class too: poisoned labels that flip one class cost that class's F1 about three times
     # what they cost the macro average.
     checks = []
     for name in sorted(champion, key=lambda n: (n != "macro_f1", n)):
         ref = champion[name]
-        detail = f"trusted holdout: champion {ref:.4f} - tolerance {tolerance}"
+        detail = f"{where}: champion {ref:.4f} - tolerance {tolerance}"
         checks.append(
-            _at_least(f"trusted_{name}", candidate.get(name, 0.0), ref - tolerance, detail)
+            _at_least(f"{prefix}_{name}", candidate.get(name, 0.0), ref - tolerance, detail)
         )
     return checks

@@ -174,13 +174,16 @@ def gate_against_champion(
     test: pd.DataFrame,
     *,
     model: TextClassifier,
+    seen: set[str],
     exclude_version: str | None = None,
 ) -> tuple[GateResult, Evaluation | None]:
-    """Gate ``candidate`` (``model`` evaluated on ``test``) against the current champion.
+    """Gate ``candidate`` (``model`` evaluated on ``test``, trained on the texts ``seen``)
+    against the current champion.
 
     Both models are compared on the rows of ``test`` that neither trained on: a row the
     champion trained on would flatter it. With feedback rows among them, both are also scored
     on the trusted holdout (the rows no feedback wrote) and the gate holds the candidate to it.
+    Both are also scored on the champion's own test split with its labels, less ``seen``.
     """
     champion = registry.alias(CHAMPION)
     version = str(champion.version) if champion is not None else None
@@ -204,8 +207,35 @@ def gate_against_champion(
         trusted=trusted,
         compared=compared,
         comparison=comparison,
+        holdout=champion_holdout(
+            registry, champion.run_id, (champion_model, model), seen, settings.gate_min_compared_rows
+        ),
     )
     return result, champion_eval
+
+
+def champion_holdout(
+    registry: Registry,
+    run_id: str | None,
+    models: tuple[TextClassifier, TextClassifier],
+    seen: set[str],
+    min_rows: int,
+) -> tuple[dict[str, float], dict[str, float], int] | None:
+    """The candidate's and the champion's macro-F1 on the champion's own test split (run
+    ``run_id``), with the labels it was logged with, less the texts ``seen`` by the candidate in
+    training; None without such a split or with fewer than ``min_rows`` rows left."""
+    try:
+        if not run_id:
+            return None
+        test = load_splits(registry.client, run_id, ("test",), columns=["text", "label"])["test"]
+    except (RegistryError, MlflowException, OSError):
+        return None
+    rows = test[~test["text"].isin(seen)]
+    if len(rows) < min_rows:
+        return None
+    champion, model = models
+    macro = "macro_f1"
+    return {macro: score(model, rows)[macro]}, {macro: score(champion, rows)[macro]}, len(rows)
 
 
 def rows_unseen_by(
@@ -426,7 +456,13 @@ def train(
         )
         say("gate")
         gate, champion_eval = gate_against_champion(
-            settings, registry, evaluation, splits.test, model=classifier, exclude_version=version
+            settings,
+            registry,
+            evaluation,
+            splits.test,
+            model=classifier,
+            seen=set(splits.train["text"]) | set(splits.validation["text"]),
+            exclude_version=version,
         )
         if not fit.converged:
             flag_unconverged(gate, fit.warning)
@@ -456,7 +492,7 @@ def evaluate_version(settings: Settings, version: str) -> tuple[Evaluation, Gate
     if not mv.run_id:
         raise RegistryError(f"version {version} has no training run: cannot find its test split")
     try:
-        parts = load_splits(registry.client, mv.run_id, ["train", "test"])
+        parts = load_splits(registry.client, mv.run_id, ["train", "validation", "test"])
     except MlflowException as exc:
         raise RegistryError(
             f"version {version}: its data splits are missing: {exc.message}"
@@ -465,8 +501,15 @@ def evaluate_version(settings: Settings, version: str) -> tuple[Evaluation, Gate
     model = registry.load(str(mv.version))
     evaluation = evaluate(model, test, seed=settings.seed)
     with_baselines(evaluation, parts["train"], test, seed=settings.seed)
+    seen = set(parts["train"]["text"]) | set(parts["validation"]["text"])
     gate, champion_eval = gate_against_champion(
-        settings, registry, evaluation, test, exclude_version=str(mv.version), model=model
+        settings,
+        registry,
+        evaluation,
+        test,
+        exclude_version=str(mv.version),
+        model=model,
+        seen=seen,
     )
     if mv.tags.get(CONVERGED_TAG) == "false":
         flag_unconverged(gate, "the solver stopped at its iteration limit when it was trained")

@@ -82,3 +82,22 @@ def test_too_few_new_rows_fail_with_a_check_that_says_so(
     evaluation, gate = evaluate_version(other, result.version)
     assert "compared_rows" in {c.name for c in gate.failures()}
     assert evaluation.metrics["macro_f1"] > 0.4
+
+
+@pytest.mark.slow
+def test_a_challenger_trained_on_shuffled_labels_fails(
+    champion: Settings, small_tweets: Dataset
+) -> None:
+    # Its own test split carries the shuffled labels too, and its baselines learn from them: only
+    # the champion's own test split, with the champion's labels, and the champion's behavioral
+    # pass rate say that it learned nothing.
+    frame = small_tweets.frame.copy()
+    frame["label"] = frame["label"].sample(frac=1.0, random_state=3).to_numpy()
+    result = train(champion, dataset=Dataset("shuffled", frame, content_version(frame)))
+    checks = {c.name: c for c in result.gate.checks}
+    assert not result.gate.passed
+    holdout = checks["holdout_macro_f1"]
+    assert not holdout.passed and "champion's own test split" in holdout.detail, holdout
+    assert holdout.value < 0.45 < holdout.threshold, holdout
+    behavioral = checks["behavioral_pass_rate"]
+    assert not behavioral.passed and "the champion passes" not in behavioral.detail, behavioral
