@@ -328,9 +328,10 @@ def data_forget(
 
 
 def _gate_table(gate: Any) -> Table:
-    table = Table(
-        title=f"gate: {gate.verdict.upper()} (champion: {gate.champion_version or 'none'})"
-    )
+    title = f"gate: {gate.verdict.upper()} (champion: {gate.champion_version or 'none'}"
+    if gate.comparison is not None:
+        title += f", compared {gate.comparison.describe()}"
+    table = Table(title=title + ")")
     for col in ("check", "value", "threshold", "result", "detail"):
         table.add_column(col)
     for c in gate.checks:
