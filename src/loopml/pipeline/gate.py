@@ -13,15 +13,24 @@ TF-IDF logistic regression, by ``LOOPML_GATE_BASELINE_MARGIN``.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import pandas as pd
 
 from loopml.config import Settings
+from loopml.pipeline.behavioral import BehavioralReport
 from loopml.pipeline.evaluate import Evaluation
 
-__all__ = ["FEEDBACK_DOMAIN", "GateCheck", "GateResult", "run_gate", "trusted_rows"]
+__all__ = [
+    "FEEDBACK_DOMAIN",
+    "GateCheck",
+    "GateResult",
+    "identity_flip_check",
+    "run_gate",
+    "trusted_rows",
+]
 
 #: The domain of test rows that came from feedback labels (see ``loopml.control.retrain``).
 FEEDBACK_DOMAIN = "feedback"
@@ -129,6 +138,7 @@ def run_gate(
             "mean over kinds: " + ", ".join(f"{k} {v:.2f}" for k, v in rates.items()),
         )
     )
+    checks.append(identity_flip_check(candidate.behavioral, settings.gate_max_identity_flips))
     p99 = candidate.latency_p99_ms
     budget = settings.gate_max_p99_latency_ms
     checks.append(
@@ -148,3 +158,16 @@ def _trusted_checks(candidate: Scores, champion: Scores, tolerance: float) -> li
             _at_least(f"trusted_{name}", candidate.get(name, 0.0), ref - tolerance, detail)
         )
     return checks
+
+
+def identity_flip_check(behavioral: BehavioralReport, max_flips: int) -> GateCheck:
+    """``identity_flips``: how many identity-term swaps changed the predicted label, at most
+    ``max_flips`` (``LOOPML_GATE_MAX_IDENTITY_FLIPS``); the detail names the terms."""
+    flips, total = behavioral.identity_flips()
+    counts = Counter(flips)
+    named = ", ".join(f"{term} ({n})" for term, n in counts.most_common())
+    detail = f"{len(flips)} of {total} identity swaps changed the label" + (
+        f": {named}" if named else ""
+    )
+    n = len(flips)
+    return GateCheck("identity_flips", float(n), float(max_flips), n <= max_flips, detail)
