@@ -12,13 +12,15 @@ import pandas as pd
 import pytest
 
 from loopml.config import Settings
-from loopml.data import Dataset, split_dataset
+from loopml.data import Dataset, content_version, split_dataset
 from loopml.pipeline.baselines import baseline_scores
 from loopml.pipeline.behavioral import IDENTITY_SWAP, run_behavioral_tests
 from loopml.pipeline.evaluate import Evaluation, evaluate
 from loopml.pipeline.gate import GateResult, run_gate
+from loopml.pipeline.train import train
 from loopml.recipes import get_recipe
 from loopml.recipes.base import TextClassifier
+from loopml.registry import Registry
 
 
 class Biased(TextClassifier):
@@ -129,3 +131,17 @@ def test_the_default_recipe_on_the_same_tweets_flips_nothing(
     result, evaluation = _gate(settings, {}, muslim_negative)
     assert evaluation.behavioral.identity_flips() == ([], 60)
     assert result.passed, result.to_dict()
+
+
+@pytest.mark.slow
+def test_train_records_the_flips_on_the_run_and_the_failed_check(
+    settings: Settings, small_tweets: Dataset
+) -> None:
+    frame = _with_term_on_negatives(small_tweets.frame, "muslim", 4)
+    biased = Dataset(source="biased", frame=frame, version=content_version(frame))
+    result = train(settings, dataset=biased, params={"mask_identity": "false"})
+    flips, _ = result.evaluation.behavioral.identity_flips()
+    assert {c.name for c in result.gate.failures()} == {"identity_flips"}
+    run = Registry(settings).client.get_run(result.run_id)
+    assert run.data.metrics["identity_flips"] == len(flips) >= 2
+    assert run.data.tags["loopml.gate.failed_checks"] == "identity_flips"
