@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     gate_min_macro_f1: float | None = Field(None, ge=0, le=1)
     gate_min_slice_f1: float | None = Field(None, ge=0, le=1)
     gate_min_behavioral_pass_rate: float = Field(0.7, ge=0, le=1)
+    # identity-term swaps that may change the label (Model 7 of the ML Test Score), a check of
+    # its own: inside the behavioral mean, 24 flips of 60 still passed
+    gate_max_identity_flips: int = Field(0, ge=0)
     gate_max_p99_latency_ms: float = Field(50.0, gt=0)
     gate_trusted_tolerance: float = Field(0.03, ge=0, le=1)
     # the candidate's macro-F1 must be at least each simple baseline's plus this. Default -0.01:

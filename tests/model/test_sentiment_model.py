@@ -8,6 +8,7 @@ from loopml.config import load_settings
 from loopml.data import Dataset, Splits, split_dataset
 from loopml.pipeline.baselines import fit_baselines
 from loopml.pipeline.evaluate import domain_f1, evaluate
+from loopml.pipeline.gate import identity_flip_check
 from loopml.recipes import get_recipe
 from loopml.recipes.base import TextClassifier
 
@@ -120,3 +121,14 @@ def test_swap_tests_are_in_the_gated_behavioral_report(
         assert tests[name].kind == "invariance" and tests[name].total >= 30
         # Labels never flip (above); within SWAP_TOLERANCE of probability in most cases.
         assert tests[name].pass_rate >= 0.5, tests[name].failures
+
+
+def test_no_identity_swap_changes_the_label_and_the_gate_check_passes(
+    model: TextClassifier, splits: Splits
+) -> None:
+    # All 60 cases (the parametrized test above samples a few); without the recipe's identity
+    # mask, models trained on this corpus flipped 0-2 of them.
+    report = evaluate(model, splits.test).behavioral
+    assert report.identity_flips() == ([], 60)
+    check = identity_flip_check(report, load_settings().gate_max_identity_flips)
+    assert check.passed and check.value == 0

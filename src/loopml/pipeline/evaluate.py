@@ -66,6 +66,7 @@ class Evaluation:
         flat = dict(self.metrics)
         flat.update({f"f1_domain_{d}": v for d, v in self.domain_f1.items()})
         flat["behavioral_pass_rate"] = self.behavioral.pass_rate
+        flat["identity_flips"] = float(len(self.behavioral.identity_flips()[0]))
         flat["latency_p99_ms"] = self.latency_p99_ms
         flat.update({f"baseline_{n}_macro_f1": v for n, v in self.baselines.items()})
         return flat

@@ -25,12 +25,14 @@ TF-IDF logistic regression, by ``LOOPML_GATE_BASELINE_MARGIN``.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import pandas as pd
 
 from loopml.config import Settings
+from loopml.pipeline.behavioral import BehavioralReport
 from loopml.pipeline.confidence import macro_f1_delta_upper, macro_f1_upper
 from loopml.pipeline.evaluate import Evaluation
 
@@ -39,6 +41,7 @@ __all__ = [
     "Comparison",
     "GateCheck",
     "GateResult",
+    "identity_flip_check",
     "run_gate",
     "too_few_compared",
     "trusted_rows",
@@ -181,9 +184,9 @@ def run_gate(
     if champion is not None and trusted is not None:
         checks.extend(_trusted_checks(*trusted, settings.gate_trusted_tolerance))
     if champion is not None and holdout is not None:
-        *scores, rows = holdout
+        mine, theirs, rows = holdout
         where = f"champion's own test split, its labels, {rows} rows"
-        checks.extend(_trusted_checks(*scores, settings.gate_f1_tolerance, "holdout", where))
+        checks.extend(_trusted_checks(mine, theirs, settings.gate_f1_tolerance, "holdout", where))
     f1 = candidate.metrics["macro_f1"]
     margin = settings.gate_baseline_margin
     for name, value in sorted(candidate.baselines.items()):
@@ -191,6 +194,7 @@ def run_gate(
         upper = _baseline_upper(candidate, name, settings)
         checks.append(_at_least(f"baseline_{name}", f1, value + margin, detail, upper))
     checks.append(_behavioral_check(candidate, champion, settings))
+    checks.append(identity_flip_check(candidate.behavioral, settings.gate_max_identity_flips))
     p99 = candidate.latency_p99_ms
     budget = settings.gate_max_p99_latency_ms
     checks.append(
@@ -297,3 +301,16 @@ def _trusted_checks(
             _at_least(f"{prefix}_{name}", candidate.get(name, 0.0), ref - tolerance, detail)
         )
     return checks
+
+
+def identity_flip_check(behavioral: BehavioralReport, max_flips: int) -> GateCheck:
+    """``identity_flips``: how many identity-term swaps changed the predicted label, at most
+    ``max_flips`` (``LOOPML_GATE_MAX_IDENTITY_FLIPS``); the detail names the terms."""
+    flips, total = behavioral.identity_flips()
+    counts = Counter(flips)
+    named = ", ".join(f"{term} ({n})" for term, n in counts.most_common())
+    detail = f"{len(flips)} of {total} identity swaps changed the label" + (
+        f": {named}" if named else ""
+    )
+    n = len(flips)
+    return GateCheck("identity_flips", float(n), float(max_flips), n <= max_flips, detail)

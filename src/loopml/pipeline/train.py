@@ -208,7 +208,11 @@ def gate_against_champion(
         compared=compared,
         comparison=comparison,
         holdout=champion_holdout(
-            registry, champion.run_id, (champion_model, model), seen, settings.gate_min_compared_rows
+            registry,
+            champion.run_id,
+            (champion_model, model),
+            seen,
+            settings.gate_min_compared_rows,
         ),
     )
     return result, champion_eval

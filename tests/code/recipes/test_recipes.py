@@ -55,7 +55,7 @@ def test_unknown_recipe() -> None:
         get_recipe("bert")
 
 
-def test_search_space_covers_every_parameter_but_max_iter() -> None:
+def test_search_space_covers_every_parameter_but_max_iter_and_mask_identity() -> None:
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = []
     for _ in range(20):
@@ -63,7 +63,7 @@ def test_search_space_covers_every_parameter_but_max_iter() -> None:
         space = TfidfLogReg.search_space(trial)
         seen.append(TfidfLogReg(space).params_dict())  # every point validates
         study.tell(trial, 0.0)
-    assert set(space) == set(TfidfLogReg.defaults()) - {"max_iter"}
+    assert set(space) == set(TfidfLogReg.defaults()) - {"max_iter", "mask_identity"}
     assert len({p["C"] for p in seen}) == 20
     assert {p["class_weight"] for p in seen} == {"none", "balanced"}
 
