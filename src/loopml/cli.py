@@ -282,7 +282,8 @@ def data_purge(
     out.print(
         f"purged data older than {counts['older_than_days']:g} days: "
         f"{counts['predictions']} predictions, {counts['feedback']} feedback labels, "
-        f"{counts['report_files']} report files"
+        f"{counts['report_files']} report files, "
+        f"{counts['split_rows']} feedback rows of {len(counts['split_runs'])} training runs' splits"
     )
 
 
@@ -314,7 +315,10 @@ def data_forget(
     if json_out:
         emit_json(counts)
         return
-    out.print(f"deleted {counts['predictions']} predictions, {counts['feedback']} feedback labels")
+    out.print(
+        f"deleted {counts['predictions']} predictions, {counts['feedback']} feedback labels, "
+        f"{counts['split_rows']} rows of {len(counts['split_runs'])} training runs' splits"
+    )
     missing = counts["request_ids_not_found"]
     if missing:
         out.print(
