@@ -632,6 +632,30 @@ def promote(
 
 @app.command()
 @handle_errors
+def approve(
+    version: Annotated[str, typer.Argument(help="Registered model version.")],
+    by: Annotated[str, typer.Option("--by", help="Who reviewed the recipe and parameters.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Approve VERSION's recipe and parameters after review: a version that changes the
+    champion's cannot start a rollout or be promoted without it (recorded in the audit log)."""
+    from loopml import control
+    from loopml.registry import Registry
+    from loopml.store import open_settings_store
+
+    settings = _settings()
+    with open_settings_store(settings) as store, quiet_stdout(json_out):
+        record = control.approve(store, Registry(settings), version, by=by)
+    if json_out:
+        emit_json(record)
+        return
+    change = record["change"]
+    what = "the champion's spec, unchanged" if change is None else f"changes {change}"
+    out.print(f"version {record['version']} approved by {record['by']} ({what})", highlight=False)
+
+
+@app.command()
+@handle_errors
 def rollback(
     reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
     json_out: JsonOpt = False,
