@@ -18,7 +18,7 @@ from typing import Any
 
 from mlflow.entities.model_registry import ModelVersion
 
-from loopml.errors import ApprovalRequiredError, RequestError, TrainingError
+from loopml.errors import ApprovalRequiredError, RegistryError, RequestError, TrainingError
 from loopml.recipes import get_recipe
 from loopml.registry import Registry
 from loopml.routing import CHAMPION
@@ -112,7 +112,8 @@ def approve(store: Store, registry: Registry, version: str, *, by: str) -> dict[
     mv = registry.version(version)
     spec = _spec(registry, mv)
     if spec is None:
-        raise RequestError(f"version {mv.version} names no recipe: there is no spec to approve")
+        # a state of the registry, not a bad request: 409
+        raise RegistryError(f"version {mv.version} names no recipe: there is no spec to approve")
     change = spec_change(registry, mv)
     at = datetime.now(UTC).isoformat(timespec="seconds")
     actor, digest = current_actor(), _digest(spec)

@@ -169,7 +169,7 @@ async def promote(
 @router.post(
     "/approve",
     response_model=ApproveOut,
-    responses=error_responses(400, 401, 403, 404, 408, 413, 422, 503),
+    responses=error_responses(400, 401, 403, 404, 408, 409, 413, 422, 503),
 )
 async def approve(
     body: ApproveIn, request: Request, _auth: AdminDep, runtime: RuntimeDep
@@ -178,7 +178,7 @@ async def approve(
     that changes the champion's cannot start a rollout or be promoted without it. The audit
     record names the reviewer (``by``) and the HTTP actor.
 
-    404 for an unknown version; 422 for a bad body or a version that names no recipe.
+    404 for an unknown version; 409 for a version that names no recipe; 422 for a bad body.
     """
 
     def record(settings: Settings, store: Any, registry: Any) -> dict[str, Any]:
