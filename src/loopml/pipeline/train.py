@@ -18,6 +18,7 @@ import pandas as pd
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.exceptions import MlflowException
 
+from loopml.codeversion import code_tags
 from loopml.config import Settings
 from loopml.data import DataRules, Dataset, Splits, load_dataset, load_splits, split_dataset
 from loopml.errors import LoopmlError, RegistryError, TrainingError
@@ -392,6 +393,7 @@ def train(
                 "loopml.dataset_version": dataset.version,
                 "loopml.recipe": name,
                 "loopml.source": dataset.source,
+                **code_tags(),  # the code that trained it: version, commit, dirty flag
                 **(tags or {}),
             }
         )
@@ -456,6 +458,7 @@ def train(
                 RECIPE_TAG: name,
                 RECIPE_PARAMS_TAG: json.dumps(recipe_params, sort_keys=True),
                 CONVERGED_TAG: str(fit.converged).lower(),
+                **code_tags(),
             },
         )
         say("gate")

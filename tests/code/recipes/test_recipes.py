@@ -132,10 +132,16 @@ def test_missing_extra_says_what_to_install(
 
 def test_logged_requirements_pin_what_serving_needs() -> None:
     # without serves_with, a model asks for its recipe's whole extra
-    assert NeedsMissingModule().pip_requirements() == ["loopml[transformers]", "numpy", "pandas"]
+    # (loopml itself always at the version that trained it: the pickled classes are its own)
+    ours = version("loopml")
+    assert NeedsMissingModule().pip_requirements() == [
+        f"loopml[transformers]=={ours}",
+        "numpy",
+        "pandas",
+    ]
     # with it, only those distributions, at the versions the model was trained with
     sklearn = f"scikit-learn=={version('scikit-learn')}"
-    assert TfidfLogReg().pip_requirements() == ["loopml", "numpy", "pandas", sklearn]
+    assert TfidfLogReg().pip_requirements() == [f"loopml=={ours}", "numpy", "pandas", sklearn]
 
 
 def test_fit_gives_probabilities_in_class_order(small_tweets: Dataset) -> None:
