@@ -18,9 +18,11 @@ from sqlalchemy.orm import Session
 
 from loopml.config import Settings
 from loopml.control.analysis import Analysis, Limits, analyze
+from loopml.control.correlation import rollout_pair
 from loopml.control.live import collect
 from loopml.control.promotion import promote
 from loopml.errors import RolloutError
+from loopml.monitoring import OFFLINE_ONLINE_KEY
 from loopml.registry import Registry
 from loopml.routing import CHAMPION, Mode, Routing, load_routing, routing_in, save_routing
 from loopml.store import Store, current_actor
@@ -151,8 +153,10 @@ def _transition(
     change: Callable[[Routing], None],
     analysis: Analysis | None = None,
     expect: str | None = None,
+    details: dict[str, Any] | None = None,
 ) -> Routing:
-    """Apply ``change`` to the routing and append the audit record, in one transaction.
+    """Apply ``change`` to the routing and append the audit record (``details`` added to its
+    numbers), in one transaction.
 
     With ``expect``, the rollout must still be the one that was analyzed (an operator may have
     aborted it, or started another, in the meantime).
@@ -163,6 +167,7 @@ def _transition(
         before = routing.challenger
         change(routing)
         numbers: dict[str, Any] = {"mode": routing.mode, "weight": routing.weight}
+        numbers |= details or {}
         if analysis is not None:
             numbers["analysis"] = analysis.to_dict()
         store.audit(
@@ -265,8 +270,10 @@ def abort(
     analysis: Analysis | None = None,
     action: str = "rollout_abort",
     expect: str | None = None,
+    details: dict[str, Any] | None = None,
 ) -> Routing:
-    """Send all traffic back to the champion at once and record why."""
+    """Send all traffic back to the champion at once and record why (``details`` added to the
+    audit record)."""
     current = load_routing(store, registry.name)
     rollout = current.rollout
     if rollout is None:
@@ -283,6 +290,7 @@ def abort(
         change=change,
         analysis=analysis,
         expect=expect,
+        details=details,
     )
     registry.set_challenger(None)
     _log_decision(
@@ -299,6 +307,7 @@ def _promote(
 ) -> Routing:
     rollout = dict(routing.rollout or {})
     version = str(routing.challenger)
+    pair = rollout_pair(settings, store, registry, routing)
 
     def finish(session: Session) -> None:
         state = routing_in(session, registry.name, lock=True)
@@ -314,7 +323,7 @@ def _promote(
         force=True,
         reason="rollout passed its live analysis",
         action="rollout_promote",
-        details={"analysis": analysis.to_dict()},
+        details={"analysis": analysis.to_dict(), OFFLINE_ONLINE_KEY: pair},
         routing=finish,
     )
     _log_decision(registry, rollout, "promote", {"weight": 1.0, "analysis": analysis.to_dict()})
@@ -329,6 +338,8 @@ def _rollback(
     analysis: Analysis | None,
     expect: str,
 ) -> StepResult:
+    # The rollout's offline/live pair goes into its last record (ML Test Score, Model 2).
+    pair = rollout_pair(settings, store, registry, load_routing(store, registry.name))
     routing = abort(
         settings,
         store,
@@ -337,6 +348,7 @@ def _rollback(
         analysis=analysis,
         action="rollout_rollback",
         expect=expect,
+        details={OFFLINE_ONLINE_KEY: pair},
     )
     return StepResult("rollback", routing, analysis, reason)
 
