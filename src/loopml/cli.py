@@ -1228,16 +1228,15 @@ def check_offline_online(
     if json_out:
         emit_json(found.to_dict())
         raise typer.Exit(1 if found.alarm else 0)
-    table = Table(title=f"offline vs live delta, last {found.last} rollouts")
-    for col in ("ended", "outcome", "challenger", "champion", "offline", "live", "agree", "notes"):
-        table.add_column(col)
+    table = Table(title=f"challenger minus champion macro-F1, last {found.last} rollouts")
+    for col in ("ended", "outcome", "versions", "offline", "live", "agree", "notes"):
+        table.add_column(col, no_wrap=col != "notes")
     for p in found.pairs:
         agrees = {True: "yes", False: "[red]no[/]", None: ""}[p.agrees]
         table.add_row(
-            f"{p.ts:%Y-%m-%d %H:%M}",
+            f"{p.ts:%m-%d %H:%M}",
             p.outcome,
-            p.challenger or "",
-            p.champion or "",
+            f"{p.challenger} vs {p.champion}",
             _delta(p.offline_delta),
             _delta(p.live_delta),
             agrees,
