@@ -10,6 +10,7 @@ never held up by it. :mod:`loopml.monitoring.offline_online` reads the pairs bac
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +26,8 @@ from loopml.routing import Routing
 from loopml.store import Store
 
 __all__ = ["offline_delta", "rollout_pair"]
+
+log = logging.getLogger(__name__)
 
 
 def _gate_record(registry: Registry, version: str) -> dict[str, Any]:
@@ -61,7 +64,25 @@ def offline_delta(registry: Registry, version: str) -> dict[str, Any]:
 def rollout_pair(
     settings: Settings, store: Store, registry: Registry, routing: Routing
 ) -> dict[str, Any]:
-    """(offline delta, live delta) of the rollout in ``routing``, as it ends."""
+    """(offline delta, live delta) of the rollout in ``routing``, as it ends. Never raises: a
+    rollback must not wait on a measurement (what failed is in ``notes``)."""
+    try:
+        return _measure(settings, store, registry, routing)
+    except Exception as exc:  # a safety path: the reason is kept, the rollout goes on
+        log.warning("offline/live pair not measured: %s", exc)
+        return {
+            "champion": routing.champion,
+            "challenger": routing.challenger,
+            "mode": routing.mode,
+            "offline_delta": None,
+            "live_delta": None,
+            "notes": f"not measured: {type(exc).__name__}: {str(exc)[:200]}",
+        }
+
+
+def _measure(
+    settings: Settings, store: Store, registry: Registry, routing: Routing
+) -> dict[str, Any]:
     rollout = routing.rollout or {}
     champion, challenger = str(routing.champion), str(routing.challenger)
     offline = offline_delta(registry, challenger)

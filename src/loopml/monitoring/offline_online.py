@@ -5,7 +5,8 @@ that rollout (:func:`loopml.control.correlation.rollout_pair`): the **offline de
 challenger's test macro-F1 minus the champion's as the gate scored them, and the **live delta**,
 the challenger's macro-F1 minus the champion's on the labelled traffic each served during the
 rollout. Over the last ``LOOPML_OFFLINE_ONLINE_ROLLOUTS`` ended rollouts this module measures how
-often the two agree in sign (and, from three pairs on, their Pearson correlation). When most of
+often the two agree in sign (a delta of exactly 0 agrees only with 0) and, from three pairs on,
+their Pearson correlation. When most of
 them disagree, the offline number the gate decides on no longer tells which model is better in
 production: :attr:`Agreement.alarm`, `loopml check offline-online` exits 1 and the
 ``LoopmlOfflineOnlineDisagree`` alert fires.
