@@ -1,8 +1,8 @@
 """ML Test Score, Monitoring 3: the controller's tick checks training/serving skew in production.
 
-A real model, real SQLite and MLflow stores: predictions logged as serving computes them pass;
-predictions a serving with another preprocessing computed (mentions and hashtags stripped before
-the model, the logged text left whole) are found by the next due check, reported by the tick,
+A real model, real stores (SQLite, then PostgreSQL): predictions logged as serving computes them
+pass; predictions a serving with another preprocessing computed (mentions and hashtags stripped
+before the model, the logged text left whole) are found by the next due check, reported by the tick,
 put on the audit log and exported as ``loopml_skew_detected 1``. The check runs at most every
 ``LOOPML_SKEW_INTERVAL_S``: in between, the previous result is carried forward.
 """
@@ -54,9 +54,9 @@ def _gauges(store: object, name: str) -> dict[str, float]:
 
 
 def test_the_tick_finds_skew_reports_audits_and_exports_it(
-    settings: Settings, tweets: Dataset
+    backend_settings: Settings, tweets: Dataset
 ) -> None:
-    s = settings.model_copy(
+    s = backend_settings.model_copy(
         update={"monitor_interval_s": 0, "skew_interval_s": 3600, "skew_sample": SAMPLE}
     )
     frame = tweets.frame[tweets.frame["domain"] != "airline"]
