@@ -105,6 +105,9 @@ LABEL org.opencontainers.image.title="loopml" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.base.name="${BASE_IMAGE}"
+# The commit the image was built from, tagged on every model it trains (loopml.git_commit): the
+# image has no .git to ask.
+ENV LOOPML_GIT_COMMIT="${REVISION}"
 
 # tini forwards SIGTERM/SIGINT to loopml and reaps zombies; `--entrypoint /usr/bin/tini` with
 # `-- mlflow server ...` runs the tracking server the same way.

@@ -282,7 +282,8 @@ def data_purge(
     out.print(
         f"purged data older than {counts['older_than_days']:g} days: "
         f"{counts['predictions']} predictions, {counts['feedback']} feedback labels, "
-        f"{counts['report_files']} report files"
+        f"{counts['report_files']} report files, "
+        f"{counts['split_rows']} feedback rows of {len(counts['split_runs'])} training runs' splits"
     )
 
 
@@ -314,7 +315,10 @@ def data_forget(
     if json_out:
         emit_json(counts)
         return
-    out.print(f"deleted {counts['predictions']} predictions, {counts['feedback']} feedback labels")
+    out.print(
+        f"deleted {counts['predictions']} predictions, {counts['feedback']} feedback labels, "
+        f"{counts['split_rows']} rows of {len(counts['split_runs'])} training runs' splits"
+    )
     missing = counts["request_ids_not_found"]
     if missing:
         out.print(
@@ -328,9 +332,10 @@ def data_forget(
 
 
 def _gate_table(gate: Any) -> Table:
-    table = Table(
-        title=f"gate: {gate.verdict.upper()} (champion: {gate.champion_version or 'none'})"
-    )
+    title = f"gate: {gate.verdict.upper()} (champion: {gate.champion_version or 'none'}"
+    if gate.comparison is not None:
+        title += f", compared {gate.comparison.describe()}"
+    table = Table(title=title + ")")
     for col in ("check", "value", "threshold", "result", "detail"):
         table.add_column(col)
     for c in gate.checks:
@@ -624,6 +629,30 @@ def promote(
         emit_json(result.to_dict())
         return
     out.print(_release_line(result))
+
+
+@app.command()
+@handle_errors
+def approve(
+    version: Annotated[str, typer.Argument(help="Registered model version.")],
+    by: Annotated[str, typer.Option("--by", help="Who reviewed the recipe and parameters.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Approve VERSION's recipe and parameters after review: a version that changes the
+    champion's cannot start a rollout or be promoted without it (recorded in the audit log)."""
+    from loopml import control
+    from loopml.registry import Registry
+    from loopml.store import open_settings_store
+
+    settings = _settings()
+    with open_settings_store(settings) as store, quiet_stdout(json_out):
+        record = control.approve(store, Registry(settings), version, by=by)
+    if json_out:
+        emit_json(record)
+        return
+    change = record["change"]
+    what = "the champion's spec, unchanged" if change is None else f"changes {change}"
+    out.print(f"version {record['version']} approved by {record['by']} ({what})", highlight=False)
 
 
 @app.command()

@@ -88,7 +88,7 @@ class DemoPlan:
     def fast(cls) -> DemoPlan:
         """The same story on less data, for tests."""
         return cls(
-            champion_rows=6000,
+            champion_rows=8000,
             before_shift=700,
             max_after_shift=6000,
             after_promotion=500,

@@ -27,6 +27,7 @@ boundary with ``raise ... from exc``.
     │   ├── UnknownVersionError       2   404   no such model version
     │   └── TrackingUnavailableError  2   503   the MLflow store is locked or unreachable (retry)
     ├── GateFailedError               1   409   a candidate failed the promotion gate
+    │   └── ApprovalRequiredError     1   409   changed parameters that no admin approved
     ├── StoreError                    1   503   the loopml database is unreachable
     │   └── SchemaBehindError         2   503   its schema needs `loopml db upgrade` first
     ├── ServingError                  1   503   a model cannot load or answer (retry)
@@ -43,6 +44,7 @@ boundary with ``raise ... from exc``.
 from __future__ import annotations
 
 __all__ = [
+    "ApprovalRequiredError",
     "AuthenticationError",
     "ConfigError",
     "ConflictError",
@@ -199,6 +201,10 @@ class GateFailedError(LoopmlError):
     """A candidate model failed the promotion gate."""
 
     exit_code = 1
+
+
+class ApprovalRequiredError(GateFailedError):
+    """A version changes the champion's recipe or parameters and no admin has approved it."""
 
 
 class StoreError(LoopmlError):

@@ -55,3 +55,45 @@ def test_admin_promote_starts_a_canary_or_promotes_directly(
     ]
     assert {a[0] for a in audit} == {"http:admin@127.0.0.1"}
     assert '"direct": true' in audit[1][3]
+
+
+def test_admin_approve_records_the_reviewer_before_changed_params_ship(
+    trained: TrainedRegistry, make_server: Any
+) -> None:
+    from loopml.registry import RECIPE_PARAMS_TAG, RECIPE_TAG
+    from loopml.tracking import configure_mlflow
+
+    server = make_server(admin_token=ADMIN_TOKEN, routing_poll_s=0.2)
+    name = server.env["LOOPML_MODEL_NAME"]
+    client = configure_mlflow(trained.settings)
+    for version, c in (("1", 4.0), ("2", 0.5)):  # version 2: a parameter the champion lacks
+        client.set_model_version_tag(name, version, RECIPE_TAG, "tfidf-logreg")
+        client.set_model_version_tag(name, version, RECIPE_PARAMS_TAG, f'{{"C": {c}}}')
+    client.set_model_version_tag(name, "2", "loopml.gate", "passed")
+    client.set_model_version_tag(name, "2", "loopml.gate.champion", "1")
+    url = server.url + "/v1/admin"
+
+    def post(path: str, body: Any, auth: bool = True) -> httpx.Response:
+        return httpx.post(url + path, json=body, headers=AUTH if auth else {}, timeout=60)
+
+    refused = post("/promote", {"version": "2", "reason": "ship v2"})
+    assert refused.status_code == 409 and "approve 2 --by" in refused.json()["error"]
+    assert post("/approve", {"version": "2", "by": "alice"}, auth=False).status_code == 401
+    assert post("/approve", {"version": "2", "by": ""}).status_code == 422
+    assert post("/approve", {"version": "99", "by": "alice"}).status_code == 404
+    approved = post("/approve", {"version": "2", "by": "alice"})
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["change"]["params"]["C"] == [4.0, 0.5]
+    assert client.get_model_version(name, "2").tags["loopml.approved_by"] == "alice"
+    assert post("/promote", {"version": "2", "reason": "ship v2"}).status_code == 200
+
+    audit = query(
+        f"sqlite:///{server.home / 'loopml.db'}",
+        "select actor, action, reason from audit_log order by id",
+    )
+    assert audit[0] == (
+        "http:admin@127.0.0.1",
+        "approve",
+        "recipe and parameters reviewed and approved by alice",
+    )
+    assert audit[1][1] == "rollout_start_canary"

@@ -31,7 +31,10 @@ MAX_EXAMPLES = 40
 
 @pytest.mark.slow
 def test_the_server_keeps_its_own_contract(make_server: Any, tmp_path: Any) -> None:
-    server = make_server(admin_token=ADMIN_TOKEN, api_keys=f"{KEY}:predict+feedback+admin")
+    # the contract, not the wait for other replicas (test_two_replicas.py): unknown ids 404 soon
+    server = make_server(
+        admin_token=ADMIN_TOKEN, api_keys=f"{KEY}:predict+feedback+admin", feedback_peer_wait_s=0.1
+    )
     report = tmp_path / "run.json"
     cmd = [
         sys.executable,

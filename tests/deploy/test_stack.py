@@ -257,6 +257,12 @@ def predict(client: httpx.Client, key: str, text: str) -> httpx.Response:
     return client.post("/v1/predict", json={"text": text}, headers={"X-API-Key": key})
 
 
+def post_label(client: httpx.Client, key: str, request_id: str, label: str) -> httpx.Response:
+    return client.post(
+        "/v1/feedback", json={"request_id": request_id, "label": label}, headers={"X-API-Key": key}
+    )
+
+
 @cache
 def corpus() -> tuple[pd.DataFrame, pd.DataFrame]:
     """The bootstrap sample (non-airline tweets) and the shifted stream (airline tweets)."""
@@ -376,7 +382,8 @@ def test_the_loop_closes_inside_the_stack(stack: Stack) -> None:
         started = time.monotonic()
         pending: list[tuple[str, str]] = []
         versions: list[tuple[str, str]] = []
-        rejected = 0
+        first_try: Counter[int] = Counter()
+        refused: list[tuple[str, str]] = []
         promoted: str | None = None
         stream = corpus()[1][["text", "label"]].itertuples(index=False)
         while promoted is None:
@@ -398,14 +405,18 @@ def test_the_loop_closes_inside_the_stack(stack: Stack) -> None:
             pending.append((body["predictions"][0]["request_id"], label))
             if len(pending) > 60:
                 rid, truth = pending.pop(0)
-                fed = client.post(
-                    "/v1/feedback",
-                    json={"request_id": rid, "label": truth},
-                    headers={"X-API-Key": labeller_key},
-                )
-                rejected += fed.status_code != 200
+                fed = post_label(client, labeller_key, rid, truth)
+                first_try[fed.status_code] += 1
+                if fed.status_code != 200:
+                    refused.append((rid, truth))
         stream_to_promotion = time.monotonic() - started
-    assert rejected < 10, f"{rejected} feedback posts refused"
+        # A labeller retries what was refused for now (429, 503, or a 404 for an id whose replica
+        # had not written it within LOOPML_FEEDBACK_PEER_WAIT_S); every label must get in.
+        time.sleep(3)
+        again = Counter(post_label(client, labeller_key, *pair).status_code for pair in refused)
+    print(f"\n[stack] feedback first try: {dict(first_try)}; retried: {dict(again)}")
+    assert set(again) <= {200}, f"labels refused twice: {dict(again)}"
+    assert first_try[200] > 0.9 * sum(first_try.values()), dict(first_try)
     assert any(v == "challenger" for _, v in versions), "a canary served the challenger"
     after = {m["version"]: m["aliases"] for m in stack.loopml("models")}
     assert "champion" in after[promoted] and "champion" not in after[first], after

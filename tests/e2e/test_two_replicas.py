@@ -151,3 +151,29 @@ def test_two_replicas_follow_one_routing_state(
         )
     actions = query(shared_db, "select action from audit_log order by id")
     assert [r[0] for r in actions][-2:] == ["rollout_start_canary", "rollout_abort"]
+
+
+@pytest.mark.slow
+def test_a_label_posted_to_the_other_replica_at_once_is_stored(
+    replicas: tuple[Server, Server], shared_db: str
+) -> None:
+    # Replicas share no journal: B cannot know A's answers until A's writer commits them, so B
+    # waits LOOPML_FEEDBACK_PEER_WAIT_S for them instead of refusing a label that is on its way.
+    a, b = replicas
+    with httpx.Client(timeout=30) as http:
+        ids = []
+        for n in range(5):
+            answer = http.post(a.url + "/v1/predict", json={"text": f"fresh answer {n}"})
+            ids.append(answer.json()["predictions"][0]["request_id"])
+            fed = http.post(
+                b.url + "/v1/feedback", json={"request_id": ids[-1], "label": "negative"}
+            )
+            assert fed.status_code == 200, fed.text
+        started = time.monotonic()
+        unknown = http.post(
+            b.url + "/v1/feedback", json={"request_id": "0" * 32, "label": "negative"}
+        )
+        assert unknown.status_code == 404, unknown.text
+        assert time.monotonic() - started >= 2.0  # the default wait, then the 404
+    stored = query(shared_db, "select request_id from feedback")
+    assert {r[0] for r in stored} == set(ids)

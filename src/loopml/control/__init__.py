@@ -12,6 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from loopml.control.approval import approve
     from loopml.control.controller import Controller, MonitorNote, Tick
     from loopml.control.promotion import AliasChange, promote, rollback
     from loopml.control.releases import Release, release
@@ -30,6 +31,7 @@ __all__ = [
     "StepResult",
     "Tick",
     "abort_rollout",
+    "approve",
     "promote",
     "release",
     "rollback",
@@ -41,6 +43,7 @@ __all__ = [
 # public name -> (module, attribute)
 _HOME = {
     "AliasChange": ("promotion", "AliasChange"),
+    "approve": ("approval", "approve"),
     "promote": ("promotion", "promote"),
     "rollback": ("promotion", "rollback"),
     "Release": ("releases", "Release"),

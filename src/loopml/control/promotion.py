@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from loopml.control.approval import check_approved
 from loopml.errors import GateFailedError, RegistryError
 from loopml.registry import Registry
 from loopml.routing import CHALLENGER, CHAMPION, PREVIOUS, routing_in, save_routing
@@ -44,7 +45,8 @@ def promote(
     details: dict[str, Any] | None = None,
     routing: Callable[[Session], None] | None = None,
 ) -> AliasChange:
-    """Make ``version`` the champion if its gate passed (or ``force`` with a reason).
+    """Make ``version`` the champion if its gate passed (or ``force`` with a reason) and, if it
+    changes the champion's recipe or parameters, an admin approved them (``force`` or not).
 
     ``routing`` replaces the default routing update inside the same transaction (the rollout
     uses it to end itself); ``details`` adds numbers to the audit record.
@@ -61,6 +63,7 @@ def promote(
         )
     if force and not reason.strip():
         raise RegistryError("--force needs --reason: say why the gate is overridden")
+    check_approved(registry, mv)  # --force overrides a gate, never the review of a spec
     old = str(current.version) if current is not None else None
     new = str(mv.version)
     action = action or ("force_promote" if force and verdict != "passed" else "promote")

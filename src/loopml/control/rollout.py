@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from loopml.config import Settings
 from loopml.control.analysis import Analysis, Limits, analyze
+from loopml.control.approval import check_approved
 from loopml.control.correlation import rollout_pair
 from loopml.control.live import collect
 from loopml.control.promotion import promote
@@ -211,6 +212,7 @@ def start(
         raise RolloutError(
             f"version {mv.version} failed its gate ({verdict}); use --force --reason"
         )
+    check_approved(registry, mv)  # a canary is production traffic: the spec is reviewed first
     steps = [w for w in settings.rollout_steps if weight is None or w > weight]
     if weight is not None:
         if not 0 < weight < 1:

@@ -1,4 +1,4 @@
-"""Datasets: validated frames with a content-hash version, and deterministic stratified splits."""
+"""Datasets: validated frames with a content-hash version, and splits by a hash of each row."""
 
 from __future__ import annotations
 
@@ -7,14 +7,21 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from loopml.data.sources import BUILTIN_TWEETS, read_source
 from loopml.data.validate import DataRules, validate_frame
 from loopml.errors import DataError
 
-__all__ = ["Dataset", "Splits", "content_version", "load_dataset", "split_dataset"]
+__all__ = [
+    "Dataset",
+    "Splits",
+    "content_version",
+    "load_dataset",
+    "split_buckets",
+    "split_dataset",
+]
 
 BUILTIN_LABELS = ("negative", "neutral", "positive")
 
@@ -93,17 +100,35 @@ def load_dataset(
     return Dataset(source=source, frame=frame, version=content_version(frame))
 
 
-def _stratum(frame: pd.DataFrame) -> pd.Series:
-    # Label x domain keeps per-domain slices stable across splits; rare combinations fall back.
-    combo = frame["label"] + "|" + frame["domain"]
-    counts = combo.value_counts()
-    return combo.where(combo.map(counts) >= 10, frame["label"])
+def split_buckets(texts: pd.Series, seed: int) -> np.ndarray:
+    """A number in [0, 1) per row from a hash of its text and ``seed``: what decides its split.
+
+    A row's bucket depends on its own text only, so a row keeps its split whatever else is
+    added or removed (TFX's ExampleGen splits by hash buckets for the same reason), and
+    duplicates of one text always land in the same split.
+    """
+    salt = f"loopml-split:{seed}:".encode()
+    return np.fromiter(
+        (
+            int.from_bytes(hashlib.blake2b(salt + t.encode(), digest_size=8).digest(), "big")
+            / 2.0**64
+            for t in texts
+        ),
+        dtype=np.float64,
+        count=len(texts),
+    )
 
 
 def split_dataset(
     dataset: Dataset, *, seed: int, test_size: float = 0.1, validation_size: float = 0.1
 ) -> Splits:
-    """Deterministic stratified train/validation/test split of ``dataset`` by ``seed``."""
+    """Deterministic train/validation/test split of ``dataset`` by a hash of each row's text.
+
+    Rows with a bucket (:func:`split_buckets`) below ``test_size`` are test, below
+    ``test_size + validation_size`` validation, the rest train: data that grows keeps the old
+    rows where they were, so a champion never trained on a row that a later test split holds.
+    A class too small to land in every split by hash alone lends its lowest-bucket rows.
+    """
     frame = dataset.frame
     counts = frame["label"].value_counts()
     need = max(2, math.ceil(1 / min(test_size, validation_size)))  # one row per class per split
@@ -111,14 +136,32 @@ def split_dataset(
     if len(small):
         listed = ", ".join(f"{label!r} ({n})" for label, n in small.items())
         raise DataError(
-            f"{dataset.source}: too few rows to split: class {listed}; a stratified split with "
+            f"{dataset.source}: too few rows to split: class {listed}; a split with "
             f"{test_size:.0%} test and {validation_size:.0%} validation needs {need} per class"
         )
-    rest, test = train_test_split(
-        frame, test_size=test_size, random_state=seed, stratify=_stratum(frame)
+    bucket = pd.Series(split_buckets(frame["text"], seed), index=frame.index)
+    part = pd.Series("train", index=frame.index)
+    part[bucket < test_size + validation_size] = "validation"
+    part[bucket < test_size] = "test"
+    _lend_to_empty_splits(frame, bucket, part)
+    return Splits(
+        train=frame[part == "train"],
+        validation=frame[part == "validation"],
+        test=frame[part == "test"],
+        seed=seed,
     )
-    val_share = validation_size / (1 - test_size)
-    train, validation = train_test_split(
-        rest, test_size=val_share, random_state=seed, stratify=_stratum(rest)
-    )
-    return Splits(train=train, validation=validation, test=test, seed=seed)
+
+
+def _lend_to_empty_splits(frame: pd.DataFrame, bucket: pd.Series, part: pd.Series) -> None:
+    # A class absent from test or validation gets the text of lowest bucket (all its copies) from
+    # a split that holds more than one of its rows (train first): 10 rows leave one to spare.
+    labels = frame["label"]
+    for label in labels.unique():
+        rows = labels.index[labels == label]
+        for name in ("test", "validation"):
+            held = part[rows].value_counts()
+            if held.get(name, 0):
+                continue
+            donor = "train" if held.get("train", 0) > 1 else str(held.idxmax())
+            lowest = bucket[rows][part[rows] == donor].idxmin()
+            part[frame["text"] == frame.at[lowest, "text"]] = name

@@ -2,7 +2,8 @@
 
 - invariance: adding a URL, an @mention or extra whitespace must not change the predicted label;
   nor may swapping a person's name, a place, or an identity term (religion, nationality, gender)
-  in a template: the label stays and no class probability moves more than ``SWAP_TOLERANCE``;
+  in a template: the label stays and no class probability moves more than ``SWAP_TOLERANCE``
+  (identity swaps that change the label are also listed apart: the gate counts them on their own);
 - directional: negating a positive statement must lower the probability of ``positive``;
 - minimum functionality: plain, unambiguous sentences must get their obvious label.
 
@@ -17,8 +18,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from loopml.recipes.base import TextClassifier
+from loopml.recipes.identity import IDENTITY_TERMS
 
-__all__ = ["SWAP_TOLERANCE", "BehavioralReport", "TestResult", "run_behavioral_tests"]
+__all__ = [
+    "IDENTITY_SWAP",
+    "SWAP_TOLERANCE",
+    "BehavioralReport",
+    "TestResult",
+    "run_behavioral_tests",
+]
+
+#: The name of the identity-term swap test, whose label flips the gate counts on their own.
+IDENTITY_SWAP = "swap identity term"
 
 #: Largest change of any class probability that swapping a name, place or identity term may cause.
 SWAP_TOLERANCE = 0.2
@@ -63,22 +74,7 @@ _SWAPS: dict[str, tuple[list[str], list[str]]] = {
         _PLACE_TEMPLATES,
         ["Chicago", "Boston", "London", "Paris", "Lagos", "Mumbai", "Mexico", "Tokyo", "Denver"],
     ),
-    "swap identity term": (
-        _SWAP_TEMPLATES,
-        [
-            "my Christian friend",
-            "my Muslim friend",
-            "my Jewish friend",
-            "my Hindu friend",
-            "my Mexican friend",
-            "my Chinese friend",
-            "my American friend",
-            "my Nigerian friend",
-            "my gay friend",
-            "my female friend",
-            "my male friend",
-        ],
-    ),
+    IDENTITY_SWAP: (_SWAP_TEMPLATES, [f"my {term} friend" for term in IDENTITY_TERMS]),
 }
 
 
@@ -91,6 +87,8 @@ class TestResult:
     passed: int
     total: int
     failures: list[str] = field(default_factory=list)
+    #: swap tests: the filling of each case whose label differs from the reference filling's
+    flips: list[str] = field(default_factory=list)
 
     @property
     def pass_rate(self) -> float:
@@ -115,6 +113,15 @@ class BehavioralReport:
         for t in self.tests:
             kinds.setdefault(t.kind, []).append(t.pass_rate)
         return {kind: sum(rates) / len(rates) for kind, rates in kinds.items()}
+
+    def identity_flips(self) -> tuple[list[str], int]:
+        """The identity swaps that changed the label (one entry per case), and how many cases
+        ran. Counted apart from the pass rate: averaged with the other tests, 24 flips of 60
+        still left a mean over kinds of 0.94."""
+        for t in self.tests:
+            if t.name == IDENTITY_SWAP:
+                return list(t.flips), t.total
+        return [], 0
 
     def balanced_pass_rate(self) -> float:
         """Mean over kinds of their mean pass rate: what the gate uses. Pooled over tests, the
@@ -148,6 +155,7 @@ def _invariance(
 def _swap(model: TextClassifier, name: str, templates: list[str], terms: list[str]) -> TestResult:
     # Each template filled with the first term is the reference; every other filling is a case.
     fails = []
+    flips = []
     total = 0
     for template in templates:
         texts = [template.format(term) for term in terms]
@@ -156,12 +164,14 @@ def _swap(model: TextClassifier, name: str, templates: list[str], terms: list[st
         for i in range(1, len(texts)):
             total += 1
             shift = float(abs(proba[i] - proba[0]).max())
+            if labels[i] != labels[0]:
+                flips.append(terms[i])
             if labels[i] != labels[0] or shift > SWAP_TOLERANCE:
                 fails.append(
                     f"{texts[i]!r}: {model.classes[labels[i]]} (shift {shift:.2f}) vs "
                     f"{texts[0]!r}: {model.classes[labels[0]]}"
                 )
-    return TestResult(name, "invariance", total - len(fails), total, fails[:5])
+    return TestResult(name, "invariance", total - len(fails), total, fails[:5], flips)
 
 
 def _negation(model: TextClassifier) -> TestResult:

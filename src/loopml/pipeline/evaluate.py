@@ -19,7 +19,14 @@ from sklearn.metrics import (
 from loopml.pipeline.behavioral import BehavioralReport, run_behavioral_tests
 from loopml.recipes.base import TextClassifier
 
-__all__ = ["Evaluation", "evaluate", "plot_confusion_matrix", "score", "single_latency_ms"]
+__all__ = [
+    "Evaluation",
+    "domain_f1",
+    "evaluate",
+    "plot_confusion_matrix",
+    "score",
+    "single_latency_ms",
+]
 
 
 @dataclass
@@ -34,6 +41,13 @@ class Evaluation:
     latency_p99_ms: float
     #: test macro-F1 of the simple baselines (:mod:`loopml.pipeline.baselines`), by name
     baselines: dict[str, float] = field(default_factory=dict)
+    #: per test row: label, domain, predicted (for the gate's confidence bounds; not exported)
+    rows: pd.DataFrame | None = field(default=None, repr=False)
+    #: each baseline's prediction per test row, in ``rows``' order
+    baseline_predicted: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    #: the unigram baseline's F1 per domain slice and balanced behavioral pass rate
+    baseline_domain_f1: dict[str, float] = field(default_factory=dict)
+    baseline_behavioral: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -52,6 +66,7 @@ class Evaluation:
         flat = dict(self.metrics)
         flat.update({f"f1_domain_{d}": v for d, v in self.domain_f1.items()})
         flat["behavioral_pass_rate"] = self.behavioral.pass_rate
+        flat["identity_flips"] = float(len(self.behavioral.identity_flips()[0]))
         flat["latency_p99_ms"] = self.latency_p99_ms
         flat.update({f"baseline_{n}_macro_f1": v for n, v in self.baselines.items()})
         return flat
@@ -68,7 +83,8 @@ def single_latency_ms(model: TextClassifier, texts: list[str], *, calls: int = 3
     return float(np.percentile(timings, 99))
 
 
-def _domain_f1(test: pd.DataFrame, predicted: list[str]) -> dict[str, float]:
+def domain_f1(test: pd.DataFrame, predicted: list[str]) -> dict[str, float]:
+    """Macro-F1 of ``predicted`` per domain slice of ``test``, over the classes each holds."""
     out = {}
     frame = test.assign(predicted=predicted)
     for domain, group in frame.groupby("domain"):
@@ -103,11 +119,14 @@ def evaluate(model: TextClassifier, test: pd.DataFrame, *, seed: int = 0) -> Eva
         metrics[f"f1_{label}"] = float(f1[i])
     return Evaluation(
         metrics=metrics,
-        domain_f1=_domain_f1(test, predicted),
+        domain_f1=domain_f1(test, predicted),
         labels=labels,
         confusion=confusion_matrix(truth, predicted, labels=labels).tolist(),
         behavioral=run_behavioral_tests(model, texts, seed=seed),
         latency_p99_ms=single_latency_ms(model, texts),
+        rows=pd.DataFrame(
+            {"label": truth, "domain": test["domain"].tolist(), "predicted": predicted}
+        ),
     )
 
 

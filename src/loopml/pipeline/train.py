@@ -18,13 +18,28 @@ import pandas as pd
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.exceptions import MlflowException
 
+from loopml.codeversion import code_tags
 from loopml.config import Settings
 from loopml.data import DataRules, Dataset, Splits, load_dataset, load_splits, split_dataset
 from loopml.errors import LoopmlError, RegistryError, TrainingError
-from loopml.pipeline.baselines import baseline_scores
+from loopml.pipeline.baselines import baseline_scores, fit_baselines
+from loopml.pipeline.behavioral import run_behavioral_tests
 from loopml.pipeline.choice import choose_recipe
-from loopml.pipeline.evaluate import Evaluation, evaluate, plot_confusion_matrix, score
-from loopml.pipeline.gate import GateCheck, GateResult, run_gate, trusted_rows
+from loopml.pipeline.evaluate import (
+    Evaluation,
+    domain_f1,
+    evaluate,
+    plot_confusion_matrix,
+    score,
+)
+from loopml.pipeline.gate import (
+    Comparison,
+    GateCheck,
+    GateResult,
+    run_gate,
+    too_few_compared,
+    trusted_rows,
+)
 from loopml.pipeline.stability import check_finite, fit_checked
 from loopml.pipeline.tune import Search, search
 from loopml.recipes import Recipe
@@ -138,32 +153,111 @@ def _log_data(dataset: Dataset, splits: Splits, out: Path) -> None:
     mlflow.log_artifacts(str(out), artifact_path="data")
 
 
+def with_baselines(
+    evaluation: Evaluation, train: pd.DataFrame, test: pd.DataFrame, *, seed: int
+) -> None:
+    """Fit the baselines on ``train`` and record what they reach on ``test``: scores,
+    predictions, and the unigram model's slice scores and behavioral pass rate."""
+    baselines = fit_baselines(train)
+    texts = test["text"].astype(str).tolist()
+    predicted = baselines.predictions(texts)
+    evaluation.baselines = baseline_scores(train, test, predicted)
+    evaluation.baseline_predicted = predicted
+    evaluation.baseline_domain_f1 = domain_f1(test, predicted["unigram_tfidf_logreg"])
+    report = run_behavioral_tests(baselines.unigram, texts, seed=seed)
+    evaluation.baseline_behavioral = report.balanced_pass_rate()
+
+
 def gate_against_champion(
     settings: Settings,
     registry: Registry,
     candidate: Evaluation,
     test: pd.DataFrame,
     *,
+    model: TextClassifier,
+    seen: set[str],
     exclude_version: str | None = None,
-    model: TextClassifier | None = None,
 ) -> tuple[GateResult, Evaluation | None]:
-    """Gate ``candidate`` against the current champion, evaluated on the same ``test`` split.
+    """Gate ``candidate`` (``model`` evaluated on ``test``, trained on the texts ``seen``)
+    against the current champion.
 
-    With the candidate's ``model`` and feedback rows in ``test``, both models are also scored on
-    the trusted holdout (the rows no feedback wrote) and the gate holds the candidate to it.
+    Both models are compared on the rows of ``test`` that neither trained on: a row the
+    champion trained on would flatter it. With feedback rows among them, both are also scored
+    on the trusted holdout (the rows no feedback wrote) and the gate holds the candidate to it.
+    Both are also scored on the champion's own test split with its labels, less ``seen``.
     """
     champion = registry.alias(CHAMPION)
     version = str(champion.version) if champion is not None else None
-    if version is None or version == exclude_version:
+    if champion is None or version is None or version == exclude_version:
         return run_gate(candidate, None, settings), None
+    rows, comparison = rows_unseen_by(registry, champion.run_id, test)
+    if comparison.rows < settings.gate_min_compared_rows:
+        return too_few_compared(candidate, settings, version, comparison), None
     champion_model = registry.load(version)
-    champion_eval = evaluate(champion_model, test, seed=settings.seed)
+    champion_eval = evaluate(champion_model, rows, seed=settings.seed)
+    compared = evaluate(model, rows, seed=settings.seed) if comparison.excluded else None
     trusted = None
-    holdout = trusted_rows(test)
-    if model is not None and 0 < len(holdout) < len(test):
+    holdout = trusted_rows(rows)
+    if 0 < len(holdout) < len(rows):
         trusted = (score(model, holdout), score(champion_model, holdout))
-    result = run_gate(candidate, champion_eval, settings, champion_version=version, trusted=trusted)
+    result = run_gate(
+        candidate,
+        champion_eval,
+        settings,
+        champion_version=version,
+        trusted=trusted,
+        compared=compared,
+        comparison=comparison,
+        holdout=champion_holdout(
+            registry,
+            champion.run_id,
+            (champion_model, model),
+            seen,
+            settings.gate_min_compared_rows,
+        ),
+    )
     return result, champion_eval
+
+
+def champion_holdout(
+    registry: Registry,
+    run_id: str | None,
+    models: tuple[TextClassifier, TextClassifier],
+    seen: set[str],
+    min_rows: int,
+) -> tuple[dict[str, float], dict[str, float], int] | None:
+    """The candidate's and the champion's macro-F1 on the champion's own test split (run
+    ``run_id``), with the labels it was logged with, less the texts ``seen`` by the candidate in
+    training; None without such a split or with fewer than ``min_rows`` rows left."""
+    try:
+        if not run_id:
+            return None
+        test = load_splits(registry.client, run_id, ("test",), columns=["text", "label"])["test"]
+    except (RegistryError, MlflowException, OSError):
+        return None
+    rows = test[~test["text"].isin(seen)]
+    if len(rows) < min_rows:
+        return None
+    champion, model = models
+    macro = "macro_f1"
+    return {macro: score(model, rows)[macro]}, {macro: score(champion, rows)[macro]}, len(rows)
+
+
+def rows_unseen_by(
+    registry: Registry, run_id: str | None, test: pd.DataFrame
+) -> tuple[pd.DataFrame, Comparison]:
+    """The rows of ``test`` whose text is in neither the train nor the validation split of
+    training run ``run_id`` (the champion's), and how many were left out. A run whose splits
+    cannot be read leaves every row in, and the comparison says so."""
+    try:
+        if not run_id:
+            raise RegistryError("no training run")
+        parts = load_splits(registry.client, run_id, ("train", "validation"), columns=["text"])
+    except (RegistryError, MlflowException, OSError):
+        return test, Comparison(rows=len(test), excluded=0, known=False)
+    seen = set(parts["train"]["text"]) | set(parts["validation"]["text"])
+    rows = test[~test["text"].isin(seen)]
+    return rows, Comparison(rows=len(rows), excluded=len(test) - len(rows))
 
 
 def _register(
@@ -238,6 +332,8 @@ def record_gate(
         "loopml.gate.failed_checks": ",".join(c.name for c in gate.failures()) or "none",
         "loopml.macro_f1": f"{evaluation.metrics['macro_f1']:.4f}",
     }
+    if gate.comparison is not None:
+        tags["loopml.gate.compared_rows"] = str(gate.comparison.rows)
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
     registry.set_tags(version, tags)
@@ -297,6 +393,7 @@ def train(
                 "loopml.dataset_version": dataset.version,
                 "loopml.recipe": name,
                 "loopml.source": dataset.source,
+                **code_tags(),  # the code that trained it: version, commit, dirty flag
                 **(tags or {}),
             }
         )
@@ -340,7 +437,7 @@ def train(
         check_size(settings, model_bytes)
         say("evaluate")
         evaluation = evaluate(classifier, splits.test, seed=settings.seed)
-        evaluation.baselines = baseline_scores(splits.train, splits.test)
+        with_baselines(evaluation, splits.train, splits.test, seed=settings.seed)
         mlflow.log_metrics(evaluation.flat_metrics() | {"fit_seconds": fit_seconds})
         with tempfile.TemporaryDirectory() as tmp:
             png = plot_confusion_matrix(
@@ -361,11 +458,18 @@ def train(
                 RECIPE_TAG: name,
                 RECIPE_PARAMS_TAG: json.dumps(recipe_params, sort_keys=True),
                 CONVERGED_TAG: str(fit.converged).lower(),
+                **code_tags(),
             },
         )
         say("gate")
         gate, champion_eval = gate_against_champion(
-            settings, registry, evaluation, splits.test, exclude_version=version, model=classifier
+            settings,
+            registry,
+            evaluation,
+            splits.test,
+            model=classifier,
+            seen=set(splits.train["text"]) | set(splits.validation["text"]),
+            exclude_version=version,
         )
         if not fit.converged:
             flag_unconverged(gate, fit.warning)
@@ -395,7 +499,7 @@ def evaluate_version(settings: Settings, version: str) -> tuple[Evaluation, Gate
     if not mv.run_id:
         raise RegistryError(f"version {version} has no training run: cannot find its test split")
     try:
-        parts = load_splits(registry.client, mv.run_id, ["train", "test"])
+        parts = load_splits(registry.client, mv.run_id, ["train", "validation", "test"])
     except MlflowException as exc:
         raise RegistryError(
             f"version {version}: its data splits are missing: {exc.message}"
@@ -403,9 +507,16 @@ def evaluate_version(settings: Settings, version: str) -> tuple[Evaluation, Gate
     test = parts["test"]
     model = registry.load(str(mv.version))
     evaluation = evaluate(model, test, seed=settings.seed)
-    evaluation.baselines = baseline_scores(parts["train"], test)
+    with_baselines(evaluation, parts["train"], test, seed=settings.seed)
+    seen = set(parts["train"]["text"]) | set(parts["validation"]["text"])
     gate, champion_eval = gate_against_champion(
-        settings, registry, evaluation, test, exclude_version=str(mv.version), model=model
+        settings,
+        registry,
+        evaluation,
+        test,
+        exclude_version=str(mv.version),
+        model=model,
+        seen=seen,
     )
     if mv.tags.get(CONVERGED_TAG) == "false":
         flag_unconverged(gate, "the solver stopped at its iteration limit when it was trained")

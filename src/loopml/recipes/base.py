@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ValidationError
 
+from loopml.codeversion import loopml_version
 from loopml.errors import TrainingError
 
 if TYPE_CHECKING:
@@ -104,11 +105,12 @@ class Recipe(ABC):
         return self.params.model_dump(mode="json")
 
     def pip_requirements(self) -> list[str]:
-        """What the packaged MLflow model needs installed to load: loopml (it holds the pickled
-        classes), numpy, pandas and ``serves_with`` at the installed versions."""
+        """What the packaged MLflow model needs installed to load: loopml at the version that
+        trained it (it holds the pickled classes), numpy, pandas and ``serves_with`` at the
+        installed versions."""
         extra = f"[{self.extra}]" if self.extra and not self.serves_with else ""
         pins = [f"{name}=={version(name)}" for name in self.serves_with]
-        return [f"loopml{extra}", "numpy", "pandas", *pins]
+        return [f"loopml{extra}=={loopml_version()}", "numpy", "pandas", *pins]
 
     @abstractmethod
     def fit(self, texts: Sequence[str], labels: Sequence[str]) -> TextClassifier:

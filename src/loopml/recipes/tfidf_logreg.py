@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
@@ -15,11 +15,19 @@ from sklearn.pipeline import Pipeline
 
 from loopml.errors import TrainingError
 from loopml.recipes.base import Recipe, TextClassifier
+from loopml.recipes.identity import IDENTITY_TERMS, IDENTITY_TOKEN, mask_identity_terms
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["SklearnTextClassifier", "TfidfLogReg", "TfidfLogRegParams", "strip_urls"]
+__all__ = [
+    "SklearnTextClassifier",
+    "TfidfLogReg",
+    "TfidfLogRegParams",
+    "lower_mask_identity",
+    "strip_urls",
+    "strip_urls_mask_identity",
+]
 
 _URL = re.compile(r"https?://\S+|www\.\S+")
 
@@ -31,6 +39,23 @@ def strip_urls(text: str) -> str:
     news-like tweets in the corpus. Dropping them costs ~0.003 macro-F1 and buys URL invariance.
     """
     return _URL.sub(" ", text.lower())
+
+
+def strip_urls_mask_identity(text: str) -> str:
+    """:func:`strip_urls`, then every identity term becomes one token (see ``mask_identity``)."""
+    return mask_identity_terms(strip_urls(text))
+
+
+def lower_mask_identity(text: str) -> str:
+    """Lower-case ``text`` and mask identity terms, URLs kept (``strip_urls=false``)."""
+    return mask_identity_terms(text.lower())
+
+
+def _preprocessor(params: TfidfLogRegParams) -> Callable[[str], str] | None:
+    # Module-level functions, not closures: the fitted pipeline is pickled with them.
+    if params.strip_urls:
+        return strip_urls_mask_identity if params.mask_identity else strip_urls
+    return lower_mask_identity if params.mask_identity else None
 
 
 class SklearnTextClassifier(TextClassifier):
@@ -47,7 +72,10 @@ class SklearnTextClassifier(TextClassifier):
     def vocabulary(self) -> set[str]:
         """Terms the vectorizer knows (used for out-of-vocabulary drift)."""
         vectorizer: TfidfVectorizer = self.pipeline.named_steps["tfidf"]
-        return {t for t in vectorizer.vocabulary_ if " " not in t}
+        terms = {t for t in vectorizer.vocabulary_ if " " not in t}
+        if IDENTITY_TOKEN in terms:  # the masked words are known, as the token
+            terms |= {t.lower() + s for t in IDENTITY_TERMS for s in ("", "s")}
+        return terms
 
 
 class TfidfLogRegParams(BaseModel):
@@ -61,6 +89,9 @@ class TfidfLogRegParams(BaseModel):
     max_features: int = Field(0, ge=0, description="vocabulary cap, 0 = none")
     sublinear_tf: bool = True
     strip_urls: bool = Field(True, description="lower-case and drop URLs (URL invariance)")
+    mask_identity: bool = Field(
+        True, description="identity terms become one token (identity-swap invariance)"
+    )
     class_weight: Literal["none", "balanced"] = "none"
     max_iter: int = Field(1000, ge=1)
 
@@ -75,7 +106,8 @@ class TfidfLogReg(Recipe):
 
     @classmethod
     def search_space(cls, trial: optuna.Trial) -> dict[str, Any]:
-        """Every parameter but ``max_iter`` (a convergence budget, not a modelling choice)."""
+        """Every parameter but ``max_iter`` (a convergence budget, not a modelling choice) and
+        ``mask_identity`` (a fairness requirement the gate enforces, not a score to trade)."""
         return {
             "C": trial.suggest_float("C", 0.1, 30.0, log=True),
             "ngram_max": trial.suggest_int("ngram_max", 1, 3),
@@ -98,7 +130,7 @@ class TfidfLogReg(Recipe):
                         min_df=p.min_df,
                         max_features=p.max_features or None,
                         sublinear_tf=p.sublinear_tf,
-                        preprocessor=strip_urls if p.strip_urls else None,
+                        preprocessor=_preprocessor(p),
                         dtype=np.float32,
                     ),
                 ),

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.config import JsonDict
 
 __all__ = [
+    "ApproveIn",
+    "ApproveOut",
     "ErrorOut",
     "ExplainIn",
     "ExplainOut",
@@ -330,6 +332,28 @@ class PromoteIn(_In):
         description="Skip the canary: champion now, even if the gate failed (audited as forced).",
     )
     reason: str = Field("", max_length=2000, description="Why (required with direct).")
+
+
+class ApproveIn(_In):
+    """An admin's approval of ``version``'s recipe and parameters, naming the reviewer."""
+
+    version: str = Field(pattern=r"^[0-9]{1,18}$", description="Registry version to approve.")
+    by: str = Field(
+        min_length=1, max_length=200, pattern=TEXT_PATTERN, description="Who reviewed it."
+    )
+
+
+class ApproveOut(BaseModel):
+    """The approval as recorded (audit log and version tags)."""
+
+    version: str
+    by: str
+    at: str
+    actor: str
+    recipe: str
+    params: dict[str, Any]
+    spec: str
+    change: dict[str, Any] | None
 
 
 class ReleaseOut(BaseModel):

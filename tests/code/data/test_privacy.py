@@ -142,6 +142,8 @@ def test_forget_by_key_id_deletes_its_labels_and_their_predictions(
         "texts": 0,
         "predictions": 3,
         "feedback": 3,
+        "split_rows": 0,  # no training run holds these texts (test_forget_splits.py)
+        "split_runs": [],
     }
     assert "tweet" not in json.dumps(entry.details)  # counts only, never a text
     store.dispose()

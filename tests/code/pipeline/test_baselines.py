@@ -44,8 +44,10 @@ def test_the_gate_requires_beating_every_baseline_by_the_margin(settings: Settin
 def test_baseline_scores_on_real_tweets(small_tweets: Dataset) -> None:
     splits = split_dataset(small_tweets, seed=42)
     scores = baseline_scores(splits.train, splits.test)
-    # Majority class (negative, 42% of rows) alone: F1 0.59 on one class of three.
-    assert scores["majority"] == pytest.approx(0.20, abs=0.01)
+    # The majority class alone: F1 2p/(1+p) on one class of three, p its share of the test rows.
+    majority = splits.train["label"].value_counts().idxmax()
+    p = (splits.test["label"] == majority).mean()
+    assert scores["majority"] == pytest.approx(2 * p / (1 + p) / 3)
     assert 0.55 < scores["unigram_tfidf_logreg"] < 0.75
 
 
@@ -53,7 +55,7 @@ def test_baseline_scores_on_real_tweets(small_tweets: Dataset) -> None:
 def test_a_weak_candidate_fails_the_gate_naming_the_baseline(
     settings: Settings, small_tweets: Dataset
 ) -> None:
-    # Only the baseline rules may fail: the floors are off.
+    # Only the baseline rules may fail: the absolute floors are off.
     cfg = settings.model_copy(
         update={
             "gate_min_macro_f1": 0.0,
@@ -67,7 +69,10 @@ def test_a_weak_candidate_fails_the_gate_naming_the_baseline(
     weak = train(cfg, dataset=small_tweets, params={"C": "0.0001"})
     assert weak.gate.verdict == "failed"
     failed = {c.name: c for c in weak.gate.failures()}
-    assert set(failed) == {"baseline_majority", "baseline_unigram_tfidf_logreg"}
+    # A first model is also held, slice by slice, to what the unigram baseline reaches there.
+    slices = {f"f1_domain_{d}" for d in small_tweets.frame["domain"].unique()}
+    assert set(failed) == {"baseline_majority", "baseline_unigram_tfidf_logreg"} | slices
+    assert all("unigram baseline" in failed[name].detail for name in slices)
     assert "majority baseline" in failed["baseline_majority"].detail
     assert weak.evaluation.metrics["macro_f1"] == pytest.approx(
         weak.evaluation.baselines["majority"]
@@ -83,9 +88,11 @@ def test_a_weak_candidate_fails_the_gate_naming_the_baseline(
     tag = registry.version(weak.version).tags["loopml.gate.failed_checks"]
     assert "baseline_unigram_tfidf_logreg" in tag
 
-    # The default recipe on the same data beats both, if narrowly on 3,200 training tweets
-    # (bigrams add little on so few: 0.681 vs 0.680; 0.740 vs 0.731 on the whole corpus).
+    # The default recipe on the same data is not clearly below either: on 3,200 training tweets
+    # bigrams add nothing (0.610 vs the unigram model's 0.625 on these 400 test rows), which the
+    # rows cannot tell from a tie, so the check passes on its confidence bound and says so.
     good = train(cfg.model_copy(update={"gate_baseline_margin": 0.0}), dataset=small_tweets)
     assert not [c.name for c in good.gate.failures() if c.name.startswith("baseline_")]
-    assert good.evaluation.metrics["macro_f1"] > good.evaluation.baselines["unigram_tfidf_logreg"]
+    unigram = next(c for c in good.gate.checks if c.name == "baseline_unigram_tfidf_logreg")
+    assert "not clearly below: upper bound" in unigram.detail
     assert good.evaluation.baselines["majority"] == weak.evaluation.baselines["majority"]

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
+from sklearn.metrics import f1_score
 
 from loopml.config import Settings
 from loopml.pipeline.behavioral import BehavioralReport, TestResult
@@ -83,3 +86,59 @@ def test_the_trusted_holdout_fails_a_candidate_whatever_the_feedback_slice_says(
     assert run_gate(candidate, champion, cfg, trusted=(honest, champ_trusted)).passed
     # Without a champion the trusted scores have nothing to compare with.
     assert "trusted_macro_f1" not in {c.name for c in run_gate(candidate, None, cfg).checks}
+
+
+def _with_rows(candidate: Evaluation, truth: list[str], predicted: list[str]) -> Evaluation:
+    candidate.rows = pd.DataFrame({"label": truth, "domain": "x", "predicted": predicted})
+    candidate.labels = sorted(set(truth))
+    return candidate
+
+
+def test_a_first_model_is_held_to_the_unigram_baselines_slices_not_to_a_fixed_floor(
+    settings: Settings,
+) -> None:
+    cfg = settings.model_copy(update={"gate_min_macro_f1": None, "gate_min_slice_f1": None})
+    # A slice where the unigram baseline reaches 0.31 (the data allows no more): 0.30 passes.
+    candidate = ev(0.7, {"x": 0.30})
+    candidate.baseline_domain_f1 = {"x": 0.31}
+    result = run_gate(candidate, None, cfg)
+    check = next(c for c in result.checks if c.name == "f1_domain_x")
+    assert check.passed and check.threshold == pytest.approx(0.31 - cfg.gate_slice_tolerance)
+    assert "unigram baseline 0.3100" in check.detail
+    assert "macro_f1" not in {c.name for c in result.checks}, "no absolute floor unless set"
+    # Far below it: fails; an absolute floor, when set, is the higher of the two bars.
+    candidate.domain_f1 = {"x": 0.2}
+    assert "f1_domain_x" in failed(run_gate(candidate, None, cfg))
+    set_floor = cfg.model_copy(update={"gate_min_slice_f1": 0.5})
+    candidate.domain_f1 = {"x": 0.45}
+    check = next(c for c in run_gate(candidate, None, set_floor).checks if "domain" in c.name)
+    assert not check.passed and check.threshold == 0.5 and check.detail == "absolute floor"
+
+
+def test_a_floor_fails_a_model_only_when_the_rows_say_it_is_below(settings: Settings) -> None:
+    cfg = settings.model_copy(update={"gate_min_macro_f1": 0.62, "gate_min_slice_f1": None})
+    rng = np.random.default_rng(0)
+    labels = ["a", "b", "c"]
+    for n, expect_pass in ((60, True), (20_000, False)):
+        truth = rng.choice(labels, n).tolist()
+        predicted = [t if rng.random() < 0.4 else str(rng.choice(labels)) for t in truth]
+        f1 = f1_score(truth, predicted, average="macro")
+        assert 0.5 < f1 < 0.62
+        candidate = _with_rows(ev(f1, {}), truth, predicted)
+        check = next(c for c in run_gate(candidate, None, cfg).checks if c.name == "macro_f1")
+        assert check.passed is expect_pass, (n, check)
+        assert ("not clearly below: upper bound" in check.detail) is expect_pass
+
+
+def test_the_behavioral_floor_is_what_the_unigram_baseline_passes_if_that_is_less(
+    settings: Settings,
+) -> None:
+    candidate = ev(0.8, {}, passed=6)  # 0.6 < the 0.7 floor
+    assert "behavioral_pass_rate" in failed(run_gate(candidate, None, settings))
+    candidate.baseline_behavioral = 0.55
+    check = next(c for c in run_gate(candidate, None, settings).checks if "behav" in c.name)
+    assert check.passed and check.threshold == 0.55
+    assert "what the unigram baseline passes (0.55)" in check.detail
+    candidate.baseline_behavioral = 0.9  # a baseline above the floor does not raise it
+    check = next(c for c in run_gate(candidate, None, settings).checks if "behav" in c.name)
+    assert not check.passed and check.threshold == settings.gate_min_behavioral_pass_rate

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from loopml.recipes import get_recipe
-from loopml.recipes.tfidf_logreg import strip_urls
+from loopml.recipes.tfidf_logreg import strip_urls, strip_urls_mask_identity
 
 TEXTS = [
     "Great flight @united http://t.co/abc",
@@ -35,7 +35,13 @@ def test_strip_urls(text: str, expected: str) -> None:
 
 
 def test_parameters_configure_the_vectorizer() -> None:
-    params = {"ngram_max": 1, "min_df": 1, "sublinear_tf": False, "strip_urls": False}
+    params = {
+        "ngram_max": 1,
+        "min_df": 1,
+        "sublinear_tf": False,
+        "strip_urls": False,
+        "mask_identity": False,
+    }
     vectorizer = get_recipe("tfidf-logreg", params).fit(TEXTS, LABELS).pipeline.named_steps["tfidf"]
     assert vectorizer.ngram_range == (1, 1) and vectorizer.min_df == 1
     assert vectorizer.sublinear_tf is False and vectorizer.preprocessor is None
@@ -45,7 +51,7 @@ def test_parameters_configure_the_vectorizer() -> None:
 def test_defaults_strip_urls_and_use_bigrams_seen_twice() -> None:
     model = get_recipe("tfidf-logreg").fit(TEXTS, LABELS)
     vectorizer = model.pipeline.named_steps["tfidf"]
-    assert vectorizer.preprocessor is strip_urls and vectorizer.sublinear_tf is True
+    assert vectorizer.preprocessor is strip_urls_mask_identity and vectorizer.sublinear_tf is True
     vocabulary = set(vectorizer.vocabulary_)
     assert {"great", "awful", "crew"} <= vocabulary
     assert "great crew" not in vocabulary  # once only: under min_df=2

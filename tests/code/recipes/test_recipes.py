@@ -55,7 +55,7 @@ def test_unknown_recipe() -> None:
         get_recipe("bert")
 
 
-def test_search_space_covers_every_parameter_but_max_iter() -> None:
+def test_search_space_covers_every_parameter_but_max_iter_and_mask_identity() -> None:
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = []
     for _ in range(20):
@@ -63,7 +63,7 @@ def test_search_space_covers_every_parameter_but_max_iter() -> None:
         space = TfidfLogReg.search_space(trial)
         seen.append(TfidfLogReg(space).params_dict())  # every point validates
         study.tell(trial, 0.0)
-    assert set(space) == set(TfidfLogReg.defaults()) - {"max_iter"}
+    assert set(space) == set(TfidfLogReg.defaults()) - {"max_iter", "mask_identity"}
     assert len({p["C"] for p in seen}) == 20
     assert {p["class_weight"] for p in seen} == {"none", "balanced"}
 
@@ -132,10 +132,16 @@ def test_missing_extra_says_what_to_install(
 
 def test_logged_requirements_pin_what_serving_needs() -> None:
     # without serves_with, a model asks for its recipe's whole extra
-    assert NeedsMissingModule().pip_requirements() == ["loopml[transformers]", "numpy", "pandas"]
+    # (loopml itself always at the version that trained it: the pickled classes are its own)
+    ours = version("loopml")
+    assert NeedsMissingModule().pip_requirements() == [
+        f"loopml[transformers]=={ours}",
+        "numpy",
+        "pandas",
+    ]
     # with it, only those distributions, at the versions the model was trained with
     sklearn = f"scikit-learn=={version('scikit-learn')}"
-    assert TfidfLogReg().pip_requirements() == ["loopml", "numpy", "pandas", sklearn]
+    assert TfidfLogReg().pip_requirements() == [f"loopml=={ours}", "numpy", "pandas", sklearn]
 
 
 def test_fit_gives_probabilities_in_class_order(small_tweets: Dataset) -> None:

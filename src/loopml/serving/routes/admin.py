@@ -30,6 +30,8 @@ from loopml.serving.deps import AdminDep, RuntimeDep
 from loopml.serving.docs import error_responses
 from loopml.serving.runtime import Runtime
 from loopml.serving.schemas import (
+    ApproveIn,
+    ApproveOut,
     FeedbackRelabelIn,
     FeedbackRelabelOut,
     PromoteIn,
@@ -162,6 +164,29 @@ async def promote(
         ).to_dict()
 
     return await _call(runtime, request, release)
+
+
+@router.post(
+    "/approve",
+    response_model=ApproveOut,
+    responses=error_responses(400, 401, 403, 404, 408, 409, 413, 422, 503),
+)
+async def approve(
+    body: ApproveIn, request: Request, _auth: AdminDep, runtime: RuntimeDep
+) -> dict[str, Any]:
+    """Approve ``version``'s recipe and parameters after review (``loopml approve``): a version
+    that changes the champion's cannot start a rollout or be promoted without it. The audit
+    record names the reviewer (``by``) and the HTTP actor.
+
+    404 for an unknown version; 409 for a version that names no recipe; 422 for a bad body.
+    """
+
+    def record(settings: Settings, store: Any, registry: Any) -> dict[str, Any]:
+        from loopml import control
+
+        return control.approve(store, registry, body.version, by=body.by)
+
+    return await _call(runtime, request, record)
 
 
 @router.post(

@@ -11,6 +11,7 @@ from loopml.errors import ConflictError, NotFoundError, RequestError
 from loopml.serving._http import json_response, load_json
 from loopml.serving.deps import FeedbackClientDep, RuntimeDep
 from loopml.serving.docs import SCHEMAS, body_schema, error_responses
+from loopml.serving.runtime import Runtime
 from loopml.serving.schemas import FeedbackIn, FeedbackOut
 
 __all__ = ["parse_feedback", "router"]
@@ -98,12 +99,23 @@ async def feedback(request: Request, runtime: RuntimeDep, caller: FeedbackClient
     try:
         stored = await runtime.db.run(runtime.feedback.record, pairs, caller.key_id)
     except NotFoundError:
-        predlog = runtime.predlog
-        if predlog is None or not predlog.others_may_be_pending():
+        wait = _peer_wait(runtime)
+        if wait <= 0:
             raise
-        # Another worker may have answered these ids and not committed them yet (its own index
-        # knows them, this one does not): give its writer one flush, then look again (all or
-        # nothing, so retrying stores nothing twice).
-        await asyncio.sleep(2 * runtime.settings.predlog_flush_interval_s + 0.25)
+        # Another worker or replica may have answered these ids and not committed them yet: give
+        # its writer time to flush, then look again (all or nothing, so retrying stores nothing
+        # twice).
+        await asyncio.sleep(wait)
         stored = await runtime.db.run(runtime.feedback.record, pairs, caller.key_id)
     return json_response({"accepted": len(stored), "items": stored})
+
+
+def _peer_wait(runtime: Runtime) -> float:
+    """Seconds an unknown request id waits before its 404: one flush of this pod's other workers
+    when their journals are pending, at least ``feedback_peer_wait_s`` for other replicas."""
+    predlog = runtime.predlog
+    if predlog is None:
+        return 0.0
+    settings = runtime.settings
+    workers = 2 * settings.predlog_flush_interval_s + 0.25 if predlog.others_may_be_pending() else 0
+    return max(workers, settings.feedback_peer_wait_s)
