@@ -1,10 +1,11 @@
 """The offline/live pair of a rollout, recorded in its final audit record (ML Test Score, Model 2).
 
-Offline: the gate's macro-F1 of the challenger minus the champion's, from the ``gate.json`` the
-gate wrote to the challenger's training run. Live: the challenger's live macro-F1 minus the
-champion's on the labelled traffic each served since the rollout started. Either is None, with
-the reason, when it cannot be measured (no champion at the gate, too few labels); a rollout is
-never held up by it. :mod:`loopml.monitoring.offline_online` reads the pairs back.
+Offline: the gate's macro-F1 of the challenger minus the champion's (on the same test rows), from
+the ``gate.json`` the gate wrote to the challenger's training run. Live: the challenger's live
+macro-F1 minus the champion's on the labelled traffic each served since the rollout started.
+Either is None, with the reason, when it cannot be measured (no champion at the gate, too few
+labels); a rollout is never held up by it. :mod:`loopml.monitoring.offline_online` reads the
+pairs back.
 """
 
 from __future__ import annotations
@@ -42,16 +43,23 @@ def _gate_record(registry: Registry, version: str) -> dict[str, Any]:
 
 def offline_delta(registry: Registry, version: str) -> dict[str, Any]:
     """The gate's challenger-minus-champion test macro-F1 of ``version``, with both scores and
-    the champion it was judged against (``offline_delta`` None, and why, when unknown)."""
+    the champion it was judged against (``offline_delta`` None, and why, when unknown).
+
+    The challenger's score is the gate's ``macro_f1`` check (on the rows the champion was scored
+    on: neither model trained on them; 4 decimals), the champion's is its evaluation on them.
+    """
     try:
         record = _gate_record(registry, version)
     except (LoopmlError, MlflowException, OSError, ValueError) as exc:
         return {"offline_delta": None, "why": f"no gate record: {str(exc)[:200]}"}
-    candidate = (record.get("candidate") or {}).get("metrics") or {}
+    gate = record.get("gate") or {}
+    checks: list[dict[str, Any]] = gate.get("checks") or []
+    check = next((c for c in checks if c.get("name") == "macro_f1"), {})
     champion = (record.get("champion") or {}).get("metrics") or {}
     out: dict[str, Any] = {
-        "gate_champion": (record.get("gate") or {}).get("champion_version"),
-        "challenger_macro_f1": candidate.get("macro_f1"),
+        "gate_champion": gate.get("champion_version"),
+        "compared_rows": (gate.get("comparison") or {}).get("rows"),
+        "challenger_macro_f1": check.get("value"),
         "champion_macro_f1": champion.get("macro_f1"),
         "offline_delta": None,
     }

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from loopml.cli import app
 from loopml.config import Settings
 from loopml.control import rollout
+from loopml.control.approval import approve
 from loopml.control.promotion import promote
 from loopml.data import Dataset
 from loopml.monitoring import MonitorCollector
@@ -66,13 +67,15 @@ def macro_f1(rows: list[tuple]) -> float:
 
 
 def gate_numbers(registry: Registry, version: str) -> tuple[float, float]:
-    """The candidate's and the champion's macro-F1 as the gate recorded them (gate.json)."""
+    """The challenger's and the champion's macro-F1 as the gate compared them (gate.json: its
+    macro_f1 check, on the rows the champion was scored on, and the champion's evaluation)."""
     run_id = registry.version(version).run_id
     assert run_id is not None
     with tempfile.TemporaryDirectory() as tmp:
         path = registry.client.download_artifacts(run_id, "gate.json", tmp)
         record = json.loads(Path(path).read_text())
-    return record["candidate"]["metrics"]["macro_f1"], record["champion"]["metrics"]["macro_f1"]
+    (check,) = [c for c in record["gate"]["checks"] if c["name"] == "macro_f1"]
+    return check["value"], record["champion"]["metrics"]["macro_f1"]
 
 
 @pytest.fixture
@@ -91,6 +94,7 @@ def setup(settings: Settings, small_tweets: Dataset) -> tuple[Settings, Store, R
     train(s, dataset=small_tweets, params={"C": 0.05})  # heavily regularised: weaker offline
     promote(store, registry, "1", force=True, reason="a weak first champion")
     train(s, dataset=small_tweets, params={"C": 4.0})
+    approve(store, registry, "2", by="test")  # another C than the champion's: a reviewed spec
     return s, store, registry
 
 
