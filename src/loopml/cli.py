@@ -940,6 +940,11 @@ def controller(
             stdout.flush()
         else:
             console.print(f"{tick.at:%H:%M:%S} [bold]{tick.action}[/]: {tick.reason}")
+            if tick.skew is not None and tick.skew.get("passed") is False:
+                console.print(
+                    f"  [red]SKEW[/] v{tick.skew['model_version']}: max |logged - recomputed| "
+                    f"{tick.skew['max_abs_diff']:.3g} (see `loopml check skew`)"
+                )
 
     with _control() as (settings, store, registry), quiet_stdout(json_out):
         loop = Controller(settings, store, registry, on_tick=show)
@@ -1215,6 +1220,68 @@ def check_skew(
         for row in report.worst:
             out.print(f"  {row['request_id']}: {row['abs_diff']:.3g}", highlight=False)
     raise typer.Exit(0 if report.passed else 1)
+
+
+def _delta(value: float | None) -> str:
+    return "" if value is None else f"{value:+.4f}"
+
+
+@check_app.command("offline-online")
+@handle_errors
+def check_offline_online(
+    last: Annotated[
+        int | None,
+        typer.Option(
+            "--last",
+            "-n",
+            min=1,
+            help="The newest N ended rollouts (promoted or rolled back).",
+            show_default="LOOPML_OFFLINE_ONLINE_ROLLOUTS",
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Does the gate's offline delta predict the canary's live one? Per ended rollout: the
+    challenger's offline macro-F1 minus the champion's (the gate's) beside the same on the
+    labelled rollout traffic; their sign agreement and correlation.
+
+    Exit codes: 0 agreement, or fewer than 3 measured rollouts; 1 most measured rollouts
+    disagree in sign; 2 bad usage or settings.
+    """
+    from loopml.monitoring.offline_online import MIN_POINTS, agreement
+    from loopml.store import open_settings_store
+
+    settings = _settings()
+    with open_settings_store(settings) as store:
+        found = agreement(store, settings.model_name, last=last or settings.offline_online_rollouts)
+    if json_out:
+        emit_json(found.to_dict())
+        raise typer.Exit(1 if found.alarm else 0)
+    table = Table(title=f"challenger minus champion macro-F1, last {found.last} rollouts")
+    for col in ("ended", "outcome", "versions", "offline", "live", "agree", "notes"):
+        table.add_column(col, no_wrap=col != "notes")
+    for p in found.pairs:
+        agrees = {True: "yes", False: "[red]no[/]", None: ""}[p.agrees]
+        table.add_row(
+            f"{p.ts:%m-%d %H:%M}",
+            p.outcome,
+            f"{p.challenger} vs {p.champion}",
+            _delta(p.offline_delta),
+            _delta(p.live_delta),
+            agrees,
+            escape(p.notes or ""),
+        )
+    out.print(table)
+    share = found.sign_agreement
+    r = found.correlation
+    out.print(
+        f"{found.points} measured rollout(s): sign agreement "
+        f"{'n/a' if share is None else f'{share:.0%}'}, correlation "
+        f"{'n/a' if r is None else f'{r:+.2f}'}"
+        + (f" (needs {MIN_POINTS})" if found.points < MIN_POINTS else "")
+        + (": [red]offline and live disagree in most rollouts[/]" if found.alarm else "")
+    )
+    raise typer.Exit(1 if found.alarm else 0)
 
 
 def _demo_view(stats: Any, ticks: list[Tick]) -> Table:

@@ -188,6 +188,12 @@ class Settings(BaseSettings):
     monitor_max_offline_gap: float = Field(0.15, ge=0, le=1)
     # training/serving skew: largest tolerated |logged - recomputed| class probability
     skew_tolerance: float = Field(1e-6, gt=0, le=1)
+    # the controller's skew check: least time between two (each loads the champion and rescores
+    # skew_sample logged predictions: seconds of work, not for every tick)
+    skew_interval_s: float = Field(900.0, ge=0)
+    skew_sample: int = Field(500, ge=1, le=100_000)
+    # offline/online agreement: rollouts (promoted or rolled back) it is computed over
+    offline_online_rollouts: int = Field(10, ge=1, le=1000)
 
     # control loop
     rollout_mode: Literal["canary", "shadow"] = "canary"

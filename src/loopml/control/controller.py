@@ -45,7 +45,7 @@ from loopml.routing import (
     routing_in,
     save_routing,
 )
-from loopml.store import AuditEntry, Store, current_actor
+from loopml.store import AuditEntry, MonitorResult, Store, current_actor
 from loopml.tracking import CONTROLLER_TAG, experiment_id, tagging_runs, tracking_unavailable
 
 if TYPE_CHECKING:
@@ -67,6 +67,8 @@ RETRAIN_ATTEMPTS = ("retrain", "retrain_rejected", "retrain_failed", "retrain_in
 INTERRUPTED = "interrupted"
 # The step between a retrain's record and the start of its rollout.
 ROLLOUT_START = "rollout_start"
+# Where the controller's skew check goes in a monitoring run's summary (the gauges read it there).
+SKEW_KEY = "skew"
 
 
 class StepAbandoned(BaseException):
@@ -105,6 +107,7 @@ class Tick:
     routing: Routing | None = None  # the routing after a rollout started
     step: rollout.StepResult | None = None  # the rollout step taken, if any
     learning: dict[str, Any] | None = None  # live vs reachable macro-F1, when estimated
+    skew: dict[str, Any] | None = None  # the training/serving skew check, fresh or carried
 
     @property
     def current_routing(self) -> Routing | None:
@@ -123,6 +126,8 @@ class Tick:
             out["version"] = self.version
         if self.learning is not None:
             out["learning"] = self.learning
+        if self.skew is not None:
+            out["skew"] = self.skew
         if self.routing is not None:
             out["routing"] = self.routing.to_dict()
         if self.step is not None:
@@ -477,6 +482,7 @@ class Controller:
         except MonitorError as exc:
             return Tick(now, "idle", str(exc))
         summary = report.summary
+        skew = self._skew_if_due(summary.model_version, report.result_id, now)
         new_labels, learned, gap = 0, False, None
         last_retrain = self._last_retrain()
         since = cooling_down(last_retrain, now, self.settings)
@@ -506,11 +512,68 @@ class Controller:
             monitor=MonitorNote(summary.verdict, summary.reasons, str(report.report_path)),
             new_labels=new_labels,
             learning=decision.numbers or None,
+            skew=skew,
         )
         if decision.action == "none" and gap is not None and self._fresh_estimate:
             # A new estimate that says "caught up" is a decision too: on the record, with numbers.
             self._audit("learning_check", decision.reason, details=decision.numbers)
         return seen if decision.action != "retrain" else self._retrain(seen, summary.verdict)
+
+    def _skew_if_due(
+        self, version: str | None, result_id: int | None, now: datetime
+    ) -> dict[str, Any] | None:
+        """Training/serving skew of the monitored version (ML Test Score, Monitoring 3): its
+        newest ``skew_sample`` logged predictions rescored with the registered model, at most
+        every ``skew_interval_s``. The result goes into this monitoring run's summary, where the
+        ``loopml_skew_*`` gauges read it; a check not yet due carries the previous result
+        forward, with its time. Skew found is also an audit record."""
+        if version is None or result_id is None:
+            return None
+        last = self._previous_skew(result_id)
+        if last is not None and last.get("model_version") == version:
+            age = (now - datetime.fromisoformat(last["checked_at"])).total_seconds()
+            if 0 <= age < self.settings.skew_interval_s:
+                self.store.annotate_monitor_result(result_id, SKEW_KEY, last)
+                return last
+        with self._abandonable("monitor"):  # loads the model: seconds
+            found = self._check_skew(version, now)
+        self.store.annotate_monitor_result(result_id, SKEW_KEY, found)
+        return found
+
+    def _previous_skew(self, result_id: int) -> dict[str, Any] | None:
+        query = (
+            select(MonitorResult.summary)
+            .where(MonitorResult.model_name == self.registry.name, MonitorResult.id < result_id)
+            .order_by(MonitorResult.id.desc())
+            .limit(1)
+        )
+        with self.store.session() as session:
+            summary = session.execute(query).scalar_one_or_none()
+        skew = (summary or {}).get(SKEW_KEY)
+        return dict(skew) if isinstance(skew, dict) and "checked_at" in skew else None
+
+    def _check_skew(self, version: str, now: datetime) -> dict[str, Any]:
+        from loopml.monitoring import check_skew
+
+        stamp = {"model_version": version, "checked_at": now.isoformat()}
+        try:
+            report = check_skew(self.settings, version=version, sample=self.settings.skew_sample)
+        except LoopmlError as exc:
+            # On the record as an error (no gauge): checked again once the interval passed.
+            log.warning("skew check of version %s failed: %s", version, exc)
+            return stamp | {"error": _one_line(exc)}
+        found: dict[str, Any] = report.to_dict() | stamp
+        if not report.passed:
+            self._audit(
+                "skew_detected",
+                f"version {version}: {report.share_above:.1%} of {report.rows} logged "
+                f"predictions differ from the registered model's by more than "
+                f"{report.tolerance:g} (max {report.max_abs_diff:.3g}), "
+                f"{report.label_mismatches} label mismatches",
+                to_version=version,
+                details=found,
+            )
+        return found
 
     def _learning_gap(
         self,

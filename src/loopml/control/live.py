@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import f1_score
 from sqlalchemy import func, select
 
 from loopml.control.analysis import VariantStats
 from loopml.routing import SHADOW_SUFFIX
 from loopml.store import Feedback, Prediction, ServingError, Store
 
-__all__ = ["collect", "labeled_feedback"]
+__all__ = ["LiveMacroF1", "collect", "labeled_feedback", "live_macro_f1"]
 _LATENCY_ROWS = 20_000
 
 
@@ -89,6 +91,65 @@ def collect(
         right_s = both["label_s"] == both["truth_c"]
         paired = (int((right_c & ~right_s).sum()), int((~right_c & right_s).sum()))
     return champ, chall, paired
+
+
+@dataclass(frozen=True)
+class LiveMacroF1:
+    """Macro-F1 of champion and challenger on the labelled traffic each served, over the classes
+    those labels hold (the same for both)."""
+
+    labels: list[str]
+    champion_labeled: int
+    challenger_labeled: int
+    champion_macro_f1: float | None
+    challenger_macro_f1: float | None
+
+    @property
+    def delta(self) -> float | None:
+        """Challenger minus champion (None when either side has no labels)."""
+        if self.champion_macro_f1 is None or self.challenger_macro_f1 is None:
+            return None
+        return round(self.challenger_macro_f1 - self.champion_macro_f1, 6)
+
+
+def live_macro_f1(
+    store: Store, model_name: str, *, champion: str, challenger: str, mode: str, since: datetime
+) -> LiveMacroF1:
+    """Live macro-F1 of both variants on their predictions with feedback since ``since`` (a
+    shadow record carries the feedback of the champion's request it shadowed)."""
+    frame = _frame(store, model_name, [champion, challenger], since)
+    ch_variant = "shadow" if mode == "shadow" else "challenger"
+    sides = {
+        "champion": frame[(frame["variant"] == "champion") & (frame["version"] == champion)],
+        "challenger": frame[(frame["variant"] == ch_variant) & (frame["version"] == challenger)],
+    }
+    labeled = {k: v[v["truth"].notna()] for k, v in sides.items()}
+    labels = sorted({str(t) for rows in labeled.values() for t in rows["truth"]})
+    scores: dict[str, float | None] = {}
+    for side, rows in labeled.items():
+        scores[side] = (
+            round(
+                float(
+                    f1_score(
+                        rows["truth"].astype(str),
+                        rows["label"].astype(str),
+                        labels=labels,
+                        average="macro",
+                        zero_division=0,
+                    )
+                ),
+                6,
+            )
+            if len(rows)
+            else None
+        )
+    return LiveMacroF1(
+        labels,
+        len(labeled["champion"]),
+        len(labeled["challenger"]),
+        scores["champion"],
+        scores["challenger"],
+    )
 
 
 def labeled_feedback(store: Store, model_name: str) -> pd.DataFrame:

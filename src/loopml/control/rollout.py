@@ -19,9 +19,11 @@ from sqlalchemy.orm import Session
 from loopml.config import Settings
 from loopml.control.analysis import Analysis, Limits, analyze
 from loopml.control.approval import check_approved
+from loopml.control.correlation import rollout_pair
 from loopml.control.live import collect
 from loopml.control.promotion import promote
 from loopml.errors import RolloutError
+from loopml.monitoring import OFFLINE_ONLINE_KEY
 from loopml.registry import Registry
 from loopml.routing import CHAMPION, Mode, Routing, load_routing, routing_in, save_routing
 from loopml.store import Store, current_actor
@@ -152,8 +154,10 @@ def _transition(
     change: Callable[[Routing], None],
     analysis: Analysis | None = None,
     expect: str | None = None,
+    details: dict[str, Any] | None = None,
 ) -> Routing:
-    """Apply ``change`` to the routing and append the audit record, in one transaction.
+    """Apply ``change`` to the routing and append the audit record (``details`` added to its
+    numbers), in one transaction.
 
     With ``expect``, the rollout must still be the one that was analyzed (an operator may have
     aborted it, or started another, in the meantime).
@@ -164,6 +168,7 @@ def _transition(
         before = routing.challenger
         change(routing)
         numbers: dict[str, Any] = {"mode": routing.mode, "weight": routing.weight}
+        numbers |= details or {}
         if analysis is not None:
             numbers["analysis"] = analysis.to_dict()
         store.audit(
@@ -267,8 +272,10 @@ def abort(
     analysis: Analysis | None = None,
     action: str = "rollout_abort",
     expect: str | None = None,
+    details: dict[str, Any] | None = None,
 ) -> Routing:
-    """Send all traffic back to the champion at once and record why."""
+    """Send all traffic back to the champion at once and record why (``details`` added to the
+    audit record)."""
     current = load_routing(store, registry.name)
     rollout = current.rollout
     if rollout is None:
@@ -285,6 +292,7 @@ def abort(
         change=change,
         analysis=analysis,
         expect=expect,
+        details=details,
     )
     registry.set_challenger(None)
     _log_decision(
@@ -301,6 +309,7 @@ def _promote(
 ) -> Routing:
     rollout = dict(routing.rollout or {})
     version = str(routing.challenger)
+    pair = rollout_pair(settings, store, registry, routing)
 
     def finish(session: Session) -> None:
         state = routing_in(session, registry.name, lock=True)
@@ -316,7 +325,7 @@ def _promote(
         force=True,
         reason="rollout passed its live analysis",
         action="rollout_promote",
-        details={"analysis": analysis.to_dict()},
+        details={"analysis": analysis.to_dict(), OFFLINE_ONLINE_KEY: pair},
         routing=finish,
     )
     _log_decision(registry, rollout, "promote", {"weight": 1.0, "analysis": analysis.to_dict()})
@@ -331,6 +340,8 @@ def _rollback(
     analysis: Analysis | None,
     expect: str,
 ) -> StepResult:
+    # The rollout's offline/live pair goes into its last record (ML Test Score, Model 2).
+    pair = rollout_pair(settings, store, registry, load_routing(store, registry.name))
     routing = abort(
         settings,
         store,
@@ -339,6 +350,7 @@ def _rollback(
         analysis=analysis,
         action="rollout_rollback",
         expect=expect,
+        details={OFFLINE_ONLINE_KEY: pair},
     )
     return StepResult("rollback", routing, analysis, reason)
 

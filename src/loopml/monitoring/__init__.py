@@ -10,6 +10,8 @@ import importlib
 from typing import Any
 
 __all__ = [
+    "OFFLINE_ONLINE_KEY",
+    "Agreement",
     "Assessment",
     "Check",
     "MonitorCollector",
@@ -18,10 +20,13 @@ __all__ = [
     "MonitorSummary",
     "Quality",
     "Reference",
+    "SkewReport",
     "Thresholds",
     "Verdict",
+    "agreement",
     "assess",
     "build_reference",
+    "check_skew",
     "detect_drift",
     "live_quality",
     "run_monitor",
@@ -42,6 +47,11 @@ _HOME = {
     "run_monitor": "monitor",
     "Quality": "quality",
     "live_quality": "quality",
+    "SkewReport": "skew",
+    "check_skew": "skew",
+    "OFFLINE_ONLINE_KEY": "offline_online",
+    "Agreement": "offline_online",
+    "agreement": "offline_online",
 }
 
 

@@ -26,7 +26,23 @@ loopml_monitor_window_rows                  -       predictions in the last moni
 loopml_monitor_verdict                      verdict 1 for the last verdict, 0 for the others
 loopml_monitor_last_run_timestamp_seconds   -       when the last monitoring run finished
 loopml_monitor_model_created_timestamp_seconds  -   when the monitored version was registered
+loopml_skew_detected                        -       1 when the controller's last skew check
+                                                    found logged and recomputed predictions apart
+loopml_skew_max_abs_diff                    -       its largest |logged - recomputed| probability
+loopml_skew_share_above                     -       share of rows beyond LOOPML_SKEW_TOLERANCE
+loopml_skew_label_mismatches                -       rows whose recomputed label differs
+loopml_skew_rows                            -       logged predictions it rescored
+loopml_skew_last_check_timestamp_seconds    -       when that check ran
+loopml_offline_online_points                -       ended rollouts (of the last
+                                                    LOOPML_OFFLINE_ONLINE_ROLLOUTS) with both an
+                                                    offline and a live delta
+loopml_offline_online_sign_agreement        -       share of them whose deltas agree in sign
+loopml_offline_online_correlation           -       Pearson r of the deltas (3 points or more)
 ==========================================  ======  =========================================
+
+The skew gauges come from the ``skew`` the controller adds to a monitoring run's summary
+(:meth:`loopml.control.Controller.tick`); the offline/online gauges from the audit records of
+ended rollouts (:mod:`loopml.monitoring.offline_online`), read with the summary.
 """
 
 from __future__ import annotations
@@ -42,12 +58,14 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from loopml.errors import StoreError
+from loopml.monitoring.offline_online import Agreement, agreement
 from loopml.store import Store
 
 __all__ = [
     "MONITOR_METRICS",
     "VERDICTS",
     "MonitorCollector",
+    "families_from_agreement",
     "families_from_summary",
     "latest_summary",
 ]
@@ -80,6 +98,28 @@ MONITOR_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "loopml_monitor_last_run_timestamp_seconds": ("When the last monitoring run finished.", ()),
     "loopml_monitor_model_created_timestamp_seconds": (
         "When the monitored model version was registered.",
+        (),
+    ),
+    "loopml_skew_detected": (
+        "1 when the last skew check found logged predictions the registered model does not "
+        "reproduce.",
+        (),
+    ),
+    "loopml_skew_max_abs_diff": ("Largest |logged - recomputed| class probability.", ()),
+    "loopml_skew_share_above": ("Share of rescored rows beyond the skew tolerance.", ()),
+    "loopml_skew_label_mismatches": ("Rescored rows whose label differs from the logged.", ()),
+    "loopml_skew_rows": ("Logged predictions the last skew check rescored.", ()),
+    "loopml_skew_last_check_timestamp_seconds": ("When the last skew check ran.", ()),
+    "loopml_offline_online_points": (
+        "Recent ended rollouts with both an offline (gate) and a live (canary) delta.",
+        (),
+    ),
+    "loopml_offline_online_sign_agreement": (
+        "Share of those rollouts whose offline and live deltas agree in sign.",
+        (),
+    ),
+    "loopml_offline_online_correlation": (
+        "Pearson correlation of offline and live deltas over those rollouts.",
         (),
     ),
 }
@@ -125,9 +165,37 @@ def families_from_summary(summary: dict[str, Any], *, ran_at: float) -> list[Met
         "loopml_reachable_macro_f1": (summary.get("learning") or {}).get("reachable_macro_f1"),
         "loopml_learning_gap": (summary.get("learning") or {}).get("gap"),
     }
+    plain |= _skew(summary.get("skew") or {})
     families: list[Metric] = [score, threshold, verdict]
     families += [f for name, value in plain.items() if (f := _plain(name, value)) is not None]
     return families
+
+
+def _skew(skew: dict[str, Any]) -> dict[str, Any]:
+    if "passed" not in skew:  # no check yet, or it could not run (its error is in the summary)
+        return {}
+    return {
+        "loopml_skew_detected": float(not skew["passed"]),
+        "loopml_skew_max_abs_diff": skew.get("max_abs_diff"),
+        "loopml_skew_share_above": skew.get("share_above"),
+        "loopml_skew_label_mismatches": skew.get("label_mismatches"),
+        "loopml_skew_rows": skew.get("rows"),
+        "loopml_skew_last_check_timestamp_seconds": datetime.fromisoformat(
+            skew["checked_at"]
+        ).timestamp(),
+    }
+
+
+def families_from_agreement(found: Agreement) -> list[Metric]:
+    """The offline/online gauges (none before a rollout ended)."""
+    if not found.pairs:
+        return []
+    plain = {
+        "loopml_offline_online_points": found.points,
+        "loopml_offline_online_sign_agreement": found.sign_agreement,
+        "loopml_offline_online_correlation": found.correlation,
+    }
+    return [f for name, value in plain.items() if (f := _plain(name, value)) is not None]
 
 
 def latest_summary(store: Store, model_name: str) -> tuple[dict[str, Any], datetime] | None:
@@ -148,10 +216,17 @@ class MonitorCollector(Collector):
     """
 
     def __init__(
-        self, store: Store, model_name: str, *, ttl: float = 15.0, timeout: float = 2.0
+        self,
+        store: Store,
+        model_name: str,
+        *,
+        ttl: float = 15.0,
+        timeout: float = 2.0,
+        rollouts: int = 10,
     ) -> None:
         self.store = store
         self.model_name = model_name
+        self.rollouts = rollouts
         self.ttl = ttl
         self.timeout = timeout
         self._lock = threading.Lock()
@@ -166,6 +241,7 @@ class MonitorCollector(Collector):
     def _read(self) -> None:
         try:
             found = latest_summary(self.store, self.model_name)
+            agreed = agreement(self.store, self.model_name, last=self.rollouts)
         except StoreError as exc:
             # A scrape must not fail because the database blinked: keep the last values.
             log.warning("monitoring gauges not refreshed: %s", exc)
@@ -175,7 +251,7 @@ class MonitorCollector(Collector):
                 []
                 if found is None
                 else families_from_summary(found[0], ran_at=found[1].timestamp())
-            )
+            ) + families_from_agreement(agreed)
         with self._lock:
             if families is not None:
                 self._cached = families

@@ -122,10 +122,15 @@ class Runtime:
             slot.batcher = self._batcher(self.predlog)
             slot.batcher.start()
         self.follower.start(self.store)
-        # Every replica exports the monitor's drift and live-quality gauges, so the alerts on
-        # them fire with any number of replicas and workers (and without the controller's port).
+        # Every replica exports the monitor's drift, live-quality and skew gauges and the
+        # offline/online agreement of rollouts, so the alerts on them fire with any number of
+        # replicas and workers (and without the controller's port).
         self.metrics.add_collector(
-            monitoring.MonitorCollector(self.store, self.settings.model_name)
+            monitoring.MonitorCollector(
+                self.store,
+                self.settings.model_name,
+                rollouts=self.settings.offline_online_rollouts,
+            )
         )
 
     def _open_store(self) -> tuple[Engine, bool]:
