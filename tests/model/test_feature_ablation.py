@@ -1,5 +1,5 @@
-"""Data 2 and 3 of the ML Test Score: every feature tfidf-logreg keeps earns its place on
-validation macro-F1 (or pays for itself in size), and each feature's cost is measured."""
+"""Data 3 of the ML Test Score: each feature tfidf-logreg keeps (or drops for its size) has its
+cost measured. Whether a kept feature helps (Data 2) is tests/model/test_features_help.py."""
 
 from __future__ import annotations
 
@@ -9,15 +9,11 @@ from sklearn.model_selection import train_test_split
 from loopml.data import Dataset
 from loopml.pipeline.ablation import FEATURES, ablate
 
-#: a feature may cost at most this much macro-F1 (3-fold mean on 6,000 tweets)
-TOLERANCE = 0.01
-#: min_df=2 is a size trade: it quarters the vocabulary and the model (asserted below) for a
-#: measured 0.003 macro-F1 on the full corpus, 0.008 on this sample (fewer repeats per term)
-MIN_DF_TOLERANCE = 0.015
-
 
 @pytest.mark.slow
-def test_each_kept_feature_does_not_hurt_and_bigrams_cost_is_reported(tweets: Dataset) -> None:
+def test_feature_costs_are_measured_and_bigrams_and_min_df_pay_their_size(
+    tweets: Dataset,
+) -> None:
     sample, _ = train_test_split(
         tweets.frame, train_size=6000, random_state=3, stratify=tweets.frame["label"]
     )
@@ -27,10 +23,6 @@ def test_each_kept_feature_does_not_hurt_and_bigrams_cost_is_reported(tweets: Da
     assert list(by_name) == ["none (full recipe)", *(f"without {f}" for f in FEATURES)]
     full = by_name["none (full recipe)"]
     assert full.macro_f1 > 0.6
-    for feature in FEATURES:
-        row = by_name[f"without {feature}"]
-        allowed = MIN_DF_TOLERANCE if feature == "min_df" else TOLERANCE
-        assert row.delta >= -allowed, f"{feature} lowers macro-F1 by {-row.delta:.4f}"
     # Bigrams: the costliest feature group, reported against unigrams.
     unigrams = by_name["without bigrams"]
     assert full.vocabulary > 2 * unigrams.vocabulary

@@ -87,7 +87,10 @@ class TfidfLogRegParams(BaseModel):
     ngram_max: int = Field(2, ge=1, le=5, description="longest word n-gram")
     min_df: int = Field(2, ge=1, description="drop terms seen in fewer documents")
     max_features: int = Field(0, ge=0, description="vocabulary cap, 0 = none")
-    sublinear_tf: bool = True
+    sublinear_tf: bool = Field(
+        False,
+        description="1 + log(tf): off, its gain is not above zero at 95% (`loopml check features`)",
+    )
     strip_urls: bool = Field(True, description="lower-case and drop URLs (URL invariance)")
     mask_identity: bool = Field(
         True, description="identity terms become one token (identity-swap invariance)"
@@ -97,7 +100,7 @@ class TfidfLogRegParams(BaseModel):
 
 
 class TfidfLogReg(Recipe):
-    """TF-IDF (1-2 grams, sublinear tf) + multinomial logistic regression."""
+    """TF-IDF (1-2 grams seen twice, URLs stripped) + multinomial logistic regression."""
 
     name: ClassVar[str] = "tfidf-logreg"
     Params: ClassVar[type[BaseModel]] = TfidfLogRegParams

@@ -38,20 +38,20 @@ def test_parameters_configure_the_vectorizer() -> None:
     params = {
         "ngram_max": 1,
         "min_df": 1,
-        "sublinear_tf": False,
+        "sublinear_tf": True,
         "strip_urls": False,
         "mask_identity": False,
     }
     vectorizer = get_recipe("tfidf-logreg", params).fit(TEXTS, LABELS).pipeline.named_steps["tfidf"]
     assert vectorizer.ngram_range == (1, 1) and vectorizer.min_df == 1
-    assert vectorizer.sublinear_tf is False and vectorizer.preprocessor is None
+    assert vectorizer.sublinear_tf is True and vectorizer.preprocessor is None
     assert "http" in vectorizer.vocabulary_  # URLs kept as words without stripping
 
 
 def test_defaults_strip_urls_and_use_bigrams_seen_twice() -> None:
     model = get_recipe("tfidf-logreg").fit(TEXTS, LABELS)
     vectorizer = model.pipeline.named_steps["tfidf"]
-    assert vectorizer.preprocessor is strip_urls_mask_identity and vectorizer.sublinear_tf is True
+    assert vectorizer.preprocessor is strip_urls_mask_identity and vectorizer.sublinear_tf is False
     vocabulary = set(vectorizer.vocabulary_)
     assert {"great", "awful", "crew"} <= vocabulary
     assert "great crew" not in vocabulary  # once only: under min_df=2

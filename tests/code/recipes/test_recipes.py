@@ -18,15 +18,15 @@ from loopml.recipes.tfidf_logreg import TfidfLogReg
 
 
 def test_params_are_coerced_from_cli_strings() -> None:
-    recipe = get_recipe("tfidf-logreg", {"C": "2", "ngram_max": "1", "sublinear_tf": "false"})
+    recipe = get_recipe("tfidf-logreg", {"C": "2", "ngram_max": "1", "sublinear_tf": "true"})
     assert isinstance(recipe, TfidfLogReg)
     assert recipe.params.C == 2.0
     assert recipe.params.ngram_max == 1
-    assert recipe.params.sublinear_tf is False
+    assert recipe.params.sublinear_tf is True
     assert recipe.params_dict() == TfidfLogReg.defaults() | {
         "C": 2.0,
         "ngram_max": 1,
-        "sublinear_tf": False,
+        "sublinear_tf": True,
     }
 
 
