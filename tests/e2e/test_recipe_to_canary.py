@@ -1,5 +1,5 @@
 """Data 7: a new feature reaches a canary's live answers through the CLI, within the budget of
-``benchmarks/recipe_to_canary.py`` (the figure itself is the benchmark's, in benchmarks/README.md)."""
+``benchmarks/recipe_to_canary.py`` (the figure is the benchmark's, in benchmarks/README.md)."""
 
 from __future__ import annotations
 
