@@ -10,6 +10,16 @@ Label provenance: every feedback row carries the key id that gave it. Retraining
 per key, can cap the share one key contributes (``LOOPML_RETRAIN_MAX_KEY_SHARE``), and writes the
 counts to the MLflow run (``label_provenance.json``, tag ``loopml.label_keys``) and to the result
 that the controller puts in its audit record.
+
+Tuning inside the loop (ML Test Score, Model 3): with ``LOOPML_RETRAIN_TUNE_TRIALS`` > 0 a
+retrain first searches the recipe's declared space with Optuna, from the champion's parameters
+(always scored, as the ``start`` trial: the search never returns worse ones on validation), up to
+that many trials and ``LOOPML_RETRAIN_TUNE_SECONDS``. A share of the new labelled rows joins the
+validation split, so the search is scored on the shifted data too. The best parameters train the
+challenger; the version and the run record the search (``loopml.tune.*`` tags, ``tuning.json``)
+and the controller's audit record holds it. Parameters the search changed are approved by the
+``policy:retrain-tune`` rule of :mod:`loopml.control.approval`, which covers only points of that
+declared space.
 """
 
 from __future__ import annotations
@@ -24,10 +34,12 @@ from mlflow.exceptions import MlflowException
 from sklearn.model_selection import train_test_split
 
 from loopml.config import Settings
+from loopml.control.approval import approve_by_policy
 from loopml.data import DataRules, Dataset, Splits, content_version, load_splits, validate_frame
 from loopml.errors import RegistryError, TrainingError
 from loopml.pipeline.gate import FEEDBACK_DOMAIN
 from loopml.pipeline.train import TrainResult, train
+from loopml.pipeline.tune import Search, declared_space
 from loopml.registry import Registry
 from loopml.routing import CHAMPION
 
@@ -37,6 +49,7 @@ __all__ = [
     "champion_splits",
     "check_data",
     "new_labeled_rows",
+    "record_search",
     "retrain",
 ]
 
@@ -124,13 +137,15 @@ def retrain(
     if len(new) < 10:
         raise TrainingError(f"only {len(new)} new labelled texts: not enough to retrain")
     check_data(settings, old, new, source, labels)
-    stratify = new["label"] if new["label"].value_counts().min() >= 2 else None
-    new_train, holdout = train_test_split(
-        new, test_size=settings.retrain_holdout, random_state=settings.seed, stratify=stratify
-    )
+    new_train, holdout = _split_off(new, settings.retrain_holdout, settings.seed)
+    validation = old.validation
+    if settings.retrain_tune_trials > 0 and len(new_train) >= 20:
+        # Without a search nothing reads the validation split: its rows are better trained on.
+        new_train, new_valid = _split_off(new_train, settings.validation_size, settings.seed)
+        validation = pd.concat([old.validation, new_valid])
     splits = Splits(
         train=pd.concat([old.train, new_train]),
-        validation=old.validation,
+        validation=validation,
         test=pd.concat([old.test, holdout]),
         seed=settings.seed,
     )
@@ -142,6 +157,8 @@ def retrain(
         dataset=dataset,
         splits=splits,
         recipe=None,  # the champion's recipe and parameters; the run records why (choice.py)
+        tune_trials=settings.retrain_tune_trials,  # searched from them, the start trial
+        tune_timeout_s=settings.retrain_tune_seconds,
         run_name=f"retrain-{trigger}",
         progress=progress,
         tags={
@@ -155,4 +172,44 @@ def retrain(
     )
     registry.client.log_dict(result.run_id, provenance, "label_provenance.json")
     result.provenance = provenance
+    if result.tuning is not None:
+        result.tuning_record = record_search(registry, result, result.tuning)
     return result
+
+
+def _split_off(rows: pd.DataFrame, share: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``rows`` split in two, the second holding ``share`` of them (stratified where every
+    label has two rows or more)."""
+    stratify = rows["label"] if rows["label"].value_counts().min() >= 2 else None
+    kept, split = train_test_split(rows, test_size=share, random_state=seed, stratify=stratify)
+    return kept, split
+
+
+def record_search(registry: Registry, result: TrainResult, found: Search) -> dict[str, Any]:
+    """Record the retrain's search on its run and version: trials, the start's (champion's
+    parameters) and the best validation macro-F1, the space's fingerprint, whether the chosen
+    parameters differ from the start, and the policy approval of a change (see
+    :func:`loopml.control.approval.approve_by_policy`); returns that record."""
+    space = declared_space(found.recipe)
+    changed = found.best_params != found.start_params
+    approval = approve_by_policy(registry, result.version, space) if changed else None
+    record = found.to_dict() | {
+        "changed": changed,
+        "space": space.fingerprint,
+        "space_distributions": space.distributions,
+        "approval": approval,
+    }
+    tags = {
+        "loopml.tune.trials": str(found.trials),
+        "loopml.tune.start_macro_f1": f"{found.start_macro_f1:.4f}",
+        "loopml.tune.best_macro_f1": f"{found.best_macro_f1:.4f}",
+        "loopml.tune.changed": str(changed).lower(),
+        "loopml.tune.space": space.fingerprint,
+    }
+    client = registry.client
+    for key, value in tags.items():
+        client.set_tag(result.run_id, key, value)
+    client.log_metric(result.run_id, "tune_trials", float(found.trials))
+    client.log_dict(result.run_id, record, "tuning.json")
+    registry.set_tags(result.version, tags)
+    return record

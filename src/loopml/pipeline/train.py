@@ -83,6 +83,8 @@ class TrainResult:
     recipe_reason: str = ""
     #: the search that chose the parameters (``train --tune``)
     tuning: Search | None = None
+    #: the retrain's search as recorded: numbers, space fingerprint, policy approval if any
+    tuning_record: dict[str, Any] | None = None
     #: who gave the feedback labels it trained on (retraining only), see ``control.retrain``
     provenance: dict[str, Any] | None = None
     #: False when the solver stopped at its iteration limit (see ``pipeline.stability``)
@@ -92,7 +94,7 @@ class TrainResult:
         """JSON-ready summary."""
         extra = {"label_provenance": self.provenance} if self.provenance is not None else {}
         if self.tuning is not None:
-            extra["tuning"] = self.tuning.to_dict()
+            extra["tuning"] = self.tuning_record or self.tuning.to_dict()
         return extra | {
             "run_id": self.run_id,
             "version": self.version,

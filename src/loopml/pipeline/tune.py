@@ -7,6 +7,8 @@ never seen). The starting parameters (the caller's, or the champion's) are score
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,15 +19,16 @@ from sklearn.metrics import f1_score
 
 from loopml.config import Settings
 from loopml.data import DataRules, Dataset, Splits, load_dataset, split_dataset
+from loopml.errors import TrainingError
 from loopml.pipeline.choice import RecipeChoice, choose_recipe
-from loopml.recipes import Recipe
+from loopml.recipes import Recipe, recipe_class
 from loopml.registry import Registry
 from loopml.tracking import experiment_id
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["Search", "TuneResult", "search", "tune"]
+__all__ = ["Search", "SearchSpace", "TuneResult", "declared_space", "search", "tune"]
 
 OnTrial = Callable[[int, float], None]
 
@@ -84,6 +87,57 @@ class TuneResult:
             | self.search.to_dict()
             | {"seconds": round(self.seconds, 2)}
         )
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A recipe's declared search space: each tuned parameter's Optuna distribution (as JSON)
+    and a fingerprint of them all, which changes whenever the space does."""
+
+    recipe: str
+    distributions: dict[str, str]
+    fingerprint: str
+
+    def contains(self, name: str, value: Any) -> bool:
+        """Whether ``value`` of parameter ``name`` is a point of the space (inside the bounds of
+        a range, one of the choices of a categorical; a fixed parameter is not in it)."""
+        import optuna
+
+        text = self.distributions.get(name)
+        if text is None:
+            return False
+        dist = optuna.distributions.json_to_distribution(text)
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            return value in dist.choices
+        if isinstance(dist, optuna.distributions.IntDistribution):
+            if not isinstance(value, int) or isinstance(value, bool):
+                return False
+            return dist.low <= value <= dist.high and (value - dist.low) % dist.step == 0
+        if isinstance(dist, optuna.distributions.FloatDistribution):
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                return False
+            return dist.low <= float(value) <= dist.high
+        return False
+
+
+def declared_space(recipe: str) -> SearchSpace:
+    """The search space ``recipe`` declares (``Recipe.search_space``), read from one trial of
+    an in-memory study; ``TrainingError`` if the recipe declares none."""
+    import optuna
+
+    cls = recipe_class(recipe)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    keys = set(cls.search_space(trial))
+    dists = {
+        name: optuna.distributions.distribution_to_json(dist)
+        for name, dist in sorted(trial.distributions.items())
+        if name in keys  # a parameter the space returns under the name it samples it by
+    }
+    if not dists:
+        raise TrainingError(f"recipe {recipe} declares an empty search space")
+    text = json.dumps({"recipe": recipe, "space": dists}, sort_keys=True)
+    return SearchSpace(recipe, dists, hashlib.sha256(text.encode()).hexdigest())
 
 
 def _score(recipe: Recipe, splits: Splits, experiment: str, run_name: str) -> float:

@@ -38,6 +38,8 @@ def _champion(settings: Settings, data: Dataset, recipe: str, params: dict[str, 
 def test_retrain_reuses_the_champions_non_default_params(
     settings: Settings, small_tweets: Dataset
 ) -> None:
+    # no search on retrain (LOOPML_RETRAIN_TUNE_TRIALS=0): the champion's parameters as they are
+    settings = settings.model_copy(update={"retrain_tune_trials": 0})
     champion = _champion(settings, small_tweets, "tfidf-logreg", {"C": "0.5", "ngram_max": "1"})
     registry = Registry(settings)
     expected = TfidfLogReg.defaults() | {"C": 0.5, "ngram_max": 1}
@@ -59,6 +61,7 @@ def test_retrain_reuses_a_plugin_champion(
     register_plugins(
         monkeypatch, tmp_path / "plugins", {"test-bow-nb": "loopml_test_recipes:BagOfWordsNB"}
     )
+    settings = settings.model_copy(update={"retrain_tune_trials": 0})
     _champion(settings, small_tweets, "test-bow-nb", {"alpha": "0.25"})
     registry = Registry(settings)
     result = retrain(settings, registry, _feedback(), trigger="quality")
