@@ -25,18 +25,21 @@ declared space.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from sklearn.metrics import f1_score
 from sklearn.model_selection import train_test_split
 
 from loopml.config import Settings
 from loopml.control.approval import approve_by_policy
 from loopml.data import DataRules, Dataset, Splits, content_version, load_splits, validate_frame
 from loopml.errors import RegistryError, TrainingError
+from loopml.pipeline.choice import choose_recipe
 from loopml.pipeline.gate import FEEDBACK_DOMAIN
 from loopml.pipeline.train import TrainResult, train
 from loopml.pipeline.tune import Search, declared_space
@@ -52,6 +55,8 @@ __all__ = [
     "record_search",
     "retrain",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def champion_splits(registry: Registry) -> tuple[Splits, str]:
@@ -139,7 +144,8 @@ def retrain(
     check_data(settings, old, new, source, labels)
     new_train, holdout = _split_off(new, settings.retrain_holdout, settings.seed)
     validation = old.validation
-    if settings.retrain_tune_trials > 0 and len(new_train) >= 20:
+    trials = _trials(settings, registry)
+    if trials > 0:
         # Without a search nothing reads the validation split: its rows are better trained on.
         new_train, new_valid = _split_off(new_train, settings.validation_size, settings.seed)
         validation = pd.concat([old.validation, new_valid])
@@ -149,6 +155,12 @@ def retrain(
         test=pd.concat([old.test, holdout]),
         seed=settings.seed,
     )
+    skipped = _data_harm(settings, registry, splits.train, old.validation) if trials else None
+    if skipped is not None:
+        # Better parameters could hide what the labels did (poisoned ones: the trusted holdout
+        # check compares with the champion): with the champion's own, the gate judges the data.
+        log.warning("retraining without a search: %s", skipped)
+        trials = 0
     frame = pd.concat([splits.train, splits.validation, splits.test])
     dataset = Dataset(source=f"{source}+feedback", frame=frame, version=content_version(frame))
     keys = json.dumps(provenance["by_key"], sort_keys=True)
@@ -157,7 +169,7 @@ def retrain(
         dataset=dataset,
         splits=splits,
         recipe=None,  # the champion's recipe and parameters; the run records why (choice.py)
-        tune_trials=settings.retrain_tune_trials,  # searched from them, the start trial
+        tune_trials=trials,  # searched from them, the start trial
         tune_timeout_s=settings.retrain_tune_seconds,
         run_name=f"retrain-{trigger}",
         progress=progress,
@@ -174,14 +186,71 @@ def retrain(
     result.provenance = provenance
     if result.tuning is not None:
         result.tuning_record = record_search(registry, result, result.tuning)
+    elif skipped is not None:
+        result.tuning_record = {"trials": 0, "skipped": skipped}
+        registry.client.set_tag(result.run_id, "loopml.tune.skipped", skipped[:4000])
+        registry.set_tags(result.version, {"loopml.tune.skipped": skipped[:4000]})
     return result
 
 
+def _data_harm(
+    settings: Settings, registry: Registry, train_rows: pd.DataFrame, trusted: pd.DataFrame
+) -> str | None:
+    """Why the retrain's data, fitted with the champion's own recipe and parameters, scores
+    worse than the champion on the ``trusted`` validation rows (the champion's, no feedback):
+    macro-F1 or a class's F1 lower by more than ``LOOPML_GATE_TRUSTED_TOLERANCE``; None if not.
+    One fit: the price of knowing that a search does not mask what the new labels did."""
+    champion = registry.alias(CHAMPION)
+    if champion is None or trusted.empty:
+        return None
+    recipe = choose_recipe(registry).recipe
+    fitted = recipe.fit(train_rows["text"].tolist(), train_rows["label"].tolist())
+    texts, truth = trusted["text"].tolist(), trusted["label"].tolist()
+    labels = sorted(set(truth))
+    scores = {}
+    for who, model in (("champion", registry.load(str(champion.version))), ("data", fitted)):
+        predicted = model.predict(texts)
+        per_class = f1_score(truth, predicted, labels=labels, average=None, zero_division=0)
+        scores[who] = {"macro-F1": float(per_class.mean())} | {
+            f"F1 of {label}": float(f) for label, f in zip(labels, per_class, strict=True)
+        }
+    tolerance = settings.gate_trusted_tolerance
+    worse = [
+        f"{name} {scores['data'][name]:.3f} < {before:.3f}"
+        for name, before in scores["champion"].items()
+        if scores["data"][name] < before - tolerance
+    ]
+    if not worse:
+        return None
+    return (
+        f"with champion {champion.version}'s own parameters the new labels score lower on its "
+        f"trusted validation rows ({', '.join(worse)}; tolerance {tolerance:g}): no search, "
+        "the gate judges the data alone"
+    )
+
+
+def _trials(settings: Settings, registry: Registry) -> int:
+    """How many trials this retrain searches: ``LOOPML_RETRAIN_TUNE_TRIALS``, or 0 when the
+    champion's recipe declares no search space (a plug-in may not: it is retrained as is)."""
+    if settings.retrain_tune_trials == 0:
+        return 0
+    try:
+        declared_space(choose_recipe(registry).recipe.name)
+    except TrainingError as exc:
+        log.warning("retraining without a search: %s", exc)
+        return 0
+    return settings.retrain_tune_trials
+
+
 def _split_off(rows: pd.DataFrame, share: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``rows`` split in two, the second holding ``share`` of them (stratified where every
-    label has two rows or more)."""
-    stratify = rows["label"] if rows["label"].value_counts().min() >= 2 else None
-    kept, split = train_test_split(rows, test_size=share, random_state=seed, stratify=stratify)
+    """``rows`` split in two, the second holding ``share`` of them; stratified where both sides
+    can hold every label (scikit-learn refuses otherwise)."""
+    counts = rows["label"].value_counts()
+    size = math.ceil(share * len(rows))
+    fits = counts.min() >= 2 and min(size, len(rows) - size) >= len(counts)
+    kept, split = train_test_split(
+        rows, test_size=share, random_state=seed, stratify=rows["label"] if fits else None
+    )
     return kept, split
 
 
