@@ -164,32 +164,62 @@ def retrain(
     frame = pd.concat([splits.train, splits.validation, splits.test])
     dataset = Dataset(source=f"{source}+feedback", frame=frame, version=content_version(frame))
     keys = json.dumps(provenance["by_key"], sort_keys=True)
-    result = train(
-        settings,
-        dataset=dataset,
-        splits=splits,
-        recipe=None,  # the champion's recipe and parameters; the run records why (choice.py)
-        tune_trials=trials,  # searched from them, the start trial
-        tune_timeout_s=settings.retrain_tune_seconds,
-        run_name=f"retrain-{trigger}",
-        progress=progress,
-        tags={
-            "loopml.kind": "retrain",
-            "loopml.trigger": trigger,
-            "loopml.feedback_rows": str(len(new)),
-            # MLflow caps tag values; the whole table is in label_provenance.json.
-            "loopml.label_keys": keys if len(keys) <= 4000 else keys[:3990] + "...",
-            "loopml.top_key_share": str(provenance["top_key_share"]),
-        },
-    )
-    registry.client.log_dict(result.run_id, provenance, "label_provenance.json")
-    result.provenance = provenance
+    tags = {
+        "loopml.kind": "retrain",
+        "loopml.trigger": trigger,
+        "loopml.feedback_rows": str(len(new)),
+        # MLflow caps tag values; the whole table is in label_provenance.json.
+        "loopml.label_keys": keys if len(keys) <= 4000 else keys[:3990] + "...",
+        "loopml.top_key_share": str(provenance["top_key_share"]),
+    }
+
+    def run(trials: int) -> TrainResult:
+        result = train(
+            settings,
+            dataset=dataset,
+            splits=splits,
+            recipe=None,  # the champion's recipe and parameters; the run records why (choice.py)
+            tune_trials=trials,  # searched from them, the start trial
+            tune_timeout_s=settings.retrain_tune_seconds,
+            tune_min_gain=settings.retrain_tune_min_gain,
+            run_name=f"retrain-{trigger}",
+            progress=progress,
+            tags=tags,
+        )
+        registry.client.log_dict(result.run_id, provenance, "label_provenance.json")
+        result.provenance = provenance
+        return result
+
+    result = run(trials)
     if result.tuning is not None:
         result.tuning_record = record_search(registry, result, result.tuning)
+        if result.tuning_record["changed"] and not result.gate.passed:
+            result = _fall_back(registry, result, run)
     elif skipped is not None:
         result.tuning_record = {"trials": 0, "skipped": skipped}
         registry.client.set_tag(result.run_id, "loopml.tune.skipped", skipped[:4000])
         registry.set_tags(result.version, {"loopml.tune.skipped": skipped[:4000]})
+    return result
+
+
+def _fall_back(
+    registry: Registry, tuned: TrainResult, run: Callable[[int], TrainResult]
+) -> TrainResult:
+    """Train again with the champion's parameters after the tuned version failed its gate:
+    validation macro-F1 is not every check of the gate (a slice can lose), and a search that
+    keeps choosing the same refused parameters must not leave the loop worse than reusing
+    them. The result's ``tuning_record`` names the refused version and its search."""
+    failed = ", ".join(c.name for c in tuned.gate.failures())
+    why = (
+        f"tuned version {tuned.version} failed the gate ({failed}): retrained with the "
+        "champion's parameters"
+    )
+    log.warning("%s", why)
+    result = run(0)
+    refused = (tuned.tuning_record or {}) | {"version": tuned.version, "failed_checks": failed}
+    result.tuning_record = {"trials": 0, "fallback": why, "refused": refused}
+    registry.client.set_tag(result.run_id, "loopml.tune.fallback_from", tuned.version)
+    registry.set_tags(result.version, {"loopml.tune.fallback_from": tuned.version})
     return result
 
 

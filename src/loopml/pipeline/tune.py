@@ -160,9 +160,12 @@ def search(
     timeout_s: float,
     seed: int,
     on_trial: OnTrial | None = None,
+    min_gain: float = 0.0,
 ) -> Search:
     """Score ``start``, then up to ``trials`` points of its recipe's search space (nested runs
-    of the active MLflow run); the fixed parameters of ``start`` stay as they are."""
+    of the active MLflow run); the fixed parameters of ``start`` stay as they are. The best
+    point replaces ``start`` only if it scores more than ``min_gain`` above it (the best of
+    several noisy scores beats the start by chance alone)."""
     import optuna
 
     cls = type(start)
@@ -182,7 +185,7 @@ def search(
     study.optimize(objective, n_trials=trials, timeout=timeout_s)
     done = [t for t in study.trials if t.value is not None]
     best_params, best_score = base, start_score
-    if done and study.best_value > start_score:
+    if done and study.best_value > start_score + min_gain:
         best_params, best_score = dict(study.best_trial.user_attrs["params"]), study.best_value
     mlflow.log_params({f"best.{k}": v for k, v in best_params.items()})
     mlflow.log_metrics(
