@@ -19,7 +19,11 @@ validation split, so the search is scored on the shifted data too. The best para
 challenger; the version and the run record the search (``loopml.tune.*`` tags, ``tuning.json``)
 and the controller's audit record holds it. Parameters the search changed are approved by the
 ``policy:retrain-tune`` rule of :mod:`loopml.control.approval`, which covers only points of that
-declared space.
+declared space. Three guards: the best replaces the champion's parameters only if it gains more
+than ``LOOPML_RETRAIN_TUNE_MIN_GAIN``; no search when the new labels, fitted with the champion's
+own parameters, lower its trusted validation F1 (better parameters could hide poisoned labels from
+the gate); and a tuned version the gate refuses is followed by a retrain with the champion's
+parameters, so tuning never leaves the loop worse off than reusing them.
 """
 
 from __future__ import annotations
