@@ -96,6 +96,10 @@ def test_poisoned_feedback_is_refused_or_stopped_by_the_trusted_holdout(
     assert result.provenance is not None
     assert result.provenance["by_key"] == {key_id(FEED): 1000}
     assert result.provenance["top_key_share"] == 1.0
+    # ...searches no parameters (the labels lower the champion's own parameters' trusted
+    # validation F1: a search could mask that, Model 3's tuning leaves it to the gate)...
+    assert result.tuning is None and result.tuning_record is not None
+    assert "no search, the gate judges the data alone" in result.tuning_record["skipped"]
     # ...and the gate fails it on the trusted holdout, whatever the poisoned feedback slice says.
     checks = {c.name: c for c in result.gate.checks}
     for name in ("macro_f1", "f1_domain_feedback", "trusted_macro_f1", "trusted_f1_positive"):

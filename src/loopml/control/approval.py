@@ -7,6 +7,16 @@ promoted until an admin approves it: ``loopml approve VERSION --by NAME`` or
 ``POST /v1/admin/approve``. The approval names who approved, when and the exact spec (a digest of
 recipe and parameters); it is written to the audit log and as version tags. A model's first
 version has no champion to differ from: whoever promotes it ships the spec.
+
+One change is approved by policy instead (ML Test Score, Model 3: tuning inside the loop): the
+controller's retrain searches the recipe's declared search space from the champion's parameters
+(:mod:`loopml.control.retrain`), and the parameters its search chose are recorded as approved by
+``policy:retrain-tune`` with a fingerprint of that space. The space is code (the recipe's
+``search_space``, reviewed as code is, and traced by the run's code tags); the loop only picks a
+point in it, and the gate and the canary still judge the model. The approval holds only while it
+stays inside that: same recipe, only parameters the space tunes changed, every new value inside
+its bounds, the space unchanged since (same fingerprint), and a retrain run. A hand-set change
+(``-p``, ``--tune``, another recipe) still needs a human.
 """
 
 from __future__ import annotations
@@ -17,8 +27,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 
 from loopml.errors import ApprovalRequiredError, RegistryError, RequestError, TrainingError
+from loopml.pipeline.tune import SearchSpace, declared_space
 from loopml.recipes import get_recipe
 from loopml.registry import Registry
 from loopml.routing import CHAMPION
@@ -27,9 +39,13 @@ from loopml.store import Store, current_actor
 __all__ = [
     "APPROVED_AT_TAG",
     "APPROVED_BY_TAG",
+    "APPROVED_SPACE_TAG",
     "APPROVED_SPEC_TAG",
+    "TUNE_POLICY",
     "approve",
+    "approve_by_policy",
     "check_approved",
+    "outside_policy",
     "spec_change",
 ]
 
@@ -37,6 +53,12 @@ APPROVED_BY_TAG = "loopml.approved_by"
 APPROVED_AT_TAG = "loopml.approved_at"
 #: digest of the recipe and parameters approved: a tag copied to another spec does not match
 APPROVED_SPEC_TAG = "loopml.approved_spec"
+#: fingerprint of the search space a policy approval covers (see :func:`approve_by_policy`)
+APPROVED_SPACE_TAG = "loopml.approved_space"
+#: who approves parameters the controller's own bounded search chose
+TUNE_POLICY = "policy:retrain-tune"
+#: the run tag (``loopml.kind``) of the controller's retrains, the only runs the policy covers
+RETRAIN_KIND = "retrain"
 
 Spec = tuple[str, dict[str, Any]]
 
@@ -95,7 +117,16 @@ def check_approved(registry: Registry, mv: ModelVersion) -> None:
         return
     spec = _spec(registry, mv)
     if spec is not None and mv.tags.get(APPROVED_SPEC_TAG) == _digest(spec):
-        return
+        if mv.tags.get(APPROVED_BY_TAG) != TUNE_POLICY:
+            return  # a human's approval of exactly this spec
+        why = outside_policy(registry, mv, change, mv.tags.get(APPROVED_SPACE_TAG))
+        if why is None:
+            return
+        raise ApprovalRequiredError(
+            f"version {mv.version} changes champion {change['champion']}'s spec "
+            f"({_describe(change)}) and {TUNE_POLICY} does not cover it: {why}; an admin "
+            f"must review and approve it (`loopml approve {mv.version} --by NAME`)"
+        )
     raise ApprovalRequiredError(
         f"version {mv.version} changes champion {change['champion']}'s spec "
         f"({_describe(change)}): an admin must review and approve it first "
@@ -144,3 +175,65 @@ def approve(store: Store, registry: Registry, version: str, *, by: str) -> dict[
             {APPROVED_BY_TAG: by, APPROVED_AT_TAG: at, APPROVED_SPEC_TAG: digest},
         )
     return record
+
+
+def outside_policy(
+    registry: Registry, mv: ModelVersion, change: dict[str, Any], fingerprint: str | None
+) -> str | None:
+    """Why ``change`` (from :func:`spec_change`) is not one the retrain-tune policy approves,
+    or None when it is: the recipe is the champion's, only parameters its declared search space
+    tunes changed, each to a value inside the space, that space still has ``fingerprint``, and
+    ``mv`` comes from a controller retrain."""
+    if "recipe" in change:
+        return f"the recipe changed ({change['recipe'][0]} -> {change['recipe'][1]})"
+    found = registry.recipe_of(mv)
+    if found is None:
+        return "the version names no recipe"
+    try:
+        space: SearchSpace = declared_space(found[0])
+    except TrainingError as exc:
+        return f"recipe {found[0]} has no search space here ({exc})"
+    if fingerprint != space.fingerprint:
+        return f"recipe {found[0]}'s search space is not the one searched"
+    for name, (_, new) in change.get("params", {}).items():
+        if not space.contains(name, new):
+            return f"{name}={new!r} is outside the recipe's search space"
+    try:
+        run = registry.client.get_run(mv.run_id) if mv.run_id else None
+    except MlflowException:
+        run = None
+    kind = run.data.tags.get("loopml.kind") if run is not None else None
+    if kind != RETRAIN_KIND:
+        return "the version was not trained by the controller's retrain"
+    return None
+
+
+def approve_by_policy(
+    registry: Registry, version: str, space: SearchSpace
+) -> dict[str, Any] | None:
+    """Record that the retrain-tune policy approves ``version``'s parameters, chosen by a search
+    of ``space`` (version tags; the retrain's audit record carries the returned record). None
+    when the version changes nothing of the champion's spec; when the policy does not cover its
+    change, nothing is recorded on the version and the record says why (``not_covered``): it
+    needs a human, as any other change."""
+    mv = registry.version(version)
+    change = spec_change(registry, mv)
+    spec = _spec(registry, mv)
+    if change is None or spec is None:
+        return None
+    why = outside_policy(registry, mv, change, space.fingerprint)
+    if why is not None:
+        return {"by": None, "change": change, "not_covered": why}
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    digest = _digest(spec)
+    registry.set_tags(
+        str(mv.version),
+        {
+            APPROVED_BY_TAG: TUNE_POLICY,
+            APPROVED_AT_TAG: at,
+            APPROVED_SPEC_TAG: digest,
+            APPROVED_SPACE_TAG: space.fingerprint,
+        },
+    )
+    record = {"by": TUNE_POLICY, "at": at, "spec": digest, "space": space.fingerprint}
+    return record | {"change": change}

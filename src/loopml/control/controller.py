@@ -34,7 +34,7 @@ from loopml.control.policy import LearningGap, cooling_down, decide
 from loopml.control.retrain import champion_splits, new_labeled_rows, retrain
 from loopml.data import Splits
 from loopml.data.privacy import purge
-from loopml.errors import ControllerBusyError, LoopmlError, MonitorError
+from loopml.errors import ApprovalRequiredError, ControllerBusyError, LoopmlError, MonitorError
 from loopml.pipeline.choice import choose_recipe
 from loopml.registry import GATE_TAG, Registry
 from loopml.routing import (
@@ -61,7 +61,13 @@ _WAIT_SLICE_S = 0.25
 # Audit actions the retrain cooldown counts: every attempt, an interrupted one too (a controller
 # killed mid-retrain again and again must not retrain forever). A retrain abandoned on SIGTERM
 # (a deploy, an operator) is not counted: the next start does it again.
-RETRAIN_ATTEMPTS = ("retrain", "retrain_rejected", "retrain_failed", "retrain_interrupted")
+RETRAIN_ATTEMPTS = (
+    "retrain",
+    "retrain_rejected",
+    "retrain_failed",
+    "retrain_interrupted",
+    "retrain_awaiting_approval",
+)
 # The value of the gate tag on a version whose retrain was cut short before its gate verdict:
 # never rolled out (rollouts and promotions need "passed"); `loopml evaluate VERSION` gates it.
 INTERRUPTED = "interrupted"
@@ -669,6 +675,9 @@ class Controller:
                 "why": result.recipe_reason,
             },
         }
+        if result.tuning_record is not None:
+            # what was searched, start (the champion's parameters) vs best, who approved them
+            numbers["tuning"] = result.tuning_record
         if seen.learning:
             numbers["learning"] = seen.learning
         if not result.gate.passed:
@@ -692,14 +701,23 @@ class Controller:
         # Recorded; a controller killed before the rollout starts leaves this step for the next
         # holder, which starts it (see _recover).
         self.lease.renew(step=ROLLOUT_START)
-        routing = rollout.start(
-            self.settings,
-            self.store,
-            self.registry,
-            result.version,
-            reason=f"retrained after {trigger}",
-            source="controller",
-        )
+        try:
+            routing = rollout.start(
+                self.settings,
+                self.store,
+                self.registry,
+                result.version,
+                reason=f"retrained after {trigger}",
+                source="controller",
+            )
+        except ApprovalRequiredError as exc:
+            # Parameters the retrain-tune policy does not cover: the version waits for a human
+            # (`loopml approve`, then `loopml rollout start`); the loop goes on.
+            message = _one_line(exc)
+            self._audit("retrain_awaiting_approval", message, to_version=result.version)
+            return replace(
+                seen, action="retrain_awaiting_approval", reason=message, version=result.version
+            )
         return replace(
             seen,
             action="rollout_started",

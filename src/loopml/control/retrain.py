@@ -10,24 +10,43 @@ Label provenance: every feedback row carries the key id that gave it. Retraining
 per key, can cap the share one key contributes (``LOOPML_RETRAIN_MAX_KEY_SHARE``), and writes the
 counts to the MLflow run (``label_provenance.json``, tag ``loopml.label_keys``) and to the result
 that the controller puts in its audit record.
+
+Tuning inside the loop (ML Test Score, Model 3): with ``LOOPML_RETRAIN_TUNE_TRIALS`` > 0 a
+retrain first searches the recipe's declared space with Optuna, from the champion's parameters
+(always scored, as the ``start`` trial: the search never returns worse ones on validation), up to
+that many trials and ``LOOPML_RETRAIN_TUNE_SECONDS``. A share of the new labelled rows joins the
+validation split, so the search is scored on the shifted data too. The best parameters train the
+challenger; the version and the run record the search (``loopml.tune.*`` tags, ``tuning.json``)
+and the controller's audit record holds it. Parameters the search changed are approved by the
+``policy:retrain-tune`` rule of :mod:`loopml.control.approval`, which covers only points of that
+declared space. Three guards: the best replaces the champion's parameters only if it gains more
+than ``LOOPML_RETRAIN_TUNE_MIN_GAIN``; no search when the new labels, fitted with the champion's
+own parameters, lower its trusted validation F1 (better parameters could hide poisoned labels from
+the gate); and a tuned version the gate refuses is followed by a retrain with the champion's
+parameters, so tuning never leaves the loop worse off than reusing them.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from sklearn.metrics import f1_score
 from sklearn.model_selection import train_test_split
 
 from loopml.config import Settings
+from loopml.control.approval import approve_by_policy
 from loopml.data import DataRules, Dataset, Splits, content_version, load_splits, validate_frame
 from loopml.errors import RegistryError, TrainingError
+from loopml.pipeline.choice import choose_recipe
 from loopml.pipeline.gate import FEEDBACK_DOMAIN
 from loopml.pipeline.train import TrainResult, train
+from loopml.pipeline.tune import Search, declared_space
 from loopml.registry import Registry
 from loopml.routing import CHAMPION
 
@@ -37,8 +56,11 @@ __all__ = [
     "champion_splits",
     "check_data",
     "new_labeled_rows",
+    "record_search",
     "retrain",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def champion_splits(registry: Registry) -> tuple[Splits, str]:
@@ -124,35 +146,173 @@ def retrain(
     if len(new) < 10:
         raise TrainingError(f"only {len(new)} new labelled texts: not enough to retrain")
     check_data(settings, old, new, source, labels)
-    stratify = new["label"] if new["label"].value_counts().min() >= 2 else None
-    new_train, holdout = train_test_split(
-        new, test_size=settings.retrain_holdout, random_state=settings.seed, stratify=stratify
-    )
+    new_train, holdout = _split_off(new, settings.retrain_holdout, settings.seed)
+    validation = old.validation
+    trials = _trials(settings, registry)
+    if trials > 0:
+        # Without a search nothing reads the validation split: its rows are better trained on.
+        new_train, new_valid = _split_off(new_train, settings.validation_size, settings.seed)
+        validation = pd.concat([old.validation, new_valid])
     splits = Splits(
         train=pd.concat([old.train, new_train]),
-        validation=old.validation,
+        validation=validation,
         test=pd.concat([old.test, holdout]),
         seed=settings.seed,
     )
+    skipped = _data_harm(settings, registry, splits.train, old.validation) if trials else None
+    if skipped is not None:
+        # Better parameters could hide what the labels did (poisoned ones: the trusted holdout
+        # check compares with the champion): with the champion's own, the gate judges the data.
+        log.warning("retraining without a search: %s", skipped)
+        trials = 0
     frame = pd.concat([splits.train, splits.validation, splits.test])
     dataset = Dataset(source=f"{source}+feedback", frame=frame, version=content_version(frame))
     keys = json.dumps(provenance["by_key"], sort_keys=True)
-    result = train(
-        settings,
-        dataset=dataset,
-        splits=splits,
-        recipe=None,  # the champion's recipe and parameters; the run records why (choice.py)
-        run_name=f"retrain-{trigger}",
-        progress=progress,
-        tags={
-            "loopml.kind": "retrain",
-            "loopml.trigger": trigger,
-            "loopml.feedback_rows": str(len(new)),
-            # MLflow caps tag values; the whole table is in label_provenance.json.
-            "loopml.label_keys": keys if len(keys) <= 4000 else keys[:3990] + "...",
-            "loopml.top_key_share": str(provenance["top_key_share"]),
-        },
-    )
-    registry.client.log_dict(result.run_id, provenance, "label_provenance.json")
-    result.provenance = provenance
+    tags = {
+        "loopml.kind": "retrain",
+        "loopml.trigger": trigger,
+        "loopml.feedback_rows": str(len(new)),
+        # MLflow caps tag values; the whole table is in label_provenance.json.
+        "loopml.label_keys": keys if len(keys) <= 4000 else keys[:3990] + "...",
+        "loopml.top_key_share": str(provenance["top_key_share"]),
+    }
+
+    def run(trials: int) -> TrainResult:
+        result = train(
+            settings,
+            dataset=dataset,
+            splits=splits,
+            recipe=None,  # the champion's recipe and parameters; the run records why (choice.py)
+            tune_trials=trials,  # searched from them, the start trial
+            tune_timeout_s=settings.retrain_tune_seconds,
+            tune_min_gain=settings.retrain_tune_min_gain,
+            run_name=f"retrain-{trigger}",
+            progress=progress,
+            tags=tags,
+        )
+        registry.client.log_dict(result.run_id, provenance, "label_provenance.json")
+        result.provenance = provenance
+        return result
+
+    result = run(trials)
+    if result.tuning is not None:
+        result.tuning_record = record_search(registry, result, result.tuning)
+        if result.tuning_record["changed"] and not result.gate.passed:
+            result = _fall_back(registry, result, run)
+    elif skipped is not None:
+        result.tuning_record = {"trials": 0, "skipped": skipped}
+        registry.client.set_tag(result.run_id, "loopml.tune.skipped", skipped[:4000])
+        registry.set_tags(result.version, {"loopml.tune.skipped": skipped[:4000]})
     return result
+
+
+def _fall_back(
+    registry: Registry, tuned: TrainResult, run: Callable[[int], TrainResult]
+) -> TrainResult:
+    """Train again with the champion's parameters after the tuned version failed its gate:
+    validation macro-F1 is not every check of the gate (a slice can lose), and a search that
+    keeps choosing the same refused parameters must not leave the loop worse than reusing
+    them. The result's ``tuning_record`` names the refused version and its search."""
+    failed = ", ".join(c.name for c in tuned.gate.failures())
+    why = (
+        f"tuned version {tuned.version} failed the gate ({failed}): retrained with the "
+        "champion's parameters"
+    )
+    log.warning("%s", why)
+    result = run(0)
+    refused = (tuned.tuning_record or {}) | {"version": tuned.version, "failed_checks": failed}
+    result.tuning_record = {"trials": 0, "fallback": why, "refused": refused}
+    registry.client.set_tag(result.run_id, "loopml.tune.fallback_from", tuned.version)
+    registry.set_tags(result.version, {"loopml.tune.fallback_from": tuned.version})
+    return result
+
+
+def _data_harm(
+    settings: Settings, registry: Registry, train_rows: pd.DataFrame, trusted: pd.DataFrame
+) -> str | None:
+    """Why the retrain's data, fitted with the champion's own recipe and parameters, scores
+    worse than the champion on the ``trusted`` validation rows (the champion's, no feedback):
+    macro-F1 or a class's F1 lower by more than ``LOOPML_GATE_TRUSTED_TOLERANCE``; None if not.
+    One fit: the price of knowing that a search does not mask what the new labels did."""
+    champion = registry.alias(CHAMPION)
+    if champion is None or trusted.empty:
+        return None
+    recipe = choose_recipe(registry).recipe
+    fitted = recipe.fit(train_rows["text"].tolist(), train_rows["label"].tolist())
+    texts, truth = trusted["text"].tolist(), trusted["label"].tolist()
+    labels = sorted(set(truth))
+    scores = {}
+    for who, model in (("champion", registry.load(str(champion.version))), ("data", fitted)):
+        predicted = model.predict(texts)
+        per_class = f1_score(truth, predicted, labels=labels, average=None, zero_division=0)
+        scores[who] = {"macro-F1": float(per_class.mean())} | {
+            f"F1 of {label}": float(f) for label, f in zip(labels, per_class, strict=True)
+        }
+    tolerance = settings.gate_trusted_tolerance
+    worse = [
+        f"{name} {scores['data'][name]:.3f} < {before:.3f}"
+        for name, before in scores["champion"].items()
+        if scores["data"][name] < before - tolerance
+    ]
+    if not worse:
+        return None
+    return (
+        f"with champion {champion.version}'s own parameters the new labels score lower on its "
+        f"trusted validation rows ({', '.join(worse)}; tolerance {tolerance:g}): no search, "
+        "the gate judges the data alone"
+    )
+
+
+def _trials(settings: Settings, registry: Registry) -> int:
+    """How many trials this retrain searches: ``LOOPML_RETRAIN_TUNE_TRIALS``, or 0 when the
+    champion's recipe declares no search space (a plug-in may not: it is retrained as is)."""
+    if settings.retrain_tune_trials == 0:
+        return 0
+    try:
+        declared_space(choose_recipe(registry).recipe.name)
+    except TrainingError as exc:
+        log.warning("retraining without a search: %s", exc)
+        return 0
+    return settings.retrain_tune_trials
+
+
+def _split_off(rows: pd.DataFrame, share: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``rows`` split in two, the second holding ``share`` of them; stratified where both sides
+    can hold every label (scikit-learn refuses otherwise)."""
+    counts = rows["label"].value_counts()
+    size = math.ceil(share * len(rows))
+    fits = counts.min() >= 2 and min(size, len(rows) - size) >= len(counts)
+    kept, split = train_test_split(
+        rows, test_size=share, random_state=seed, stratify=rows["label"] if fits else None
+    )
+    return kept, split
+
+
+def record_search(registry: Registry, result: TrainResult, found: Search) -> dict[str, Any]:
+    """Record the retrain's search on its run and version: trials, the start's (champion's
+    parameters) and the best validation macro-F1, the space's fingerprint, whether the chosen
+    parameters differ from the start, and the policy approval of a change (see
+    :func:`loopml.control.approval.approve_by_policy`); returns that record."""
+    space = declared_space(found.recipe)
+    changed = found.best_params != found.start_params
+    approval = approve_by_policy(registry, result.version, space) if changed else None
+    record = found.to_dict() | {
+        "changed": changed,
+        "space": space.fingerprint,
+        "space_distributions": space.distributions,
+        "approval": approval,
+    }
+    tags = {
+        "loopml.tune.trials": str(found.trials),
+        "loopml.tune.start_macro_f1": f"{found.start_macro_f1:.4f}",
+        "loopml.tune.best_macro_f1": f"{found.best_macro_f1:.4f}",
+        "loopml.tune.changed": str(changed).lower(),
+        "loopml.tune.space": space.fingerprint,
+    }
+    client = registry.client
+    for key, value in tags.items():
+        client.set_tag(result.run_id, key, value)
+    client.log_metric(result.run_id, "tune_trials", float(found.trials))
+    client.log_dict(result.run_id, record, "tuning.json")
+    registry.set_tags(result.version, tags)
+    return record

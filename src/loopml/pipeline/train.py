@@ -83,6 +83,8 @@ class TrainResult:
     recipe_reason: str = ""
     #: the search that chose the parameters (``train --tune``)
     tuning: Search | None = None
+    #: the retrain's search as recorded: numbers, space fingerprint, policy approval if any
+    tuning_record: dict[str, Any] | None = None
     #: who gave the feedback labels it trained on (retraining only), see ``control.retrain``
     provenance: dict[str, Any] | None = None
     #: False when the solver stopped at its iteration limit (see ``pipeline.stability``)
@@ -92,7 +94,7 @@ class TrainResult:
         """JSON-ready summary."""
         extra = {"label_provenance": self.provenance} if self.provenance is not None else {}
         if self.tuning is not None:
-            extra["tuning"] = self.tuning.to_dict()
+            extra["tuning"] = self.tuning_record or self.tuning.to_dict()
         return extra | {
             "run_id": self.run_id,
             "version": self.version,
@@ -347,6 +349,7 @@ def train(
     params: Mapping[str, Any] | None = None,
     tune_trials: int = 0,
     tune_timeout_s: float = 600.0,
+    tune_min_gain: float = 0.0,
     dataset: Dataset | None = None,
     splits: Splits | None = None,
     progress: Progress | None = None,
@@ -357,7 +360,8 @@ def train(
 
     ``recipe`` None reuses the champion's recipe and parameters (``params`` override some), or
     the default recipe without a champion. ``tune_trials`` > 0 first searches the recipe's space
-    on the validation split (nested runs) and trains with the best parameters. ``splits`` (with
+    on the validation split (nested runs) and trains with the best parameters (those of the start
+    unless the best beats them by more than ``tune_min_gain``). ``splits`` (with
     ``dataset``) fixes the split, as retraining does to keep the original test split; ``tags``
     are added to the run (for example what triggered it).
     """
@@ -408,6 +412,7 @@ def train(
                 trials=tune_trials,
                 timeout_s=tune_timeout_s,
                 seed=settings.seed,
+                min_gain=tune_min_gain,
             )
             recipe_obj = type(recipe_obj)(tuning.best_params)
             reason += (

@@ -7,6 +7,8 @@ never seen). The starting parameters (the caller's, or the champion's) are score
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,15 +19,16 @@ from sklearn.metrics import f1_score
 
 from loopml.config import Settings
 from loopml.data import DataRules, Dataset, Splits, load_dataset, split_dataset
+from loopml.errors import TrainingError
 from loopml.pipeline.choice import RecipeChoice, choose_recipe
-from loopml.recipes import Recipe
+from loopml.recipes import Recipe, recipe_class
 from loopml.registry import Registry
 from loopml.tracking import experiment_id
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["Search", "TuneResult", "search", "tune"]
+__all__ = ["Search", "SearchSpace", "TuneResult", "declared_space", "search", "tune"]
 
 OnTrial = Callable[[int, float], None]
 
@@ -86,6 +89,57 @@ class TuneResult:
         )
 
 
+@dataclass(frozen=True)
+class SearchSpace:
+    """A recipe's declared search space: each tuned parameter's Optuna distribution (as JSON)
+    and a fingerprint of them all, which changes whenever the space does."""
+
+    recipe: str
+    distributions: dict[str, str]
+    fingerprint: str
+
+    def contains(self, name: str, value: Any) -> bool:
+        """Whether ``value`` of parameter ``name`` is a point of the space (inside the bounds of
+        a range, one of the choices of a categorical; a fixed parameter is not in it)."""
+        import optuna
+
+        text = self.distributions.get(name)
+        if text is None:
+            return False
+        dist = optuna.distributions.json_to_distribution(text)
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            return value in dist.choices
+        if isinstance(dist, optuna.distributions.IntDistribution):
+            if not isinstance(value, int) or isinstance(value, bool):
+                return False
+            return dist.low <= value <= dist.high and (value - dist.low) % dist.step == 0
+        if isinstance(dist, optuna.distributions.FloatDistribution):
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                return False
+            return dist.low <= float(value) <= dist.high
+        return False
+
+
+def declared_space(recipe: str) -> SearchSpace:
+    """The search space ``recipe`` declares (``Recipe.search_space``), read from one trial of
+    an in-memory study; ``TrainingError`` if the recipe declares none."""
+    import optuna
+
+    cls = recipe_class(recipe)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    keys = set(cls.search_space(trial))
+    dists = {
+        name: optuna.distributions.distribution_to_json(dist)
+        for name, dist in sorted(trial.distributions.items())
+        if name in keys  # a parameter the space returns under the name it samples it by
+    }
+    if not dists:
+        raise TrainingError(f"recipe {recipe} declares an empty search space")
+    text = json.dumps({"recipe": recipe, "space": dists}, sort_keys=True)
+    return SearchSpace(recipe, dists, hashlib.sha256(text.encode()).hexdigest())
+
+
 def _score(recipe: Recipe, splits: Splits, experiment: str, run_name: str) -> float:
     """Fit on train, score on validation, as a nested run of the active run."""
     with mlflow.start_run(experiment_id=experiment, run_name=run_name, nested=True):
@@ -106,9 +160,12 @@ def search(
     timeout_s: float,
     seed: int,
     on_trial: OnTrial | None = None,
+    min_gain: float = 0.0,
 ) -> Search:
     """Score ``start``, then up to ``trials`` points of its recipe's search space (nested runs
-    of the active MLflow run); the fixed parameters of ``start`` stay as they are."""
+    of the active MLflow run); the fixed parameters of ``start`` stay as they are. The best
+    point replaces ``start`` only if it scores more than ``min_gain`` above it (the best of
+    several noisy scores beats the start by chance alone)."""
     import optuna
 
     cls = type(start)
@@ -128,7 +185,7 @@ def search(
     study.optimize(objective, n_trials=trials, timeout=timeout_s)
     done = [t for t in study.trials if t.value is not None]
     best_params, best_score = base, start_score
-    if done and study.best_value > start_score:
+    if done and study.best_value > start_score + min_gain:
         best_params, best_score = dict(study.best_trial.user_attrs["params"]), study.best_value
     mlflow.log_params({f"best.{k}": v for k, v in best_params.items()})
     mlflow.log_metrics(

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from loopml_test_recipes import register_plugins
+from loopml_test_recipes import BagOfWordsNB, register_plugins
 
 from loopml.config import Settings
 from loopml.control.retrain import retrain
 from loopml.data import Dataset
 from loopml.pipeline.train import train
+from loopml.recipes import Recipe
 from loopml.recipes.tfidf_logreg import TfidfLogReg
 from loopml.registry import CHAMPION, RECIPE_PARAMS_TAG, Registry
 
@@ -38,6 +39,8 @@ def _champion(settings: Settings, data: Dataset, recipe: str, params: dict[str, 
 def test_retrain_reuses_the_champions_non_default_params(
     settings: Settings, small_tweets: Dataset
 ) -> None:
+    # no search on retrain (LOOPML_RETRAIN_TUNE_TRIALS=0): the champion's parameters as they are
+    settings = settings.model_copy(update={"retrain_tune_trials": 0})
     champion = _champion(settings, small_tweets, "tfidf-logreg", {"C": "0.5", "ngram_max": "1"})
     registry = Registry(settings)
     expected = TfidfLogReg.defaults() | {"C": 0.5, "ngram_max": 1}
@@ -59,10 +62,14 @@ def test_retrain_reuses_a_plugin_champion(
     register_plugins(
         monkeypatch, tmp_path / "plugins", {"test-bow-nb": "loopml_test_recipes:BagOfWordsNB"}
     )
+    # a plug-in that declares no search space is retrained as it is, not failed by the search
+    monkeypatch.setattr(BagOfWordsNB, "search_space", Recipe.__dict__["search_space"])
+    assert settings.retrain_tune_trials > 0
     _champion(settings, small_tweets, "test-bow-nb", {"alpha": "0.25"})
     registry = Registry(settings)
     result = retrain(settings, registry, _feedback(), trigger="quality")
     tags = registry.version(result.version).tags
+    assert result.tuning is None and "loopml.tune.trials" not in tags
     assert tags["loopml.recipe"] == "test-bow-nb"
     assert json.loads(tags[RECIPE_PARAMS_TAG]) == {"alpha": 0.25, "binary": False}
     assert type(registry.load(result.version)).__name__ == "BagOfWordsClassifier"

@@ -10,7 +10,7 @@ from loopml_test_recipes import register_plugins
 from loopml.config import Settings
 from loopml.data import Dataset
 from loopml.pipeline.train import train
-from loopml.pipeline.tune import tune
+from loopml.pipeline.tune import declared_space, tune
 from loopml.recipes.tfidf_logreg import TfidfLogReg
 from loopml.registry import CHAMPION, Registry
 
@@ -87,3 +87,33 @@ def test_tune_searches_a_plugins_own_space_from_the_champion(
     trials = [r for r in _children(settings, result.run_id) if r.info.run_name != "start"]
     assert len({r.data.params["alpha"] for r in trials}) == 3, "alpha is searched"
     assert {r.data.params["binary"] for r in trials} == {"True"}, "binary stays the champion's"
+
+
+def test_a_declared_space_holds_its_points_and_its_fingerprint_follows_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    space = declared_space("tfidf-logreg")
+    assert set(space.distributions) == {
+        "C",
+        "ngram_max",
+        "min_df",
+        "max_features",
+        "sublinear_tf",
+        "strip_urls",
+        "class_weight",
+    }
+    assert space.contains("C", 0.1) and space.contains("C", 30.0)
+    assert not space.contains("C", 31.0) and not space.contains("C", "5")
+    assert space.contains("ngram_max", 3) and not space.contains("ngram_max", 4)
+    assert space.contains("max_features", 20_000) and not space.contains("max_features", 1000)
+    # fixed on purpose (a fairness requirement, a convergence budget): never a point of it
+    assert not space.contains("mask_identity", False)
+    assert not space.contains("max_iter", 1000)
+    assert declared_space("tfidf-logreg").fingerprint == space.fingerprint
+    monkeypatch.setattr(
+        TfidfLogReg,
+        "search_space",
+        classmethod(lambda cls, trial: {"C": trial.suggest_float("C", 0.1, 40.0, log=True)}),
+    )
+    wider = declared_space("tfidf-logreg")
+    assert wider.fingerprint != space.fingerprint and wider.contains("C", 35.0)
