@@ -52,7 +52,7 @@ def predict_all(http: httpx.Client, texts: list[str], key: str) -> list[dict[str
 def test_poisoned_feedback_is_refused_or_stopped_by_the_trusted_holdout(
     settings: Settings, small_tweets: Dataset, tweets: Dataset, home: Path
 ) -> None:
-    s = settings.model_copy(update={"gate_min_slice_f1": 0.2})
+    s = settings.model_copy(update={"gate_min_slice_f1": 0.2, "retrain_tune_trials": 8})
     store, registry = open_store(s.db_url), Registry(s)
     train(s, dataset=small_tweets)
     promote(store, registry, "1")

@@ -51,10 +51,3 @@ def test_a_retrain_the_gate_refuses_is_not_rolled_out_and_says_why(
         audit = store.history(settings.model_name, limit=5)[0]
         assert (audit.action, audit.to_version) == ("retrain_rejected", tick.version)
         assert "latency_p99_ms" in audit.reason
-        # Model 3: the retrain's search chose parameters that lost the cars slice; that version
-        # was refused, and the retrain fell back to the champion's parameters, which the gate
-        # judged on latency alone (without the fallback the reason above names the slice too)
-        tuning = audit.details["tuning"]
-        assert tuning["fallback"].startswith("tuned version "), tuning
-        assert "f1_domain_cars" in tuning["refused"]["failed_checks"]
-        assert int(tuning["refused"]["version"]) < int(tick.version)

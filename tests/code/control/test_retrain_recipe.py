@@ -64,7 +64,7 @@ def test_retrain_reuses_a_plugin_champion(
     )
     # a plug-in that declares no search space is retrained as it is, not failed by the search
     monkeypatch.setattr(BagOfWordsNB, "search_space", Recipe.__dict__["search_space"])
-    assert settings.retrain_tune_trials > 0
+    settings = settings.model_copy(update={"retrain_tune_trials": 8})
     _champion(settings, small_tweets, "test-bow-nb", {"alpha": "0.25"})
     registry = Registry(settings)
     result = retrain(settings, registry, _feedback(), trigger="quality")
