@@ -163,7 +163,9 @@ def test_previous_release_serves_and_logs_on_the_newest_schema(
     # This code: the schema at its head, a champion trained and promoted.
     with open_store(settings.db_url) as store:
         assert schema_state(store.engine).revision == head_revision()
-        train(settings, dataset=small_tweets)
+        # mask_identity's preprocessor is newer than the previous release: a model pickled with
+        # it cannot load there (a rollback of code across it needs a model without it)
+        train(settings, dataset=small_tweets, params={"mask_identity": False})
         # Forced: a busy machine can fail the gate's latency budget, not what this tests.
         promote(store, Registry(settings), "1", force=True, reason="test champion")
     probe = old_cli(old_env, "--help")
