@@ -1,0 +1,1 @@
+"""Labels where they count: the label queue, Label Studio, and label-noise checks."""
