@@ -20,6 +20,7 @@ LAYERS: list[set[str]] = [
     {"routing", "tracking", "data", "recipes"},
     {"registry"},
     {"pipeline"},
+    {"batch", "labels"},
     {"serving", "control", "monitoring"},
     {"cli", "demo", "__main__", "__init__"},
 ]

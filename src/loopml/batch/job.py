@@ -1,9 +1,11 @@
 """What a batch job is and what it writes: shared by the local and the Spark engine.
 
-Output (Parquet, one row per scored input row): ``row_id`` (the input's 0-based row number across
-its files in sorted order, or the value of ``--id-column``), ``label``, ``prob_<class>`` per class,
-``model_name``, ``model_version``, ``batch_id``. Rows that cannot be scored go to the errors output
-(``row_id``, ``reason``) instead, never dropped.
+Output (Parquet under ``<output>/``, one row per scored input row): ``row_id`` (int64, the row's
+0-based position across the input's files taken in sorted path order; both engines number rows
+alike), ``id`` (the ``--id-column`` value as text, when given), ``label``, ``prob_<class>`` per
+class, ``model_name``, ``model_version``, ``batch_id``; errors under ``<output>/errors/``; the job's
+manifest (the BatchResult and the job) in ``<output>/_batch.json``. Rows that cannot be scored go
+to the errors output (``row_id``, ``reason``) instead, never dropped.
 """
 
 from __future__ import annotations
