@@ -212,9 +212,8 @@ class Settings(BaseSettings):
     retrain_holdout: float = Field(0.2, gt=0, lt=1)
     retrain_max_key_share: float = Field(1.0, gt=0, le=1)
     # a bounded search of the recipe's space on each retrain, from the champion's parameters
-    # (0 trials: reuse them as they are); the time cap is checked between trials. Off by default
-    # until the whole loop (demo, stack) has run with it: opt in with e.g. 8
-    retrain_tune_trials: int = Field(0, ge=0, le=1000)
+    # (0 trials: reuse them as they are); the time cap is checked between trials
+    retrain_tune_trials: int = Field(8, ge=0, le=1000)
     retrain_tune_seconds: float = Field(300.0, gt=0)
     # validation macro-F1 the best trial must gain over the champion's parameters to replace them
     retrain_tune_min_gain: float = Field(0.01, ge=0, le=1)

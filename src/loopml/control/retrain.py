@@ -11,13 +11,14 @@ per key, can cap the share one key contributes (``LOOPML_RETRAIN_MAX_KEY_SHARE``
 counts to the MLflow run (``label_provenance.json``, tag ``loopml.label_keys``) and to the result
 that the controller puts in its audit record.
 
-Tuning inside the loop (ML Test Score, Model 3): with ``LOOPML_RETRAIN_TUNE_TRIALS`` > 0 a
-retrain first searches the recipe's declared space with Optuna, from the champion's parameters
-(always scored, as the ``start`` trial: the search never returns worse ones on validation), up to
-that many trials and ``LOOPML_RETRAIN_TUNE_SECONDS``. A share of the new labelled rows joins the
-validation split, so the search is scored on the shifted data too. The best parameters train the
-challenger; the version and the run record the search (``loopml.tune.*`` tags, ``tuning.json``)
-and the controller's audit record holds it. Parameters the search changed are approved by the
+Tuning inside the loop (ML Test Score, Model 3): with ``LOOPML_RETRAIN_TUNE_TRIALS`` > 0 (8 by
+default) a retrain first searches the recipe's declared space with Optuna, from the champion's
+parameters (always scored, as the ``start`` trial: the search never returns worse ones on
+validation), up to that many trials and ``LOOPML_RETRAIN_TUNE_SECONDS``. A share of the new
+labelled rows joins the search's validation rows, so it is scored on the shifted data too; the
+best parameters are then fitted on all the new rows (a search costs the challenger no labels);
+the version and the run record the search (``loopml.tune.*`` tags, ``tuning.json``) and the
+controller's audit record holds it. Parameters the search changed are approved by the
 ``policy:retrain-tune`` rule of :mod:`loopml.control.approval`, which covers only points of that
 declared space. Three guards: the best replaces the champion's parameters only if it gains more
 than ``LOOPML_RETRAIN_TUNE_MIN_GAIN``; no search when the new labels, fitted with the champion's
@@ -147,19 +148,25 @@ def retrain(
         raise TrainingError(f"only {len(new)} new labelled texts: not enough to retrain")
     check_data(settings, old, new, source, labels)
     new_train, holdout = _split_off(new, settings.retrain_holdout, settings.seed)
-    validation = old.validation
     trials = _trials(settings, registry)
-    if trials > 0:
-        # Without a search nothing reads the validation split: its rows are better trained on.
-        new_train, new_valid = _split_off(new_train, settings.validation_size, settings.seed)
-        validation = pd.concat([old.validation, new_valid])
     splits = Splits(
         train=pd.concat([old.train, new_train]),
-        validation=validation,
+        validation=old.validation,
         test=pd.concat([old.test, holdout]),
         seed=settings.seed,
     )
-    skipped = _data_harm(settings, registry, splits.train, old.validation) if trials else None
+    # The search scores trials on a share of the new labels too (the shift is in them); the
+    # chosen parameters are then fitted on all of them, so a search costs the model no labels.
+    searched, new_valid = _split_off(new_train, settings.validation_size, settings.seed)
+    search_splits = Splits(
+        train=pd.concat([old.train, searched]),
+        validation=pd.concat([old.validation, new_valid]),
+        test=splits.test,
+        seed=settings.seed,
+    )
+    skipped = (
+        _data_harm(settings, registry, search_splits.train, old.validation) if trials else None
+    )
     if skipped is not None:
         # Better parameters could hide what the labels did (poisoned ones: the trusted holdout
         # check compares with the champion): with the champion's own, the gate judges the data.
@@ -182,6 +189,7 @@ def retrain(
             settings,
             dataset=dataset,
             splits=splits,
+            search_splits=search_splits if trials else None,
             recipe=None,  # the champion's recipe and parameters; the run records why (choice.py)
             tune_trials=trials,  # searched from them, the start trial
             tune_timeout_s=settings.retrain_tune_seconds,
@@ -196,7 +204,9 @@ def retrain(
 
     result = run(trials)
     if result.tuning is not None:
-        result.tuning_record = record_search(registry, result, result.tuning)
+        result.tuning_record = record_search(registry, result, result.tuning) | {
+            "validation_feedback_rows": len(new_valid)
+        }
         if result.tuning_record["changed"] and not result.gate.passed:
             result = _fall_back(registry, result, run)
     elif skipped is not None:

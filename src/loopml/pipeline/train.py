@@ -352,6 +352,7 @@ def train(
     tune_min_gain: float = 0.0,
     dataset: Dataset | None = None,
     splits: Splits | None = None,
+    search_splits: Splits | None = None,
     progress: Progress | None = None,
     run_name: str | None = None,
     tags: Mapping[str, str] | None = None,
@@ -362,8 +363,10 @@ def train(
     the default recipe without a champion. ``tune_trials`` > 0 first searches the recipe's space
     on the validation split (nested runs) and trains with the best parameters (those of the start
     unless the best beats them by more than ``tune_min_gain``). ``splits`` (with
-    ``dataset``) fixes the split, as retraining does to keep the original test split; ``tags``
-    are added to the run (for example what triggered it).
+    ``dataset``) fixes the split, as retraining does to keep the original test split;
+    ``search_splits`` are what the search scores its trials on when that differs from what the
+    model is fitted on (a retrain holds part of its new labels for the search, then fits on all
+    of them); ``tags`` are added to the run (for example what triggered it).
     """
     say = progress or (lambda _step: None)
     start = time.perf_counter()
@@ -407,7 +410,7 @@ def train(
             say(f"tune ({tune_trials} trials)")
             tuning = search(
                 recipe_obj,
-                splits,
+                search_splits or splits,
                 experiment=exp,
                 trials=tune_trials,
                 timeout_s=tune_timeout_s,

@@ -50,15 +50,18 @@ def _loop_settings(settings: Settings, trials: int = TRIALS) -> Settings:
     )
 
 
-def _tuned_retrain(settings: Settings, tweets: Dataset) -> tuple[Registry, str, str, Any]:
-    """A hand-set champion on tweets without the airline ones, airline feedback (the shift),
-    one controller tick; returns the registry, champion, retrained version and the tick."""
+def _tuned_retrain(
+    settings: Settings, tweets: Dataset, params: dict[str, str] | None = HAND_SET
+) -> tuple[Registry, str, str, Any]:
+    """A champion (hand-set by default) on tweets without the airline ones, airline feedback
+    (the shift), one controller tick; returns the registry, champion, retrained version and the
+    tick."""
     others = tweets.frame[tweets.frame["domain"] != "airline"].sample(2000, random_state=0)
     first = train(
         settings,
         dataset=Dataset("non-airline", others, content_version(others)),
         recipe="tfidf-logreg",
-        params=HAND_SET,
+        params=params,
     )
     registry = Registry(settings)
     airline = tweets.frame[tweets.frame["domain"] == "airline"].sample(500, random_state=0)
@@ -115,12 +118,18 @@ def test_a_retrain_searches_records_it_and_rolls_out_tuned_params_under_the_poli
         f"trial-{i}" for i in range(TRIALS)
     ]
 
-    # the search ran on the retrain's validation split, which holds shifted (feedback) rows
-    validation = load_splits(registry.client, mv.run_id, ("validation",))["validation"]
-    assert (validation["domain"] == "feedback").sum() > 0
+    # the search was scored on shifted (feedback) rows too, and the chosen parameters were then
+    # fitted on every new row but the holdout: a search costs the challenger no labels
+    record = audit["retrain"].details["tuning"]
+    assert record["validation_feedback_rows"] > 0
+    trained = load_splits(registry.client, mv.run_id, ("train", "validation", "test"))
+    feedback_rows = int(run.data.tags["loopml.feedback_rows"])
+    in_train = int((trained["train"]["domain"] == "feedback").sum())
+    in_test = int((trained["test"]["domain"] == "feedback").sum())
+    assert (trained["validation"]["domain"] == "feedback").sum() == 0
+    assert in_train + in_test == feedback_rows and in_train > record["validation_feedback_rows"]
 
     # the audit record of the retrain carries the search and who approved its parameters
-    record = audit["retrain"].details["tuning"]
     assert record["trials"] == TRIALS
     assert record["best_params"] == chosen
     assert record["start_params"] == start_params
@@ -159,3 +168,48 @@ def test_a_retrain_searches_records_it_and_rolls_out_tuned_params_under_the_poli
     )
     with pytest.raises(ApprovalRequiredError, match="search space is not the one searched"):
         check_approved(registry, mv)
+
+
+@pytest.mark.slow
+def test_a_tuned_version_the_gate_refuses_is_retrained_with_the_champions_params(
+    settings: Settings, tweets: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A space whose only point leaves identity terms unmasked: it may validate better, and the
+    # gate refuses any identity flip (its own check), so the search's pick fails the gate.
+    monkeypatch.setattr(
+        TfidfLogReg,
+        "search_space",
+        classmethod(
+            lambda cls, trial: {
+                "mask_identity": trial.suggest_categorical("mask_identity", [False])
+            }
+        ),
+    )
+    settings = _loop_settings(settings, trials=1).model_copy(
+        # 2,000 tweets are too few for bigrams to clear the unigram baseline by the default margin
+        update={
+            "retrain_tune_min_gain": 0.0,
+            "gate_baseline_margin": -0.1,
+            # A small champion retrained on airline feedback: its non-airline scores move by more
+            # than the default tolerances; the fallback, not those checks, is under test here.
+            "gate_slice_tolerance": 0.1,
+            "gate_min_slice_f1": 0.2,
+            "gate_trusted_tolerance": 0.1,
+            "gate_f1_tolerance": 0.05,
+        }
+    )
+    registry, _, version, tick = _tuned_retrain(settings, tweets, params=None)
+    with open_store(settings.db_url) as store:
+        audit = {e.action: e for e in store.history(settings.model_name, limit=10)}
+    assert tick.action == "rollout_started", (tick.reason, [e.details for e in audit.values()])
+    record = audit["retrain"].details["tuning"]
+    refused = record["refused"]
+    assert "identity_flips" in refused["failed_checks"], record
+    assert refused["best_params"]["mask_identity"] is False
+    assert (
+        record["trials"] == 0 and "retrained with the champion's parameters" in record["fallback"]
+    )
+    # the version that goes on is the champion's parameters', and it says what it replaced
+    mv = registry.version(version)
+    assert mv.tags["loopml.tune.fallback_from"] == refused["version"] != version
+    assert json.loads(mv.tags[RECIPE_PARAMS_TAG])["mask_identity"] is True
