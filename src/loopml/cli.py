@@ -9,6 +9,7 @@ import contextlib
 import enum
 import functools
 import json
+import os
 import re
 import sys
 import time
@@ -61,6 +62,41 @@ app.add_typer(db_app, name="db")
 console = Console(stderr=True, soft_wrap=True)
 out = Console()
 
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="The registered model every command acts on (sets LOOPML_MODEL_NAME).",
+            show_default="LOOPML_MODEL_NAME, else sentiment",
+        ),
+    ] = None,
+) -> None:
+    """loopml: train, gate, register, serve, monitor and roll out text classifiers."""
+    if model is not None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}", model):
+            console.print(
+                f"[bold red]error:[/] --model {escape(model)!r}: use letters, digits, . _ -"
+            )
+            raise typer.Exit(2)
+        # the environment, not an argument: servers' worker processes and sub-apps read it too;
+        # put back when the command ends (the app may run in-process, as in tests)
+        previous = os.environ.get("LOOPML_MODEL_NAME")
+        os.environ["LOOPML_MODEL_NAME"] = model
+        ctx.call_on_close(functools.partial(_restore_env, "LOOPML_MODEL_NAME", previous))
+
+
+def _restore_env(key: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = value
+
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 SourceOpt = Annotated[
     str | None,
@@ -69,6 +105,14 @@ SourceOpt = Annotated[
         "-d",
         help="builtin:tweets or a .csv/.parquet/.jsonl file.",
         show_default="LOOPML_DATA_SOURCE",
+    ),
+]
+DropDuplicatesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--drop-duplicates",
+        help="Keep each repeated text once, with the label most of its rows give (a tie is"
+        " refused, naming the rows). Default: refuse repeated texts (LOOPML_DATA_DROP_DUPLICATES).",
     ),
 ]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -81,8 +125,11 @@ class RolloutMode(enum.StrEnum):
     shadow = "shadow"
 
 
-def _settings() -> Settings:
-    return load_settings().prepare()
+def _settings(*, drop_duplicates: bool = False) -> Settings:
+    settings = load_settings().prepare()
+    if drop_duplicates:
+        settings = settings.model_copy(update={"data_drop_duplicates": True})
+    return settings
 
 
 def _tracking_outage(exc: Exception) -> LoopmlError | None:
@@ -203,10 +250,11 @@ def _load(
     text_column: str | None,
     label_column: str | None,
     labels: list[str] | None,
+    drop_duplicates: bool = False,
 ) -> Any:
     from loopml.data import DataRules, load_dataset
 
-    settings = _settings()
+    settings = _settings(drop_duplicates=drop_duplicates)
     return load_dataset(
         source or settings.data_source,
         text_column=text_column or settings.text_column,
@@ -223,14 +271,17 @@ def data_validate(
     text_column: Annotated[str | None, typer.Option(help="Column holding the text.")] = None,
     label_column: Annotated[str | None, typer.Option(help="Column holding the label.")] = None,
     labels: Annotated[str | None, typer.Option(help="Allowed labels, comma-separated.")] = None,
+    drop_duplicates: DropDuplicatesOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Check a dataset against every rule; exit 2 with the problems and example rows."""
-    dataset = _load(source, text_column, label_column, _labels(labels))
+    dataset = _load(source, text_column, label_column, _labels(labels), drop_duplicates)
     summary = {"valid": True, **dataset.describe()}
     if json_out:
         emit_json(summary)
         return
+    for note in dataset.notes:
+        out.print(f"note: {note}")
     out.print(
         f"[green]valid[/]: {dataset.source}: {len(dataset.frame)} rows, "
         f"{len(dataset.labels)} classes, version {dataset.version}"
@@ -243,10 +294,11 @@ def data_describe(
     source: Annotated[str | None, typer.Argument(help="builtin:tweets or a data file.")] = None,
     text_column: Annotated[str | None, typer.Option(help="Column holding the text.")] = None,
     label_column: Annotated[str | None, typer.Option(help="Column holding the label.")] = None,
+    drop_duplicates: DropDuplicatesOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Rows, version, class and domain counts and text lengths of a dataset."""
-    dataset = _load(source, text_column, label_column, None)
+    dataset = _load(source, text_column, label_column, None, drop_duplicates)
     info = dataset.describe()
     if json_out:
         emit_json(info)
@@ -366,6 +418,7 @@ def train(
         bool,
         typer.Option(help="If the gate passes, start a canary (the first version: champion)."),
     ] = False,
+    drop_duplicates: DropDuplicatesOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Validate, split, (tune,) train, evaluate, gate and register a new model version.
@@ -376,7 +429,7 @@ def train(
     from loopml.pipeline.choice import DEFAULT_RECIPE
     from loopml.pipeline.train import train as run_train
 
-    settings = _settings()
+    settings = _settings(drop_duplicates=drop_duplicates)
     with quiet_stdout(json_out), steps("training", enabled=not json_out) as say:
         result = run_train(
             settings,
@@ -398,6 +451,8 @@ def train(
         emit_json(summary)
     else:
         m = result.evaluation.metrics
+        for note in result.data_notes:
+            out.print(f"note: {note}")
         out.print(
             f"registered [bold]{settings.model_name}[/] version [bold]{result.version}[/] "
             f"(run {result.run_id}, data {result.dataset_version})"

@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     validation_size: float = Field(0.1, gt=0, lt=0.5)
     data_min_rows: int = Field(100, ge=1)
     data_min_class_share: float = Field(0.01, ge=0, lt=0.5)
+    # repeated texts: refused (false) or kept once, with the majority label where they disagree
+    data_drop_duplicates: bool = False
     # privacy: predictions, feedback and report files older than this are purged
     retention_days: float = Field(90.0, gt=0)
     # largest pickled model training may produce (Data 3 of the ML Test Score: no feature too

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from loopml.data.sources import BUILTIN_TWEETS, read_source
-from loopml.data.validate import DataRules, validate_frame
+from loopml.data.validate import DataRules, drop_duplicates, validate_frame
 from loopml.errors import DataError
 
 __all__ = [
@@ -33,6 +33,7 @@ class Dataset:
     source: str
     frame: pd.DataFrame
     version: str
+    notes: tuple[str, ...] = ()  # what loading changed (repeated texts dropped), in words
 
     @property
     def labels(self) -> list[str]:
@@ -46,6 +47,7 @@ class Dataset:
             "source": self.source,
             "version": self.version,
             "rows": len(self.frame),
+            "notes": list(self.notes),
             "labels": self.frame["label"].value_counts().to_dict(),
             "domains": self.frame["domain"].value_counts().to_dict(),
             "text_length": {
@@ -95,9 +97,12 @@ def load_dataset(
     frame = read_source(source, text_column=text_column, label_column=label_column)
     if labels is None and source == BUILTIN_TWEETS:
         labels = BUILTIN_LABELS
+    notes: list[str] = []
+    if rules is not None and rules.drop_duplicates:
+        frame, notes = drop_duplicates(frame, source=source)
     frame = validate_frame(frame, source=source, labels=labels, rules=rules)
     frame = frame.astype({"text": str, "label": str, "domain": str})
-    return Dataset(source=source, frame=frame, version=content_version(frame))
+    return Dataset(source, frame, content_version(frame), notes=tuple(notes))
 
 
 def split_buckets(texts: pd.Series, seed: int) -> np.ndarray:

@@ -12,7 +12,7 @@ from pandera.errors import SchemaError, SchemaErrors
 from loopml.config import Settings
 from loopml.errors import ValidationError
 
-__all__ = ["DataRules", "validate_frame"]
+__all__ = ["DataRules", "drop_duplicates", "validate_frame"]
 
 _EXAMPLES = 5
 
@@ -38,16 +38,19 @@ class DataRules:
     max_text_chars: int
     min_class_share: float
     min_rows: int
+    drop_duplicates: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DataRules:
         """The bounds of ``LOOPML_MAX_TEXT_CHARS`` (shared with serving: nothing is trained on
         texts the server would refuse), ``LOOPML_DATA_MIN_CLASS_SHARE`` and
-        ``LOOPML_DATA_MIN_ROWS``."""
+        ``LOOPML_DATA_MIN_ROWS``, and whether repeated texts are kept once
+        (``LOOPML_DATA_DROP_DUPLICATES``)."""
         return cls(
             max_text_chars=settings.max_text_chars,
             min_class_share=settings.data_min_class_share,
             min_rows=settings.data_min_rows,
+            drop_duplicates=settings.data_drop_duplicates,
         )
 
 
@@ -86,9 +89,10 @@ def _schema(labels: Sequence[str] | None, rules: DataRules | None) -> pa.DataFra
 
 
 def _describe(column: str, check: str, rows: list[int]) -> str:
-    check = check.replace("field_uniqueness", "duplicate text").replace(
-        "not_nullable", "missing value"
-    )
+    check = check.replace(
+        "field_uniqueness",
+        "duplicate text (--drop-duplicates keeps one of each, with the majority label)",
+    ).replace("not_nullable", "missing value")
     if check.startswith("isin") or check.startswith("unknown label"):
         check = check if check.startswith("unknown") else "unknown label"
     shown = ", ".join(str(r) for r in rows[:_EXAMPLES])
@@ -175,3 +179,39 @@ def validate_frame(
     if problems:
         raise ValidationError(source, problems)
     return df
+
+
+def drop_duplicates(df: pd.DataFrame, *, source: str) -> tuple[pd.DataFrame, list[str]]:
+    """``df`` with each repeated text kept once (its first row), and what was done, in words.
+
+    Where the repeats disagree on the label, the row kept carries the label most of them give;
+    a tie has no majority, so those rows are refused (a :class:`ValidationError` naming them)
+    rather than guessed.
+    """
+    texts = df["text"].map(lambda v: v if isinstance(v, str) else None)
+    repeated = df[texts.notna() & texts.duplicated(keep=False)]
+    if repeated.empty:
+        return df, []
+    keep, ties, relabelled = [], [], 0
+    for _, group in repeated.groupby("text", sort=False):
+        counts = group["label"].astype(str).value_counts()
+        first = group.index[0]
+        if len(counts) > 1 and counts.iloc[0] == counts.iloc[1]:
+            votes = ", ".join(f"{label} x{n}" for label, n in counts.items())
+            rows = ", ".join(str(i) for i in group.index[:_EXAMPLES])
+            ties.append(
+                f"column 'label': repeated text with no majority label ({votes}): rows {rows}"
+            )
+            continue
+        relabelled += int(df.at[first, "label"] != counts.index[0])
+        keep.append((first, counts.index[0]))
+    if ties:
+        raise ValidationError(source, ties)
+    out = df.drop(index=repeated.index.difference([i for i, _ in keep]))
+    for index, label in keep:
+        out.at[index, "label"] = label
+    dropped = len(df) - len(out)
+    notes = [f"dropped {dropped} repeated rows of {len(keep)} texts (each kept once, first row)"]
+    if relabelled:
+        notes.append(f"{relabelled} kept rows took their repeats' majority label")
+    return out, notes

@@ -89,6 +89,8 @@ class TrainResult:
     provenance: dict[str, Any] | None = None
     #: False when the solver stopped at its iteration limit (see ``pipeline.stability``)
     converged: bool = True
+    #: what loading changed in the data (repeated texts dropped), in words
+    data_notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
@@ -109,6 +111,7 @@ class TrainResult:
             "model_bytes": self.model_bytes,
             "converged": self.converged,
             "total_seconds": round(self.total_seconds, 3),
+            "data_notes": list(self.data_notes),
         }
 
 
@@ -404,6 +407,8 @@ def train(
                 **(tags or {}),
             }
         )
+        if dataset.notes:
+            mlflow.set_tag("loopml.data_notes", "; ".join(dataset.notes))
         with tempfile.TemporaryDirectory() as tmp:
             _log_data(dataset, splits, Path(tmp))
         if tune_trials > 0:
@@ -497,6 +502,7 @@ def train(
         recipe_reason=reason,
         tuning=tuning,
         converged=fit.converged,
+        data_notes=dataset.notes,
     )
 
 

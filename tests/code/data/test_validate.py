@@ -39,7 +39,10 @@ def test_missing_and_unknown_labels() -> None:
 
 def test_duplicates_report_the_repeats_not_the_first() -> None:
     found = problems(frame(["same", "other", "same", "same"], ["a", "b", "a", "b"]))
-    assert "column 'text': duplicate text: 2 rows 3, 4" in found
+    assert (
+        "column 'text': duplicate text (--drop-duplicates keeps one of each, with the majority"
+        " label): 2 rows 3, 4" in found
+    )
 
 
 def test_fewer_than_two_classes() -> None:
