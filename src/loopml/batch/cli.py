@@ -9,7 +9,6 @@ from __future__ import annotations
 import enum
 import functools
 import importlib
-import importlib.util
 import json
 import sys
 import uuid
@@ -84,8 +83,10 @@ def _run_engine(
         from loopml.batch import local
 
         return local.run(job, settings=settings, progress=not quiet)
-    if importlib.util.find_spec("pyspark") is None:
-        raise ConfigError(f"--engine spark needs pyspark: {SPARK_EXTRA}")
+    try:
+        importlib.import_module("pyspark")
+    except ImportError as exc:
+        raise ConfigError(f"--engine spark needs pyspark: {SPARK_EXTRA}") from exc
     try:
         spark = importlib.import_module("loopml.batch.spark")
     except ImportError as exc:

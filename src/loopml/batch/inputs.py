@@ -237,7 +237,13 @@ def _csv_chunks(
     )
     read = pcsv.ReadOptions(block_size=_CSV_BLOCK, use_threads=False)
     parse = pcsv.ParseOptions(newlines_in_values=True)
-    with fs.open_input_stream(file.path, compression=file.compression) as stream:
+    seekable = file.compression is None  # its position says how far the reader is
+    opened = (
+        fs.open_input_file(file.path)
+        if seekable
+        else fs.open_input_stream(file.path, compression=file.compression)
+    )
+    with opened as stream:
         reader = pcsv.open_csv(
             stream, read_options=read, parse_options=parse, convert_options=convert
         )
@@ -248,7 +254,7 @@ def _csv_chunks(
                     part = batch.slice(offset, CHUNK_ROWS)
                     texts = _as_text(part.column(text))
                     ids = _ids(_as_text(part.column(id_col))) if id_col else None
-                    at = min(stream.tell(), file.size) if file.compression is None else done
+                    at = min(stream.tell(), file.size) if seekable else done
                     yield Chunk(start, texts, ids, max(at - done, 0))
                     done = max(done, at)
                     start += len(texts)
