@@ -50,6 +50,15 @@ def _frame(path: Path) -> pd.DataFrame:
         raise DataSourceError(f"{path}: not readable as CSV or JSONL: {exc}") from exc
 
 
+def _row_id(value: object) -> int | None:
+    """A row id from a file's cell ("12", or "12.0" as pandas writes a column with gaps)."""
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        return None
+    return int(number) if number.is_integer() and number >= 0 else None
+
+
 def read_labels(file: str | Path) -> LabelFile:
     """The labels of ``file``; DataError naming the file row for anything wrong."""
     path = Path(file)
@@ -73,10 +82,10 @@ def read_labels(file: str | Path) -> LabelFile:
             continue
         if not by_row:
             raise DataError(f"{path}, row {n}: no request_id")
-        batch, row = str(rec.get("batch_id") or "").strip(), str(rec.get("row_id") or "").strip()
-        if not batch or not row.isdigit():
+        batch, row = str(rec.get("batch_id") or "").strip(), _row_id(rec.get("row_id"))
+        if not batch or row is None:
             raise DataError(f"{path}, row {n}: needs a batch_id and a row_id (a number >= 0)")
-        rows.append((batch, int(row), label))
+        rows.append((batch, row, label))
     if not requests and not rows:
         raise DataError(f"{path}: no labels")
     return LabelFile(requests, rows)

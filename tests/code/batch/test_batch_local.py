@@ -110,7 +110,7 @@ def test_hostile_csv_rows_go_to_errors_with_row_numbers(env: BatchWorld, tmp_pat
     _hostile_csv(tmp_path / "in.csv", good)
     out = tmp_path / "out"
 
-    code, stdout, stderr = _score(
+    code, _, stderr = _score(
         "--input", str(tmp_path / "in.csv"), "--output", str(out), "--id-column", "id"
     )
 
