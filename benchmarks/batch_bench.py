@@ -221,7 +221,11 @@ def main() -> None:
         home, folder = Path(tmp) / "home", Path(tmp)
         version, _, _ = _setup(home, args.rows, folder)
         results = _measure_all(home, folder, version, args.rows)
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    load = os.getloadavg()[0]
+    machine = (
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()},"
+        f" load average {load:.1f} at the end"
+    )
     report = {"machine": machine, "rows": args.rows, "results": results}
     table = _table(results)
     print(table)

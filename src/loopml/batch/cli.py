@@ -6,6 +6,7 @@ Exit codes: 0 every row scored, 1 some rows went to the errors output (or a stor
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import importlib
@@ -95,7 +96,7 @@ def _run_engine(
     return result
 
 
-def _write_manifest(job: BatchJob, result: BatchResult, logged: int) -> None:
+def _write_manifest(job: BatchJob, result: BatchResult, logged: int | None) -> None:
     from loopml.batch.inputs import parse_location
 
     out = parse_location(job.output)
@@ -161,7 +162,10 @@ def score(
         max_text_chars=settings.max_text_chars,
         options={"engine": engine.value, "spark_master": spark_master},
     )
-    result = _run_engine(engine, job, settings, master=spark_master, quiet=json_out)
+    # in --json mode, libraries' prints (MLflow's) go to stderr: stdout stays parseable
+    with contextlib.redirect_stdout(sys.stderr) if json_out else contextlib.nullcontext():
+        result = _run_engine(engine, job, settings, master=spark_master, quiet=json_out)
+    _write_manifest(job, result, None)  # the output is complete: say so before logging
     with open_settings_store(settings) as store:
         logged = log_sample(store, settings, job, result)
     _write_manifest(job, result, logged)
