@@ -114,9 +114,13 @@ def _output_parts(job: BatchJob) -> Iterator[pa.RecordBatch]:
 
 
 def _records(batch: pa.RecordBatch, keep: Iterable[int]) -> Iterator[dict[str, Any]]:
-    columns = batch.to_pydict()
+    """The records of rows ``keep`` of an output batch (only those rows are converted)."""
+    indices = list(keep)
+    if not indices:
+        return
+    columns = batch.take(_int64(indices)).to_pydict()
     probs = [c for c in columns if c.startswith("prob_")]
-    for i in keep:
+    for i in range(len(indices)):
         yield {
             "row_id": columns["row_id"][i],
             "label": columns["label"][i],
