@@ -25,6 +25,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from loopml._time import as_utc
+from loopml.batch.cli import batch_app
 from loopml.config import Settings, load_settings
 from loopml.errors import LoopmlError, RequestError, TrainingError
 
@@ -58,6 +59,7 @@ db_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(db_app, name="db")
+app.add_typer(batch_app, name="batch")
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console()
@@ -972,6 +974,36 @@ def feedback_relabel(
         return
     before = result["previous"]
     out.print(f"request {request_id}: label {before['label']} (by {before['key_id']}) -> {label}")
+
+
+@feedback_app.command("import")
+@handle_errors
+def feedback_import(
+    file: Annotated[
+        str,
+        typer.Argument(help="CSV or JSONL: columns batch_id,row_id,label or request_id,label."),
+    ],
+    json_out: JsonOpt = False,
+) -> None:
+    """Store labels that arrived later (batch rows by batch id and row id, or request ids),
+    as feedback given by ``import:<file name>``; all or nothing."""
+    from loopml.batch.feedback import import_key, read_labels, resolve_labels
+    from loopml.serving.feedback import FeedbackStore
+    from loopml.serving.metrics import Metrics
+    from loopml.store import open_settings_store
+
+    labels = read_labels(file)
+    settings = _settings()
+    with open_settings_store(settings) as store:
+        items = resolve_labels(store, settings, labels)
+        stored = FeedbackStore(store, None, Metrics()).record(items, import_key(file))
+    correct = sum(1 for s in stored if s["correct"])
+    if json_out:
+        emit_json({"stored": len(stored), "correct": correct, "key_id": import_key(file)})
+        return
+    out.print(
+        f"{len(stored)} labels stored as {import_key(file)} ({correct} agree with the prediction)"
+    )
 
 
 @app.command()

@@ -168,6 +168,10 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
     unverified_models: Literal["warn", "refuse"] | None = None
 
+    # batch scoring: scored rows of each batch logged as predictions (variant "batch") for the
+    # monitor, a uniform sample of this many (every row of a smaller batch); 0: none
+    batch_log_sample: int = Field(1000, ge=0, le=1_000_000)
+
     # monitoring
     monitor_window: int = Field(1000, ge=1)
     monitor_min_samples: int = Field(300, ge=10)

@@ -1,0 +1,44 @@
+"""A registered champion for batch tests: trained on 4,000 real non-airline tweets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
+
+from loopml.config import Settings, load_settings
+from loopml.control.promotion import promote
+from loopml.data import Dataset, content_version
+from loopml.pipeline.train import train
+from loopml.recipes.base import TextClassifier
+from loopml.registry import Registry
+from loopml.store import open_store
+
+__all__ = ["BatchWorld", "build_world"]
+
+
+class BatchWorld(NamedTuple):
+    home: Path
+    settings: Settings
+    version: str
+    classifier: TextClassifier
+    others: pd.DataFrame  # non-airline tweets the champion did not train on
+    airline: pd.DataFrame  # airline tweets: a domain the champion never saw
+
+
+def build_world(home: Path, tweets: Dataset) -> BatchWorld:
+    """Train and promote the champion under ``home``; the in-process classifier beside it."""
+    settings = load_settings(home=home).prepare()
+    frame = tweets.frame
+    others = frame[frame["domain"] != "airline"].sample(6000, random_state=1)
+    train_rows = others.iloc[:4000]
+    ds = Dataset("builtin:tweets[non-airline sample]", train_rows, content_version(train_rows))
+    result = train(settings, dataset=ds)
+    registry = Registry(settings)
+    with open_store(settings.db_url) as store:
+        promote(store, registry, result.version, force=True, reason="test")
+    airline = frame[frame["domain"] == "airline"].sample(2000, random_state=1)
+    return BatchWorld(
+        home, settings, result.version, registry.load(result.version), others.iloc[4000:], airline
+    )
