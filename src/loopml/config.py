@@ -226,6 +226,13 @@ class Settings(BaseSettings):
     controller_lease_s: float = Field(60.0, ge=2)
     monitor_interval_s: float = Field(300.0, ge=0)
     monitor_keep_reports: int = Field(100, ge=1)
+    # Label Studio: where `loopml label push|pull` send and fetch tasks, and the webhook's secret
+    label_studio_url: str | None = None
+    label_studio_token: SecretStr | None = None
+    label_studio_project: int | None = Field(None, ge=1)
+    label_studio_webhook_secret: SecretStr | None = None
+    label_studio_min_annotations: int = Field(1, ge=1, le=20)
+    label_studio_timeout_s: float = Field(10.0, gt=0, le=300)
 
     @field_validator("rollout_steps", mode="before")
     @classmethod
@@ -425,7 +432,7 @@ def secret_entries(settings: Settings) -> list[tuple[str, str]]:
     """Every secret of ``settings`` as (where it is set, value): the admin, routing and metrics
     tokens, each API key (by position and roles) and the passwords inside the store URLs."""
     entries = []
-    for name in ("admin_token", "routing_secret", "metrics_token"):
+    for name in ("admin_token", "routing_secret", "metrics_token", "label_studio_webhook_secret"):
         secret: SecretStr | None = getattr(settings, name)
         if secret is not None:
             entries.append((f"LOOPML_{name.upper()}", secret.get_secret_value()))
