@@ -16,6 +16,7 @@ __all__ = [
     "Base",
     "ControllerLease",
     "Feedback",
+    "LabelLease",
     "ModelArtifact",
     "MonitorResult",
     "Prediction",
@@ -152,6 +153,25 @@ class ControllerLease(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
     step: Mapped[str | None] = mapped_column(String(50), default=None)
     step_started_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+
+
+class LabelLease(Base):
+    """A logged prediction handed to an annotator by the label queue, until ``expires_at``.
+
+    One row per prediction: while it has not expired and the prediction has no feedback, no one
+    else gets the item. An expired row returns the item to the queue; a label (a ``feedback`` row)
+    ends it. The queue deletes rows that ended either way.
+    """
+
+    __tablename__ = "label_leases"
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(200), index=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    strategy: Mapped[str] = mapped_column(String(30))
+    priority: Mapped[float] = mapped_column(Float)
+    leased_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
 
 
 PREDICTION_COLUMNS: tuple[str, ...] = tuple(c.name for c in Prediction.__table__.columns)
