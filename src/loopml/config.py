@@ -234,6 +234,13 @@ class Settings(BaseSettings):
     label_studio_min_annotations: int = Field(1, ge=1, le=20)
     label_studio_timeout_s: float = Field(10.0, gt=0, le=300)
 
+    # label queue: labels handed out (leased, unexpired) plus labels received in the last 24 h
+    # of a model may not exceed the budget; a lease returns its item to the queue once expired;
+    # each take ranks at most the pool's newest unlabelled predictions
+    label_budget_per_day: int = Field(500, ge=0)
+    label_lease_s: float = Field(1800.0, gt=0)
+    label_queue_pool: int = Field(5000, ge=10, le=1_000_000)
+
     @field_validator("rollout_steps", mode="before")
     @classmethod
     def _split_steps(cls, value: Any) -> Any:

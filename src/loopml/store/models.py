@@ -18,6 +18,7 @@ __all__ = [
     "Feedback",
     "LabelAnnotation",
     "LabelItem",
+    "LabelLease",
     "ModelArtifact",
     "MonitorResult",
     "Prediction",
@@ -191,6 +192,25 @@ class LabelAnnotation(Base):
     annotator: Mapped[str] = mapped_column(String(64))
     label: Mapped[str] = mapped_column(String(100))
     ts: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class LabelLease(Base):
+    """A logged prediction handed to an annotator by the label queue, until ``expires_at``.
+
+    One row per prediction: while it has not expired and the prediction has no feedback, no one
+    else gets the item. An expired row returns the item to the queue; a label (a ``feedback`` row)
+    ends it. The queue deletes rows that ended either way.
+    """
+
+    __tablename__ = "label_leases"
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(200), index=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    strategy: Mapped[str] = mapped_column(String(30))
+    priority: Mapped[float] = mapped_column(Float)
+    leased_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
 
 
 PREDICTION_COLUMNS: tuple[str, ...] = tuple(c.name for c in Prediction.__table__.columns)

@@ -4,7 +4,7 @@ New tables only (additive, as every migration must be: see ``migrations/env.py``
 release's code never reads them, and runs as before on this schema.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-02
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
