@@ -30,6 +30,14 @@ WEBHOOK_SECRET = "loopml-webhook-secret-0123456789"
 AUTH = {"Authorization": f"Bearer {WEBHOOK_SECRET}"}
 LOOPML_PORT, DEAD_PORT = 18410, 18499
 CLASSES = ("negative", "neutral", "positive")
+TEXTS = (
+    "@united my bag is lost again and nobody answers the phone",
+    "just landed in denver, smooth flight and friendly crew",
+    "is the new iphone worth the upgrade from last year's model?",
+    "self-driving cars will change how cities plan their streets",
+    "@jetblue delayed three hours with no update at the gate",
+    "great game last night, what a comeback in the fourth quarter",
+)
 
 
 def insert_predictions(settings: Settings, n: int) -> list[str]:
@@ -48,7 +56,7 @@ def insert_predictions(settings: Settings, n: int) -> list[str]:
                     model_name=settings.model_name,
                     model_version="1",
                     variant="champion",
-                    text=f"the flight number {i} was delayed again and again",
+                    text=TEXTS[i],
                     text_hash=f"{i:064d}",
                     text_length=40,
                     label="negative",
@@ -65,6 +73,9 @@ def run(*args: str) -> Any:
     result = CliRunner().invoke(label_app, [*args, "--json"])
     if result.exit_code == 0:
         return 0, json.loads(result.stdout)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
     return result.exit_code, result.stderr + result.stdout
 
 
