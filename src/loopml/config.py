@@ -437,7 +437,8 @@ def _url_password(url: str | None) -> str | None:
 
 def secret_entries(settings: Settings) -> list[tuple[str, str]]:
     """Every secret of ``settings`` as (where it is set, value): the admin, routing and metrics
-    tokens, each API key (by position and roles) and the passwords inside the store URLs."""
+    tokens, the Label Studio webhook secret, each API key (by position and roles) and the
+    passwords inside the store URLs."""
     entries = []
     for name in ("admin_token", "routing_secret", "metrics_token", "label_studio_webhook_secret"):
         secret: SecretStr | None = getattr(settings, name)

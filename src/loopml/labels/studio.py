@@ -102,15 +102,21 @@ class PushResult:
 
 @dataclass(kw_only=True)
 class PullResult:
-    """What ``pull`` found: annotations by outcome, and those refused (with why)."""
+    """What ``pull`` found: items by status after it, annotations read, those refused (why)."""
 
     project: int
+    annotations: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     refused: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready counts and refusals."""
-        return {"project": self.project, **dict(self.outcomes), "refused": self.refused}
+        return {
+            "project": self.project,
+            "annotations": self.annotations,
+            "items": dict(self.outcomes),
+            "refused": self.refused,
+        }
 
 
 def label_config(labels: list[str]) -> str:
@@ -515,18 +521,20 @@ def _settle(session: Any, item: LabelItem, min_annotations: int, now: datetime) 
 def pull(settings: Settings, store: Store, client: StudioClient, *, project: int) -> PullResult:
     """Fetch the project's annotations and record each (what the webhook would have sent)."""
     result = PullResult(project=project)
+    statuses: dict[str, str] = {}
     for task in client.annotated_tasks(project):
         for annotation in annotations_of_task({"project": project, **task}):
             try:
-                status = record_annotation(
+                statuses[annotation.request_id] = record_annotation(
                     store, annotation, min_annotations=settings.label_studio_min_annotations
                 )
             except (NotFoundError, ConflictError) as exc:
                 result.refused.append(
                     {"annotation_id": annotation.annotation_id, "error": str(exc)}
                 )
-                continue
-            result.outcomes[status] += 1
+            else:
+                result.annotations += 1
+    result.outcomes.update(statuses.values())
     return result
 
 

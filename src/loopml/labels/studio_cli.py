@@ -1,5 +1,8 @@
 """`loopml label push|pull|decide|disagreements|webhook`: the Label Studio bridge's commands.
 
+``labels/cli.py`` registers them on ``label_app`` with :func:`add_studio_commands` (this module
+never imports it: no import cycle).
+
 Exit codes: 0 ok, 1 Label Studio or the database is unreachable (nothing is lost: retry), 2 bad
 usage or data.
 """
@@ -16,9 +19,15 @@ import typer
 
 from loopml.config import Settings, load_settings
 from loopml.errors import ConfigError, LoopmlError, RequestError
-from loopml.labels.cli import label_app
 
-__all__ = ["decide_cmd", "disagreements_cmd", "pull_cmd", "push_cmd", "webhook_cmd"]
+__all__ = [
+    "add_studio_commands",
+    "decide_cmd",
+    "disagreements_cmd",
+    "pull_cmd",
+    "push_cmd",
+    "webhook_cmd",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
@@ -55,7 +64,6 @@ def _settings() -> Settings:
     return load_settings().prepare()
 
 
-@label_app.command("push")
 @_errors
 def push_cmd(
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="Items to send at most.")] = 50,
@@ -91,7 +99,6 @@ def push_cmd(
     )
 
 
-@label_app.command("pull")
 @_errors
 def pull_cmd(project: ProjectOpt = None, json_out: JsonOpt = False) -> None:
     """Fetch the project's annotations and store agreed labels as feedback (what the webhook
@@ -109,7 +116,9 @@ def pull_cmd(project: ProjectOpt = None, json_out: JsonOpt = False) -> None:
         _emit(result.to_dict())
     else:
         counts = ", ".join(f"{n} {status}" for status, n in sorted(result.outcomes.items()))
-        typer.echo(f"project {chosen}: {counts or 'no annotations'}")
+        typer.echo(
+            f"project {chosen}: {result.annotations} annotation(s); items {counts or 'none'}"
+        )
         for refused in result.refused:
             typer.echo(
                 f"refused annotation {refused['annotation_id']}: {refused['error']}", err=True
@@ -118,7 +127,6 @@ def pull_cmd(project: ProjectOpt = None, json_out: JsonOpt = False) -> None:
         raise typer.Exit(1)
 
 
-@label_app.command("decide")
 @_errors
 def decide_cmd(
     request_id: Annotated[str, typer.Argument(help="The request id of the disputed item.")],
@@ -140,7 +148,6 @@ def decide_cmd(
     typer.echo(f"request {request_id}: {label} (decided by {by}; annotations {votes})")
 
 
-@label_app.command("disagreements")
 @_errors
 def disagreements_cmd(json_out: JsonOpt = False) -> None:
     """Items whose annotators disagree, waiting for `loopml label decide`."""
@@ -160,7 +167,6 @@ def disagreements_cmd(json_out: JsonOpt = False) -> None:
         typer.echo(f"{item['request_id']} (task {item['task_id']}): {votes}")
 
 
-@label_app.command("webhook")
 @_errors
 def webhook_cmd(
     url: Annotated[
@@ -188,3 +194,15 @@ def webhook_cmd(
         _emit(created)
         return
     typer.echo(f"project {chosen}: webhook {created.get('id')} sends annotations to {url}")
+
+
+def add_studio_commands(app: typer.Typer) -> None:
+    """Register the Label Studio commands on ``app`` (``loopml label``)."""
+    for name, command in (
+        ("push", push_cmd),
+        ("pull", pull_cmd),
+        ("decide", decide_cmd),
+        ("disagreements", disagreements_cmd),
+        ("webhook", webhook_cmd),
+    ):
+        app.command(name)(command)
