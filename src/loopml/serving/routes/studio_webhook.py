@@ -46,7 +46,7 @@ def _check_secret(request: Request, secret: str | None) -> None:
     response_model=None,
     responses={
         200: {"description": "what the annotation changed"},
-        **error_responses(400, 401, 403, 404, 409, 422, 503),
+        **error_responses(400, 401, 403, 404, 408, 409, 413, 422, 503),
     },
 )
 async def studio_webhook(request: Request, runtime: RuntimeDep) -> Response:
