@@ -13,3 +13,5 @@ __all__ = ["label_app"]
 label_app = typer.Typer(
     help="Labels where they count: the label queue and Label Studio.", no_args_is_help=True
 )
+
+from loopml.labels import queue_cli  # noqa: E402,F401  (registers `loopml label queue`)

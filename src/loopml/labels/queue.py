@@ -34,11 +34,13 @@ from loopml.store import Feedback, LabelLease, Prediction, Store, open_settings_
 
 __all__ = [
     "DEFAULT_STRATEGY",
+    "MAX_LIMIT",
     "STRATEGIES",
     "Budget",
     "LeaseInfo",
     "budget",
     "drifted_since",
+    "item_dict",
     "leases",
     "release",
     "renew",
@@ -297,6 +299,13 @@ def _item(
         holder=holder,
         lease_expires=expires,
     )
+
+
+def item_dict(item: QueueItem) -> dict[str, Any]:
+    """JSON-ready fields of a queue item (times in ISO 8601)."""
+    doc = asdict(item)
+    doc["lease_expires"] = item.lease_expires.isoformat()
+    return doc
 
 
 def release(
