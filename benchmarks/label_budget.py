@@ -106,7 +106,7 @@ def _run(seed: int, args: argparse.Namespace, say: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"seed": seed, "oracle": oracle_f1, "strategies": {}}
     home = Path(tempfile.mkdtemp(prefix="loopml-label-budget-"))
     with open_store(f"sqlite:///{home / 'loopml.db'}") as store:
-        for strategy in STRATEGIES:
+        for strategy in args.strategies:
             model, clf, version, live, t0 = f"bench-{strategy}", champion, "1", [], time.monotonic()
             truth: dict[str, tuple[str, str]] = {}
             given: list[tuple[str, str]] = []
@@ -140,7 +140,7 @@ def _table(runs: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         "|---|" + "---|" * (len(REPORTED) + 2),
     ]
     summary: dict[str, Any] = {}
-    for strategy in STRATEGIES:
+    for strategy in [s for s in STRATEGIES if s in runs[0]["strategies"]]:
         cells, wins, means = [], [], {}
         for b in REPORTED:
             mine = [r["strategies"][strategy]["live"][idx[b]] for r in runs]
@@ -166,6 +166,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--segment", type=int, default=1200, help="airline tweets a segment")
     parser.add_argument("--champion-rows", type=int, default=8000)
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     parser.add_argument("--json", type=Path, default=RESULTS)
     parser.add_argument("--no-readme", action="store_true")
     args = parser.parse_args()

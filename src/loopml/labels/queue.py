@@ -137,10 +137,14 @@ def take(
         if not pool:
             return []
         since = drifted_since(db, model_name)
+        with db.session() as session:
+            expected = min(limit, _budget(session, settings, model_name, moment).left)
+        if expected <= 0:
+            return []
         ranked = rank(
             pool,
             strategy,
-            limit=limit,
+            limit=expected,
             drifted_since=since,
             seed=settings.seed if seed is None else seed,
         )
