@@ -26,6 +26,7 @@ from rich.table import Table
 from loopml._time import as_utc
 from loopml.config import Settings, load_settings
 from loopml.errors import LoopmlError, RequestError, TrainingError
+from loopml.labels.cli import label_app
 
 if TYPE_CHECKING:
     from loopml.control import Tick
@@ -57,6 +58,7 @@ db_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(db_app, name="db")
+app.add_typer(label_app, name="label")
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console()

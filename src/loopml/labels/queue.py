@@ -34,11 +34,13 @@ from loopml.store import Feedback, LabelLease, Prediction, Store, open_settings_
 
 __all__ = [
     "DEFAULT_STRATEGY",
+    "MAX_LIMIT",
     "STRATEGIES",
     "Budget",
     "LeaseInfo",
     "budget",
     "drifted_since",
+    "item_dict",
     "leases",
     "release",
     "renew",
@@ -135,10 +137,14 @@ def take(
         if not pool:
             return []
         since = drifted_since(db, model_name)
+        with db.session() as session:
+            expected = min(limit, _budget(session, settings, model_name, moment).left)
+        if expected <= 0:
+            return []
         ranked = rank(
             pool,
             strategy,
-            limit=limit,
+            limit=expected,
             drifted_since=since,
             seed=settings.seed if seed is None else seed,
         )
@@ -297,6 +303,13 @@ def _item(
         holder=holder,
         lease_expires=expires,
     )
+
+
+def item_dict(item: QueueItem) -> dict[str, Any]:
+    """JSON-ready fields of a queue item (times in ISO 8601)."""
+    doc = asdict(item)
+    doc["lease_expires"] = item.lease_expires.isoformat()
+    return doc
 
 
 def release(

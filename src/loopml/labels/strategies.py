@@ -7,9 +7,10 @@ into one full order, best first, with a priority per item (higher: label it soon
 - ``uncertainty``: smallest margin between the two most probable classes first
   (priority ``1 - margin``);
 - ``entropy``: highest entropy of the class probabilities first (normalised to 0..1);
-- ``diverse`` (the default): margin uncertainty inside clusters of the texts' vectors, taken in
-  turns across clusters, and an item nearly equal to one already picked waits until the end, so
-  that one burst of near-duplicates cannot take the whole budget.
+- ``diverse`` (the default): uncertainty within clusters: the texts are clustered on their TF-IDF
+  vectors, each cluster gets a share of the picks proportional to its size (the coverage random
+  sampling has), filled with its smallest-margin items, and an item nearly equal to one already
+  picked waits until the end, so that one burst of near-duplicates cannot take the whole budget.
 
 Every strategy but ``random`` puts the items logged inside the window the monitor last flagged
 as drifted before the others (``drifted_since``).
@@ -41,7 +42,7 @@ DEFAULT_STRATEGY = "diverse"
 
 # Two texts whose TF-IDF vectors are at least this similar (cosine) count as near-duplicates.
 DUPLICATE_SIMILARITY = 0.8
-MAX_CLUSTERS = 20
+MAX_CLUSTERS = 50
 
 
 @dataclass(frozen=True)
@@ -101,15 +102,24 @@ def rank(
         scores = [1.0 - margin(c.probabilities) for c in candidates]
     keys = [_drift_key(c, drifted_since) + s for c, s in zip(candidates, scores, strict=True)]
     if strategy == "diverse":
-        picks = _diverse_order(candidates, keys, limit=limit, seed=seed)
+        # the drifted window first: its clusters share the picks before any other's
+        picks: list[int] = []
+        drifted = [_drift_key(c, drifted_since) > 0 for c in candidates]
+        for flag in (True, False):
+            group = [i for i, d in enumerate(drifted) if d is flag]
+            if group:
+                within = _diverse_order([candidates[i] for i in group], [keys[i] for i in group],
+                                        limit=limit, seed=seed)  # fmt: skip
+                picks += [group[j] for j in within]
     else:
         picks = sorted(range(len(candidates)), key=lambda i: (-keys[i], candidates[i].request_id))
     return [(candidates[i], scores[i]) for i in picks]
 
 
 def _drift_key(candidate: Candidate, drifted_since: datetime | None) -> float:
-    """1 for an item logged in the drifted window (sorted before every other), else 0."""
-    return 1.0 if drifted_since is not None and candidate.ts >= drifted_since else 0.0
+    """2 for an item logged in the drifted window (above any score: sorted before every other
+    item), else 0."""
+    return 2.0 if drifted_since is not None and candidate.ts >= drifted_since else 0.0
 
 
 def _vectors(texts: Sequence[str]) -> Any:
@@ -144,23 +154,56 @@ def _clusters(vectors: Any, k: int, seed: int) -> npt.NDArray[np.int64]:
 def _diverse_order(
     candidates: Sequence[Candidate], keys: list[float], *, limit: int, seed: int
 ) -> list[int]:
-    """Turns across clusters, most uncertain first in each; near-duplicates of picks wait."""
+    """Uncertainty within clusters: each cluster of the texts gets a share of the ``limit`` picks
+    proportional to its size, filled with its most uncertain items; near-duplicates of earlier
+    picks wait; the items beyond every share follow by uncertainty."""
     n = len(candidates)
     vectors = _vectors([c.text for c in candidates])
-    k = max(1, min(MAX_CLUSTERS, max(2, limit), n // 2))
+    k = max(1, min(MAX_CLUSTERS, max(2, limit // 2), n // 10))
     labels = _clusters(vectors, k, seed) if k > 1 else np.zeros(n, dtype=np.int64)
-    queues: dict[int, list[int]] = {}
-    for i in sorted(range(n), key=lambda i: (-keys[i], candidates[i].request_id)):
-        queues.setdefault(int(labels[i]), []).append(i)
-    interleaved: list[int] = []
-    # each round takes the best remaining item of every cluster, best cluster first
-    while queues:
-        heads = sorted(queues, key=lambda c: (-keys[queues[c][0]], c))
-        for cluster in heads:
-            interleaved.append(queues[cluster].pop(0))
-            if not queues[cluster]:
-                del queues[cluster]
-    return _push_back_duplicates(interleaved, vectors, check=limit * 2 + 50)
+    # inside a cluster: uncertainty times typicality (similarity to the cluster's mean vector,
+    # information density): a typical uncertain tweet teaches more than an odd one
+    dense = _typicality(vectors, labels)
+    within = [keys[i] * dense[i] for i in range(n)]
+    members: dict[int, list[int]] = {}
+    for i in sorted(range(n), key=lambda i: (-within[i], candidates[i].request_id)):
+        members.setdefault(int(labels[i]), []).append(i)
+    quota = _shares({c: len(m) for c, m in members.items()}, limit)
+    picks: list[int] = []
+    for turn in range(max(quota.values(), default=0)):
+        # the turn-th pick of every cluster whose share reaches it, most uncertain first
+        row = [m[turn] for c, m in members.items() if turn < quota[c]]
+        picks.extend(sorted(row, key=lambda i: (-keys[i], candidates[i].request_id)))
+    chosen = set(picks)
+    rest = [i for i in sorted(range(n), key=lambda i: (-keys[i], candidates[i].request_id))
+            if i not in chosen]  # fmt: skip
+    return _push_back_duplicates(picks + rest, vectors, check=limit + 50)
+
+
+def _typicality(vectors: Any, labels: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """Cosine similarity of each row to the mean vector of its cluster (0..1)."""
+    out = np.zeros(vectors.shape[0], dtype=np.float64)
+    for cluster in np.unique(labels):
+        rows = np.flatnonzero(labels == cluster)
+        centre = np.asarray(vectors[rows].mean(axis=0)).ravel()
+        norm = np.linalg.norm(centre)
+        if norm > 0:
+            out[rows] = np.asarray(vectors[rows] @ (centre / norm)).ravel()
+    return out
+
+
+def _shares(sizes: dict[int, int], total: int) -> dict[int, int]:
+    """``total`` split across clusters in proportion to their sizes (largest remainders), each at
+    least one and at most its size."""
+    n = sum(sizes.values())
+    exact = {c: total * size / n for c, size in sizes.items()}
+    share = {c: min(sizes[c], max(1, int(e))) for c, e in exact.items()}
+    for c in sorted(exact, key=lambda c: (int(exact[c]) - exact[c], c)):
+        if sum(share.values()) >= total:
+            break
+        if share[c] < sizes[c]:
+            share[c] += 1
+    return share
 
 
 def _push_back_duplicates(order: list[int], vectors: Any, *, check: int) -> list[int]:
