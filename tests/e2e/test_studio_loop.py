@@ -14,11 +14,11 @@ from logged_predictions import insert_predictions
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from loopml.cli import app
 from loopml.config import load_settings
 from loopml.control.controller import Controller
 from loopml.control.promotion import promote
 from loopml.data import Dataset, content_version
-from loopml.labels.cli import label_app
 from loopml.pipeline.train import train
 from loopml.registry import Registry
 from loopml.store import Feedback, Prediction, open_store
@@ -26,7 +26,7 @@ from loopml.store import Feedback, Prediction, open_store
 
 def label(*args: str) -> Any:
     """``loopml label ARGS --json`` (what the user types); its parsed output."""
-    result = CliRunner().invoke(label_app, [*args, "--json"])
+    result = CliRunner().invoke(app, ["label", *args, "--json"])
     assert result.exit_code == 0, (result.output, result.exception)
     return json.loads(result.stdout)
 

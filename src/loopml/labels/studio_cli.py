@@ -73,8 +73,11 @@ def push_cmd(
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Send the label queue's next items to Label Studio as tasks, the model's answer as a
-    pre-annotation (label and score); without a project, create one and print its id."""
+    """Send the label queue's next items to Label Studio as pre-annotated tasks.
+
+    The model's answer (label and score) is each task's pre-annotation; without a project, one
+    is created and its id printed. Exit 1 when Label Studio is unreachable (nothing is leased).
+    """
     from loopml.labels import queue
     from loopml.labels.studio import StudioClient, project_for, push
     from loopml.store import current_actor, open_settings_store
@@ -101,8 +104,11 @@ def push_cmd(
 
 @_errors
 def pull_cmd(project: ProjectOpt = None, json_out: JsonOpt = False) -> None:
-    """Fetch the project's annotations and store agreed labels as feedback (what the webhook
-    does as they happen); exit 1 if some were refused."""
+    """Fetch the project's annotations; agreed labels become feedback.
+
+    What the webhook does as annotations are made; a repeated pull changes nothing. Exit 1 if
+    some annotations were refused.
+    """
     from loopml.labels.studio import StudioClient, pull
     from loopml.store import open_settings_store
 
@@ -175,8 +181,10 @@ def webhook_cmd(
     project: ProjectOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Make the Label Studio project send its annotations to loopml's webhook, with
-    LOOPML_LABEL_STUDIO_WEBHOOK_SECRET as bearer token."""
+    """Make the Label Studio project send its annotations to loopml's webhook.
+
+    The webhook sends LOOPML_LABEL_STUDIO_WEBHOOK_SECRET as its bearer token.
+    """
     from loopml.labels.studio import StudioClient
 
     settings = _settings()
