@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import func, select
@@ -30,6 +31,7 @@ def payload(rid: str, label: str, annotation_id: int = 1, user: int = 4) -> dict
     }
 
 
+@pytest.mark.slow  # the app starts a runtime (MLflow store and all): ~10-20 s on 2 busy cores
 def test_the_webhook_is_guarded_and_stores_each_annotation_once(settings: Settings) -> None:
     with open_store(settings.db_url) as store, store.session() as session:
         session.add(
