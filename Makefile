@@ -72,7 +72,18 @@ $(TOOLS)/.installed-$(CHECKOV_VERSION):
 	$(TOOLS)/bin/pip install -q 'checkov==$(CHECKOV_VERSION)'
 	touch $@
 
-tools: $(TOOLS)/.installed-$(CHECKOV_VERSION)
+# Label Studio (the annotators' tool; tests/support/label_studio_server.py runs it for real): its
+# Django pins clash with ours, so it gets a venv of its own too. The tests build a migrated data
+# directory inside it once (loopml-template-<version>) and start each session on a copy.
+LABEL_STUDIO := .venv-label-studio
+LABEL_STUDIO_VERSION := 1.23.2
+$(LABEL_STUDIO)/.installed-$(LABEL_STUDIO_VERSION):
+	test -x $(LABEL_STUDIO)/bin/python || $(PY) -m venv $(LABEL_STUDIO)
+	$(LABEL_STUDIO)/bin/pip install -q --upgrade pip
+	$(LABEL_STUDIO)/bin/pip install -q 'label-studio==$(LABEL_STUDIO_VERSION)'
+	touch $@
+
+tools: $(TOOLS)/.installed-$(CHECKOV_VERSION) $(LABEL_STUDIO)/.installed-$(LABEL_STUDIO_VERSION)
 
 # The PrometheusRule and Grafana dashboard ConfigMap of deploy/k8s come from deploy/prometheus and
 # deploy/grafana: regenerate after editing those (a test fails while they differ).
@@ -152,4 +163,4 @@ bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/train_bench.py
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .loopml .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(LABEL_STUDIO) .loopml .pytest_cache .mypy_cache .ruff_cache

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from label_studio_server import label_studio  # noqa: F401  (a session's real Label Studio)
 from sklearn.model_selection import train_test_split
 
 from loopml.config import Settings, get_settings, load_settings

@@ -28,6 +28,7 @@ from loopml._time import as_utc
 from loopml.batch.cli import batch_app
 from loopml.config import Settings, load_settings
 from loopml.errors import LoopmlError, RequestError, TrainingError
+from loopml.labels.cli import label_app
 
 if TYPE_CHECKING:
     from loopml.control import Tick
@@ -60,6 +61,7 @@ db_app = typer.Typer(
 )
 app.add_typer(db_app, name="db")
 app.add_typer(batch_app, name="batch")
+app.add_typer(label_app, name="label")
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console()

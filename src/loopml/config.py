@@ -231,6 +231,20 @@ class Settings(BaseSettings):
     controller_lease_s: float = Field(60.0, ge=2)
     monitor_interval_s: float = Field(300.0, ge=0)
     monitor_keep_reports: int = Field(100, ge=1)
+    # Label Studio: where `loopml label push|pull` send and fetch tasks, and the webhook's secret
+    label_studio_url: str | None = None
+    label_studio_token: SecretStr | None = None
+    label_studio_project: int | None = Field(None, ge=1)
+    label_studio_webhook_secret: SecretStr | None = None
+    label_studio_min_annotations: int = Field(1, ge=1, le=20)
+    label_studio_timeout_s: float = Field(10.0, gt=0, le=300)
+
+    # label queue: labels handed out (leased, unexpired) plus labels received in the last 24 h
+    # of a model may not exceed the budget; a lease returns its item to the queue once expired;
+    # each take ranks at most the pool's newest unlabelled predictions
+    label_budget_per_day: int = Field(500, ge=0)
+    label_lease_s: float = Field(1800.0, gt=0)
+    label_queue_pool: int = Field(5000, ge=10, le=1_000_000)
 
     @field_validator("rollout_steps", mode="before")
     @classmethod
@@ -428,9 +442,10 @@ def _url_password(url: str | None) -> str | None:
 
 def secret_entries(settings: Settings) -> list[tuple[str, str]]:
     """Every secret of ``settings`` as (where it is set, value): the admin, routing and metrics
-    tokens, each API key (by position and roles) and the passwords inside the store URLs."""
+    tokens, the Label Studio webhook secret, each API key (by position and roles) and the
+    passwords inside the store URLs."""
     entries = []
-    for name in ("admin_token", "routing_secret", "metrics_token"):
+    for name in ("admin_token", "routing_secret", "metrics_token", "label_studio_webhook_secret"):
         secret: SecretStr | None = getattr(settings, name)
         if secret is not None:
             entries.append((f"LOOPML_{name.upper()}", secret.get_secret_value()))

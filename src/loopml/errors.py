@@ -37,13 +37,15 @@ boundary with ``raise ... from exc``.
     │   └── ReloadFailedError         1   409   a reload failed; the old model serves on
     ├── MonitorError                  2   409   monitoring cannot run (no champion, no data)
     ├── RolloutError                  1   409   a rollout cannot start, continue or stop
-    └── ControllerBusyError           3   409   another controller holds the model's lease
-        └── LeaseLostError            3   409   it was taken over while this one was working
+    ├── ControllerBusyError           3   409   another controller holds the model's lease
+    │   └── LeaseLostError            3   409   it was taken over while this one was working
+    └── AnnotationToolError           1   502   Label Studio is unreachable or refused a call
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AnnotationToolError",
     "ApprovalRequiredError",
     "AuthenticationError",
     "ConfigError",
@@ -276,3 +278,11 @@ class ControllerBusyError(LoopmlError):
 
 class LeaseLostError(ControllerBusyError):
     """The lease was taken over (this controller was away past its expiry): stop acting."""
+
+
+class AnnotationToolError(LoopmlError):
+    """The annotation tool (Label Studio) is unreachable or refused a call: nothing is lost,
+    retry once it answers."""
+
+    exit_code = 1
+    http_status = 502

@@ -13,3 +13,8 @@ __all__ = ["label_app"]
 label_app = typer.Typer(
     help="Labels where they count: the label queue and Label Studio.", no_args_is_help=True
 )
+
+from loopml.labels import queue_cli  # noqa: E402,F401  (registers `loopml label queue`)
+from loopml.labels.studio_cli import add_studio_commands  # noqa: E402
+
+add_studio_commands(label_app)  # push, pull, decide, disagreements, webhook

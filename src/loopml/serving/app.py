@@ -19,6 +19,8 @@ from loopml.serving._http import error_response
 from loopml.serving.docs import SCHEMAS, with_limits
 from loopml.serving.middleware import EdgeMiddleware
 from loopml.serving.routes import admin, apidocs, explain, feedback, oip, ops, page, predict
+from loopml.serving.routes import label_queue as label_queue_route
+from loopml.serving.routes.studio_webhook import router as studio_webhook_router
 from loopml.serving.runtime import Runtime
 from loopml.serving.schemas import TEXT_PATTERN
 
@@ -73,6 +75,8 @@ def create_app(settings: Settings | None = None, *, fast_lane: bool = True) -> F
     app.state.runtime = runtime
     for module in (predict, explain, oip, feedback, admin, ops, page, apidocs):
         app.include_router(module.router)
+    app.include_router(studio_webhook_router)
+    app.include_router(label_queue_route.router)
     _add_error_handlers(app)
     app.add_middleware(EdgeMiddleware, runtime=runtime, fast_lane=fast_lane)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -16,6 +16,9 @@ __all__ = [
     "Base",
     "ControllerLease",
     "Feedback",
+    "LabelAnnotation",
+    "LabelItem",
+    "LabelLease",
     "ModelArtifact",
     "MonitorResult",
     "Prediction",
@@ -152,6 +155,62 @@ class ControllerLease(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
     step: Mapped[str | None] = mapped_column(String(50), default=None)
     step_started_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+
+
+class LabelItem(Base):
+    """One prediction sent to an annotation tool (a Label Studio task) and where its label stands.
+
+    ``status``: ``pushed`` (no annotation yet), ``waiting`` (fewer annotations than required),
+    ``agreed`` (stored as feedback), ``disagreed`` (held until someone decides), ``decided``
+    (a decision stored as feedback). ``agreement`` is the share of annotations that give the
+    most given label.
+    """
+
+    __tablename__ = "label_items"
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(200))
+    project_id: Mapped[str] = mapped_column(String(64))
+    task_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    label: Mapped[str | None] = mapped_column(String(100), default=None)
+    agreement: Mapped[float | None] = mapped_column(Float, default=None)
+    annotations: Mapped[int] = mapped_column(Integer, default=0)
+    decided_by: Mapped[str | None] = mapped_column(String(200), default=None)
+    pushed_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class LabelAnnotation(Base):
+    """One annotator's label for a prediction, as the annotation tool last reported it."""
+
+    __tablename__ = "label_annotations"
+
+    source: Mapped[str] = mapped_column(String(20), primary_key=True)
+    annotation_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), index=True)
+    annotator: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(100))
+    ts: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class LabelLease(Base):
+    """A logged prediction handed to an annotator by the label queue, until ``expires_at``.
+
+    One row per prediction: while it has not expired and the prediction has no feedback, no one
+    else gets the item. An expired row returns the item to the queue; a label (a ``feedback`` row)
+    ends it. The queue deletes rows that ended either way.
+    """
+
+    __tablename__ = "label_leases"
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(200), index=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    strategy: Mapped[str] = mapped_column(String(30))
+    priority: Mapped[float] = mapped_column(Float)
+    leased_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
 
 
 PREDICTION_COLUMNS: tuple[str, ...] = tuple(c.name for c in Prediction.__table__.columns)
