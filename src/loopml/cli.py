@@ -26,6 +26,7 @@ from rich.table import Table
 from loopml._time import as_utc
 from loopml.config import Settings, load_settings
 from loopml.errors import LoopmlError, RequestError, TrainingError
+from loopml.labels.review_cli import register_review
 
 if TYPE_CHECKING:
     from loopml.control import Tick
@@ -47,6 +48,7 @@ rollout_app = typer.Typer(help="Shadow and canary rollouts of a challenger.", no
 app.add_typer(rollout_app, name="rollout")
 feedback_app = typer.Typer(help="Feedback labels: audited corrections.", no_args_is_help=True)
 app.add_typer(feedback_app, name="feedback")
+register_review(feedback_app)  # held, accept, reject: labels the noise check held back
 check_app = typer.Typer(
     help="Checks on a served model or the default recipe (exit 1 when one fails).",
     no_args_is_help=True,
