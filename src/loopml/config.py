@@ -239,6 +239,9 @@ class Settings(BaseSettings):
     # whole loop (demo, e2e poisoning, stack) has run with it: opt in with true
     noise_check: bool = False
     noise_method: NoiseMethod = "prune_by_noise_rate"
+    # a marked row is held back only when its label's out-of-fold probability is at most this
+    # (1: every row the rule marks; lower: fewer rows held, more of them really wrong)
+    noise_threshold: float = Field(0.2, gt=0, le=1)
     noise_folds: int = Field(4, ge=2, le=20)
     # the trusted base rows each fold trains on beside the feedback (a seeded sample; speed)
     noise_base_rows: int = Field(10_000, ge=100)

@@ -6,7 +6,9 @@ trusted base rows (a seeded sample of at most ``LOOPML_NOISE_BASE_ROWS`` of the 
 split) plus the other folds, then scores the held-out fold. Confident learning
 (``cleanlab.filter.find_label_issues``, rule ``LOOPML_NOISE_METHOD``) marks the rows whose label
 disagrees with those probabilities more than the estimated noise rates explain. Only feedback is
-checked: the base dataset is trusted.
+checked: the base dataset is trusted. Of the marked rows, only those whose label's out-of-fold
+probability is at most ``LOOPML_NOISE_THRESHOLD`` are held back (real tweets have hard, ambiguous
+rows too: they are worth training on, and a reviewer's time).
 
 Marked rows are held back: stored in ``feedback_review`` with status ``held``, left out of this
 retrain and of the next ones until a reviewer decides (``loopml feedback accept|reject``, both
@@ -64,6 +66,7 @@ class NoiseReport:
 
     enabled: bool
     method: str
+    threshold: float = 1.0
     checked: int = 0  # feedback rows the check scored this time
     flagged: int = 0  # rows it marked as likely mislabelled
     held_new: int = 0  # of those, held back now (0 when the guard tripped)
@@ -87,6 +90,7 @@ class NoiseReport:
         return cls(
             enabled=False,
             method=settings.noise_method,
+            threshold=settings.noise_threshold,
             max_fraction=settings.noise_max_fraction,
             skipped="LOOPML_NOISE_CHECK is off",
         )
@@ -157,13 +161,16 @@ def find_noisy(
     classes: Sequence[str],
     *,
     method: str,
+    threshold: float = 1.0,
 ) -> npt.NDArray[np.bool_]:
-    """Which ``labels`` confident learning marks as likely wrong, given out-of-fold ``probs``."""
+    """Which ``labels`` confident learning (cleanlab's ``filter_by=method``) marks as likely
+    wrong, given out-of-fold ``probs``, among those whose probability is at most ``threshold``."""
     from cleanlab.filter import find_label_issues
 
     given = np.array([list(classes).index(label) for label in labels])
-    flagged = find_label_issues(given, probs, filter_by=method)
-    return np.asarray(flagged, dtype=bool)
+    flagged = np.asarray(find_label_issues(given, probs, filter_by=method), dtype=bool)
+    confident: npt.NDArray[np.bool_] = probs[np.arange(len(given)), given] <= threshold
+    return flagged & confident
 
 
 def _decisions(store: Store, model_name: str) -> dict[tuple[str, str], str]:
@@ -191,6 +198,7 @@ def screen_feedback(
     report = NoiseReport(
         enabled=settings.noise_check,
         method=settings.noise_method,
+        threshold=settings.noise_threshold,
         max_fraction=settings.noise_max_fraction,
     )
     if rows.empty:
@@ -217,7 +225,11 @@ def screen_feedback(
             recipe, sample, unchecked, classes, folds=settings.noise_folds, seed=settings.seed
         )
         flagged = find_noisy(
-            unchecked["label"].tolist(), probs, classes, method=settings.noise_method
+            unchecked["label"].tolist(),
+            probs,
+            classes,
+            method=settings.noise_method,
+            threshold=settings.noise_threshold,
         )
         report.checked, report.flagged = len(unchecked), int(flagged.sum())
         if report.flagged > settings.noise_max_fraction * report.checked:

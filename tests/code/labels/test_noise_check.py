@@ -85,7 +85,7 @@ def test_reviewed_rows_follow_the_decision_and_held_rows_stay_out(settings: Sett
     s = settings.model_copy(update={"noise_check": True, "noise_max_fraction": 0.5})
     recipe = get_recipe("tfidf-logreg")
     with open_store(s.db_url) as store:
-        kept, first = screen_feedback(s, store, recipe, base, feedback, model_name="m")
+        _, first = screen_feedback(s, store, recipe, base, feedback, model_name="m")
         held = review_rows(store, "m")
         assert first.held_new == len(held) >= 3
         accepted, rejected = held[0], held[1]
