@@ -89,9 +89,11 @@ def test_reviewed_rows_follow_the_decision_and_held_rows_stay_out(settings: Sett
     s = settings.model_copy(update={"noise_check": True, "noise_max_fraction": 0.5})
     recipe = get_recipe("tfidf-logreg")
     with open_store(s.db_url) as store:
-        _, first = screen_feedback(s, store, recipe, base, feedback, model_name="m")
+        kept, first = screen_feedback(s, store, recipe, base, feedback, model_name="m")
         held = review_rows(store, "m")
         assert first.held_new == len(held) >= 3
+        assert len(kept) == len(feedback) - len(held)  # held rows do not train now
+        assert not set(kept["text"]) & {r["text"] for r in held}
         accepted, rejected = held[0], held[1]
         decide(store, [accepted["id"]], "accepted", reason="right", actor="ann", model_name="m")
         decide(store, [rejected["id"]], "rejected", reason="wrong", actor="ann", model_name="m")
