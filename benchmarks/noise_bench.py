@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -43,9 +45,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(home=Path(tmp), noise_check=True).prepare()
         with open_store(settings.db_url) as store:
+            cpu = time.process_time()
             kept, report = screen_feedback(
                 settings, store, get_recipe("tfidf-logreg"), base, feedback, model_name="bench"
             )
+            cpu = time.process_time() - cpu
     held = ~feedback.index.isin(kept.index)
     true_held = int((held & flip).sum())
     print(
@@ -61,6 +65,9 @@ def main() -> None:
                 "precision": round(true_held / max(1, int(held.sum())), 3),
                 "recall": round(true_held / max(1, int(flip.sum())), 3),
                 "seconds": round(report.seconds, 2),
+                # CPU time of this process: the wall time on an idle core (the fits are serial)
+                "cpu_seconds": round(cpu, 2),
+                "load_average_1m": round(os.getloadavg()[0], 1),
                 "folds": settings.noise_folds,
             },
             indent=2,

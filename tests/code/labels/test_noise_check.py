@@ -5,6 +5,8 @@ holds nothing back when the check marks too much."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,6 +23,7 @@ from loopml.store import open_store
 FLIP = {"negative": "positive", "neutral": "positive", "positive": "negative"}
 
 
+@functools.cache
 def agreed_tweets() -> pd.DataFrame:
     """The built-in tweets whose CrowdFlower annotators all agreed (confidence 1), shuffled:
     little label noise of their own, so the flipped labels are what the check should find."""
