@@ -11,6 +11,12 @@ per key, can cap the share one key contributes (``LOOPML_RETRAIN_MAX_KEY_SHARE``
 counts to the MLflow run (``label_provenance.json``, tag ``loopml.label_keys``) and to the result
 that the controller puts in its audit record.
 
+Label noise: with ``LOOPML_NOISE_CHECK`` the new feedback rows first go through the confident-
+learning check of :mod:`loopml.labels.noise` (the champion's recipe cross-validated on the
+feedback, its train split trusted); rows it marks are held back for review and counted on the
+run (``noise_*`` metrics, ``loopml.noise.*`` tags, ``label_noise.json``) and in the result the
+controller puts in its audit record.
+
 Tuning inside the loop (ML Test Score, Model 3): with ``LOOPML_RETRAIN_TUNE_TRIALS`` > 0 a
 retrain first searches the recipe's declared space with Optuna, from the champion's parameters
 (always scored, as the ``start`` trial: the search never returns worse ones on validation), up to
