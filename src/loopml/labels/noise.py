@@ -168,7 +168,9 @@ def find_noisy(
     from cleanlab.filter import find_label_issues
 
     given = np.array([list(classes).index(label) for label in labels])
-    flagged = np.asarray(find_label_issues(given, probs, filter_by=method), dtype=bool)
+    # n_jobs=1: no process pool inside the controller (and none needed for a few thousand rows)
+    found = find_label_issues(given, probs, filter_by=method, n_jobs=1)
+    flagged = np.asarray(found, dtype=bool)
     confident: npt.NDArray[np.bool_] = probs[np.arange(len(given)), given] <= threshold
     return flagged & confident
 
