@@ -29,6 +29,7 @@ from loopml.batch.cli import batch_app
 from loopml.config import Settings, load_settings
 from loopml.errors import LoopmlError, RequestError, TrainingError
 from loopml.labels.cli import label_app
+from loopml.labels.review_cli import register_review
 
 if TYPE_CHECKING:
     from loopml.control import Tick
@@ -50,6 +51,7 @@ rollout_app = typer.Typer(help="Shadow and canary rollouts of a challenger.", no
 app.add_typer(rollout_app, name="rollout")
 feedback_app = typer.Typer(help="Feedback labels: audited corrections.", no_args_is_help=True)
 app.add_typer(feedback_app, name="feedback")
+register_review(feedback_app)  # held, accept, reject: labels the noise check held back
 check_app = typer.Typer(
     help="Checks on a served model or the default recipe (exit 1 when one fails).",
     no_args_is_help=True,

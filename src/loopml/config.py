@@ -62,6 +62,18 @@ _PLACEHOLDER_WORDS = frozenset(
 )
 
 
+# cleanlab's ``filter_by`` rules (cleanlab.filter.find_label_issues)
+NoiseMethod = Literal[
+    "prune_by_noise_rate",
+    "prune_by_class",
+    "both",
+    "confident_learning",
+    "predicted_neq_given",
+    "low_self_confidence",
+    "low_normalized_margin",
+]
+
+
 def _config_file() -> Path:
     return Path(os.environ.get("LOOPML_CONFIG", "loopml.toml"))
 
@@ -226,6 +238,20 @@ class Settings(BaseSettings):
     # learning after a promotion: new labels, and how far under reachable live quality may be
     retrain_min_new_labels: int = Field(200, ge=10)
     retrain_reachable_margin: float = Field(0.03, ge=0, le=1)
+    # label noise (loopml.labels.noise): before a retrain, feedback rows that confident learning
+    # (cleanlab, on out-of-fold probabilities of the champion's recipe) marks as likely
+    # mislabelled are held back for review (`loopml feedback held`). Off by default until the
+    # whole loop (demo, e2e poisoning, stack) has run with it: opt in with true
+    noise_check: bool = False
+    noise_method: NoiseMethod = "prune_by_noise_rate"
+    # a marked row is held back only when its label's out-of-fold probability is at most this
+    # (1: every row the rule marks; lower: fewer rows held, more of them really wrong)
+    noise_threshold: float = Field(0.2, gt=0, le=1)
+    noise_folds: int = Field(4, ge=2, le=20)
+    # the trusted base rows each fold trains on beside the feedback (a seeded sample; speed)
+    noise_base_rows: int = Field(10_000, ge=100)
+    # more feedback flagged than this share: nothing is held back, the retrain records and audits it
+    noise_max_fraction: float = Field(0.2, gt=0, le=1)
     controller_interval_s: float = Field(30.0, gt=0)
     # one controller per model at a time: the lease it renews (a standby takes over after it)
     controller_lease_s: float = Field(60.0, ge=2)

@@ -627,6 +627,18 @@ class Controller:
             self.store.annotate_monitor_result(result_id, "learning", learning)
         return gap
 
+    def _audit_noise_guard(self, noise: dict[str, Any], version: str) -> None:
+        """An alert on the record when the noise check marked too much feedback to hold back."""
+        if noise.get("guard_tripped"):
+            self._audit(
+                "label_noise_guard",
+                f"the label-noise check marked {noise['flagged']} of {noise['checked']} "
+                f"feedback rows (more than {noise['max_fraction']:g}): none held back, "
+                "the gate judges them; look for a label shift or a bad source",
+                to_version=version,
+                details=noise,
+            )
+
     def _fence(self, step: str) -> None:
         """Before the pipeline registers a version: only while this controller holds the lease."""
         if step in ("register", "gate"):
@@ -675,6 +687,9 @@ class Controller:
                 "why": result.recipe_reason,
             },
         }
+        if result.noise is not None:
+            numbers["label_noise"] = result.noise  # feedback held back as likely mislabelled
+            self._audit_noise_guard(result.noise, result.version)
         if result.tuning_record is not None:
             # what was searched, start (the champion's parameters) vs best, who approved them
             numbers["tuning"] = result.tuning_record

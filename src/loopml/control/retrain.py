@@ -11,6 +11,12 @@ per key, can cap the share one key contributes (``LOOPML_RETRAIN_MAX_KEY_SHARE``
 counts to the MLflow run (``label_provenance.json``, tag ``loopml.label_keys``) and to the result
 that the controller puts in its audit record.
 
+Label noise: with ``LOOPML_NOISE_CHECK`` the new feedback rows first go through the confident-
+learning check of :mod:`loopml.labels.noise` (the champion's recipe cross-validated on the
+feedback, its train split trusted); rows it marks are held back for review and counted on the
+run (``noise_*`` metrics, ``loopml.noise.*`` tags, ``label_noise.json``) and in the result the
+controller puts in its audit record.
+
 Tuning inside the loop (ML Test Score, Model 3): with ``LOOPML_RETRAIN_TUNE_TRIALS`` > 0 (8 by
 default) a retrain first searches the recipe's declared space with Optuna, from the champion's
 parameters (always scored, as the ``start`` trial: the search never returns worse ones on
@@ -44,12 +50,14 @@ from loopml.config import Settings
 from loopml.control.approval import approve_by_policy
 from loopml.data import DataRules, Dataset, Splits, content_version, load_splits, validate_frame
 from loopml.errors import RegistryError, TrainingError
+from loopml.labels.noise import NoiseReport, screen_feedback, set_run
 from loopml.pipeline.choice import choose_recipe
 from loopml.pipeline.gate import FEEDBACK_DOMAIN
 from loopml.pipeline.train import TrainResult, train
 from loopml.pipeline.tune import Search, declared_space
 from loopml.registry import Registry
 from loopml.routing import CHAMPION
+from loopml.store import open_settings_store
 
 __all__ = [
     "FEEDBACK_DOMAIN",
@@ -57,8 +65,10 @@ __all__ = [
     "champion_splits",
     "check_data",
     "new_labeled_rows",
+    "record_noise",
     "record_search",
     "retrain",
+    "screen_noise",
 ]
 
 log = logging.getLogger(__name__)
@@ -110,6 +120,34 @@ def cap_per_key(rows: pd.DataFrame, max_share: float) -> tuple[pd.DataFrame, dic
     return kept, provenance
 
 
+def screen_noise(
+    settings: Settings, registry: Registry, old: Splits, rows: pd.DataFrame
+) -> tuple[pd.DataFrame, NoiseReport]:
+    """``rows`` less the feedback held back as likely mislabelled (:mod:`loopml.labels.noise`),
+    checked with the champion's recipe against its train split (trusted), and the report."""
+    if not settings.noise_check:
+        return rows, NoiseReport.off(settings)
+    recipe = choose_recipe(registry).recipe
+    with open_settings_store(settings) as store:
+        return screen_feedback(settings, store, recipe, old.train, rows, model_name=registry.name)
+
+
+def record_noise(
+    settings: Settings, registry: Registry, result: TrainResult, noise: NoiseReport
+) -> None:
+    """The noise check's counts on the retrain's run (metrics, ``label_noise.json``), the run on
+    the rows it held back, and the report on ``result`` (for the controller's audit record)."""
+    result.noise = noise.to_dict()
+    if not noise.enabled:
+        return
+    for name, value in noise.metrics().items():
+        registry.client.log_metric(result.run_id, name, value)
+    registry.client.log_dict(result.run_id, result.noise, "label_noise.json")
+    if noise.held_ids:
+        with open_settings_store(settings) as store:
+            set_run(store, noise.held_ids, result.run_id)
+
+
 def check_data(
     settings: Settings, old: Splits, new: pd.DataFrame, source: str, labels: set[str]
 ) -> None:
@@ -140,9 +178,8 @@ def retrain(
     its lease there, so that one that lost it never registers a version)."""
     old, source = champion_splits(registry)
     labels = set(old.train["label"])
-    new, provenance = cap_per_key(
-        new_labeled_rows(feedback, old, labels), settings.retrain_max_key_share
-    )
+    screened, noise = screen_noise(settings, registry, old, new_labeled_rows(feedback, old, labels))
+    new, provenance = cap_per_key(screened, settings.retrain_max_key_share)
     new = new.drop(columns="key_id")  # provenance goes to the run, not into the data's version
     if len(new) < 10:
         raise TrainingError(f"only {len(new)} new labelled texts: not enough to retrain")
@@ -182,6 +219,7 @@ def retrain(
         # MLflow caps tag values; the whole table is in label_provenance.json.
         "loopml.label_keys": keys if len(keys) <= 4000 else keys[:3990] + "...",
         "loopml.top_key_share": str(provenance["top_key_share"]),
+        **noise.tags(),
     }
 
     def run(trials: int) -> TrainResult:
@@ -200,6 +238,7 @@ def retrain(
         )
         registry.client.log_dict(result.run_id, provenance, "label_provenance.json")
         result.provenance = provenance
+        record_noise(settings, registry, result, noise)
         return result
 
     result = run(trials)

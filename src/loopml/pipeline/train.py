@@ -87,6 +87,8 @@ class TrainResult:
     tuning_record: dict[str, Any] | None = None
     #: who gave the feedback labels it trained on (retraining only), see ``control.retrain``
     provenance: dict[str, Any] | None = None
+    #: feedback held back as likely mislabelled (retraining only), see ``labels.noise``
+    noise: dict[str, Any] | None = None
     #: False when the solver stopped at its iteration limit (see ``pipeline.stability``)
     converged: bool = True
     #: what loading changed in the data (repeated texts dropped), in words
@@ -97,6 +99,8 @@ class TrainResult:
         extra = {"label_provenance": self.provenance} if self.provenance is not None else {}
         if self.tuning is not None:
             extra["tuning"] = self.tuning_record or self.tuning.to_dict()
+        if self.noise is not None:
+            extra["label_noise"] = self.noise
         return extra | {
             "run_id": self.run_id,
             "version": self.version,

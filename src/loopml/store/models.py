@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from loopml.store.types import UtcDateTime
@@ -16,6 +16,7 @@ __all__ = [
     "Base",
     "ControllerLease",
     "Feedback",
+    "FeedbackReview",
     "LabelAnnotation",
     "LabelItem",
     "LabelLease",
@@ -211,6 +212,35 @@ class LabelLease(Base):
     priority: Mapped[float] = mapped_column(Float)
     leased_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+
+
+class FeedbackReview(Base):
+    """A feedback label held back from retraining as likely wrong, and a reviewer's decision.
+
+    One row per (model, text, label): ``held`` until decided; an ``accepted`` label trains again
+    (and is not checked again), a ``rejected`` one never trains. A relabelled text is a new label
+    and is checked afresh. Written by :mod:`loopml.labels.noise`.
+    """
+
+    __tablename__ = "feedback_review"
+    __table_args__ = (UniqueConstraint("model_name", "text_hash", "label"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(200))
+    text_hash: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    label: Mapped[str] = mapped_column(String(100))
+    key_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    given_prob: Mapped[float] = mapped_column(Float)
+    suggested: Mapped[str] = mapped_column(String(100))
+    suggested_prob: Mapped[float] = mapped_column(Float)
+    method: Mapped[str] = mapped_column(String(50))
+    run_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    held_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    decided_by: Mapped[str | None] = mapped_column(String(200), default=None)
+    reason: Mapped[str] = mapped_column(Text, default="")
 
 
 PREDICTION_COLUMNS: tuple[str, ...] = tuple(c.name for c in Prediction.__table__.columns)
