@@ -273,7 +273,7 @@ def _reason(frame: DataFrame, text_type: str, max_chars: int) -> Column:
     def problems(texts: pd.Series) -> pd.Series:
         return pd.Series([row_problem(t, max_chars) for t in texts], dtype=object)
 
-    return pandas_udf(problems, "string")(F.col("text"))  # type: ignore[call-overload,no-any-return]
+    return pandas_udf(problems, "string")(F.col("text"))
 
 
 # What a non-text column's values are in Python (what the local engine's row_problem reports).

@@ -29,7 +29,6 @@ from loopml.pipeline.train import train
 from loopml.registry import CHAMPION, Registry
 
 pytestmark = pytest.mark.slow
-pyspark = pytest.importorskip("pyspark", reason="the spark extra: pip install -e '.[spark]'")
 
 CLASSES = ("negative", "neutral", "positive")
 
