@@ -10,7 +10,7 @@ TEST_STAMP := $(VENV)/.installed-transformers
 TORCH := torch==2.13.0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint format typecheck unit install system-deps tools k8s-generate k8s-render bench clean image base-image lock swagger-ui
+.PHONY: demo test lint format typecheck unit install system-deps tools k8s-generate k8s-render bench clean image image-spark base-image lock swagger-ui
 
 # The runtime dependencies and the s3 and gcs extras, pinned (the image installs exactly these; the dev
 # environment is constrained to them, so tests run on the versions that ship).
@@ -127,7 +127,14 @@ image:
 		--build-arg VERSION=$(if $(filter dev,$(VERSION)),$(PKG_VERSION)-dev,$(VERSION)) \
 		--build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
 		--build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) \
-		-t $(IMAGE):$(VERSION) .
+		--target runtime -t $(IMAGE):$(VERSION) .
+
+# The image's spark target (a Java runtime and pyspark on top of the runtime): loopml-spark:dev.
+image-spark: image
+	docker build --network host \
+		--build-arg BASE_IMAGE=$(BASE_IMAGE) \
+		--build-arg EXTRAS=$(EXTRAS) \
+		--target spark -t $(IMAGE)-spark:$(VERSION) .
 
 # A Python 3.11 base image from Debian's packages (debootstrap), for machines that cannot pull
 # python:3.11-slim-bookworm; reused when it exists (FORCE=1 rebuilds).
