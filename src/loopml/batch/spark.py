@@ -54,6 +54,7 @@ def run(job: BatchJob, *, master: str = "local[*]", settings: Settings) -> Batch
     start = time.perf_counter()
     files = input_files(job.input)
     version, uri = _resolve_model(job, settings)
+    _claim_output(job, version)
     spark, owned = _session(job, master)
     try:
         frame, fmt_schema = _read(spark, files, job)
@@ -384,6 +385,45 @@ def _write_atomic(uri: str, table: pa.Table) -> None:
     tmp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
     pq.write_table(table, tmp, filesystem=fs)
     fs.move(tmp, path)
+
+
+_CLAIM = "_spark.json"
+
+
+def _claim_output(job: BatchJob, version: str) -> None:
+    """Record in ``<output>/_spark.json`` what the chunks are made of; a rerun resumes only the
+    same job (input, model version, batch id, columns, chunk size): a mixed output never forms."""
+    import json
+
+    import pyarrow.fs as pafs
+
+    claim = {
+        "input": job.input,
+        "model_name": job.model_name,
+        "model_version": version,
+        "batch_id": job.batch_id,
+        "text_column": job.text_column,
+        "id_column": job.id_column,
+        "max_text_chars": job.max_text_chars,
+        "partition_rows": int(job.options.get("partition_rows", DEFAULT_PARTITION_ROWS)),
+    }
+    fs, path = _filesystem(_join(job.output, _CLAIM))
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        with fs.open_input_stream(path) as stream:
+            found = json.loads(stream.read())
+        changed = sorted(k for k in claim if found.get(k) != claim[k])
+        if changed:
+            raise DataError(
+                f"output {job.output} holds chunks of another job (its "
+                + ", ".join(f"{k} {found.get(k)!r}" for k in changed)
+                + "): rerun that job to resume it, or give a new folder"
+            )
+        return
+    if _done_chunks(job.output):
+        raise DataError(f"output {job.output} holds part files of another job; give a new folder")
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as stream:
+        stream.write(json.dumps(claim, indent=1).encode())
 
 
 def _prepare_output(output: str) -> None:

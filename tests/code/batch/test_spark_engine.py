@@ -4,6 +4,7 @@ the in-process model, stable row ids, hostile rows to the errors output, resume 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import os
@@ -271,3 +272,7 @@ def test_spark_run_killed_half_way_resumes_without_redoing_or_repeating_rows(
     assert not list(out.glob(".*.tmp"))
     expected = _in_process(store, texts)
     assert np.abs(frame["prob_negative"] - expected["p_negative"]).max() < 1e-6
+    # Another job (here another batch id) never resumes into this output.
+    other = dataclasses.replace(BatchJob(**spec), batch_id="b2")
+    with pytest.raises(DataError, match=r"holds chunks of another job .*batch_id 'b1'"):
+        engine.run(other, settings=store)
