@@ -29,7 +29,8 @@ from loopml.errors import DataError
 from loopml.pipeline.train import train
 from loopml.registry import CHAMPION, Registry
 
-pytestmark = pytest.mark.slow
+# A few minutes on a quiet machine; a crowded one (six test suites on two cores) took 14.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 CLASSES = ("negative", "neutral", "positive")
 
