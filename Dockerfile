@@ -113,3 +113,38 @@ ENV LOOPML_GIT_COMMIT="${REVISION}"
 # `-- mlflow server ...` runs the tracking server the same way.
 ENTRYPOINT ["/usr/bin/tini", "--", "loopml"]
 CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]
+
+# ---- spark: the runtime plus a Java runtime and pyspark, for `loopml batch score --engine spark`
+# (docs/batch.md). Not the default: `make image` and the workflows build --target runtime;
+# `make image-spark` builds this one (loopml-spark:dev). The same image runs the driver (the
+# command below, or `loopml batch score ...`) and, on Kubernetes, the executors
+# (deploy/docker/spark-entrypoint.sh `executor`, what Spark's executor pods are started with).
+FROM runtime AS spark
+
+SHELL ["/bin/sh", "-eu", "-c"]
+USER 0
+
+# Debian bookworm's Java 17 runtime (security updates move its version: not pinned); procps: ps,
+# which Spark's launch scripts use.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        openjdk-17-jre-headless procps \
+ && rm -rf /var/lib/apt/lists/* \
+ && java -version
+
+# pyspark as pinned by the `spark` extra of pyproject.toml (a test compares).
+ARG PYSPARK_VERSION=4.3.0
+RUN /opt/loopml/bin/pip install "pyspark==${PYSPARK_VERSION}" \
+ && /opt/loopml/bin/pip check \
+ && /opt/loopml/bin/python -c "import pyspark"
+
+COPY deploy/docker/spark-entrypoint.sh /opt/loopml/spark-entrypoint.sh
+
+# Spark workers run this interpreter; Spark writes its scratch files to /tmp (a tmpfs or emptyDir).
+ENV PYSPARK_PYTHON=/opt/loopml/bin/python3 \
+    SPARK_LOCAL_DIRS=/tmp/spark
+
+USER 10001:10001
+ENTRYPOINT ["/usr/bin/tini", "--", "/opt/loopml/spark-entrypoint.sh"]
+CMD ["batch", "score", "--help"]

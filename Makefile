@@ -4,12 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUNTIME_STAMP := $(VENV)/.installed-runtime
-# make test also installs the transformers extra (torch, ONNX Runtime); make demo does not.
+# make test also installs the transformers extra (torch, ONNX Runtime) and the spark extra
+# (pyspark); make demo does not.
 TEST_STAMP := $(VENV)/.installed-transformers
 TORCH := torch==2.13.0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint format typecheck unit install system-deps tools k8s-generate k8s-render bench clean image base-image lock swagger-ui
+.PHONY: demo test lint format typecheck unit install system-deps tools k8s-generate k8s-render bench clean image image-spark base-image lock swagger-ui
 
 # The runtime dependencies and the s3 and gcs extras, pinned (the image installs exactly these; the dev
 # environment is constrained to them, so tests run on the versions that ship).
@@ -33,7 +34,7 @@ install: $(STAMP)
 # multi-GB CUDA build.
 $(TEST_STAMP): $(STAMP)
 	$(BIN)/pip install -q '$(TORCH)'
-	$(BIN)/pip install -q --constraint $(LOCK) -e '.[dev,transformers]'
+	$(BIN)/pip install -q --constraint $(LOCK) -e '.[dev,transformers,spark]'
 	touch $(TEST_STAMP)
 
 # Re-resolve $(LOCK) from pyproject.toml (runtime dependencies + the s3 and gcs extras, Python
@@ -101,7 +102,8 @@ k8s-render:
 # chromium (status page), the Docker engine and debootstrap (tests/deploy/test_image.py starts
 # dockerd when it is not running); docker-compose (`config` on deploy/compose, no engine needed), amtool
 # (Alertmanager config), caddy (`caddy validate` on the proxy config), shellcheck (actionlint runs
-# it on the workflows' scripts). Installed only when missing; needs root (CI and the dev machines are).
+# it on the workflows' scripts), a Java runtime (pyspark: the Spark engine's tests). Installed only
+# when missing; needs root (CI and the dev machines are).
 system-deps:
 	@missing=""; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
@@ -114,6 +116,7 @@ system-deps:
 	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
 	command -v dockerd >/dev/null || missing="$$missing docker.io"; \
 	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -135,7 +138,14 @@ image:
 		--build-arg VERSION=$(if $(filter dev,$(VERSION)),$(PKG_VERSION)-dev,$(VERSION)) \
 		--build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
 		--build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) \
-		-t $(IMAGE):$(VERSION) .
+		--target runtime -t $(IMAGE):$(VERSION) .
+
+# The image's spark target (a Java runtime and pyspark on top of the runtime): loopml-spark:dev.
+image-spark: image
+	docker build --network host \
+		--build-arg BASE_IMAGE=$(BASE_IMAGE) \
+		--build-arg EXTRAS=$(EXTRAS) \
+		--target spark -t $(IMAGE)-spark:$(VERSION) .
 
 # A Python 3.11 base image from Debian's packages (debootstrap), for machines that cannot pull
 # python:3.11-slim-bookworm; reused when it exists (FORCE=1 rebuilds).

@@ -1,0 +1,279 @@
+"""The Spark engine on a real Spark (local[2]) and a real MLflow store: the same probabilities as
+the in-process model, stable row ids, hostile rows to the errors output, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from loopml.batch.job import BatchJob, row_problem
+from loopml.config import Settings, load_settings
+from loopml.data import Dataset
+from loopml.errors import DataError
+from loopml.pipeline.train import train
+from loopml.registry import CHAMPION, Registry
+
+# A few minutes on a quiet machine; a crowded one (six test suites on two cores) took 14.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
+
+CLASSES = ("negative", "neutral", "positive")
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[Any]:
+    """One local[2] SparkSession for the module; small splits, so files are read in many blocks."""
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers import loopml and pandas
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("loopml-test-spark")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.sql.files.maxPartitionBytes", str(256 * 1024))
+        .config("spark.sql.files.openCostInBytes", str(64 * 1024))
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.port", "18201")
+        .config("spark.blockManager.port", "18202")
+        .getOrCreate()
+    )
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory, small_tweets: Dataset) -> Settings:
+    """A real MLflow store holding one tfidf-logreg version of the sentiment model, champion."""
+    home = tmp_path_factory.mktemp("spark-home")
+    with pytest.MonkeyPatch.context() as mp:
+        for key in list(os.environ):
+            if key.startswith("LOOPML_") and key != "LOOPML_TEST_POSTGRES_URL":
+                mp.delenv(key)
+        mp.setenv("LOOPML_HOME", str(home))
+        mp.setenv("LOOPML_CONFIG", str(home / "loopml.toml"))
+        settings = load_settings().prepare()
+        version = train(settings, dataset=small_tweets).version
+        Registry(settings).move_alias(CHAMPION, version)
+    return settings
+
+
+def _in_process(settings: Settings, texts: list[str]) -> pd.DataFrame:
+    import mlflow
+
+    from loopml.tracking import configure_mlflow
+
+    configure_mlflow(settings)
+    model = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/1")
+    return model.predict(pd.DataFrame({"text": texts}))  # type: ignore[no-any-return]
+
+
+def _read(folder: Path) -> pd.DataFrame:
+    files = sorted(folder.glob("part-*.parquet"))
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def _job(source: Path, output: Path, **kw: Any) -> BatchJob:
+    return BatchJob(
+        input=str(source), output=str(output), model_name="sentiment", batch_id="b1", **kw
+    )
+
+
+@pytest.fixture(scope="module")
+def fifty_thousand(tweets: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """50,000 real tweets (the corpus, then its start again) in three Parquet files of many row
+    groups, with an id column."""
+    texts = tweets.frame["text"].tolist()
+    texts = (texts * 2)[:50_000]
+    folder = tmp_path_factory.mktemp("fifty")
+    bounds = [0, 17_000, 33_000, 50_000]
+    for i, (a, b) in enumerate(itertools.pairwise(bounds)):
+        table = pa.table({"tweet_id": [f"t{k}" for k in range(a, b)], "text": texts[a:b]})
+        pq.write_table(table, folder / f"tweets-{i}.parquet", row_group_size=2_000)
+    return folder
+
+
+def test_spark_scores_fifty_thousand_tweets_like_the_model_in_process(
+    spark: Any, store: Settings, fifty_thousand: Path, tmp_path: Path
+) -> None:
+    from loopml.batch import spark as engine
+
+    job = _job(
+        fifty_thousand,
+        tmp_path / "out",
+        id_column="tweet_id",
+        model_ref="1",
+        options={"partition_rows": 7_000},
+    )
+    result = engine.run(job, settings=store)
+
+    texts = pd.concat([pd.read_parquet(f) for f in sorted(fifty_thousand.iterdir())])["text"]
+    texts = texts.tolist()
+    assert all(row_problem(t) is None for t in texts)
+    out = _read(tmp_path / "out")
+    assert (result.rows_scored, result.rows_failed, result.model_version) == (50_000, 0, "1")
+    assert out["row_id"].dtype == np.int64
+    assert out["row_id"].tolist() == list(range(50_000))  # in order, none twice, none lost
+    assert out["id"].tolist() == [f"t{k}" for k in range(50_000)]
+    expected = _in_process(store, texts)
+    probs = out[[f"prob_{c}" for c in CLASSES]].to_numpy()
+    assert np.abs(probs - expected[[f"p_{c}" for c in CLASSES]].to_numpy()).max() < 1e-6
+    assert out["label"].tolist() == expected["label"].tolist()
+    assert set(out["model_name"]) == {"sentiment"}
+    assert set(out["model_version"]) == {"1"} and set(out["batch_id"]) == {"b1"}
+    assert len(list((tmp_path / "out").glob("part-*.parquet"))) == 8  # 50,000 / 7,000 chunks
+    assert list(out.columns) == [
+        "row_id", "id", "label", *[f"prob_{c}" for c in CLASSES],
+        "model_name", "model_version", "batch_id",
+    ]  # fmt: skip
+
+
+def test_spark_row_ids_follow_sorted_files_and_positions_in_csv_and_jsonl(
+    spark: Any, store: Settings, tweets: Dataset, tmp_path: Path
+) -> None:
+    from loopml.batch import spark as engine
+
+    texts = tweets.frame["text"].tolist()[:3_000]
+    csv_dir, jsonl_dir = tmp_path / "csv", tmp_path / "jsonl"
+    csv_dir.mkdir()
+    jsonl_dir.mkdir()
+    # Written out of name order, of unequal sizes; "b" sorts before "c".
+    parts = {"c.csv": texts[2_000:], "a.csv": texts[:500], "b.csv": texts[500:2_000]}
+    for name, chunk in parts.items():
+        pd.DataFrame({"text": chunk}).to_csv(csv_dir / name, index=False)
+        frame = pd.DataFrame({"text": chunk})
+        frame.to_json(jsonl_dir / name.replace(".csv", ".jsonl"), orient="records", lines=True)
+    expected = _in_process(store, texts)
+    for source in (csv_dir, jsonl_dir):
+        engine.run(_job(source, tmp_path / f"out-{source.name}"), settings=store)
+        out = _read(tmp_path / f"out-{source.name}")
+        assert out["row_id"].tolist() == list(range(3_000)), source.name
+        got = out["prob_positive"].to_numpy()
+        assert np.abs(got - expected["p_positive"].to_numpy()).max() < 1e-6, source.name
+
+
+def test_spark_sends_hostile_rows_to_the_errors_output_and_scores_the_rest(
+    spark: Any, store: Settings, tmp_path: Path
+) -> None:
+    from loopml.batch import spark as engine
+
+    texts: list[str | None] = [
+        "great flight, thanks",
+        "",
+        "   ",
+        "x" * 1_000_000,
+        None,
+        "lost my bag again",
+        "caf\ufffd au lait",
+    ]
+    source = tmp_path / "hostile.parquet"
+    pq.write_table(pa.table({"text": texts}), source)
+    result = engine.run(_job(source, tmp_path / "out"), settings=store)  # champion by alias
+
+    out = _read(tmp_path / "out")
+    errors = pd.read_parquet(tmp_path / "out" / "errors")
+    assert out["row_id"].tolist() == [0, 5]
+    assert dict(zip(errors["row_id"], errors["reason"], strict=True)) == {
+        1: "empty text",
+        2: "empty text",
+        3: "text of 1000000 characters is over the limit of 10000",
+        4: "missing text",
+        6: "text holds bytes that are not valid in its encoding",
+    }
+    assert (result.rows_scored, result.rows_failed) == (2, 5)
+    assert result.errors_output == str(tmp_path / "out" / "errors")
+
+    numbers = tmp_path / "numbers.parquet"
+    pq.write_table(pa.table({"text": pa.array([1, None, 3], pa.int64())}), numbers)
+    result = engine.run(_job(numbers, tmp_path / "out-n"), settings=store)
+    errors = pd.read_parquet(tmp_path / "out-n" / "errors")
+    assert errors["reason"].tolist() == ["not text: int", "missing text", "not text: int"]
+    assert errors["row_id"].tolist() == [0, 1, 2]
+    assert (result.rows_scored, result.rows_failed) == (0, 3)
+
+    with pytest.raises(DataError, match=r"has no column 'body' \(columns: text\)"):
+        engine.run(_job(source, tmp_path / "out-m", text_column="body"), settings=store)
+
+
+def _parts(folder: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("part-*.parquet")}
+
+
+_RUN = """
+import json, sys
+from loopml.batch.job import BatchJob
+from loopml.batch.spark import run
+from loopml.config import load_settings
+job = BatchJob(**json.loads(sys.argv[1]))
+run(job, master="local[1]", settings=load_settings())
+"""
+
+
+def test_spark_run_killed_half_way_resumes_without_redoing_or_repeating_rows(
+    spark: Any, store: Settings, tweets: Dataset, tmp_path: Path
+) -> None:
+    from loopml.batch import spark as engine
+
+    texts = tweets.frame["text"].tolist()[:10_000]
+    source = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": texts}), source)
+    out = tmp_path / "out"
+    job = _job(source, out, model_ref="1")
+    spark_conf = {
+        "spark.ui.enabled": "false",
+        "spark.sql.shuffle.partitions": "1",
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.port": "18210",
+        "spark.blockManager.port": "18211",
+    }
+    spec = {**job.__dict__, "options": {"partition_rows": 400, "spark_conf": spark_conf}}
+    env = {**os.environ, "LOOPML_HOME": str(store.home), "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _RUN, json.dumps(spec)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    try:
+        while len(_parts(out)) < 4 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the Python driver and its JVM
+        proc.wait()
+    before = _parts(out)
+    assert 4 <= len(before) < 25, f"{len(before)} of 25 chunks done when killed"
+
+    result = engine.run(BatchJob(**spec), settings=store)
+
+    after = _parts(out)
+    assert len(after) == 25
+    assert {k: after[k] for k in before} == before  # finished chunks not written again
+    frame = _read(out)
+    assert frame["row_id"].tolist() == list(range(10_000))  # each row once, in order
+    assert result.rows_scored == 10_000
+    assert not list(out.glob(".*.tmp"))
+    expected = _in_process(store, texts)
+    assert np.abs(frame["prob_negative"] - expected["p_negative"]).max() < 1e-6
+    # Another job (here another batch id) never resumes into this output.
+    other = dataclasses.replace(BatchJob(**spec), batch_id="b2")
+    with pytest.raises(DataError, match=r"holds chunks of another job .*batch_id 'b1'"):
+        engine.run(other, settings=store)
