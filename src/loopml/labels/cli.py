@@ -14,4 +14,6 @@ label_app = typer.Typer(
     help="Labels where they count: the label queue and Label Studio.", no_args_is_help=True
 )
 
-from loopml.labels import queue_cli  # noqa: E402,F401  (registers `loopml label queue`)
+from loopml.labels import queue_cli  # noqa: E402
+
+label_app.command("queue")(queue_cli.queue)
