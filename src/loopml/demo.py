@@ -16,6 +16,7 @@ The demo runs in ``$LOOPML_HOME/demo`` (recreated each time) so it never touches
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import shutil
@@ -59,7 +60,7 @@ class DemoPlan:
     time_budget_s: float  # of the stream (a slow recipe's first training does not count)
     overrides: dict[str, Any] = field(default_factory=dict)
     # None: a random ``feedback_share`` of requests get labels; N: only what the label queue
-    # picks, N labels in all (LOOPML_LABEL_BUDGET_PER_DAY), at the same pace
+    # picks, N labels in all (LOOPML_LABEL_BUDGET_PER_DAY), spread over the stream
     label_budget: int | None = None
 
     def on_label_budget(self, budget: int) -> DemoPlan:
@@ -317,13 +318,14 @@ class _Replay:
         self._feedback()
 
     def _queued(self) -> None:
-        """Label what the label queue picks (as many a round as the random share would get,
-        within the budget): the annotator's answer is the tweet's true label, sent at once."""
+        """Label what the label queue picks, the budget spread over the stream (so that labels
+        remain for the canary): the annotator's answer is the tweet's true label, sent at once."""
         from loopml.labels.queue import take
 
-        if self.settings is None:
+        if self.settings is None or self.plan.label_budget is None:
             return
-        limit = max(1, round(self.plan.feedback_delay * self.plan.feedback_share))
+        expected = self.plan.before_shift + self.plan.max_after_shift / 2
+        limit = max(1, math.ceil(self.plan.label_budget * self.plan.feedback_delay / expected))
         try:
             items = take(self.settings, model_name=self.settings.model_name, limit=limit,
                          holder="demo-annotator")  # fmt: skip

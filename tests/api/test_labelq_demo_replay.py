@@ -13,7 +13,9 @@ from loopml.store import Feedback, LabelLease, open_store
 def test_replay_labels_only_what_the_queue_picks(make_server: Any) -> None:
     server = make_server(predlog_flush_interval_s=0.05, label_budget_per_day=12)
     plan = DemoPlan.fast().on_label_budget(12)
-    plan = DemoPlan(**{**plan.__dict__, "feedback_delay": 10, "rate": 500.0})
+    # 60 requests expected: 6 labels a round of 10, until the budget of 12 is spent
+    sizes = {"before_shift": 0, "max_after_shift": 120, "feedback_delay": 10, "rate": 500.0}
+    plan = DemoPlan(**{**plan.__dict__, **sizes})
     settings = load_settings(
         home=server.home, model_name=server.env["LOOPML_MODEL_NAME"], label_budget_per_day=12
     )
