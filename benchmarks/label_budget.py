@@ -160,6 +160,25 @@ def _table(runs: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     return "\n".join(lines), summary
 
 
+def _notes(runs: list[dict[str, Any]]) -> str:
+    """Every checkpoint's means (the table shows three) and diverse minus random per seed."""
+    means = {
+        s: [statistics.mean(r["strategies"][s]["live"][i] for r in runs) for i in range(n)]
+        for n in [len(CHECKPOINTS)]
+        for s in runs[0]["strategies"]
+    }
+    lines = [f"Means at {', '.join(str(c) for c in CHECKPOINTS)} labels:"]
+    lines += [f"{s} {', '.join(f'{v:.3f}' for v in m)};" for s, m in means.items()]
+    if "diverse" in means and "random" in means:
+        for i, c in enumerate(CHECKPOINTS):
+            if c in REPORTED:
+                per = [r["strategies"]["diverse"]["live"][i] - r["strategies"]["random"]["live"][i]
+                       for r in runs]  # fmt: skip
+                lines.append(f"diverse minus random per seed at {c}: "
+                             f"{', '.join(f'{d:+.3f}' for d in per)};")  # fmt: skip
+    return " ".join(lines)
+
+
 def main() -> None:
     """Run every strategy at every budget for each seed; print and record the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -195,7 +214,8 @@ def main() -> None:
             f"{args.segment} airline tweets after the "
             f"retrain at each budget (mean ± sd over seeds {seeds}; in brackets: minus random's "
             f"mean), and the labels each seed needed to reach 95% of the all-labels oracle:\n\n"
-            f"{table}\n\nHow it is measured: the docstring of `benchmarks/label_budget.py`.",
+            f"{table}\n\n{_notes(runs)}\n\nHow it is measured: the docstring of "
+            "`benchmarks/label_budget.py`.",
         )
 
 

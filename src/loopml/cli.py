@@ -1519,6 +1519,14 @@ def demo(
             "(default 420, 300 with --fast); slower recipes (MiniLM) need more.",
         ),
     ] = None,
+    label_budget: Annotated[
+        int | None,
+        typer.Option(
+            min=50,
+            help="Label only what the label queue picks, this many labels in all (default: "
+            "a random half of all requests gets a label).",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """The closed loop on real tweets: drift, retraining, canary, promotion (a few minutes)."""
@@ -1540,6 +1548,7 @@ def demo(
             recipe=_recipe(recipe, None),
             params=_parse_params(param or []),
             time_budget_s=budget,
+            label_budget=label_budget,
             progress=None if json_out else lambda msg: console.print(f"[dim]{msg}[/]"),
             on_update=None if json_out else update,
         )

@@ -16,6 +16,7 @@ The demo runs in ``$LOOPML_HOME/demo`` (recreated each time) so it never touches
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import shutil
@@ -58,6 +59,24 @@ class DemoPlan:
     feedback_delay: int  # labels arrive this many requests later
     time_budget_s: float  # of the stream (a slow recipe's first training does not count)
     overrides: dict[str, Any] = field(default_factory=dict)
+    # None: a random ``feedback_share`` of requests get labels; N: only what the label queue
+    # picks, N labels in all (LOOPML_LABEL_BUDGET_PER_DAY), spread over the stream
+    label_budget: int | None = None
+
+    def on_label_budget(self, budget: int) -> DemoPlan:
+        """This plan with labels from the label queue, ``budget`` in all: the loop's label
+        thresholds scaled down so that it retrains and rolls out on that many."""
+        loop = dict(self.overrides)
+        loop["label_budget_per_day"] = budget
+        for key, share, floor in (
+            ("retrain_min_labeled", 0.6, 100),
+            ("retrain_min_new_labels", 0.3, 50),
+            ("rollout_min_labeled", 0.03, 10),
+            ("monitor_min_labeled", 0.1, 10),
+        ):
+            if key in loop or key == "monitor_min_labeled":
+                loop[key] = min(int(loop.get(key, 100)), max(floor, int(budget * share)))
+        return replace(self, label_budget=budget, overrides=loop)
 
     @classmethod
     def full(cls) -> DemoPlan:
@@ -254,6 +273,8 @@ class _Replay:
         self.rng = random.Random(seed)
         self.pending: deque[tuple[int, str, str]] = deque()
         self.client = httpx.Client(base_url=url, timeout=10)
+        self.settings: Settings | None = None  # with a label budget: the queue's database
+        self.truth: dict[str, str] = {}
 
     def _feedback(self, force: bool = False) -> None:
         due = []
@@ -286,11 +307,33 @@ class _Replay:
                 "truth": truth,
             }
         )
-        if self.rng.random() < self.plan.feedback_share:
+        if self.plan.label_budget is not None:
+            self.truth[answer["request_id"]] = truth
+            if self.stats.sent % self.plan.feedback_delay == 0:
+                self._queued()
+        elif self.rng.random() < self.plan.feedback_share:
             self.pending.append(
                 (self.stats.sent + self.plan.feedback_delay, answer["request_id"], truth)
             )
         self._feedback()
+
+    def _queued(self) -> None:
+        """Label what the label queue picks, the budget spread over the stream (so that labels
+        remain for the canary): the annotator's answer is the tweet's true label, sent at once."""
+        from loopml.labels.queue import take
+
+        if self.settings is None or self.plan.label_budget is None:
+            return
+        expected = self.plan.before_shift + self.plan.max_after_shift / 2
+        limit = max(1, math.ceil(self.plan.label_budget * self.plan.feedback_delay / expected))
+        try:
+            items = take(self.settings, model_name=self.settings.model_name, limit=limit,
+                         holder="demo-annotator")  # fmt: skip
+        except LoopmlError:
+            return  # the database is busy: the next round asks again
+        for item in items:
+            if item.request_id in self.truth:
+                self.pending.append((0, item.request_id, self.truth.pop(item.request_id)))
 
     def close(self) -> None:
         """Deliver the labels still pending and close the connection."""
@@ -336,12 +379,15 @@ def run_demo(
     recipe: str | None = None,
     params: Mapping[str, Any] | None = None,
     time_budget_s: float | None = None,
+    label_budget: int | None = None,
     progress: Callable[[str], None] | None = None,
     on_update: Callable[[StreamStats, list[Tick]], None] | None = None,
 ) -> DemoResult:
     """Run the whole closed-loop scenario and return its summary; the first champion is trained
     with ``recipe`` and ``params`` (default: the default recipe), every retrain reuses them.
-    ``time_budget_s`` replaces the plan's limit on the stream's duration."""
+    ``time_budget_s`` replaces the plan's limit on the stream's duration. ``label_budget``: only
+    the predictions the label queue picks get labels, that many in all (default: a random share
+    of all requests)."""
     from loopml.control import Controller
     from loopml.store import open_settings_store
 
@@ -349,6 +395,8 @@ def run_demo(
     plan = DemoPlan.fast() if fast else DemoPlan.full()
     if time_budget_s is not None:
         plan = replace(plan, time_budget_s=time_budget_s)
+    if label_budget is not None:
+        plan = plan.on_label_budget(label_budget)
     home = base.home_dir / "demo"
     shutil.rmtree(home, ignore_errors=True)
     # Embedded stores only, whatever the caller's environment points at: never production.
@@ -378,6 +426,7 @@ def run_demo(
         thread = threading.Thread(target=loop.run, kwargs={"stop": stop}, daemon=True)
         say(f"serving version {champion} at {url}; replaying the stream")
         replay = _Replay(url, plan, stats, settings.seed)
+        replay.settings = settings
         stats.started = time.monotonic()
         thread.start()
         try:

@@ -1,4 +1,7 @@
-"""``loopml label queue``: lease the next predictions worth labelling to an annotator."""
+"""``loopml label queue``: lease the next predictions worth labelling to an annotator.
+
+The command is a plain function, registered on ``label_app`` by :mod:`loopml.labels.cli` (this
+module never imports that one: no import cycle)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ import typer
 
 from loopml.config import load_settings
 from loopml.errors import LoopmlError
-from loopml.labels.cli import label_app
 from loopml.labels.items import QueueItem
 from loopml.labels.strategies import DEFAULT_STRATEGY, STRATEGIES
 
@@ -30,7 +32,6 @@ def _default_holder() -> str:
         return "cli"
 
 
-@label_app.command("queue")
 def queue(
     limit: Annotated[
         int, typer.Option("--limit", "-n", min=1, max=1000, help="Items to lease at most.")
