@@ -1,26 +1,13 @@
 """The protocol-neutral inference core: the one path under every protocol that predicts.
 
-Like KServe's DataPlane under its REST and gRPC servers, the adapters only translate their wire
-format; what a prediction is and what it does happens here, once::
-
-    v1 REST           OIP REST (JSON, binary)      OIP gRPC
-    routes/predict    oip.py + oip_binary          grpc/service
-         \\                   |                       /
-          InferenceCore: context (API key, request key) > model (name, version)
-          > predict (router: champion | canary | shadow > batcher > model > prediction log)
-          > observe (the request's metric labels)
-
-- :meth:`InferenceCore.context` checks the API key (``Guard.client``) and reads the request key
-  (``X-Request-Key``, the canary's stickiness key) from headers or gRPC metadata alike.
-- :meth:`InferenceCore.model` resolves a model name (and version): today only the configured
-  model (``LOOPML_MODEL_NAME``) exists; any other name is a 404 (gRPC NOT_FOUND).
-- :meth:`InferenceCore.predict` routes, batches and logs texts already checked by
-  :func:`check_texts` (the limits of ``LOOPML_MAX_TEXTS_PER_REQUEST`` and
-  ``LOOPML_MAX_TEXT_CHARS``).
-- :meth:`InferenceCore.observe` counts the request in ``loopml_http_requests_total`` and its
-  duration histogram with one set of labels for HTTP and gRPC.
-
-Errors are :class:`~loopml.errors.LoopmlError`; the adapters render them (HTTP:
+Like KServe's DataPlane under its REST and gRPC servers, the adapters (v1 REST
+``routes/predict.py``, OIP REST ``oip.py`` + ``oip_binary.py``, OIP gRPC ``grpc/service.py``) only
+translate their wire format; the rest happens here once (diagram: docs/architecture.md):
+:meth:`InferenceCore.context` (API key, request key), :meth:`InferenceCore.model` (a name and
+version; today only ``LOOPML_MODEL_NAME`` exists, any other name is a 404),
+:meth:`InferenceCore.predict` (router > batcher > model > prediction log) and
+:meth:`InferenceCore.observe` (one set of metric labels for HTTP and gRPC). Errors are
+:class:`~loopml.errors.LoopmlError`; the adapters render them (HTTP:
 :func:`loopml.serving._http.error_body`; gRPC: the status of their ``http_status``).
 """
 
