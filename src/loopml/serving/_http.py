@@ -1,4 +1,5 @@
-"""Small HTTP helpers shared by the routes: JSON responses and the JSON body parser."""
+"""Small HTTP helpers shared by the routes and the middleware: JSON responses, the error body and
+the JSON body parser."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from starlette.responses import Response
 from loopml.errors import MalformedRequestError
 from loopml.serving.bounds import MAX_HTTP_MESSAGE_CHARS, bounded_message
 
-__all__ = ["error_response", "json_response", "load_json"]
+__all__ = ["error_body", "error_response", "json_response", "load_json"]
 
 _JSON = "application/json"
 
@@ -22,12 +23,16 @@ def json_response(
     return Response(orjson.dumps(content), status_code=status, headers=headers, media_type=_JSON)
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+def error_body(message: str) -> bytes:
     """The one error shape of the API: ``{"error": "..."}`` (the message cut to 2,000
-    characters: a value echoed in it never makes a large response)."""
-    return json_response(
-        {"error": bounded_message(message, MAX_HTTP_MESSAGE_CHARS)}, status, headers
-    )
+    characters: a value echoed in it never makes a large response); FastAPI's handlers and the
+    middleware's raw answers both render it."""
+    return orjson.dumps({"error": bounded_message(message, MAX_HTTP_MESSAGE_CHARS)})
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """:func:`error_body` as a response."""
+    return Response(error_body(message), status_code=status, headers=headers, media_type=_JSON)
 
 
 def load_json(body: bytes) -> Any:

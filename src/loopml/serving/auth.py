@@ -55,6 +55,9 @@ class Principal:
     roles: frozenset[str]
 
 
+_ANONYMOUS = Principal(ANONYMOUS, frozenset({"predict", "feedback"}))
+
+
 def _bearer(headers: Headers) -> str | None:
     value = headers.get("authorization")
     if value is None:
@@ -138,7 +141,7 @@ class Guard:
                     "feedback needs an API key with the feedback role in production:"
                     " set LOOPML_API_KEYS=<key>:feedback"
                 )
-            return Principal(ANONYMOUS, frozenset({"predict", "feedback"}))
+            return _ANONYMOUS
         key = headers.get("x-api-key") or _bearer(headers)
         if key is None:
             raise AuthenticationError(

@@ -31,23 +31,19 @@ def require_admin(request: Request) -> None:
     request.state.admin_id = get_runtime(request).guard.admin(request.headers)
 
 
-def require_client(request: Request) -> None:
-    """API key check when ``LOOPML_API_KEYS`` is set."""
-    get_runtime(request).guard.client(request.headers)
-
-
 def require_predict(request: Request) -> Principal:
-    """The caller of a data route: a key with the ``predict`` role when keys are set."""
-    return get_runtime(request).guard.client(request.headers)
+    """The caller of a data route: a key with the ``predict`` role when keys are set (the
+    inference core's one check, as for predictions)."""
+    return get_runtime(request).core.caller(request.headers)
 
 
 def require_feedback(request: Request) -> Principal:
     """The caller of ``/v1/feedback``: a key with the ``feedback`` role (see ``Guard.client``)."""
-    return get_runtime(request).guard.client(request.headers, "feedback")
+    return get_runtime(request).core.caller(request.headers, "feedback")
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 AdminDep = Annotated[None, Depends(require_admin)]
-ClientDep = Annotated[None, Depends(require_client)]
+ClientDep = Annotated[Principal, Depends(require_predict)]
 FeedbackClientDep = Annotated[Principal, Depends(require_feedback)]
 PredictClientDep = Annotated[Principal, Depends(require_predict)]

@@ -8,9 +8,10 @@ says. A body must arrive within ``LOOPML_BODY_TIMEOUT_S`` (else 408 and the conn
 
 The fast lane answers ``POST /v1/predict`` and ``POST /v2/models/{name}[/versions/{v}]/infer``
 (JSON, or OIP's binary tensor data with ``Inference-Header-Content-Length``) directly, with the
-same functions the FastAPI routes call, skipping FastAPI's per-request machinery (measured: about
-half of the CPU time of a single-text request on this 2-core machine; see benchmarks/README.md).
-The FastAPI routes stay registered for OpenAPI, /docs and mounting.
+same adapters over the inference core (:mod:`loopml.serving.core`: API key, request key,
+prediction, metric labels) the FastAPI routes call, skipping FastAPI's per-request machinery
+(measured: about half of the CPU time of a single-text request on this 2-core machine; see
+benchmarks/README.md). The FastAPI routes stay registered for OpenAPI, /docs and mounting.
 
 It never logs headers or bodies: a crash is logged with its exception type and route only, so
 neither tokens nor texts reach the server's logs.
@@ -23,13 +24,13 @@ import logging
 import time
 from typing import Any
 
-import orjson
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loopml.errors import LoopmlError
+from loopml.serving._http import error_body
+from loopml.serving.oip import answer_infer
 from loopml.serving.oip_binary import HEADER_LENGTH
-from loopml.serving.routes.oip import answer_infer
 from loopml.serving.routes.predict import answer_predict
 from loopml.serving.runtime import Runtime
 
@@ -68,12 +69,10 @@ class EdgeMiddleware:
     def __init__(self, app: ASGIApp, runtime: Runtime, fast_lane: bool = True) -> None:
         self.app = app
         self.runtime = runtime
-        self.metrics = runtime.metrics
-        self.live = runtime.live
+        self.core = runtime.core
         self.max_body_bytes = runtime.settings.max_body_bytes
         self.body_timeout_s = runtime.settings.body_timeout_s
         self.fast_lane = fast_lane
-        self._children: dict[tuple[str, ...], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -127,7 +126,8 @@ class EdgeMiddleware:
             if not started:
                 await _error(send_status, 500, "internal server error")
         finally:
-            self._observe(scope, state, status, time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            self.core.observe(_route(scope), scope["method"], status, state, seconds)
 
     async def _allowed(self, scope: Scope, send: Send) -> bool:
         """Apply the gate of a gated path (answering the refusal); True to go on."""
@@ -197,17 +197,15 @@ class EdgeMiddleware:
     ) -> None:
         runtime = self.runtime
         try:
-            if runtime.guard.keys_required:
-                runtime.guard.client(Headers(scope=scope))
-            if runtime.router.plan.mode == "canary":
-                state["request_key"] = _request_key(scope)
+            context = self.core.context(Headers(scope=scope))
             _template, name, version = hot
             if name is None:
-                out = await answer_predict(runtime, state, body)
+                out = await answer_predict(runtime, context, state, body)
                 headers = [(b"content-type", b"application/json")]
             else:
+                header_length = _header(scope, _HEADER_LENGTH)
                 answer = await answer_infer(
-                    runtime, state, body, name, version, _header(scope, _HEADER_LENGTH)
+                    runtime, context, state, body, name, version, header_length
                 )
                 out, headers = answer.body, answer.headers
         except LoopmlError as exc:
@@ -216,29 +214,6 @@ class EdgeMiddleware:
         headers.append((b"content-length", str(len(out)).encode()))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": out})
-
-    def _observe(self, scope: Scope, state: dict[str, Any], status: int, seconds: float) -> None:
-        route = _route(scope)
-        version = state.get("model_version", "")
-        variant = state.get("variant", "")
-        key = (route, scope["method"], str(status), version, variant)
-        children = self._children.get(key)
-        if children is None:
-            m = self.metrics
-            children = (
-                m.http_requests.labels(*key),
-                m.http_duration.labels(route, version, variant),
-            )
-            self._children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
-        if variant and status == 200:
-            self.live.observe(variant, seconds)
-
-
-def _request_key(scope: Scope) -> str | None:
-    """The ``X-Request-Key`` header (the canary's stickiness key), if the client sent one."""
-    return _header(scope, b"x-request-key") or None
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -297,7 +272,7 @@ def _replay(first: Message, receive: Receive) -> Receive:
 async def _error(
     send: Send, status: int, message: str, extra: dict[str, str] | None = None
 ) -> None:
-    body = orjson.dumps({"error": message})
+    body = error_body(message)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in (extra or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})

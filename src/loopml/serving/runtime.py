@@ -1,6 +1,7 @@
 """The lifecycle of one serving worker: builds its parts, starts them, stops and drains them.
 
-The parts: a :class:`~loopml.serving.router.Router` (variants, batchers, canary and shadow), a
+The parts: the :class:`~loopml.serving.core.InferenceCore` every protocol predicts through, a
+:class:`~loopml.serving.router.Router` (variants, batchers, canary and shadow), a
 :class:`~loopml.serving.follower.ModelFollower` (routing state and models), a
 :class:`~loopml.serving.feedback.FeedbackStore`, the prediction log, the serving-error log, the
 metrics and the guard. The status view (:mod:`loopml.serving.status`) reads them.
@@ -21,6 +22,7 @@ from loopml.errors import NotReadyError, SchemaBehindError, StoreError
 from loopml.routing import CHALLENGER, CHAMPION
 from loopml.serving.auth import Guard
 from loopml.serving.batcher import Batcher
+from loopml.serving.core import InferenceCore
 from loopml.serving.dbwork import DbWork
 from loopml.serving.explainer import Explainer
 from loopml.serving.fairshare import FairShare
@@ -75,6 +77,7 @@ class Runtime:
             errors=self.errors,
             secret=routing_secret(settings),
         )
+        self.core = InferenceCore(settings, self.guard, self.router, self.metrics, self.live)
         self.follower = ModelFollower(settings, self.router, self.loader, self.metrics, self.errors)
         self.started_at = time.time()
         # Explanations: one at a time per worker, shared fairly by keys, in a process of their

@@ -15,8 +15,8 @@ from loopml.serving.bounds import (
     check_response_size,
     response_bytes_bound,
 )
+from loopml.serving.oip import OUTPUTS, check_shape
 from loopml.serving.oip_binary import encode_bytes_tensor, encode_fp32
-from loopml.serving.routes.oip import OUTPUTS, check_shape
 
 CLASSES = ("negative", "neutral", "positive")
 

@@ -21,6 +21,7 @@ from loopml.errors import (
     RolloutError,
 )
 from loopml.serving.grpc._codes import grpc_code
+from loopml.serving.oip import InferRequest, parse_infer
 from loopml.serving.oip_binary import (
     decode_bytes_tensor,
     decode_texts,
@@ -28,7 +29,6 @@ from loopml.serving.oip_binary import (
     encode_fp32,
     split_body,
 )
-from loopml.serving.routes.oip import InferRequest, parse_infer
 
 
 def test_bytes_tensor_round_trip() -> None:

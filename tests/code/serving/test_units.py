@@ -19,8 +19,8 @@ from loopml.serving.auth import Guard
 from loopml.serving.batcher import Batcher, QueueFullError
 from loopml.serving.loader import LoadedModel, build_manifest, verify_manifest, warm_up
 from loopml.serving.metrics import Metrics
+from loopml.serving.oip import InferRequest, parse_infer
 from loopml.serving.predlog import Journal, PredictionLog, parse, read_lines
-from loopml.serving.routes.oip import InferRequest, parse_infer
 from loopml.serving.routes.predict import parse_predict
 from loopml.store import open_store
 

@@ -1,13 +1,14 @@
 """The gRPC ``inference.GRPCInferenceService`` of a worker (ServerLive, ServerReady, ModelReady,
 ServerMetadata, ModelMetadata, ModelInfer), answering like ``/v2`` over HTTP.
 
-- ``ModelInfer`` goes through ``runtime.router.answer``: the same batchers, canary and shadow
-  routing (``x-request-key`` metadata is the canary's stickiness key), prediction log and metrics.
+- An adapter over the inference core (:mod:`loopml.serving.core`), like ``/v2`` over HTTP:
+  ``ModelInfer`` goes through the same API key check, batchers, canary and shadow routing
+  (``x-request-key`` metadata is the canary's stickiness key), prediction log and metric labels.
   Texts come from ``raw_input_contents`` (what the Triton client sends) or
   ``contents.bytes_contents``; outputs go back as ``raw_output_contents`` (BYTES length-prefixed,
   FP32 little-endian), in the order asked for (all three when none is named).
-- API keys: metadata ``authorization: Bearer <key>`` or ``x-api-key: <key>``, checked by
-  ``runtime.guard.client`` like the HTTP routes: ModelInfer, ModelMetadata and ServerMetadata
+- API keys: metadata ``authorization: Bearer <key>`` or ``x-api-key: <key>``, checked by the
+  core like the HTTP routes: ModelInfer, ModelMetadata and ServerMetadata
   need a key when keys are set (versions, classes and loopml's version are not public); the
   liveness and readiness calls do not.
 - Bounds (:mod:`loopml.serving.bounds`): outputs named once each, the answer's size under
@@ -34,21 +35,19 @@ from starlette.datastructures import Headers
 
 from loopml.errors import LoopmlError, RequestError, ServingError
 from loopml.serving.bounds import bounded_message, brief, check_output_names
+from loopml.serving.core import check_texts
 from loopml.serving.grpc import grpc_predict_v2_pb2 as pb
 from loopml.serving.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from loopml.serving.grpc._codes import grpc_code
-from loopml.serving.oip_binary import decode_bytes_tensor, decode_texts
-from loopml.serving.routes.oip import (
+from loopml.serving.oip import (
     OUTPUTS,
-    check_answer_size,
     check_shape,
     model_metadata,
     output_raw,
     output_tensors,
-    served_model,
     server_metadata,
 )
-from loopml.serving.routes.predict import check_texts
+from loopml.serving.oip_binary import decode_bytes_tensor, decode_texts
 
 if TYPE_CHECKING:
     from loopml.serving.runtime import Runtime
@@ -63,7 +62,7 @@ GRPC_GRACE_S = 5.0
 
 
 def _headers(context: Any) -> Headers:
-    """The call's text metadata as HTTP headers (what ``Guard.client`` reads)."""
+    """The call's text metadata as HTTP headers (what the inference core reads)."""
     raw = [
         (str(key).lower().encode("latin-1"), value.encode("latin-1"))
         for key, value in context.invocation_metadata() or ()
@@ -77,9 +76,7 @@ class _Service:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        metrics = runtime.metrics
-        self._requests = metrics.http_requests
-        self._duration = metrics.http_duration
+        self.core = runtime.core
 
     async def _call(
         self,
@@ -103,18 +100,10 @@ class _Service:
             log.error("unhandled %s on gRPC %s", type(exc).__name__, rpc)
             error = grpc.StatusCode.INTERNAL, "internal server error"
         finally:
-            self._observe(rpc, state, status, time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            self.core.observe(_SERVICE + rpc, "GRPC", status, state, seconds)
         assert error is not None
         await context.abort(*error)
-
-    def _observe(self, rpc: str, state: dict[str, Any], status: int, seconds: float) -> None:
-        route = _SERVICE + rpc
-        version = state.get("model_version", "")
-        variant = state.get("variant", "")
-        self._requests.labels(route, "GRPC", str(status), version, variant).inc()
-        self._duration.labels(route, version, variant).observe(seconds)
-        if variant and status == 200:
-            self.runtime.live.observe(variant, seconds)
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> Any:  # noqa: N802
         """The server answers."""
@@ -136,7 +125,7 @@ class _Service:
         """Whether the model (and version) can answer; NOT_FOUND if it is not served here."""
 
         async def model_ready(_state: dict[str, Any]) -> pb.ModelReadyResponse:
-            model = served_model(self.runtime, request.name, request.version or None)
+            model = self.core.model(request.name, request.version or None)
             return pb.ModelReadyResponse(ready=model is not None)
 
         return await self._call("ModelReady", context, model_ready)
@@ -147,7 +136,7 @@ class _Service:
         """Server name, version and extensions."""
 
         async def metadata(_state: dict[str, Any]) -> pb.ServerMetadataResponse:
-            self.runtime.guard.client(_headers(context))
+            self.core.caller(_headers(context))
             return pb.ServerMetadataResponse(**server_metadata())
 
         return await self._call("ServerMetadata", context, metadata)
@@ -158,7 +147,7 @@ class _Service:
         """Versions, input and output tensors of the model (as ``GET /v2/models/{name}``)."""
 
         async def metadata(_state: dict[str, Any]) -> pb.ModelMetadataResponse:
-            self.runtime.guard.client(_headers(context))
+            self.core.caller(_headers(context))
             meta = model_metadata(self.runtime, request.name, request.version or None)
             tensor = pb.ModelMetadataResponse.TensorMetadata
             return pb.ModelMetadataResponse(
@@ -175,17 +164,15 @@ class _Service:
         """Classify the texts of the ``text`` BYTES tensor."""
 
         async def infer(state: dict[str, Any]) -> pb.ModelInferResponse:
-            runtime = self.runtime
-            headers = _headers(context)
-            runtime.guard.client(headers)
-            version = request.model_version or None
-            served_model(runtime, request.model_name, version)
-            texts = _texts(request, runtime)
+            core = self.core
+            call = core.context(_headers(context))
+            name, version = request.model_name, request.model_version or None
+            core.model(name, version)
+            texts = _texts(request, self.runtime)
             wanted = _outputs(request)
-            binary = [(name, True) for name in wanted]
-            check_answer_size(runtime, len(texts), binary, len(request.id.encode()))
-            state["request_key"] = headers.get("x-request-key")
-            result = await runtime.router.answer(state, texts, pinned=version is not None)
+            binary = [(output, True) for output in wanted]
+            core.check_answer_size(name, len(texts), binary, len(request.id.encode()))
+            result = await core.predict(call, state, name, texts, version=version)
             model, answers = result.model, result.answers
             response = pb.ModelInferResponse(
                 model_name=model.name, model_version=model.version, id=request.id
@@ -193,10 +180,10 @@ class _Service:
             response.parameters["variant"].string_param = model.variant
             response.parameters["classes"].string_param = ",".join(model.classes)
             shapes = output_tensors(model, answers)
-            for name in wanted:
-                datatype, shape = shapes[name]
-                response.outputs.add(name=name, datatype=datatype, shape=shape)
-                response.raw_output_contents.append(output_raw(name, answers))
+            for output in wanted:
+                datatype, shape = shapes[output]
+                response.outputs.add(name=output, datatype=datatype, shape=shape)
+                response.raw_output_contents.append(output_raw(output, answers))
             return response
 
         return await self._call("ModelInfer", context, infer)

@@ -17,10 +17,10 @@ from typing import Any
 from fastapi import APIRouter
 
 from loopml.errors import NotFoundError, NotReadyError
+from loopml.serving.core import check_text
 from loopml.serving.deps import PredictClientDep, RuntimeDep
 from loopml.serving.docs import error_responses
 from loopml.serving.loader import LoadedModel
-from loopml.serving.routes.predict import check_text
 from loopml.serving.runtime import Runtime
 from loopml.serving.schemas import ExplainIn, ExplainOut
 
