@@ -14,7 +14,7 @@ PACKAGE = Path(loopml.__file__).parent
 # ``control`` and ``monitoring`` share a layer but see each other only through the package's
 # public names (its ``__init__``), never its internals.
 LAYERS: list[set[str]] = [
-    {"errors", "_time", "codeversion"},
+    {"errors", "_time", "codeversion", "cliutil"},
     {"config"},
     {"store"},
     {"routing", "tracking", "data", "recipes"},

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import functools
 import importlib
 import json
 import sys
 import uuid
-from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from loopml.errors import ConfigError, LoopmlError
+from loopml.cliutil import error_line, handle_loopml_errors
+from loopml.errors import ConfigError
 
 if TYPE_CHECKING:
     from loopml.batch.job import BatchJob, BatchResult
@@ -32,7 +31,6 @@ batch_app = typer.Typer(
     help="Batch scoring of files of texts, locally or on Apache Spark.", no_args_is_help=True
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
 SPARK_EXTRA = (
     "pip install 'loopml[spark]' (pyspark) and a Java 17 runtime"
     " (apt-get install openjdk-17-jre-headless)"
@@ -44,32 +42,6 @@ class Engine(enum.StrEnum):
 
     local = "local"
     spark = "spark"
-
-
-def _err(message: str) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-
-    Console(stderr=True, soft_wrap=True).print(
-        f"[bold red]error:[/] {escape(message)}", highlight=False
-    )
-
-
-def _handled(fn: F) -> F:
-    """LoopmlError -> one line on stderr and its exit code, never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except KeyboardInterrupt:
-            _err("interrupted")
-            raise typer.Exit(130) from None
-        except LoopmlError as exc:
-            _err(str(exc))
-            raise typer.Exit(exc.exit_code) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def new_batch_id() -> str:
@@ -108,7 +80,7 @@ def _write_manifest(job: BatchJob, result: BatchResult, logged: int | None) -> N
 
 
 @batch_app.command("score")
-@_handled
+@handle_loopml_errors
 def score(
     input_: Annotated[
         str,
@@ -191,7 +163,7 @@ def _report(result: BatchResult, logged: int, *, json_out: bool) -> None:
         highlight=False,
     )
     if result.rows_failed:
-        _err(
+        error_line(
             f"{result.rows_failed:,} rows could not be scored: row ids and reasons in"
             f" {result.errors_output}"
         )

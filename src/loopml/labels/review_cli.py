@@ -6,35 +6,17 @@ Registered on the ``feedback`` group of :mod:`loopml.cli` by :func:`register_rev
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 
-from loopml.errors import LoopmlError
+from loopml.cliutil import JsonOpt, handle_loopml_errors
 
 __all__ = ["register_review"]
 
-F = TypeVar("F", bound=Callable[..., Any])
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 IdsArg = Annotated[list[int], typer.Argument(help="Review ids (from `loopml feedback held`).")]
 ReasonOpt = Annotated[str, typer.Option(help="Why, for the audit log (required).")]
-
-
-def _errors(fn: F) -> F:
-    """A LoopmlError becomes one line on stderr and its exit code, never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except LoopmlError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(exc.exit_code) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def held(
@@ -100,6 +82,6 @@ def reject(ids: IdsArg, reason: ReasonOpt = "", json_out: JsonOpt = False) -> No
 
 def register_review(group: typer.Typer) -> None:
     """Add ``held``, ``accept`` and ``reject`` to the ``feedback`` command group."""
-    group.command("held")(_errors(held))
-    group.command("accept")(_errors(accept))
-    group.command("reject")(_errors(reject))
+    group.command("held")(handle_loopml_errors(held))
+    group.command("accept")(handle_loopml_errors(accept))
+    group.command("reject")(handle_loopml_errors(reject))

@@ -9,16 +9,13 @@ usage or data.
 
 from __future__ import annotations
 
-import functools
-import json
-import sys
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
+from loopml.cliutil import JsonOpt, emit_json, handle_loopml_errors
 from loopml.config import Settings, load_settings
-from loopml.errors import ConfigError, LoopmlError, RequestError
+from loopml.errors import ConfigError, RequestError
 
 __all__ = [
     "add_studio_commands",
@@ -29,8 +26,6 @@ __all__ = [
     "webhook_cmd",
 ]
 
-F = TypeVar("F", bound=Callable[..., Any])
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 ProjectOpt = Annotated[
     int | None,
     typer.Option(
@@ -42,29 +37,11 @@ ProjectOpt = Annotated[
 ]
 
 
-def _errors(fn: F) -> F:
-    """A LoopmlError becomes one line on stderr and its exit code, never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except LoopmlError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(exc.exit_code) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _emit(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, default=str, indent=2) + "\n")
-
-
 def _settings() -> Settings:
     return load_settings().prepare()
 
 
-@_errors
+@handle_loopml_errors
 def push_cmd(
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="Items to send at most.")] = 50,
     project: ProjectOpt = None,
@@ -94,7 +71,7 @@ def push_cmd(
         with open_settings_store(settings) as store:
             result = push(settings, store, client, items, project=chosen)
     if json_out:
-        _emit(result.to_dict())
+        emit_json(result.to_dict())
         return
     typer.echo(
         f"project {chosen}: {len(result.created)} task(s) created,"
@@ -102,7 +79,7 @@ def push_cmd(
     )
 
 
-@_errors
+@handle_loopml_errors
 def pull_cmd(project: ProjectOpt = None, json_out: JsonOpt = False) -> None:
     """Fetch the project's annotations; agreed labels become feedback.
 
@@ -119,7 +96,7 @@ def pull_cmd(project: ProjectOpt = None, json_out: JsonOpt = False) -> None:
     with StudioClient.from_settings(settings) as client, open_settings_store(settings) as store:
         result = pull(settings, store, client, project=chosen)
     if json_out:
-        _emit(result.to_dict())
+        emit_json(result.to_dict())
     else:
         counts = ", ".join(f"{n} {status}" for status, n in sorted(result.outcomes.items()))
         typer.echo(
@@ -133,7 +110,7 @@ def pull_cmd(project: ProjectOpt = None, json_out: JsonOpt = False) -> None:
         raise typer.Exit(1)
 
 
-@_errors
+@handle_loopml_errors
 def decide_cmd(
     request_id: Annotated[str, typer.Argument(help="The request id of the disputed item.")],
     label: Annotated[str, typer.Argument(help="The label it gets.")],
@@ -148,13 +125,13 @@ def decide_cmd(
     with open_settings_store(_settings()) as store:
         result = decide(store, request_id=request_id, label=label, by=by, reason=reason)
     if json_out:
-        _emit(result)
+        emit_json(result)
         return
     votes = ", ".join(f"{who}: {lb}" for who, lb in sorted(result["annotations"].items()))
     typer.echo(f"request {request_id}: {label} (decided by {by}; annotations {votes})")
 
 
-@_errors
+@handle_loopml_errors
 def disagreements_cmd(json_out: JsonOpt = False) -> None:
     """Items whose annotators disagree, waiting for `loopml label decide`."""
     from loopml.labels.studio import disagreements
@@ -164,7 +141,7 @@ def disagreements_cmd(json_out: JsonOpt = False) -> None:
     with open_settings_store(settings) as store:
         items = disagreements(store, model_name=settings.model_name)
     if json_out:
-        _emit(items)
+        emit_json(items)
         return
     if not items:
         typer.echo("no disagreements")
@@ -173,7 +150,7 @@ def disagreements_cmd(json_out: JsonOpt = False) -> None:
         typer.echo(f"{item['request_id']} (task {item['task_id']}): {votes}")
 
 
-@_errors
+@handle_loopml_errors
 def webhook_cmd(
     url: Annotated[
         str, typer.Argument(help="loopml's webhook URL, e.g. https://HOST/v1/label-studio/webhook.")
@@ -199,7 +176,7 @@ def webhook_cmd(
     with StudioClient.from_settings(settings) as client:
         created = client.add_webhook(chosen, url, secret)
     if json_out:
-        _emit(created)
+        emit_json(created)
         return
     typer.echo(f"project {chosen}: webhook {created.get('id')} sends annotations to {url}")
 
