@@ -136,7 +136,7 @@ BAD_FILES = {
         "column 'label': not a string (found number): row 2",
     ),
     "one_class.csv": ("text,label\na,positive\nb,positive\n", "fewer than two classes"),
-    "dupes.csv": ("text,label\na,positive\nb,negative\na,positive\n", "duplicate text: row 3"),
+    "dupes.csv": ("text,label\na,positive\nb,negative\na,positive\n", "majority label): row 3"),
     "latin1.csv": (b"text,label\nok,positive\ncaf\xe9,negative\n", "row 2 (file line 3"),
     "no_label.csv": ("text,sentiment\na,positive\n", "missing column 'label'"),
     "empty.csv": ("text,label\n", "no data rows"),

@@ -95,6 +95,9 @@ ENV = {
     "LOOPML_MONITOR_MIN_MACRO_F1": "0.99",
     "LOOPML_RETRAIN_MIN_LABELED": "50",
     "LOOPML_GATE_MIN_SLICE_F1": "0.2",
+    # one fit per retrain, the one the test pauses: a search would fit (and pause) per trial;
+    # the search is tested in tests/code/control/test_retrain_tune.py
+    "LOOPML_RETRAIN_TUNE_TRIALS": "0",
 }
 
 
