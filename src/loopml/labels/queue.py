@@ -16,7 +16,7 @@ most what it leaves.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -321,20 +321,16 @@ def release(
 ) -> int:
     """End ``holder``'s leases on ``request_ids`` (the items return to the queue); returns how
     many it ended. Leases of other holders are left alone."""
-    ids = list(dict.fromkeys(request_ids))
-    if not ids:
-        return 0
-    with _store(settings, store) as db, db.session() as session:
-        ended = 0
-        for start in range(0, len(ids), _CHUNK):
-            result: Any = session.execute(
-                delete(LabelLease)
-                .where(LabelLease.request_id.in_(ids[start : start + _CHUNK]))
-                .where(LabelLease.holder == holder)
-                .execution_options(synchronize_session=False)
-            )
-            ended += int(result.rowcount)
-        return ended
+    return _per_chunk(
+        settings,
+        store,
+        request_ids,
+        lambda ids: (
+            delete(LabelLease)
+            .where(LabelLease.request_id.in_(ids))
+            .where(LabelLease.holder == holder)
+        ),
+    )
 
 
 def renew(
@@ -350,22 +346,38 @@ def renew(
     how many it extended (an expired or another holder's lease is not extended)."""
     moment = as_utc(now) if now is not None else datetime.now(UTC)
     expires = moment + timedelta(seconds=settings.label_lease_s if lease_s is None else lease_s)
+    return _per_chunk(
+        settings,
+        store,
+        request_ids,
+        lambda ids: (
+            update(LabelLease)
+            .where(LabelLease.request_id.in_(ids))
+            .where(LabelLease.holder == holder)
+            .where(LabelLease.expires_at > moment)
+            .values(expires_at=expires)
+        ),
+    )
+
+
+def _per_chunk(
+    settings: Settings,
+    store: Store | None,
+    request_ids: Sequence[str],
+    statement: Callable[[list[str]], Any],
+) -> int:
+    """Run ``statement`` on the distinct ``request_ids`` a chunk at a time (bounded IN lists),
+    in one transaction; returns how many rows it touched."""
     ids = list(dict.fromkeys(request_ids))
     if not ids:
         return 0
     with _store(settings, store) as db, db.session() as session:
-        renewed = 0
+        touched = 0
         for start in range(0, len(ids), _CHUNK):
-            result: Any = session.execute(
-                update(LabelLease)
-                .where(LabelLease.request_id.in_(ids[start : start + _CHUNK]))
-                .where(LabelLease.holder == holder)
-                .where(LabelLease.expires_at > moment)
-                .values(expires_at=expires)
-                .execution_options(synchronize_session=False)
-            )
-            renewed += int(result.rowcount)
-        return renewed
+            chunk = statement(ids[start : start + _CHUNK])
+            result: Any = session.execute(chunk.execution_options(synchronize_session=False))
+            touched += int(result.rowcount)
+        return touched
 
 
 def budget(
