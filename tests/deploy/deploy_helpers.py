@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -113,3 +114,38 @@ def app_paths() -> frozenset[str]:
         paths = set(app.openapi()["paths"])
     paths |= {getattr(r, "path", "") for r in app.routes} - {""}
     return frozenset(paths)
+
+
+def checkov_kubernetes_failures(folder: Path) -> list[str]:
+    """checkov (from the Makefile's tools venv: it conflicts with loopml's dependencies) on the
+    Kubernetes manifests in ``folder``: its failed checks as ``CHECK_ID resource``."""
+    found = [
+        os.environ.get("LOOPML_CHECKOV"),
+        str(ROOT / ".venv-tools" / "bin" / "checkov"),
+        shutil.which("checkov"),
+    ]
+    checkov = next((c for c in found if c and Path(c).exists()), None)
+    if checkov is None:
+        pytest.fail("checkov is missing: `make tools` installs it into .venv-tools")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("BC_", "PRISMA_")) and k not in ("PYTHONPATH", "PYTHONHOME")
+    }
+    args = ["--framework", "kubernetes", "--skip-download", "--quiet", "--compact", "-o", "json"]
+    result = subprocess.run(
+        [checkov, "-d", str(folder), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=env,
+    )
+    try:
+        report = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"checkov gave no report: {result.stderr[-3000:]}")
+    failed = [f"{c['check_id']} {c['resource']}" for c in report["results"]["failed_checks"]]
+    if not failed and result.returncode != 0:
+        pytest.fail(f"checkov exited {result.returncode}: {result.stderr[-3000:]}")
+    return failed

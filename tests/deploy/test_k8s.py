@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import kubernetes_validate
 import pytest
 import yaml
-from deploy_helpers import CLUSTER_ENV_KEYS, check_loopml_args
+from deploy_helpers import CLUSTER_ENV_KEYS, check_loopml_args, checkov_kubernetes_failures
 
 from loopml.config import Settings
 
@@ -1005,51 +1005,11 @@ def test_servicemonitor_scrapes_metrics_on_a_service_port_as_job_loopml() -> Non
 # ---- checkov -------------------------------------------------------------------------------------
 
 
-def _checkov() -> str:
-    """checkov from the Makefile's tools venv (it conflicts with loopml's dependencies)."""
-    candidates = [
-        os.environ.get("LOOPML_CHECKOV"),
-        str(ROOT / ".venv-tools" / "bin" / "checkov"),
-        shutil.which("checkov"),
-    ]
-    for candidate in candidates:
-        if candidate and Path(candidate).exists():
-            return candidate
-    pytest.fail("checkov is missing: `make tools` installs it into .venv-tools")
-
-
 def test_checkov_passes_on_rendered_overlays(tmp_path: Path) -> None:
     """Every variant as rendered (never the patches alone): zero failed checks."""
     for variant in VARIANTS:
         (tmp_path / f"{variant}.yaml").write_text(yaml.safe_dump_all(render(variant)))
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("BC_", "PRISMA_")) and k not in ("PYTHONPATH", "PYTHONHOME")
-    }
-    result = subprocess.run(
-        [
-            _checkov(),
-            "-d",
-            str(tmp_path),
-            "--framework",
-            "kubernetes",
-            "--skip-download",
-            "--quiet",
-            "--compact",
-            "-o",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        env=env,
-    )
-    report = json.loads(result.stdout)
-    failed = [f"{c['check_id']} {c['resource']}" for c in report["results"]["failed_checks"]]
-    assert failed == []
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert checkov_kubernetes_failures(tmp_path) == []
 
 
 def test_every_checkov_skip_has_a_reason() -> None:

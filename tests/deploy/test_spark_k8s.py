@@ -3,8 +3,6 @@ components/batch-spark (rendered on the dev overlay, validated offline, checkov 
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
 import subprocess
@@ -15,6 +13,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from deploy_helpers import checkov_kubernetes_failures
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -108,32 +107,8 @@ def test_batch_jobs_run_the_spark_image_locked_down_with_a_network_policy(
 def test_checkov_passes_on_the_batch_component(
     rendered: list[dict[str, Any]], tmp_path: Path
 ) -> None:
-    found = [
-        os.environ.get("LOOPML_CHECKOV"),
-        str(ROOT / ".venv-tools" / "bin" / "checkov"),
-        shutil.which("checkov"),
-    ]
-    checkov = next((c for c in found if c and Path(c).exists()), None)
-    if checkov is None:
-        pytest.fail("checkov is missing: `make tools` installs it into .venv-tools")
     (tmp_path / "dev-batch.yaml").write_text(yaml.safe_dump_all(rendered))
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("BC_", "PRISMA_")) and k not in ("PYTHONPATH", "PYTHONHOME")
-    }
-    args = ["--framework", "kubernetes", "--skip-download", "--quiet", "--compact", "-o", "json"]
-    proc = subprocess.run(
-        [checkov, "-d", str(tmp_path), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        env=env,
-    )
-    report = json.loads(proc.stdout)
-    failed = [f"{c['check_id']} {c['resource']}" for c in report["results"]["failed_checks"]]
-    assert failed == []
+    assert checkov_kubernetes_failures(tmp_path) == []
     for obj in rendered:
         for key, value in obj["metadata"].get("annotations", {}).items():
             if key.startswith("checkov.io/skip"):
