@@ -124,6 +124,10 @@ class DemoPlan:
                 "rollout_step_min_s": 2.0,
                 "rollout_min_requests": 40,
                 "rollout_min_labeled": 25,
+                # No parameter search: on little data and a short stream, a search's extra fits
+                # (and its fall-back when a tuned version fails a slice) can use up the stream
+                # before a retrain passes; tests/code/control/test_retrain_tune.py covers it.
+                "retrain_tune_trials": 0,
             },
         )
 
