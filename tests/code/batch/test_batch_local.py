@@ -266,14 +266,19 @@ def _peak_rss_kib(world: BatchWorld, tmp_path: Path, texts: list[str], name: str
     return int(done.stdout.split()[-1])
 
 
-def test_memory_stays_flat_on_a_five_times_bigger_input(
+def test_memory_stays_flat_on_a_ten_times_bigger_input(
     env: BatchWorld, tweets: Dataset, tmp_path: Path
 ) -> None:
-    texts = tweets.frame["text"].tolist() * 6  # 229k rows
-    small = _peak_rss_kib(env, tmp_path, texts[: len(texts) // 5], "small")
+    texts = tweets.frame["text"].tolist() * 10  # 372k rows
+    small = _peak_rss_kib(env, tmp_path, texts[: len(texts) // 10], "small")
     big = _peak_rss_kib(env, tmp_path, texts, "big")
-    # Measured: streaming +9 MiB; holding the input (every chunk read before scoring) +46 MiB.
-    assert big - small < 25 * 1024, (small, big)
+    print(f"peak RSS {small / 1024:.0f} MiB on {len(texts) // 10:,} rows, {big / 1024:.0f} MiB on "
+          f"{len(texts):,}")  # fmt: skip
+    # Measured here: streaming +21 to +24 MiB, of which Python's own allocations (tracemalloc,
+    # numpy included) are none: Arrow's memory pool and the allocator; on 229k vs 46k rows it was
+    # +9 MiB quiet and +27 MiB under CI load. Holding the input (every chunk read before scoring)
+    # was +46 MiB on those 183k more rows and +89 MiB on these 335k (the check fails then).
+    assert big - small < 40 * 1024, (small, big)
 
 
 def test_batch_rows_enter_the_prediction_log_as_their_variant(
