@@ -240,9 +240,9 @@ class Settings(BaseSettings):
     retrain_reachable_margin: float = Field(0.03, ge=0, le=1)
     # label noise (loopml.labels.noise): before a retrain, feedback rows that confident learning
     # (cleanlab, on out-of-fold probabilities of the champion's recipe) marks as likely
-    # mislabelled are held back for review (`loopml feedback held`). Off by default until the
-    # whole loop (demo, e2e poisoning, stack) has run with it: opt in with true
-    noise_check: bool = False
+    # mislabelled are held back for review (`loopml feedback held`); they count as new labels
+    # only once accepted
+    noise_check: bool = True
     noise_method: NoiseMethod = "prune_by_noise_rate"
     # a marked row is held back only when its label's out-of-fold probability is at most this
     # (1: every row the rule marks; lower: fewer rows held, more of them really wrong)

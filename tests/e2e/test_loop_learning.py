@@ -84,6 +84,7 @@ def test_a_second_retrain_follows_while_below_reachable_and_none_once_caught_up(
     serve(s, registry, second, t0 + timedelta(hours=1))
     tick = loop.tick()
     print("second:", tick.reason, tick.learning)
+    # (the noise check held back a few dozen of the first 300 for review: they do not count)
     assert tick.learning is not None and tick.learning["new_labels"] == 2500
     assert tick.learning["gap"] > s.retrain_reachable_margin
     assert tick.learning["gap_ci"][0] > 0

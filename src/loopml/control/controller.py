@@ -35,6 +35,7 @@ from loopml.control.retrain import champion_splits, new_labeled_rows, retrain
 from loopml.data import Splits
 from loopml.data.privacy import purge
 from loopml.errors import ApprovalRequiredError, ControllerBusyError, LoopmlError, MonitorError
+from loopml.labels.noise import trainable
 from loopml.pipeline.choice import choose_recipe
 from loopml.registry import GATE_TAG, Registry
 from loopml.routing import (
@@ -498,6 +499,7 @@ class Controller:
                 splits, _ = champion_splits(self.registry)
                 feedback = labeled_feedback(self.store, self.registry.name)
                 new = new_labeled_rows(feedback, splits, set(splits.train["label"]))
+                new = trainable(self.store, self.registry.name, new)  # held ones wait for review
                 new_labels = len(new)
                 if learned and since is None:
                     with self._abandonable("monitor"):  # the reachable estimate fits models

@@ -47,9 +47,11 @@ __all__ = [
     "find_noisy",
     "out_of_fold_probabilities",
     "review_rows",
+    "review_status",
     "screen_feedback",
     "set_run",
     "text_hash",
+    "trainable",
 ]
 
 log = logging.getLogger(__name__)
@@ -183,6 +185,24 @@ def _decisions(store: Store, model_name: str) -> dict[tuple[str, str], str]:
         return {(h, label): status for h, label, status in session.execute(query).all()}
 
 
+def review_status(store: Store, model_name: str, rows: pd.DataFrame) -> pd.Series:
+    """Each row's review status (held, rejected or accepted; None: never held back)."""
+    known = _decisions(store, model_name)
+    hashes = rows["text"].map(text_hash)
+    return pd.Series(
+        [known.get((h, label)) for h, label in zip(hashes, rows["label"], strict=True)],
+        index=rows.index,
+        dtype=object,
+    )
+
+
+def trainable(store: Store, model_name: str, rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` less those held back for review or rejected on review: what a retrain may use
+    (the controller counts only these as new labels)."""
+    status = review_status(store, model_name, rows)
+    return rows[(status == ACCEPTED) | status.isna()]
+
+
 def screen_feedback(
     settings: Settings,
     store: Store,
@@ -207,12 +227,7 @@ def screen_feedback(
         report.skipped = "no new feedback rows"
         return rows, report
     start = time.perf_counter()
-    hashes = rows["text"].map(text_hash)
-    known = _decisions(store, model_name)
-    status = pd.Series(
-        [known.get((h, label)) for h, label in zip(hashes, rows["label"], strict=True)],
-        index=rows.index,
-    )
+    status = review_status(store, model_name, rows)
     report.held_pending = int((status == HELD).sum())
     report.rejected = int((status == REJECTED).sum())
     report.accepted = int((status == ACCEPTED).sum())

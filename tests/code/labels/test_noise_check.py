@@ -10,11 +10,11 @@ import functools
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import f1_score
+from sklearn.metrics import f1_score, log_loss
 
 from loopml.config import Settings
 from loopml.data.sources import builtin_corpus_path
-from loopml.labels.noise import decide, review_rows, screen_feedback
+from loopml.labels.noise import decide, review_rows, screen_feedback, trainable
 from loopml.recipes import get_recipe
 from loopml.store import open_store
 
@@ -43,9 +43,14 @@ def flipped(rows: pd.DataFrame, share: float, seed: int) -> tuple[pd.DataFrame, 
     return noisy.assign(key_id="k1"), flip
 
 
-def macro_f1(train: pd.DataFrame, test: pd.DataFrame) -> float:
+def scores(train: pd.DataFrame, test: pd.DataFrame) -> tuple[float, float]:
+    """Test log loss and macro-F1 of the default recipe trained on ``train``."""
     model = get_recipe("tfidf-logreg").fit(train["text"].tolist(), train["label"].tolist())
-    return float(f1_score(test["label"], model.predict(test["text"].tolist()), average="macro"))
+    proba = model.predict_proba(test["text"].tolist())
+    classes = [str(c) for c in model.classes]
+    predicted = [classes[i] for i in proba.argmax(axis=1)]
+    loss = log_loss(test["label"], proba, labels=classes)
+    return float(loss), float(f1_score(test["label"], predicted, average="macro"))
 
 
 @pytest.mark.slow
@@ -64,21 +69,26 @@ def test_flipped_feedback_is_held_back_and_the_model_trained_without_it_is_bette
     was_held = ~feedback.index.isin(kept.index)
     true_held = int((was_held & flip).sum())
     precision, recall = true_held / was_held.sum(), true_held / flip.sum()
-    f1_all = macro_f1(pd.concat([base, feedback]), test)
-    f1_kept = macro_f1(pd.concat([base, kept]), test)
+    loss_all, f1_all = scores(pd.concat([base, feedback]), test)
+    loss_kept, f1_kept = scores(pd.concat([base, kept]), test)
     print(
         f"\nflipped {flip.sum()} of {len(feedback)}; held {was_held.sum()}: precision "
-        f"{precision:.3f} recall {recall:.3f}; macro-F1 all {f1_all:.4f}, without held "
-        f"{f1_kept:.4f}; check {report.seconds:.1f}s"
+        f"{precision:.3f} recall {recall:.3f}; log loss all {loss_all:.4f}, without held "
+        f"{loss_kept:.4f}; macro-F1 all {f1_all:.4f}, without held {f1_kept:.4f}; "
+        f"check {report.seconds:.1f}s"
     )
     assert report.checked == len(feedback) and report.held_new == was_held.sum() == len(held)
     assert not report.guard_tripped
     given = dict(zip(feedback["text"], feedback["label"], strict=True))
     assert all(given[r["text"]] == r["label"] != r["suggested"] for r in held)  # as given
-    # Measured (seeded): precision 0.531, recall 0.726; macro-F1 0.7471 with every label, 0.7516
-    # without those held back; without exactly the flipped ones (an oracle): 0.7660.
+    # Measured (flip seeds 0, 1, 2): precision 0.51-0.53, recall 0.69-0.73. The model trained
+    # without the held rows is better calibrated: test log loss 0.530 -> 0.504 (0.528 -> 0.502,
+    # 0.522 -> 0.498), half of what removing exactly the flipped rows gives (0.471). Its
+    # macro-F1 moves within the test split's noise (+0.000, +0.000, +0.005; the oracle's +0.016):
+    # logistic regression on tf-idf shrugs off 10% flips in its decisions, not in its scores.
     assert precision >= 0.45 and recall >= 0.65
-    assert f1_kept - f1_all >= 0.003
+    assert loss_all - loss_kept >= 0.015
+    assert f1_kept >= f1_all - 0.01
 
 
 def _small(seed: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -102,6 +112,8 @@ def test_reviewed_rows_follow_the_decision_and_held_rows_stay_out(settings: Sett
         decide(store, [rejected["id"]], "rejected", reason="wrong", actor="ann", model_name="m")
         again, second = screen_feedback(s, store, recipe, base, feedback, model_name="m")
         audit = store.history("m", limit=5)
+        counted = trainable(store, "m", feedback)  # what the controller counts as new labels
+    assert set(counted["text"]) == set(again["text"])
     texts = set(again["text"])
     assert accepted["text"] in texts  # an accepted label trains next time
     assert rejected["text"] not in texts  # a rejected one never does
