@@ -3,14 +3,15 @@
 ``take`` ranks a model's unlabelled logged predictions that still have their text (see
 :mod:`loopml.labels.strategies`), then leases the best ones to a holder in one short write
 transaction: a ``label_leases`` row per item, until ``expires_at``. While the lease runs nobody
-else gets the item; once it expires the item returns to the queue; a label for it (a
-``feedback`` row) ends the lease. The write transaction is serialised per model (PostgreSQL: a
+else gets the item; once it expires the item returns to the queue, unless it was sent to an
+annotation tool (a ``label_items`` row: its label comes back through the tool); a label for it
+(a ``feedback`` row) ends the lease. The write transaction is serialised per model (PostgreSQL: a
 transaction-scoped advisory lock; SQLite: its single writer, taken by the transaction's first
 statement), so two concurrent takes never lease one item twice nor overspend the budget.
 
 The budget (``LOOPML_LABEL_BUDGET_PER_DAY``) counts, per model, the labels received in the last
-24 hours plus the items handed out and not yet labelled (unexpired leases): ``take`` returns at
-most what it leaves.
+24 hours plus the items handed out and not yet labelled (unexpired leases, and items sent to an
+annotation tool in the last 24 hours): ``take`` returns at most what it leaves.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from loopml.config import Settings
 from loopml.errors import RequestError
 from loopml.labels.items import QueueItem
 from loopml.labels.strategies import DEFAULT_STRATEGY, STRATEGIES, Candidate, rank
-from loopml.store import Feedback, LabelLease, Prediction, Store, open_settings_store
+from loopml.store import Feedback, LabelItem, LabelLease, Prediction, Store, open_settings_store
 
 __all__ = [
     "DEFAULT_STRATEGY",
@@ -157,12 +158,15 @@ def _candidates(db: Store, model_name: str, pool: int, now: datetime) -> list[Ca
     leased = select(LabelLease.request_id).where(
         LabelLease.request_id == Prediction.request_id, LabelLease.expires_at > now
     )
+    # a task in an annotation tool returns its label through the tool, whatever its lease did
+    sent = select(LabelItem.request_id).where(LabelItem.request_id == Prediction.request_id)
     query = (
         select(Prediction)
         .where(Prediction.model_name == model_name)
         .where(Prediction.text.is_not(None))
         .where(~labelled.exists())
         .where(~leased.exists())
+        .where(~sent.exists())
         .order_by(Prediction.ts.desc(), Prediction.request_id)
         .limit(pool)
     )
@@ -227,6 +231,21 @@ def _budget(session: Session, settings: Settings, model_name: str, now: datetime
         .where(LabelLease.expires_at > now)
         .where(~labelled.exists())
     )
+    # sent to an annotation tool today, not labelled yet, its lease over: still handed out
+    sent = session.scalar(
+        select(func.count())
+        .select_from(LabelItem)
+        .where(LabelItem.model_name == model_name)
+        .where(LabelItem.pushed_at > now - DAY)
+        .where(
+            ~select(Feedback.request_id).where(Feedback.request_id == LabelItem.request_id).exists()
+        )
+        .where(
+            ~select(LabelLease.request_id)
+            .where(LabelLease.request_id == LabelItem.request_id, LabelLease.expires_at > now)
+            .exists()
+        )
+    )
     received = session.scalar(
         select(func.count())
         .select_from(Feedback)
@@ -234,7 +253,8 @@ def _budget(session: Session, settings: Settings, model_name: str, now: datetime
         .where(Prediction.model_name == model_name)
         .where(Feedback.ts > now - DAY)
     )
-    return Budget(settings.label_budget_per_day, int(received or 0), int(handed_out or 0))
+    handed_out = int(handed_out or 0) + int(sent or 0)
+    return Budget(settings.label_budget_per_day, int(received or 0), handed_out)
 
 
 def _taken(session: Session, ids: list[str], now: datetime) -> set[str]:
@@ -245,7 +265,8 @@ def _taken(session: Session, ids: list[str], now: datetime) -> set[str]:
         )
     )
     labelled = session.scalars(select(Feedback.request_id).where(Feedback.request_id.in_(ids)))
-    return set(leased) | set(labelled)
+    sent = session.scalars(select(LabelItem.request_id).where(LabelItem.request_id.in_(ids)))
+    return set(leased) | set(labelled) | set(sent)
 
 
 def _lease(

@@ -13,6 +13,7 @@ from labelq_support import give_labels, log_predictions
 from loopml.config import Settings
 from loopml.errors import RequestError
 from loopml.labels import queue
+from loopml.store import LabelItem, open_settings_store
 
 PROBS = [
     {"negative": 0.2 + i / 1000, "neutral": 0.5, "positive": 0.3 - i / 1000} for i in range(60)
@@ -69,6 +70,39 @@ def test_budget_counts_handed_out_and_received(backend_settings: Settings) -> No
     # expired leases give their share back
     later = datetime.now(UTC) + timedelta(seconds=settings.label_lease_s + 60)
     assert len(_take(settings, "dan", limit=20, now=later)) == 8
+
+
+def test_items_sent_to_label_studio_are_not_offered_again_and_stay_in_the_budget(
+    backend_settings: Settings,
+) -> None:
+    settings = backend_settings.model_copy(update={"label_budget_per_day": 12})
+    log_predictions(settings, TEXTS, PROBS)
+    pushed = _take(settings, "pusher", limit=5)
+    now = datetime.now(UTC)
+    with open_settings_store(settings) as store, store.session() as session:
+        session.add_all(  # what `loopml label push` records for each task it created
+            LabelItem(
+                request_id=rid,
+                model_name=settings.model_name,
+                project_id="1",
+                task_id=str(i),
+                status="pushed",
+                annotations=0,
+                pushed_at=now,
+                updated_at=now,
+            )
+            for i, rid in enumerate(pushed)
+        )
+    # the leases run out while the tasks wait in Label Studio: they are not offered again
+    later = now + timedelta(seconds=settings.label_lease_s + 60)
+    again = _take(settings, "pusher", limit=20, now=later)
+    assert len(again) == 7 and not set(again) & set(pushed)
+    spent = queue.budget(settings, settings.model_name, now=later)
+    assert (spent.handed_out, spent.left) == (12, 0)
+    # a day later the day's budget is free again; the tasks are still not offered
+    tomorrow = now + timedelta(days=1, hours=1)
+    fresh = _take(settings, "pusher", limit=60, now=tomorrow)
+    assert len(fresh) == 12 and not set(fresh) & set(pushed)
 
 
 def test_bad_arguments_name_the_field(settings: Settings) -> None:
