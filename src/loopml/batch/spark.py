@@ -565,8 +565,9 @@ def _conf(job: BatchJob, master: str, scratch: str) -> dict[str, str]:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     user = {str(k): str(v) for k, v in dict(job.options.get("spark_conf", {})).items()}
     conf = {"spark.sql.execution.arrow.pyspark.enabled": "true"}
-    # Executors elsewhere (a cluster) have their own scratch disks: only a local one gets ours.
-    if master.startswith("local"):
+    # Executors elsewhere (a cluster) have their own scratch disks: only a local one gets ours;
+    # SPARK_LOCAL_DIRS (the spark image sets it) wins over spark.local.dir anyway.
+    if master.startswith("local") and "SPARK_LOCAL_DIRS" not in os.environ:
         conf["spark.local.dir"] = scratch
     # The driver's JVM, started here (pyspark is always in client mode): its java.io.tmpdir.
     java = user.get("spark.driver.extraJavaOptions", "")
