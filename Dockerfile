@@ -139,11 +139,22 @@ RUN /opt/loopml/bin/pip install "pyspark==${PYSPARK_VERSION}" \
  && /opt/loopml/bin/pip check \
  && /opt/loopml/bin/python -c "import pyspark"
 
+# snappy-java (Spark's Parquet reader) unpacks its native library into java.io.tmpdir and maps it
+# from there, which a noexec /tmp refuses (`docker run --tmpfs /tmp` mounts it noexec): the task
+# fails with UnsatisfiedLinkError. Unpacked here once, on the read-only image, and loaded from it
+# by every JVM of the image (driver and executors: JDK_JAVA_OPTIONS below).
+RUN jar="$(ls /opt/loopml/lib/python3*/site-packages/pyspark/jars/snappy-java-*.jar)" \
+ && mkdir -p /opt/loopml/native \
+ && /opt/loopml/bin/python3 -c 'import platform, sys, zipfile; \
+name = "org/xerial/snappy/native/Linux/%s/libsnappyjava.so" % platform.machine(); \
+open("/opt/loopml/native/libsnappyjava.so", "wb").write(zipfile.ZipFile(sys.argv[1]).read(name))' "$jar"
+
 COPY deploy/docker/spark-entrypoint.sh /opt/loopml/spark-entrypoint.sh
 
 # Spark workers run this interpreter; Spark writes its scratch files to /tmp (a tmpfs or emptyDir).
 ENV PYSPARK_PYTHON=/opt/loopml/bin/python3 \
-    SPARK_LOCAL_DIRS=/tmp/spark
+    SPARK_LOCAL_DIRS=/tmp/spark \
+    JDK_JAVA_OPTIONS=-Dorg.xerial.snappy.lib.path=/opt/loopml/native
 
 USER 10001:10001
 ENTRYPOINT ["/usr/bin/tini", "--", "/opt/loopml/spark-entrypoint.sh"]

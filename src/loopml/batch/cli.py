@@ -68,6 +68,21 @@ def _run_engine(
     return result
 
 
+def _batch_id(given: str | None, engine: Engine, output: str) -> str:
+    """``given``, else the batch id of the Spark job that ``output`` holds (a rerun after a crash
+    resumes it without repeating --batch-id), else a new one."""
+    if given is not None:
+        return given
+    if engine is Engine.spark:
+        from loopml.batch.spark import claimed_batch_id
+
+        found = claimed_batch_id(output)
+        if found is not None:
+            typer.echo(f"resuming batch {found} (the output holds its chunks)", err=True)
+            return found
+    return new_batch_id()
+
+
 def _write_manifest(job: BatchJob, result: BatchResult, logged: int | None) -> None:
     from loopml.batch.inputs import parse_location
 
@@ -107,7 +122,19 @@ def score(
         str | None, typer.Option(help="Column copied to the output's `id` column.")
     ] = None,
     batch_id: Annotated[
-        str | None, typer.Option(help="Batch id.", show_default="b<UTC time>-<random>")
+        str | None,
+        typer.Option(
+            help="Batch id (spark: the one of the job the output holds, to resume it).",
+            show_default="b<UTC time>-<random>",
+        ),
+    ] = None,
+    partition_rows: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Spark: rows per output chunk, the unit of resume.",
+            show_default="100000",
+        ),
     ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")
@@ -122,6 +149,11 @@ def score(
 
     if version is not None and alias is not None:
         raise RequestError("give --version or --alias, not both")
+    if partition_rows is not None and engine is not Engine.spark:
+        raise RequestError("--partition-rows is for --engine spark")
+    options: dict[str, object] = {"engine": engine.value, "spark_master": spark_master}
+    if partition_rows is not None:
+        options["partition_rows"] = partition_rows
     settings = load_settings().prepare()
     job = BatchJob(
         input=input_,
@@ -130,9 +162,9 @@ def score(
         model_ref=version or alias or "champion",
         text_column=text_column,
         id_column=id_column,
-        batch_id=check_batch_id(batch_id or new_batch_id()),
+        batch_id=check_batch_id(_batch_id(batch_id, engine, output)),
         max_text_chars=settings.max_text_chars,
-        options={"engine": engine.value, "spark_master": spark_master},
+        options=options,
     )
     # in --json mode, libraries' prints (MLflow's) go to stderr: stdout stays parseable
     with contextlib.redirect_stdout(sys.stderr) if json_out else contextlib.nullcontext():

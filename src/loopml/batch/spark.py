@@ -20,6 +20,7 @@ pyspark is imported only when a job runs (the ``spark`` extra).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Iterator
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     import pyarrow.fs as pafs
     from pyspark.sql import Column, DataFrame, SparkSession
 
-__all__ = ["DEFAULT_PARTITION_ROWS", "FORMATS", "input_files", "run"]
+__all__ = ["DEFAULT_PARTITION_ROWS", "FORMATS", "claimed_batch_id", "input_files", "run"]
 
 #: rows per output chunk (the unit of resume); ``job.options["partition_rows"]`` overrides it
 DEFAULT_PARTITION_ROWS = 100_000
@@ -55,14 +56,10 @@ def run(job: BatchJob, *, master: str = "local[*]", settings: Settings) -> Batch
     files = input_files(job.input)
     version, uri = _resolve_model(job, settings)
     _claim_output(job, version)
-    spark, owned = _session(job, master)
-    try:
+    with _session(job, master) as spark:
         frame, fmt_schema = _read(spark, files, job)
         numbered, total = _numbered(frame, files, job)
         _score(spark, numbered, total, job, uri, version, fmt_schema)
-    finally:
-        if owned:
-            spark.stop()
     scored, failed = _counts(job.output)
     return BatchResult(
         batch_id=job.batch_id,
@@ -395,8 +392,6 @@ def _claim_output(job: BatchJob, version: str) -> None:
     same job (input, model version, batch id, columns, chunk size): a mixed output never forms."""
     import json
 
-    import pyarrow.fs as pafs
-
     claim = {
         "input": job.input,
         "model_name": job.model_name,
@@ -407,10 +402,8 @@ def _claim_output(job: BatchJob, version: str) -> None:
         "max_text_chars": job.max_text_chars,
         "partition_rows": int(job.options.get("partition_rows", DEFAULT_PARTITION_ROWS)),
     }
-    fs, path = _filesystem(_join(job.output, _CLAIM))
-    if fs.get_file_info(path).type == pafs.FileType.File:
-        with fs.open_input_stream(path) as stream:
-            found = json.loads(stream.read())
+    found = _read_claim(job.output)
+    if found is not None:
         changed = sorted(k for k in claim if found.get(k) != claim[k])
         if changed:
             raise DataError(
@@ -421,9 +414,31 @@ def _claim_output(job: BatchJob, version: str) -> None:
         return
     if _done_chunks(job.output):
         raise DataError(f"output {job.output} holds part files of another job; give a new folder")
+    fs, path = _filesystem(_join(job.output, _CLAIM))
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(path) as stream:
         stream.write(json.dumps(claim, indent=1).encode())
+
+
+def _read_claim(output: str) -> dict[str, Any] | None:
+    """The ``_spark.json`` of ``output``, None when there is none."""
+    import json
+
+    import pyarrow.fs as pafs
+
+    fs, path = _filesystem(_join(output, _CLAIM))
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as stream:
+        found: dict[str, Any] = json.loads(stream.read())
+    return found
+
+
+def claimed_batch_id(output: str) -> str | None:
+    """The batch id of the Spark job whose chunks ``output`` holds (a rerun resumes it), None
+    for a new output. Needs no pyspark."""
+    found = _read_claim(output)
+    return None if found is None else str(found["batch_id"])
 
 
 def _prepare_output(output: str) -> None:
@@ -505,22 +520,80 @@ def _result_type(classes: list[str]) -> Any:
     return StructType(fields)
 
 
-def _session(job: BatchJob, master: str) -> tuple[SparkSession, bool]:
-    """The active SparkSession (reused, not stopped), or a new one on ``master`` that the job
-    owns; ``job.options["spark_conf"]`` adds Spark settings to a new one."""
-    import os
-    import sys
+@contextlib.contextmanager
+def _session(job: BatchJob, master: str) -> Iterator[SparkSession]:
+    """The active SparkSession (reused, left running), or a new one on ``master`` that the job
+    owns (``job.options["spark_conf"]`` adds settings): stopped at the end, with the JVM it
+    started, and its scratch folder removed."""
+    import shutil
+    import tempfile
 
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
     if active is not None:
-        return active, False
-    builder = SparkSession.builder.master(master).appName(f"loopml batch {job.batch_id}")
+        yield active
+        return
+    # Spark's scratch files and the JVM's temp files (native libraries, artifacts-*) go to one
+    # folder under TMPDIR (Java ignores TMPDIR: /tmp otherwise), removed below; a killed run
+    # leaves them in one place.
+    scratch = tempfile.mkdtemp(prefix="loopml-spark-")
+    try:
+        launching = SparkContext._gateway is None
+        builder = SparkSession.builder.master(master).appName(f"loopml batch {job.batch_id}")
+        for key, value in _conf(job, master, scratch).items():
+            builder = builder.config(key, value)
+        spark = builder.getOrCreate()
+        try:
+            yield spark
+        finally:
+            spark.stop()
+            if launching:
+                _stop_jvm()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _conf(job: BatchJob, master: str, scratch: str) -> dict[str, str]:
+    """The settings of a session the job owns: the user's ``spark_conf`` over ours."""
+    import os
+    import sys
+
     # Workers run this interpreter (where loopml and the model's dependencies are installed),
     # unless PYSPARK_PYTHON names another (a cluster's image).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
-    for key, value in dict(job.options.get("spark_conf", {})).items():
-        builder = builder.config(str(key), str(value))
-    return builder.getOrCreate(), True
+    user = {str(k): str(v) for k, v in dict(job.options.get("spark_conf", {})).items()}
+    conf = {"spark.sql.execution.arrow.pyspark.enabled": "true"}
+    # Executors elsewhere (a cluster) have their own scratch disks: only a local one gets ours;
+    # SPARK_LOCAL_DIRS (the spark image sets it) wins over spark.local.dir anyway.
+    if master.startswith("local") and "SPARK_LOCAL_DIRS" not in os.environ:
+        conf["spark.local.dir"] = scratch
+    # The driver's JVM, started here (pyspark is always in client mode): its java.io.tmpdir.
+    java = user.get("spark.driver.extraJavaOptions", "")
+    if "-Djava.io.tmpdir=" not in java:
+        user["spark.driver.extraJavaOptions"] = f'{java} -Djava.io.tmpdir="{scratch}"'.strip()
+    return {**conf, **user}
+
+
+def _stop_jvm() -> None:
+    """End the JVM that pyspark started for this job (its temp files are in the job's scratch
+    folder, about to be removed); the next session starts a new one. Nothing when the JVM was
+    not pyspark's child (``spark-submit app.py`` starts Python from the JVM)."""
+    import subprocess
+
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
+    proc = getattr(gateway, "proc", None)
+    if gateway is None or proc is None:
+        return
+    gateway.shutdown()
+    proc.stdin.close()  # the gateway exits on EOF, running Spark's shutdown hooks
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    SparkContext._gateway = None
+    SparkContext._jvm = None

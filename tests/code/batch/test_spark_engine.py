@@ -4,13 +4,13 @@ the in-process model, stable row ids, hostile rows to the errors output, resume 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -214,39 +214,49 @@ def _parts(folder: Path) -> dict[str, tuple[int, int]]:
     return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("part-*.parquet")}
 
 
-_RUN = """
-import json, sys
-from loopml.batch.job import BatchJob
-from loopml.batch.spark import run
-from loopml.config import load_settings
-job = BatchJob(**json.loads(sys.argv[1]))
-run(job, master="local[1]", settings=load_settings())
-"""
+def _cli_env(store: Settings, tmp: Path) -> dict[str, str]:
+    """The environment of a CLI process on ``store`` with TMPDIR ``tmp``; Spark settings through
+    pyspark's launcher (the CLI has no option for them)."""
+    env = {**os.environ, "LOOPML_HOME": str(store.home), "PYTHONUNBUFFERED": "1"}
+    env["LOOPML_CONFIG"] = str(store.home / "loopml.toml")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    env["TMPDIR"] = str(tmp)
+    env["PYSPARK_SUBMIT_ARGS"] = (
+        "--conf spark.ui.enabled=false --conf spark.sql.shuffle.partitions=1"
+        " --conf spark.driver.host=127.0.0.1 --conf spark.driver.port=18210"
+        " --conf spark.blockManager.port=18211 pyspark-shell"
+    )
+    return env
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    from typer.testing import CliRunner
+
+    from loopml.cli import app
+
+    result = CliRunner().invoke(app, ["batch", "score", *args])
+    return result.exit_code, result.stdout, result.stderr
 
 
 def test_spark_run_killed_half_way_resumes_without_redoing_or_repeating_rows(
-    spark: Any, store: Settings, tweets: Dataset, tmp_path: Path
+    spark: Any, store: Settings, tweets: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A CLI run killed half-way, rerun by the same command (no --batch-id): it resumes the
+    first run's batch, writes only the missing chunks, and no row twice."""
     from loopml.batch import spark as engine
 
     texts = tweets.frame["text"].tolist()[:10_000]
     source = tmp_path / "in.parquet"
     pq.write_table(pa.table({"text": texts}), source)
     out = tmp_path / "out"
-    job = _job(source, out, model_ref="1")
-    spark_conf = {
-        "spark.ui.enabled": "false",
-        "spark.sql.shuffle.partitions": "1",
-        "spark.driver.host": "127.0.0.1",
-        "spark.driver.port": "18210",
-        "spark.blockManager.port": "18211",
-    }
-    spec = {**job.__dict__, "options": {"partition_rows": 400, "spark_conf": spark_conf}}
-    env = {**os.environ, "LOOPML_HOME": str(store.home), "PYTHONUNBUFFERED": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    command = ["--engine", "spark", "--input", str(source), "--output", str(out)]
+    command += ["--model", "sentiment", "--version", "1", "--partition-rows", "400"]
+    # The first run: the CLI as a user starts it, no --batch-id (it draws one), one core; what
+    # its kill leaves in TMPDIR stays in tmp_path.
+    (tmp_path / "tmp").mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "-c", _RUN, json.dumps(spec)],
-        env=env,
+        [sys.executable, "-m", "loopml", "batch", "score", *command, "--spark-master", "local[1]"],
+        env=_cli_env(store, tmp_path / "tmp"),
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -261,19 +271,81 @@ def test_spark_run_killed_half_way_resumes_without_redoing_or_repeating_rows(
         proc.wait()
     before = _parts(out)
     assert 4 <= len(before) < 25, f"{len(before)} of 25 chunks done when killed"
+    first_id = json.loads((out / "_spark.json").read_text())["batch_id"]
+    assert set(_read(out)["batch_id"]) == {first_id}
 
-    result = engine.run(BatchJob(**spec), settings=store)
+    monkeypatch.setenv("LOOPML_HOME", str(store.home))
+    monkeypatch.setenv("LOOPML_CONFIG", str(store.home / "loopml.toml"))
+    code, stdout, stderr = _cli(*command, "--json")  # the same command, in this process's Spark
 
+    assert code == 0, stderr
+    assert f"resuming batch {first_id}" in stderr
+    summary = json.loads(stdout)
+    assert (summary["batch_id"], summary["rows_scored"]) == (first_id, 10_000)
     after = _parts(out)
     assert len(after) == 25
     assert {k: after[k] for k in before} == before  # finished chunks not written again
     frame = _read(out)
     assert frame["row_id"].tolist() == list(range(10_000))  # each row once, in order
-    assert result.rows_scored == 10_000
+    assert set(frame["batch_id"]) == {first_id}
     assert not list(out.glob(".*.tmp"))
     expected = _in_process(store, texts)
     assert np.abs(frame["prob_negative"] - expected["p_negative"]).max() < 1e-6
-    # Another job (here another batch id) never resumes into this output.
-    other = dataclasses.replace(BatchJob(**spec), batch_id="b2")
-    with pytest.raises(DataError, match=r"holds chunks of another job .*batch_id 'b1'"):
+    # Another job never resumes into this output: another chunk size, another batch id.
+    code, _, stderr = _cli(*command[:-1], "500")
+    assert code == 2 and "holds chunks of another job (its partition_rows 400)" in stderr, stderr
+    other = BatchJob(
+        input=str(source), output=str(out), model_name="sentiment", model_ref="1",
+        batch_id="b2", options={"partition_rows": 400},
+    )  # fmt: skip
+    with pytest.raises(DataError, match=rf"holds chunks of another job .*batch_id '{first_id}'"):
         engine.run(other, settings=store)
+    assert _parts(out) == after  # refused before any work
+
+
+def _walk(folder: Path, seen: set[str], done: threading.Event) -> None:
+    """Record the paths (two levels deep) that appear in ``folder`` until ``done``."""
+    while not done.wait(0.02):
+        for path in list(folder.glob("*")) + list(folder.glob("*/*")):
+            seen.add(path.relative_to(folder).as_posix())
+
+
+def test_a_spark_run_keeps_its_temp_files_under_tmpdir_and_leaves_none(
+    store: Settings, tweets: Dataset, tmp_path: Path
+) -> None:
+    """A CLI run (its own SparkSession and JVM) with TMPDIR an empty probe folder: Spark's
+    scratch and the JVM's temp files (Java ignores TMPDIR: /tmp unless told) go to one folder
+    there, and nothing is left when the command ends."""
+    source = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": tweets.frame["text"].tolist()[:2_000]}), source)
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    seen: set[str] = set()
+    done = threading.Event()
+    watcher = threading.Thread(target=_walk, args=(probe, seen, done))
+    watcher.start()
+    command = [sys.executable, "-m", "loopml", "batch", "score", "--engine", "spark"]
+    command += ["--spark-master", "local[2]", "--input", str(source)]
+    command += ["--output", str(tmp_path / "out"), "--json"]
+    try:
+        proc = subprocess.run(
+            command,
+            env=_cli_env(store, probe),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+    finally:
+        done.set()
+        watcher.join()
+
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout)["rows_scored"] == 2_000
+    scratch = {p.split("/")[0] for p in seen if p.startswith("loopml-spark-")}
+    assert len(scratch) == 1, sorted(seen)
+    folder = scratch.pop()
+    inside = {p.split("/")[1].split("-")[0] for p in seen if p.startswith(f"{folder}/")}
+    # Spark's block manager and work folders, the JVM's artifacts and native libraries
+    assert {"blockmgr", "spark", "artifacts", "liblz4"} <= inside, sorted(seen)
+    assert sorted(probe.iterdir()) == []  # nothing left, not even an empty folder
