@@ -173,12 +173,17 @@ def base_image(docker_engine: None) -> str:
 @pytest.fixture(scope="session")
 def image(base_image: str) -> str:
     """The image built by ``make image`` (Docker's layer cache makes a rebuild fast)."""
+    return make_image("image", base_image, IMAGE, timeout=1800)
+
+
+def make_image(target: str, base_image: str, image: str, *, timeout: int) -> str:
+    """Run ``make <target>`` as a user would (this test's name and tag) and return ``image``."""
     start = time.monotonic()
     proc = subprocess.run(
         [
             "make",
             "--no-print-directory",
-            "image",
+            target,
             f"BASE_IMAGE={base_image}",
             f"IMAGE={IMAGE_NAME}",
             f"VERSION={IMAGE_TAG}",
@@ -186,20 +191,20 @@ def image(base_image: str) -> str:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=1800,
+        timeout=timeout,
         check=False,
     )
     if proc.returncode != 0:
-        pytest.fail(f"make image failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        pytest.fail(f"make {target} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     # Earlier builds of the tag, now untagged (the build stages, unlabelled, stay as the cache).
     _docker("image", "prune", "--force", "--filter", "label=org.opencontainers.image.title=loopml")
-    size = int(_docker("image", "inspect", IMAGE, "--format", "{{.Size}}").stdout)
+    size = int(_docker("image", "inspect", image, "--format", "{{.Size}}").stdout)
     cached = proc.stdout.count("Using cache") + proc.stdout.count("CACHED")
     _report(
-        f"make image on {base_image}: {time.monotonic() - start:.1f} s "
+        f"make {target} on {base_image}: {time.monotonic() - start:.1f} s "
         f"({cached} cached steps), {size / 1e6:.0f} MB"
     )
-    return IMAGE
+    return image
 
 
 # -- PostgreSQL, the volume, the trained model -----------------------------------------------

@@ -10,7 +10,6 @@ Run with ``-s`` to see the build and run times.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 import tomllib
@@ -21,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from batch_world import champion_home
 from test_image import (  # noqa: F401 (base_image, docker_engine: fixtures)
     HARDENING,
     IMAGE_NAME,
@@ -30,12 +30,12 @@ from test_image import (  # noqa: F401 (base_image, docker_engine: fixtures)
     _report,
     base_image,
     docker_engine,
+    make_image,
 )
 
-from loopml.config import Settings, load_settings
+from loopml.config import Settings
 from loopml.data import Dataset
-from loopml.pipeline.train import train
-from loopml.registry import CHAMPION, Registry
+from loopml.registry import CHAMPION
 
 # A cold build (base image, the runtime's dependencies, a JRE, pyspark) took 7.5 minutes here.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
@@ -49,47 +49,13 @@ CLASSES = ("negative", "neutral", "positive")
 @pytest.fixture(scope="module")
 def spark_image(base_image: str) -> str:  # noqa: F811
     """The image built by ``make image-spark`` (the runtime target first, then spark)."""
-    start = time.monotonic()
-    proc = subprocess.run(
-        [
-            "make",
-            "--no-print-directory",
-            "image-spark",
-            f"BASE_IMAGE={base_image}",
-            f"IMAGE={IMAGE_NAME}",
-            f"VERSION={IMAGE_TAG}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=2400,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"make image-spark failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    _docker("image", "prune", "--force", "--filter", "label=org.opencontainers.image.title=loopml")
-    size = int(_docker("image", "inspect", SPARK_IMAGE, "--format", "{{.Size}}").stdout)
-    cached = proc.stdout.count("Using cache") + proc.stdout.count("CACHED")
-    _report(
-        f"make image-spark on {base_image}: {time.monotonic() - start:.1f} s "
-        f"({cached} cached steps), {size / 1e6:.0f} MB"
-    )
-    return SPARK_IMAGE
+    return make_image("image-spark", base_image, SPARK_IMAGE, timeout=2400)
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory, small_tweets: Dataset) -> Iterator[Settings]:
     """A LOOPML_HOME (MLflow and the loopml database in SQLite) with a champion trained here."""
-    home = tmp_path_factory.mktemp("spark-image-home")
-    with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if key.startswith("LOOPML_") and key != "LOOPML_TEST_POSTGRES_URL":
-                mp.delenv(key)
-        mp.setenv("LOOPML_HOME", str(home))
-        mp.setenv("LOOPML_CONFIG", str(home / "loopml.toml"))
-        settings = load_settings().prepare()
-        version = train(settings, dataset=small_tweets).version
-        Registry(settings).move_alias(CHAMPION, version)
+    with champion_home(tmp_path_factory.mktemp("spark-image-home"), small_tweets) as settings:
         yield settings
 
 

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
 import pandas as pd
+import pytest
 
 from loopml.config import Settings, load_settings
 from loopml.control.promotion import promote
 from loopml.data import Dataset, content_version
 from loopml.pipeline.train import train
 from loopml.recipes.base import TextClassifier
-from loopml.registry import Registry
+from loopml.registry import CHAMPION, Registry
 from loopml.store import open_store
 
-__all__ = ["BatchWorld", "build_world"]
+__all__ = ["BatchWorld", "build_world", "champion_home"]
 
 
 class BatchWorld(NamedTuple):
@@ -42,3 +46,19 @@ def build_world(home: Path, tweets: Dataset) -> BatchWorld:
     return BatchWorld(
         home, settings, result.version, registry.load(result.version), others.iloc[4000:], airline
     )
+
+
+@contextmanager
+def champion_home(home: Path, dataset: Dataset) -> Iterator[Settings]:
+    """A LOOPML_HOME with a version trained on ``dataset`` as champion (alias only, no audit),
+    under an environment cleared of other LOOPML_ settings while the block runs."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key in list(os.environ):
+            if key.startswith("LOOPML_") and key != "LOOPML_TEST_POSTGRES_URL":
+                mp.delenv(key)
+        mp.setenv("LOOPML_HOME", str(home))
+        mp.setenv("LOOPML_CONFIG", str(home / "loopml.toml"))
+        settings = load_settings().prepare()
+        version = train(settings, dataset=dataset).version
+        Registry(settings).move_alias(CHAMPION, version)
+        yield settings

@@ -21,13 +21,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from batch_world import champion_home
 
 from loopml.batch.job import BatchJob, row_problem
-from loopml.config import Settings, load_settings
+from loopml.config import Settings
 from loopml.data import Dataset
 from loopml.errors import DataError
-from loopml.pipeline.train import train
-from loopml.registry import CHAMPION, Registry
 
 # A few minutes on a quiet machine; a crowded one (six test suites on two cores) took 14.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
@@ -60,17 +59,8 @@ def spark() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory, small_tweets: Dataset) -> Settings:
     """A real MLflow store holding one tfidf-logreg version of the sentiment model, champion."""
-    home = tmp_path_factory.mktemp("spark-home")
-    with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if key.startswith("LOOPML_") and key != "LOOPML_TEST_POSTGRES_URL":
-                mp.delenv(key)
-        mp.setenv("LOOPML_HOME", str(home))
-        mp.setenv("LOOPML_CONFIG", str(home / "loopml.toml"))
-        settings = load_settings().prepare()
-        version = train(settings, dataset=small_tweets).version
-        Registry(settings).move_alias(CHAMPION, version)
-    return settings
+    with champion_home(tmp_path_factory.mktemp("spark-home"), small_tweets) as settings:
+        return settings
 
 
 def _in_process(settings: Settings, texts: list[str]) -> pd.DataFrame:
