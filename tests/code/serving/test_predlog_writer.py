@@ -18,10 +18,10 @@ import pytest
 import sqlalchemy as sa
 
 from loopml.errors import JournalError, NotFoundError
-from loopml.serving import predlog as predlog_module
 from loopml.serving.feedback import FeedbackStore
 from loopml.serving.metrics import Metrics
 from loopml.serving.predlog import DEAD_LETTER, Journal, PredictionLog
+from loopml.serving.predlog import journal as journal_module
 from loopml.store import open_store
 
 POSTGRES_ENV = "LOOPML_TEST_POSTGRES_URL"
@@ -256,7 +256,7 @@ def test_a_segment_that_cannot_be_cut_back_is_never_appended_to(tmp_path: Path) 
 def test_long_lines_with_batch_size_1_all_reach_the_database(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(predlog_module, "ROTATE_BYTES", 60_000)  # many segments (journal side)
+    monkeypatch.setattr(journal_module, "ROTATE_BYTES", 60_000)  # many segments (journal side)
     url = f"sqlite:///{tmp_path / 'loopml.db'}"
     plog, engine, _ = open_log(url, tmp_path / "spool", batch_size=1)
     plog.start()
