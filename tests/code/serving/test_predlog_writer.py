@@ -268,5 +268,6 @@ def test_long_lines_with_batch_size_1_all_reach_the_database(
     assert plog.flush(60)
     assert sorted(stored_ids(engine)) == sorted(ids)
     assert (plog.served, plog.written, plog.dead_letter) == (240, 240, 0)
+    assert plog.journal.seq > 10  # the patched rotation took effect: ~21 KB a batch, 60 batches
     assert plog.drain(10)
     assert list((tmp_path / "spool").iterdir()) == []
