@@ -3,10 +3,10 @@
 Every error a user can cause is a ``LoopmlError``. Each class carries both of its renderings: an
 ``exit_code`` for the CLI (0 ok, 1 a gate or check failed, 2 bad usage or bad data, 3 another
 controller holds the lease) and an ``http_status`` for the API (plus ``Retry-After`` when waiting
-helps). One handler per entry point maps them (``loopml.cli.handle_errors``, the serving app's
-exception handler and its fast lane), as KServe's ``errors.py`` does; domain code never builds an
-HTTP response. Errors of the libraries below (MLflow, SQLAlchemy, pandas) are translated at the
-boundary with ``raise ... from exc``.
+helps). One handler per entry point maps them (``loopml.cli.common.handle_errors``, the serving
+app's exception handler and its fast lane), as KServe's ``errors.py`` does; domain code never
+builds an HTTP response. Errors of the libraries below (MLflow, SQLAlchemy, pandas) are
+translated at the boundary with ``raise ... from exc``.
 
                                    exit  http
     LoopmlError                       2   409   anything refused on purpose
