@@ -1,0 +1,93 @@
+"""A second model of a user's own, through the real CLI in child processes as a new user runs it:
+train the default sentiment model, then a topic model from a CSV of one's own; serve the topic
+model and run its controller; its live stream shifts and the topic model's loop closes on its
+own (drift, retrain, gate, canary, promotion) while the sentiment model is left as it was."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from topic_world import (
+    TopicPlan,
+    cli,
+    controller,
+    model_env,
+    send_stream,
+    server,
+    ticks,
+    topic_world,
+)
+
+from loopml.data import Dataset
+
+PLAN = TopicPlan()
+
+
+def _champion(home: Path, model: str) -> str | None:
+    code, rows, err = cli(home, "--model", model, "models", "--json")
+    assert code == 0, err
+    return next((r["version"] for r in rows if "champion" in r["aliases"]), None)
+
+
+def _history(home: Path, model: str) -> list[dict[str, Any]]:
+    code, rows, err = cli(home, "--model", model, "history", "--limit", "200", "--json")
+    assert code == 0, err
+    return list(reversed(rows))  # oldest first
+
+
+@pytest.mark.slow
+def test_a_topic_model_from_a_users_csv_closes_its_loop_beside_the_sentiment_model(
+    tweets: Dataset, small_tweets: Dataset, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    sentiment_csv = tmp_path / "tweets.csv"
+    small_tweets.frame[["text", "label"]].to_csv(sentiment_csv, index=False)
+    code, first, err = cli(home, "train", "--data", str(sentiment_csv), "--promote", "--json")
+    assert code == 0 and first["promoted"], err
+
+    world = topic_world(tweets, PLAN)
+    topics_csv = world.write_csv(tmp_path / "topics.csv")
+    code, topic, err = cli(
+        home,
+        *("--model", "topic", "train", "--data", str(topics_csv), "--promote", "--json"),
+        env={"LOOPML_LABEL_COLUMN": "topic"},
+    )
+    assert code == 0 and topic["promoted"], err
+    assert set(topic["metrics"]) >= {f"f1_{t}" for t in ("airline", "apple", "cars", "other")}
+    assert _champion(home, "topic") == topic["version"] == "1"
+
+    env = model_env("topic") | PLAN.loop_env()
+    with server(home, env) as url, controller(home, env) as tick_log:
+        stream = send_stream(url, world, PLAN, champion=topic["version"])
+
+    # The topic model's loop closed on its own: a retrained version is its champion now.
+    assert stream.promoted is not None, f"no promotion; see {home}/controller.log"
+    assert _champion(home, "topic") == stream.promoted != topic["version"]
+    assert stream.failed == 0
+    before = stream.accuracy("before shift", version=topic["version"])
+    shifted = stream.accuracy("after shift", version=topic["version"])
+    recovered = stream.accuracy("after promotion", version=stream.promoted)
+    assert before is not None and shifted is not None and recovered is not None
+    assert shifted < before - 0.05, "the new airlines hurt the first model"
+    assert recovered > shifted + 0.05, "the promoted model learned them from the feedback"
+
+    history = _history(home, "topic")
+    actions = [e["action"] for e in history]
+    assert actions[0] == "promote" and "retrain" in actions, actions
+    retrained = history[actions.index("retrain")]
+    assert retrained["to_version"] == stream.promoted
+    assert retrained["details"]["monitor_verdict"] == "drift"
+    assert retrained["reason"].startswith("drift detected: "), retrained["reason"]
+    assert "text drift" in retrained["reason"] or "prediction drift" in retrained["reason"]
+    canary = actions.index("rollout_start_canary")
+    promoted = actions.index("rollout_promote")
+    assert actions.index("retrain") < canary < promoted
+    assert history[promoted]["to_version"] == stream.promoted
+    seen = [t for t in ticks(tick_log) if t.get("monitor")]
+    assert any(" drift: " in r for t in seen for r in t["monitor"]["reasons"])
+
+    # The sentiment model, trained first in the same home, is untouched.
+    assert _champion(home, "sentiment") == first["version"]
+    assert [e["action"] for e in _history(home, "sentiment")] == ["promote"]
