@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,18 +40,21 @@ from loopml.demo import DemoPlan
 
 __all__ = [
     "SEEN_AIRLINES",
+    "ControllerRun",
     "Routes",
     "StreamResult",
     "TopicPlan",
     "TopicWorld",
     "cli",
     "cli_env",
+    "cli_many",
     "controller",
     "model_env",
     "models_env",
     "send_stream",
-    "ticks",
     "server",
+    "serving_loop",
+    "ticks",
     "topic_world",
 ]
 
@@ -74,18 +78,20 @@ class TopicPlan:
     seed: int = 7
     # The topic model's loop, sped up: the demo's fast loop with thresholds for this stream.
     loop: dict[str, Any] = field(
-        default_factory=lambda: DemoPlan.fast().overrides
-        | {
-            "controller_interval_s": 1.0,
-            "monitor_window": 300,
-            "monitor_min_samples": 200,
-            "retrain_min_labeled": 400,
-            # a retrain the gate refuses is tried again on more labels soon
-            "retrain_cooldown_s": 10.0,
-            "retrain_min_new_labels": 200,
-            "rollout_steps": [0.25, 1.0],
-            "rollout_min_labeled": 30,
-        }
+        default_factory=lambda: (
+            DemoPlan.fast().overrides
+            | {
+                "controller_interval_s": 1.0,
+                "monitor_window": 300,
+                "monitor_min_samples": 200,
+                "retrain_min_labeled": 400,
+                # a retrain the gate refuses is tried again on more labels soon
+                "retrain_cooldown_s": 10.0,
+                "retrain_min_new_labels": 200,
+                "rollout_steps": [0.25, 1.0],
+                "rollout_min_labeled": 30,
+            }
+        )
     )
 
     def loop_env(self) -> dict[str, str]:
@@ -281,6 +287,12 @@ def cli(home: Path, *args: str, env: Mapping[str, str] | None = None) -> tuple[i
     return done.returncode, parsed, done.stderr
 
 
+def cli_many(home: Path, *calls: Sequence[str]) -> list[tuple[int, Any, str]]:
+    """Several read-only ``loopml`` commands at once (each child spends seconds importing)."""
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(lambda args: cli(home, *args), calls))
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -337,15 +349,50 @@ def _ready(url: str) -> bool:
     return False
 
 
+@dataclass
+class ControllerRun:
+    """A running ``loopml controller --json``: its process and the file its ticks go to."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def ticks(self) -> list[dict[str, Any]]:
+        """Its ticks so far, oldest first."""
+        return ticks(self.log)
+
+    def wait_for_tick(self, timeout_s: float = 60) -> None:
+        """Until its first tick is written (imports and the first monitor run take seconds)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.ticks():
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"loopml controller exited {self.proc.returncode}; see {self.log}"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"loopml controller: no tick in {timeout_s:.0f} s; see {self.log}"
+                )
+            time.sleep(0.3)
+
+
 @contextlib.contextmanager
-def controller(home: Path, env: Mapping[str, str]) -> Iterator[Path]:
-    """``loopml controller --json`` in the background; yields the file its ticks go to (one JSON
-    object a line). On leaving: SIGTERM, which lets a retrain in progress finish."""
+def controller(home: Path, env: Mapping[str, str]) -> Iterator[ControllerRun]:
+    """``loopml controller --json`` in the background, its ticks in ``home/controller.log``.
+    On leaving: SIGTERM, which lets a retrain in progress finish."""
     proc, log = _start(home, "controller", ["controller", "--json"], env)
     try:
-        yield home / "controller.log"
+        yield ControllerRun(proc, home / "controller.log")
     finally:
         _stop(proc, log, grace_s=120)
+
+
+@contextlib.contextmanager
+def serving_loop(home: Path, env: Mapping[str, str]) -> Iterator[tuple[str, ControllerRun]]:
+    """A server and a controller on ``env``, started side by side (their start-ups overlap);
+    yields the server's URL and the controller once both are up."""
+    with controller(home, env) as loop, server(home, env) as url:
+        loop.wait_for_tick()
+        yield url, loop
 
 
 def ticks(path: Path) -> list[dict[str, Any]]:
