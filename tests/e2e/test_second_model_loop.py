@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from topic_world import TopicPlan, cli, cli_many, model_env, send_stream, serving_loop, topic_world
+from topic_world import (
+    TopicPlan,
+    cli,
+    cli_many,
+    model_env,
+    send_stream,
+    serving_loop,
+    topic_world,
+)
 
 from loopml.data import Dataset
 
@@ -33,13 +41,15 @@ def test_a_topic_model_from_a_users_csv_closes_its_loop_beside_the_sentiment_mod
     tweets: Dataset, small_tweets: Dataset, tmp_path: Path
 ) -> None:
     home = tmp_path / "home"
+    # The default model, trained first: 4,000 real tweets (sentiment_world gives the demo's
+    # story for it, once one controller runs both models' loops).
     sentiment_csv = tmp_path / "tweets.csv"
     small_tweets.frame[["text", "label"]].to_csv(sentiment_csv, index=False)
     code, first, err = cli(home, "train", "--data", str(sentiment_csv), "--promote", "--json")
     assert code == 0 and first["promoted"], err
 
     world = topic_world(tweets, PLAN)
-    topics_csv = world.write_csv(tmp_path / "topics.csv")
+    topics_csv = world.write_csv(tmp_path / "topics.csv", label_column="topic")
     code, topic, err = cli(
         home,
         *("--model", "topic", "train", "--data", str(topics_csv), "--promote", "--json"),
