@@ -273,7 +273,7 @@ class Batcher:
             k += len(item.texts)
         if self.predlog is not None:  # JournalError: none of the batch is answered
             line = self._batch_record(model, texts, rids, labels, rows, latencies)
-            self.predlog.record(line, list(zip(rids, labels, strict=True)), classes)
+            self.predlog.record(line, list(zip(rids, labels, strict=True)), classes, model.name)
         self._count(model, best)
         return out
 
@@ -310,6 +310,6 @@ class Batcher:
 
     def _count(self, model: LoadedModel, best: list[int]) -> None:
         for index, count in Counter(best).items():
-            self.metrics.predictions.labels(model.version, model.variant, model.classes[index]).inc(
-                count
-            )
+            self.metrics.predictions.labels(
+                model.version, model.variant, model.classes[index], model.name
+            ).inc(count)
