@@ -132,16 +132,17 @@ class Served:
             self.classes = champion.classes
 
     async def ensure(self) -> float:
-        """Load it again if it was unloaded (concurrent callers share one load); the seconds
-        this call waited for the load (0 when it was loaded)."""
+        """Load it again if it was unloaded (concurrent callers wait for one load); the seconds
+        the load took for the caller that did it, else 0."""
         if self.active:
             return 0.0
-        start = time.perf_counter()
         async with self._lock:
-            if not self.active:
-                await self.follower.resume()
-                self.active = True
-        return time.perf_counter() - start
+            if self.active:
+                return 0.0  # another request loaded it meanwhile
+            start = time.perf_counter()
+            await self.follower.resume()
+            self.active = True
+            return time.perf_counter() - start
 
     async def unload(self) -> bool:
         """Drop its models and stop following (False if a request came in meanwhile)."""
