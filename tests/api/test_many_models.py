@@ -25,7 +25,6 @@ from serving_helpers import (
     server_env,
     start_rollout,
     wait_for,
-    wait_obeying,
 )
 from test_variants import metric_value
 from tritonclient.utils import InferenceServerException
@@ -101,6 +100,19 @@ def _status(server: Server, name: str) -> dict[str, Any]:
     return body
 
 
+def _wait_mode(server: Server, mode: str, challenger: str | None) -> None:
+    """Wait until the default model obeys ``mode`` with ``challenger`` loaded."""
+    name = server.env["LOOPML_MODEL_NAME"]
+
+    def obeying() -> bool:
+        routing = _status(server, name)["routing"]
+        return bool(
+            routing["effective_mode"] == mode and routing["serving"]["challenger"] == challenger
+        )
+
+    wait_for(obeying, TIMEOUT, f"mode {mode}")
+
+
 def _predict(server: Server, name: str | None, key: str = FULL, **headers: str) -> httpx.Response:
     path = "/v1/predict" if name is None else f"/v1/models/{name}/predict"
     return httpx.post(
@@ -163,21 +175,18 @@ def test_each_model_answers_by_name_in_its_own_labels(two: Server, topic: tuple[
 def test_canary_and_rollback_of_one_leave_the_other_untouched(
     two: Server, topic: tuple[str, str]
 ) -> None:
-    default = two.env["LOOPML_MODEL_NAME"]
     before = _predict(two, topic[0]).json()["predictions"]
-    versions = query(
-        f"sqlite:///{two.home / 'loopml.db'}",
-        "select champion_version from routing_state where model_name = :m",
-        m=default,
-    )
-    champion = versions[0][0]
+    champion = _predict(two, None).json()["model_version"]
     challenger = str(int(champion) + 1)
-    start_rollout(two.url, challenger, "canary", weight=1.0)
-    wait_obeying(two.url, "canary", challenger)
+    start_rollout(two.url, challenger, "canary", weight=0.99)
+    _wait_mode(two, "canary", challenger)
     # the default model's canary answers with its challenger; the topic model is as it was
-    canary = _predict(two, None, **{"X-Request-Key": "client-1"}).json()
-    assert (canary["model_version"], canary["variant"]) == (challenger, "challenger")
-    during = _predict(two, topic[0], **{"X-Request-Key": "client-1"}).json()
+    keys = [f"client-{k}" for k in range(20)]
+    canary = [_predict(two, None, **{"X-Request-Key": k}).json() for k in keys]
+    on_challenger = [k for k, c in zip(keys, canary, strict=True) if c["variant"] == "challenger"]
+    assert len(on_challenger) >= 15
+    assert {c["model_version"] for c in canary if c["variant"] == "challenger"} == {challenger}
+    during = _predict(two, topic[0], **{"X-Request-Key": on_challenger[0]}).json()
     assert (during["model_version"], during["variant"]) == (topic[1], "champion")
     assert [p["probabilities"] for p in during["predictions"]] == [
         p["probabilities"] for p in before
@@ -186,7 +195,7 @@ def test_canary_and_rollback_of_one_leave_the_other_untouched(
     assert (routing["effective_mode"], routing["serving"]["challenger"]) == ("none", None)
     # a rollback of the default model leaves the topic model as it was too
     abort_rollout(two.url)
-    wait_obeying(two.url, "none")
+    _wait_mode(two, "none", None)
     after = _predict(two, topic[0]).json()
     assert (after["model_version"], after["variant"]) == (topic[1], "champion")
     assert _status(two, topic[0])["routing"]["serving"]["champion"] == topic[1]
@@ -243,13 +252,13 @@ def test_a_key_scoped_to_one_model_is_refused_on_the_other(
     try:
         tensor = triton_grpc.InferInput("text", [1], "BYTES")
         tensor.set_data_from_numpy(np.array(TEXTS[:1], dtype=object))
-        ok = client.infer(default, [tensor], headers=_auth(SCOPED))
+        ok = client.infer(default, [tensor], headers={"authorization": f"Bearer {SCOPED}"})
         assert ok.as_numpy("label")[0].decode() in SENTIMENT
         with pytest.raises(InferenceServerException) as info:
-            client.infer(topic[0], [tensor], headers=_auth(SCOPED))
+            client.infer(topic[0], [tensor], headers={"x-api-key": SCOPED})
         assert info.value.status() == str(grpc.StatusCode.PERMISSION_DENIED)
         assert "may not predict on model" in info.value.message()
-        full = client.infer(topic[0], [tensor], headers=_auth(FULL))
+        full = client.infer(topic[0], [tensor], headers={"x-api-key": FULL})
         assert full.as_numpy("label")[0].decode() in TOPICS
     finally:
         client.close()

@@ -77,8 +77,8 @@ class Served:
         self.active = True
         #: the size of the models it held when last loaded (what a reload will need)
         self.last_bytes = 0
-        #: the classes of its last champion (the label set, known while unloaded too)
-        self.classes: tuple[str, ...] = ()
+        # the classes of its last champion (its label set is known while unloaded too)
+        self._classes: tuple[str, ...] = ()
         self._lock = asyncio.Lock()
 
     def _batcher(self, predlog: PredictionLog | None) -> Batcher:
@@ -129,7 +129,13 @@ class Served:
             self.last_bytes = self.size_bytes
         champion = self.router.champion.model
         if champion is not None:
-            self.classes = champion.classes
+            self._classes = champion.classes
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Its label set: the champion's classes, or the last champion's while unloaded."""
+        champion = self.router.champion.model
+        return champion.classes if champion is not None else self._classes
 
     async def ensure(self) -> float:
         """Load it again if it was unloaded (concurrent callers wait for one load); the seconds
