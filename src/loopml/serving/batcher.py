@@ -141,8 +141,11 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopml-model")
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        """Start the dispatch loop on the running event loop."""
+    def start(self, predlog: PredictionLog | None = None) -> None:
+        """Start the dispatch loop on the running event loop, journaling into ``predlog`` when
+        given (the prediction log opens with the worker, after the batcher is built)."""
+        if predlog is not None:
+            self.predlog = predlog
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="loopml-batcher")
 
     async def close(self) -> None:

@@ -59,8 +59,8 @@ class Served:
         self.errors = ErrorLog(self.name, metrics)
         self.loader = ModelLoader(settings, metrics)
         self.router = Router(
-            Slot(CHAMPION, CHAMPION, self._batcher(None)),
-            Slot(CHALLENGER, CHALLENGER, self._batcher(None)),
+            Slot(CHAMPION, CHAMPION, self._batcher()),
+            Slot(CHALLENGER, CHALLENGER, self._batcher()),
             metrics=metrics,
             live=live,
             errors=self.errors,
@@ -81,11 +81,11 @@ class Served:
         self._classes: tuple[str, ...] = ()
         self._lock = asyncio.Lock()
 
-    def _batcher(self, predlog: PredictionLog | None) -> Batcher:
+    def _batcher(self) -> Batcher:
         s = self.settings
         return Batcher(
             self.metrics,
-            predlog,
+            None,  # the prediction log is given at start
             max_batch_size=s.max_batch_size,
             max_queue_size=s.max_queue_size,
             gather=s.max_batch_wait_ms > 0,
@@ -97,8 +97,7 @@ class Served:
         self.loader.store = store  # the recorded artifact hashes are read from it
         self.errors.start(store)
         for slot in self.router.slots.values():
-            slot.batcher = self._batcher(predlog)
-            slot.batcher.start()
+            slot.batcher.start(predlog)
         self.follower.start(store)
 
     async def stop(self, shadow_drain_s: float) -> None:
@@ -254,10 +253,14 @@ class ModelSet:
         return sum(s.size_bytes for s in self.all())
 
     def loaded(self, served: Served) -> None:
-        """A follower loaded a model of ``served``: keep the byte limit (in a task of its own)."""
+        """A follower of ``served`` just loaded a model: once it is swapped in (the follower
+        swaps it in the same step of the loop), count it and keep the byte limit."""
+        asyncio.get_running_loop().call_soon(self._settle, served)
+
+    def _settle(self, served: Served) -> None:
         served.remember()
-        if self.max_bytes <= 0:
-            self._count()
+        self._count()
+        if self.max_bytes <= 0 or self.loaded_bytes <= self.max_bytes:
             return
         task = self._enforcing
         if task is None or task.done():
@@ -266,7 +269,6 @@ class ModelSet:
     async def enforce(self, keep: Served | None = None, need: int = 0) -> None:
         """Unload least recently used idle models (never the default nor ``keep``) until the
         loaded bytes plus ``need`` are within the limit."""
-        await asyncio.sleep(0)  # let the follower swap in the model it just loaded
         if self.max_bytes > 0:
             order = sorted(
                 (s for s in self.all() if s.name != self.default_name and s is not keep),
