@@ -30,6 +30,7 @@ __all__ = [
     "ROLES",
     "SERVE_WORKERS_ENV",
     "Settings",
+    "api_key_models",
     "create_private_file",
     "get_settings",
     "load_settings",
@@ -61,6 +62,9 @@ _PLACEHOLDER_WORDS = frozenset(
     | {"test", "token"}
 )
 
+
+#: A model name as LOOPML_MODELS and a key's model scope write it.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 # cleanlab's ``filter_by`` rules (cleanlab.filter.find_label_issues)
 NoiseMethod = Literal[
@@ -272,6 +276,41 @@ class Settings(BaseSettings):
     label_lease_s: float = Field(1800.0, gt=0)
     label_queue_pool: int = Field(5000, ge=10, le=1_000_000)
 
+    # many models in one server: names (comma-separated), or "*" for every registered model
+    # that has a champion alias (resolved at start); empty: LOOPML_MODEL_NAME alone, which is
+    # always served and answers /v1/predict. An API key may be scoped to some of them:
+    # LOOPML_API_KEYS entry key:roles@model1+model2 (see parse_api_key)
+    models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # bytes of model artifacts one worker holds loaded (0: no limit); beyond it the least
+    # recently used idle model other than LOOPML_MODEL_NAME is unloaded, and loaded again by
+    # the next request to it
+    max_loaded_model_bytes: int = Field(0, ge=0)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [m.strip() for m in value.split(",") if m.strip()]
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _check_models(cls, value: list[str]) -> list[str]:
+        if "*" in value and len(value) > 1:
+            raise ValueError("models: '*' (every model with a champion) stands alone")
+        bad = [m for m in value if m != "*" and not _MODEL_NAME.fullmatch(m)]
+        if bad:
+            raise ValueError(
+                f"models: {bad[:3]} are not model names (letters, digits, '.', '_', '-')"
+            )
+        return list(dict.fromkeys(value))
+
+    @property
+    def served_models(self) -> list[str]:
+        """The names ``LOOPML_MODELS`` lists (``*`` left to the server), the default first."""
+        names = [m for m in self.models if m != "*"]
+        return [self.model_name, *[m for m in names if m != self.model_name]]
+
     @field_validator("rollout_steps", mode="before")
     @classmethod
     def _split_steps(cls, value: Any) -> Any:
@@ -302,6 +341,7 @@ class Settings(BaseSettings):
         for i, entry in enumerate(value, 1):
             try:
                 parse_api_key(entry.get_secret_value())
+                api_key_models(entry.get_secret_value())
             except ValueError as exc:
                 raise ValueError(f"entry {i}: {exc}") from None  # never echo the key itself
         return value
@@ -511,11 +551,14 @@ def secret_problems(entries: list[tuple[str, str]], *, production: bool) -> list
 def parse_api_key(entry: str) -> tuple[str, frozenset[str]]:
     """``key`` or ``key:role1+role2`` of ``LOOPML_API_KEYS`` as (key, roles); a bare key predicts.
 
-    The error never repeats the key (it is a secret); a key itself cannot contain ``:``.
+    A model scope may follow the roles (``key:predict+feedback@sentiment+topic``, see
+    :func:`api_key_models`). The error never repeats the key (it is a secret); a key itself
+    cannot contain ``:``.
     """
     key, sep, spec = entry.rpartition(":")
     if not sep:
         return entry, frozenset({"predict"})
+    spec = spec.partition("@")[0]
     roles = [r.strip().lower() for r in spec.split("+")]
     unknown = sorted({r for r in roles if r not in ROLES})
     if not key or unknown or not roles:
@@ -524,6 +567,22 @@ def parse_api_key(entry: str) -> tuple[str, frozenset[str]]:
             f" {', '.join(ROLES)} (a key cannot contain ':')"
         )
     return key, frozenset(roles)
+
+
+def api_key_models(entry: str) -> frozenset[str] | None:
+    """The models a ``LOOPML_API_KEYS`` entry may act on: ``key:roles@m1+m2`` names them, any
+    other entry is unscoped (None: every model)."""
+    _key, sep, spec = entry.rpartition(":")
+    if not sep or "@" not in spec:
+        return None
+    names = [m.strip() for m in spec.partition("@")[2].split("+")]
+    bad = [m for m in names if not _MODEL_NAME.fullmatch(m)]
+    if bad or not names:
+        raise ValueError(
+            "the model scope after '@' must be model names joined by '+',"
+            " e.g. key:predict@sentiment+topic"
+        )
+    return frozenset(names)
 
 
 def routing_secret(settings: Settings) -> bytes:

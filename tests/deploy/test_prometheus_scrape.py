@@ -69,7 +69,7 @@ def metrics_port(tmp_path: Path) -> Iterator[int]:
         )
     metrics = Metrics()
     assert metrics.registry is not None
-    metrics.http_requests.labels("/v1/predict", "POST", "200", "3", "champion").inc(5)
+    metrics.http_requests.labels("/v1/predict", "POST", "200", "3", "champion", "sentiment").inc(5)
     metrics.registry.register(MonitorCollector(store, "sentiment"))
     port = _free_port()
     server, thread = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)

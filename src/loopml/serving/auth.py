@@ -1,7 +1,9 @@
 """Bearer tokens: the admin token for ``/v1/admin/*`` and API keys with roles for the data routes.
 
 ``LOOPML_API_KEYS`` entries are ``key`` (predict only) or ``key:role1+role2`` (roles predict,
-feedback, admin). Feedback is a privileged channel: it trains the next model, so it needs a key
+feedback, admin), optionally scoped to models: ``key:predict+feedback@sentiment+topic`` may predict
+and send feedback on those two models only (403 on any other; checked once, in the inference core,
+for every protocol). Feedback is a privileged channel: it trains the next model, so it needs a key
 with the ``feedback`` role; without any key configured it is open only in development.
 
 Secrets are compared with :func:`hmac.compare_digest` and never logged or echoed; a caller is known
@@ -31,7 +33,7 @@ from typing import TypeVar
 
 from starlette.datastructures import Headers
 
-from loopml.config import Settings, parse_api_key
+from loopml.config import Settings, api_key_models, parse_api_key
 from loopml.errors import AuthenticationError, NotFoundError, PermissionDeniedError
 
 __all__ = ["ANONYMOUS", "Guard", "Principal", "key_id"]
@@ -49,10 +51,19 @@ def key_id(key: str) -> str:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who calls: the key id and the roles of its key."""
+    """Who calls: the key id, the roles of its key and the models it may act on (None: all)."""
 
     key_id: str
     roles: frozenset[str]
+    models: frozenset[str] | None = None
+
+    def check_model(self, name: str, role: str) -> None:
+        """PermissionDeniedError unless this key may ``role`` on model ``name``."""
+        if self.models is not None and name not in self.models:
+            raise PermissionDeniedError(
+                f"this API key ({self.key_id}) may not {role} on model {name!r}: it is scoped to"
+                f" {', '.join(sorted(self.models))} (LOOPML_API_KEYS entry <key>:{role}@<models>)"
+            )
 
 
 _ANONYMOUS = Principal(ANONYMOUS, frozenset({"predict", "feedback"}))
@@ -104,7 +115,8 @@ class Guard:
         self._keys: list[tuple[bytes, Principal]] = []
         for entry in settings.api_keys:
             key, roles = parse_api_key(entry.get_secret_value())
-            self._keys.append((key.encode(), Principal(key_id(key), roles)))
+            scope = api_key_models(entry.get_secret_value())
+            self._keys.append((key.encode(), Principal(key_id(key), roles, scope)))
         self._open_feedback = settings.env == "development"
         metrics = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
         self._metrics = metrics.encode() if metrics else None

@@ -141,8 +141,11 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopml-model")
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        """Start the dispatch loop on the running event loop."""
+    def start(self, predlog: PredictionLog | None = None) -> None:
+        """Start the dispatch loop on the running event loop, journaling into ``predlog`` when
+        given (the prediction log opens with the worker, after the batcher is built)."""
+        if predlog is not None:
+            self.predlog = predlog
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="loopml-batcher")
 
     async def close(self) -> None:
@@ -273,7 +276,7 @@ class Batcher:
             k += len(item.texts)
         if self.predlog is not None:  # JournalError: none of the batch is answered
             line = self._batch_record(model, texts, rids, labels, rows, latencies)
-            self.predlog.record(line, list(zip(rids, labels, strict=True)), classes)
+            self.predlog.record(line, list(zip(rids, labels, strict=True)), classes, model.name)
         self._count(model, best)
         return out
 
@@ -310,6 +313,6 @@ class Batcher:
 
     def _count(self, model: LoadedModel, best: list[int]) -> None:
         for index, count in Counter(best).items():
-            self.metrics.predictions.labels(model.version, model.variant, model.classes[index]).inc(
-                count
-            )
+            self.metrics.predictions.labels(
+                model.version, model.variant, model.classes[index], model.name
+            ).inc(count)

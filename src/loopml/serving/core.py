@@ -4,8 +4,9 @@ Like KServe's DataPlane under its REST and gRPC servers, the adapters (v1 REST
 ``routes/predict.py``, OIP REST ``oip.py`` + ``oip_binary.py``, OIP gRPC ``grpc/service.py``) only
 translate their wire format; the rest happens here once (diagram: docs/architecture.md):
 :meth:`InferenceCore.context` (API key, request key), :meth:`InferenceCore.model` (a name and
-version; today only ``LOOPML_MODEL_NAME`` exists, any other name is a 404),
-:meth:`InferenceCore.predict` (router > batcher > model > prediction log) and
+version among the served models of :mod:`loopml.serving.models`, a 404 naming them otherwise),
+:meth:`InferenceCore.predict` (the key's model scope > the model's router > batcher > model >
+prediction log) and
 :meth:`InferenceCore.observe` (one set of metric labels for HTTP and gRPC). Errors are
 :class:`~loopml.errors.LoopmlError`; the adapters render them (HTTP:
 :func:`loopml.serving._http.error_body`; gRPC: the status of their ``http_status``).
@@ -27,6 +28,7 @@ from loopml.serving.bounds import brief, check_response_size
 from loopml.serving.livestats import LiveStats
 from loopml.serving.loader import LoadedModel
 from loopml.serving.metrics import Metrics
+from loopml.serving.models import ModelSet
 from loopml.serving.router import Router
 
 __all__ = ["InferenceCore", "RequestContext", "check_text", "check_texts"]
@@ -83,42 +85,50 @@ class InferenceCore:
     protocol (see the module docstring)."""
 
     def __init__(
-        self, settings: Settings, guard: Guard, router: Router, metrics: Metrics, live: LiveStats
+        self, settings: Settings, guard: Guard, models: ModelSet, metrics: Metrics, live: LiveStats
     ) -> None:
         self.settings = settings
         self.guard = guard
-        self.router = router
+        self.models = models
         self.metrics = metrics
         self.live = live
         #: the model of requests that name none (``/v1/predict``)
         self.default_model = settings.model_name
         self._children: dict[tuple[str, ...], tuple[Any, Any]] = {}
 
-    def caller(self, headers: Headers, role: str = "predict") -> Principal:
-        """The caller of a data route or RPC, if its key holds ``role`` (401/403 otherwise)."""
-        return self.guard.client(headers, role)
+    @property
+    def router(self) -> Router:
+        """The default model's router."""
+        return self.models.default.router
+
+    def caller(
+        self, headers: Headers, role: str = "predict", model: str | None = None
+    ) -> Principal:
+        """The caller of a data route or RPC, if its key holds ``role`` (401/403 otherwise)
+        and, with ``model``, may act on that model (403 for a key scoped to others)."""
+        principal = self.guard.client(headers, role)
+        if model is not None:
+            self.models.get(model)  # 404 for a model not served here, before the scope
+            principal.check_model(model, role)
+        return principal
 
     def context(self, headers: Headers) -> RequestContext:
         """The context of a prediction request: its caller (a key with the ``predict`` role)
-        and its request key (read only while a canary needs it)."""
+        and its request key (the router reads it only while a canary runs)."""
         principal = self.guard.client(headers)
-        if self.router.plan.mode != "canary":
-            return RequestContext(principal)
         return RequestContext(principal, headers.get("x-request-key") or None)
 
     def model(self, name: str, version: str | None = None) -> LoadedModel | None:
-        """The loaded model called ``name`` (and ``version``), None while none is loaded; 404
-        if the name or version is not served here."""
-        if name != self.default_model:
-            raise NotFoundError(
-                f"unknown model {brief(name)}: this server serves {self.default_model!r}"
-            )
-        model = self.router.pick().model
+        """The loaded model called ``name`` (and ``version``), None while none is loaded
+        (or it is unloaded); 404 if the name or version is not served here."""
+        served = self.models.get(name)
+        model = served.router.pick().model
+        if model is None and not served.active:
+            return None  # unloaded: a prediction loads it again, then checks the version
         if version is not None and (model is None or version != model.version):
-            served = model.version if model else "none"
+            now = model.version if model else "none"
             raise NotFoundError(
-                f"model {brief(name)} version {brief(version)} is not served here"
-                f" (serving {served})"
+                f"model {brief(name)} version {brief(version)} is not served here (serving {now})"
             )
         return model
 
@@ -128,10 +138,11 @@ class InferenceCore:
         """Refuse (422) an answer that could be over ``LOOPML_MAX_RESPONSE_BYTES``, before the
         model ``name`` runs; the classes of every loaded variant count (a canary may answer
         with the challenger)."""
-        self.model(name)
+        served = self.models.get(name)
         classes = {
-            c for slot in self.router.slots.values() if slot.model for c in slot.model.classes
+            c for slot in served.router.slots.values() if slot.model for c in slot.model.classes
         }
+        classes.update(served.classes)
         limit = self.settings.max_response_bytes
         check_response_size(texts, outputs, sorted(classes), limit, id_bytes)
 
@@ -144,12 +155,21 @@ class InferenceCore:
         *,
         version: str | None = None,
     ) -> Result:
-        """Answer checked ``texts`` with model ``name``: routing (a ``version`` pins the
-        champion), batching, the prediction log; ``state`` gets the request's metric labels."""
-        if name != self.default_model or version is not None:
-            self.model(name, version)  # the 404 of a name or version not served here
+        """Answer checked ``texts`` with model ``name`` (loaded again if it was unloaded):
+        the key's model scope (403), routing (a ``version`` pins the champion), batching, the
+        prediction log; ``state`` gets the request's metric labels."""
+        models = self.models
+        served = models.get(name)
+        context.principal.check_model(name, "predict")
         state["request_key"] = context.request_key
-        return await self.router.answer(state, texts, pinned=version is not None)
+        state["model"] = name
+        served = await models.acquire(name)
+        try:
+            if version is not None:
+                self.model(name, version)  # the 404 of a version not served here
+            return await served.router.answer(state, texts, pinned=version is not None)
+        finally:
+            models.release(served)
 
     def observe(
         self, route: str, method: str, status: int, state: dict[str, Any], seconds: float
@@ -158,7 +178,7 @@ class InferenceCore:
         an RPC's full name; the model version and variant from ``state``)."""
         version = state.get("model_version", "")
         variant = state.get("variant", "")
-        key = (route, method, str(status), version, variant)
+        key = (route, method, str(status), version, variant, state.get("model", ""))
         children = self._children.get(key)
         if children is None:
             children = (

@@ -13,7 +13,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from loopml.errors import ConflictError, NotFoundError, RequestError, StoreError
+from loopml.errors import (
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    RequestError,
+    StoreError,
+)
 from loopml.serving.metrics import Metrics
 from loopml.serving.predlog import PredictionLog
 from loopml.store import Feedback, Prediction, Store
@@ -32,10 +38,19 @@ class FeedbackStore:
         self.predlog = predlog
         self.metrics = metrics
 
-    def record(self, items: list[tuple[str, str]], key_id: str) -> list[dict[str, Any]]:
-        """Store true labels for known predictions (all or nothing), given by ``key_id``.
+    def record(
+        self,
+        items: list[tuple[str, str]],
+        key_id: str,
+        model: str | None = None,
+        scope: frozenset[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Store true labels for known predictions (all or nothing), given by ``key_id``; with
+        ``model``, every id must be a prediction of that model; with ``scope`` (a key scoped
+        to models), of one of those (403 otherwise).
 
         Raises ``NotFoundError`` (an id no prediction has), ``ConflictError`` (an id labelled
+        before, an id of another model's prediction,
         before or twice in ``items``, a label the answering model does not know: refusals that
         depend on stored state, not on the request) or ``StoreError`` (the database is down).
         """
@@ -53,6 +68,23 @@ class FeedbackStore:
                 f"unknown request_id(s): {', '.join(unknown[:10])}"
                 " (ids come from POST /v1/predict answers)"
             )
+        if model is not None:
+            other = [rid for rid in ids if known[rid][2] != model]
+            if other:
+                self.metrics.feedback.labels("wrong_model").inc(len(other))
+                rid = other[0]
+                raise ConflictError(
+                    f"request_id {rid} is a prediction of model {known[rid][2]!r}, not {model!r}:"
+                    f" send its label to /v1/models/{known[rid][2]}/feedback"
+                )
+        if scope is not None:
+            outside = [rid for rid in ids if known[rid][2] not in scope]
+            if outside:
+                rid = outside[0]
+                raise PermissionDeniedError(
+                    f"request_id {rid} is a prediction of model {known[rid][2]!r}: this API key"
+                    f" is scoped to {', '.join(sorted(scope))}"
+                )
         bad = [(rid, label) for rid, label in items if label not in known[rid][1]]
         if bad:
             self.metrics.feedback.labels("invalid_label").inc(len(bad))
@@ -73,23 +105,29 @@ class FeedbackStore:
             for rid, label in items
         ]
 
-    def _lookup(self, ids: list[str]) -> dict[str, tuple[str, list[str]]]:
-        """request id -> (predicted label, classes), from the uncommitted index, else the DB.
+    def _lookup(self, ids: list[str]) -> dict[str, tuple[str, list[str], str]]:
+        """request id -> (predicted label, classes, model name), from the uncommitted index,
+        else the DB.
 
         The index is read first: an id leaves it only after its row is committed, so an id
         missing from both was never answered by this process (no race with the writer).
         """
-        found: dict[str, tuple[str, list[str]]] = {}
+        found: dict[str, tuple[str, list[str], str]] = {}
         overflow = False
         if self.predlog is not None:
             found, overflow = self.predlog.pending(ids)
         missing = [rid for rid in ids if rid not in found]
         if missing:
             with self.store.session() as session:
-                query = select(Prediction.request_id, Prediction.label, Prediction.probabilities)
+                query = select(
+                    Prediction.request_id,
+                    Prediction.label,
+                    Prediction.probabilities,
+                    Prediction.model_name,
+                )
                 rows = session.execute(query.where(Prediction.request_id.in_(missing)))
-                for rid, label, probs in rows:
-                    found[rid] = (label, list(probs))
+                for rid, label, probs, name in rows:
+                    found[rid] = (label, list(probs), name)
         if overflow and any(rid not in found for rid in ids):
             # More uncommitted records than the index holds: an unknown id may be one of them.
             raise StoreError("predictions are still being stored; retry later")

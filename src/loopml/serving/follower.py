@@ -13,6 +13,7 @@ import dataclasses
 import gc
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from loopml.config import Settings
@@ -39,8 +40,11 @@ class ModelFollower:
         loader: ModelLoader,
         metrics: Metrics,
         errors: ErrorLog,
+        on_load: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        #: called after each model this follower loads (the model set keeps its byte limit)
+        self.on_load = on_load
         self.router = router
         self.loader = loader
         self.metrics = metrics
@@ -70,6 +74,16 @@ class ModelFollower:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            self._task = None
+
+    async def resume(self) -> None:
+        """Load what the routing state names now, then follow it again (after :meth:`stop`:
+        a model unloaded to make room, asked for again)."""
+        assert self.store is not None, "follower not started"
+        await self.sync(force=True)
+        if self._task is None:
+            loop = asyncio.get_running_loop()
+            self._task = loop.create_task(self._follow(), name="loopml-follow")
 
     async def _follow(self) -> None:
         while True:
@@ -195,6 +209,8 @@ class ModelFollower:
             self._retry_at[(variant, version)] = time.monotonic() + self.settings.reload_interval_s
             raise
         self._retry_at.pop((variant, version), None)
+        if self.on_load is not None:
+            self.on_load()
         # Move the long-lived heap (MLflow, sklearn, the model) out of the collector's reach:
         # full collections of it stalled requests for ~200 ms (p99, measured).
         gc.collect()

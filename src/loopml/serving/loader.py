@@ -66,6 +66,8 @@ class LoadedModel:
     loaded_at: float = field(default_factory=time.time)
     #: "verified" (hashes recorded at registration match) or "unverified" (none recorded)
     authenticity: str = "verified"
+    #: bytes of its artifact files (what ``LOOPML_MAX_LOADED_MODEL_BYTES`` counts)
+    size_bytes: int = 0
 
 
 class _UnhashableError(ServingError):
@@ -196,8 +198,15 @@ class ModelLoader:
         classifier = _load_classifier(model_dir)
         classes = tuple(str(c) for c in classifier.classes)
         warm_up(classifier, classes)
+        size = sum(file_size for _digest, file_size in hashes.values())
         return LoadedModel(
-            self.name, version, variant, classifier, classes, authenticity=authenticity
+            self.name,
+            version,
+            variant,
+            classifier,
+            classes,
+            authenticity=authenticity,
+            size_bytes=size,
         )
 
     def _recorded(self, version: str) -> FileHashes:

@@ -4,10 +4,13 @@ dashboards (deploy/prometheus, deploy/grafana) are written against them.
 ====================================== ========= ===================================================
 name                                   type      labels: meaning
 ====================================== ========= ===================================================
-loopml_http_requests_total             counter   route, method, status, model_version, variant:
-                                                 HTTP requests answered (route = path template)
+loopml_http_requests_total             counter   route, method, status, model_version, variant,
+                                                 model: HTTP requests answered (route = path
+                                                 template; model = the model's name, "" when
+                                                 none answered)
 loopml_http_request_duration_seconds   histogram route, model_version, variant: request to response
-loopml_predictions_total               counter   model_version, variant, label: predicted classes
+loopml_predictions_total               counter   model_version, variant, label, model: predicted
+                                                 classes
 loopml_batch_size                      histogram texts per model call
 loopml_model_call_duration_seconds     histogram duration of one model call
 loopml_queue_depth                     gauge     texts waiting for the model (livesum)
@@ -24,7 +27,7 @@ loopml_model_info                      gauge     model_name, model_version, vari
 loopml_model_loaded_timestamp_seconds  gauge     variant: when the serving model was loaded
 loopml_model_reloads_total             counter   result (loaded, unchanged, failed, no_alias)
 loopml_feedback_total                  counter   result (accepted, unknown_id, invalid_label,
-                                                 invalid, error): feedback items
+                                                 wrong_model, invalid, error): feedback items
 loopml_model_errors_total              counter   model_version, variant: texts whose model call
                                                  failed (a failed challenger call is answered
                                                  by the champion) or whose model failed to load
@@ -35,6 +38,11 @@ loopml_model_refused_total             counter   model_version, reason (mismatch
                                                  code ran (artifact hashes recorded at
                                                  registration differ, are missing, or cannot be
                                                  read)
+loopml_models_loaded                   gauge     models this worker holds loaded (livesum)
+loopml_model_unloads_total             counter   model: models unloaded to stay under
+                                                 LOOPML_MAX_LOADED_MODEL_BYTES
+loopml_model_cold_load_seconds         histogram how long a request waited for its model to load
+                                                 again after an unload
 ====================================== ========= ===================================================
 
 ``served == written + backlog`` holds in every process (so for the sum). With several workers,
@@ -90,7 +98,7 @@ class Metrics:
         self.http_requests = Counter(
             "loopml_http_requests_total",
             "HTTP requests answered.",
-            ["route", "method", "status", "model_version", "variant"],
+            ["route", "method", "status", "model_version", "variant", "model"],
             registry=reg,
         )
         self.http_duration = Histogram(
@@ -103,7 +111,7 @@ class Metrics:
         self.predictions = Counter(
             "loopml_predictions_total",
             "Predicted-class counts, one per text.",
-            ["model_version", "variant", "label"],
+            ["model_version", "variant", "label", "model"],
             registry=reg,
         )
         self.batch_size = Histogram(
@@ -187,6 +195,24 @@ class Metrics:
             registry=reg,
         )
 
+        self.models_loaded = Gauge(
+            "loopml_models_loaded",
+            "Models this worker holds loaded.",
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
+        self.model_unloads = Counter(
+            "loopml_model_unloads",
+            "Models unloaded to stay under LOOPML_MAX_LOADED_MODEL_BYTES.",
+            ["model"],
+            registry=reg,
+        )
+        self.cold_load = Histogram(
+            "loopml_model_cold_load_seconds",
+            "Time a request waited for its model to load again after an unload.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+            registry=reg,
+        )
         self.model_refused = Counter(
             "loopml_model_refused",
             "Model loads refused because the files differ from the hashes recorded at"

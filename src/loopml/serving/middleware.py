@@ -6,7 +6,8 @@ received (an anonymous client cannot make the server buffer a body), and the rou
 internals (status, page, docs, metrics) are checked here as :class:`~loopml.serving.auth.Guard`
 says. A body must arrive within ``LOOPML_BODY_TIMEOUT_S`` (else 408 and the connection closes).
 
-The fast lane answers ``POST /v1/predict`` and ``POST /v2/models/{name}[/versions/{v}]/infer``
+The fast lane answers ``POST /v1/predict``, ``POST /v1/models/{name}/predict`` and
+``POST /v2/models/{name}[/versions/{v}]/infer``
 (JSON, or OIP's binary tensor data with ``Inference-Header-Content-Length``) directly, with the
 same adapters over the inference core (:mod:`loopml.serving.core`: API key, request key,
 prediction, metric labels) the FastAPI routes call, skipping FastAPI's per-request machinery
@@ -133,6 +134,9 @@ class EdgeMiddleware:
         """Apply the gate of a gated path (answering the refusal); True to go on."""
         path: str = scope["path"]
         gate = _GATED.get(path)
+        template = path
+        if gate is None and path.startswith("/v1/models/") and path.endswith("/status"):
+            gate, template = "status", "/v1/models/{name}/status"
         admin = gate is None and path.startswith(_ADMIN_PREFIX)
         if gate is None and not admin:
             return True
@@ -149,7 +153,7 @@ class EdgeMiddleware:
                 guard.metrics(headers)
         except LoopmlError as exc:
             if gate is not None:
-                scope["route"] = _Template(path)
+                scope["route"] = _Template(template)
             await _error(send, exc.http_status, str(exc), exc.http_headers)
             return False
         return True
@@ -198,14 +202,14 @@ class EdgeMiddleware:
         runtime = self.runtime
         try:
             context = self.core.context(Headers(scope=scope))
-            _template, name, version = hot
-            if name is None:
-                out = await answer_predict(runtime, context, state, body)
+            template, name, version = hot
+            if template.startswith("/v1/"):  # /v1/predict, /v1/models/{name}/predict
+                out = await answer_predict(runtime, context, state, body, name)
                 headers = [(b"content-type", b"application/json")]
             else:
                 header_length = _header(scope, _HEADER_LENGTH)
                 answer = await answer_infer(
-                    runtime, context, state, body, name, version, header_length
+                    runtime, context, state, body, name or "", version, header_length
                 )
                 out, headers = answer.body, answer.headers
         except LoopmlError as exc:
@@ -239,6 +243,11 @@ def _hot_route(method: str, path: str) -> tuple[str, str | None, str | None] | N
         return None  # the router answers any other method: 405 with Allow, nothing predicted
     if path == "/v1/predict":
         return "/v1/predict", None, None
+    if path.startswith("/v1/models/") and path.endswith("/predict"):
+        parts = path.split("/")  # "", "v1", "models", name, "predict"
+        if len(parts) == 5 and parts[3]:
+            return "/v1/models/{name}/predict", parts[3], None
+        return None
     if not (path.startswith("/v2/models/") and path.endswith("/infer")):
         return None
     parts = path.split("/")  # "", "v2", "models", name, ["versions", v,] "infer"

@@ -48,6 +48,7 @@ __all__ = [
     "output_raw",
     "output_tensors",
     "parse_infer",
+    "repository_index",
     "server_metadata",
 ]
 
@@ -71,7 +72,8 @@ def server_metadata() -> dict[str, Any]:
 def model_metadata(runtime: Runtime, name: str, version: str | None) -> dict[str, Any]:
     """OIP model metadata of ``name`` (404 if it is not served here)."""
     model = runtime.core.model(name, version)
-    classes = list(model.classes) if model else []
+    # an unloaded model (LOOPML_MAX_LOADED_MODEL_BYTES) keeps its label set known here
+    classes = list(model.classes if model else runtime.core.models.get(name).classes)
     return {
         "name": name,
         "versions": [model.version] if model else [],
@@ -84,6 +86,24 @@ def model_metadata(runtime: Runtime, name: str, version: str | None) -> dict[str
         ],
         "parameters": {"classes": ",".join(classes)},
     }
+
+
+def repository_index(runtime: Runtime) -> list[dict[str, Any]]:
+    """OIP's model repository index: every served model, its version and state (``READY``;
+    ``UNAVAILABLE`` while unloaded or not loaded yet, with the reason)."""
+    out = []
+    for served in runtime.core.models.all():
+        model = served.router.champion.model
+        entry: dict[str, Any] = {"name": served.name, "version": model.version if model else ""}
+        if model is not None:
+            entry["state"] = "READY"
+        else:
+            entry["state"] = "UNAVAILABLE"
+            entry["reason"] = (
+                "loading" if served.active else "unloaded (loads again on its next request)"
+            )
+        out.append(entry)
+    return out
 
 
 @dataclass(frozen=True)

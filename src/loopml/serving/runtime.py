@@ -1,8 +1,8 @@
 """The lifecycle of one serving worker: builds its parts, starts them, stops and drains them.
 
-The parts: the :class:`~loopml.serving.core.InferenceCore` every protocol predicts through, a
-:class:`~loopml.serving.router.Router` (variants, batchers, canary and shadow), a
-:class:`~loopml.serving.follower.ModelFollower` (routing state and models), a
+The parts: the :class:`~loopml.serving.core.InferenceCore` every protocol predicts through, the
+:class:`~loopml.serving.models.ModelSet` (per served model: a router with its variants, batchers,
+canary and shadow, a follower of its routing state, an error log), a
 :class:`~loopml.serving.feedback.FeedbackStore`, the prediction log, the serving-error log, the
 metrics and the guard. The status view (:mod:`loopml.serving.status`) reads them.
 """
@@ -17,11 +17,9 @@ from typing import Any
 from sqlalchemy import Engine
 
 from loopml import monitoring
-from loopml.config import Settings, routing_secret
+from loopml.config import Settings
 from loopml.errors import NotReadyError, SchemaBehindError, StoreError
-from loopml.routing import CHALLENGER, CHAMPION
 from loopml.serving.auth import Guard
-from loopml.serving.batcher import Batcher
 from loopml.serving.core import InferenceCore
 from loopml.serving.dbwork import DbWork
 from loopml.serving.explainer import Explainer
@@ -32,9 +30,10 @@ from loopml.serving.incidents import ErrorLog
 from loopml.serving.livestats import LiveStats
 from loopml.serving.loader import ModelLoader
 from loopml.serving.metrics import Metrics
+from loopml.serving.models import ModelSet
 from loopml.serving.predlog import PredictionLog
 from loopml.serving.ratelimit import RateLimiter
-from loopml.serving.router import Router, Slot
+from loopml.serving.router import Router
 from loopml.serving.status import routing_status, worker_status
 from loopml.store import Store
 
@@ -59,8 +58,7 @@ class Runtime:
         self.live = LiveStats()
         self.guard = Guard(settings)
         self.feedback_limit = RateLimiter(settings.feedback_rate_per_min)
-        self.loader = ModelLoader(settings, self.metrics)
-        self.errors = ErrorLog(settings.model_name, self.metrics)
+        self.models = ModelSet(settings, self.metrics, self.live)
         self.store: Store | None = None
         self.predlog: PredictionLog | None = None
         # Why the database's schema keeps this worker unready (None: it does not).
@@ -69,16 +67,7 @@ class Runtime:
         self._feedback: FeedbackStore | None = None
         # request-path database work: its own threads, never the loop's default executor
         self.db = DbWork(workers=settings.db_workers, queue=settings.db_queue)
-        self.router = Router(
-            Slot(CHAMPION, CHAMPION, self._batcher(None)),
-            Slot(CHALLENGER, CHALLENGER, self._batcher(None)),
-            metrics=self.metrics,
-            live=self.live,
-            errors=self.errors,
-            secret=routing_secret(settings),
-        )
-        self.core = InferenceCore(settings, self.guard, self.router, self.metrics, self.live)
-        self.follower = ModelFollower(settings, self.router, self.loader, self.metrics, self.errors)
+        self.core = InferenceCore(settings, self.guard, self.models, self.metrics, self.live)
         self.started_at = time.time()
         # Explanations: one at a time per worker, shared fairly by keys, in a process of their
         # own (never in the batchers, never holding this process's GIL).
@@ -90,16 +79,26 @@ class Runtime:
         )
         self.explainer = Explainer(process=settings.explain_process)
 
-    def _batcher(self, predlog: PredictionLog | None) -> Batcher:
-        s = self.settings
-        return Batcher(
-            self.metrics,
-            predlog,
-            max_batch_size=s.max_batch_size,
-            max_queue_size=s.max_queue_size,
-            gather=s.max_batch_wait_ms > 0,
-            log_text=s.log_text,
-        )
+    # The default model's parts (LOOPML_MODEL_NAME: /v1/predict, the admin API).
+    @property
+    def router(self) -> Router:
+        """The default model's router."""
+        return self.models.default.router
+
+    @property
+    def follower(self) -> ModelFollower:
+        """The default model's follower."""
+        return self.models.default.follower
+
+    @property
+    def loader(self) -> ModelLoader:
+        """The default model's loader."""
+        return self.models.default.loader
+
+    @property
+    def errors(self) -> ErrorLog:
+        """The default model's serving-error log."""
+        return self.models.default.errors
 
     async def start(self) -> None:
         """Open the store and the prediction log, start batchers, the error writer and the
@@ -107,7 +106,6 @@ class Runtime:
         self.settings.prepare()
         engine, migrated = await asyncio.to_thread(self._open_store)
         assert self.store is not None
-        self.loader.store = self.store  # the recorded artifact hashes are read from it
         self.predlog = PredictionLog(
             self.settings.spool_dir,
             engine,
@@ -120,11 +118,7 @@ class Runtime:
         )
         self.predlog.start()
         self._feedback = FeedbackStore(self.store, self.predlog, self.metrics)
-        self.errors.start(self.store)
-        for slot in self.router.slots.values():
-            slot.batcher = self._batcher(self.predlog)
-            slot.batcher.start()
-        self.follower.start(self.store)
+        await self.models.start(self.store, self.predlog)
         # Every replica exports the monitor's drift, live-quality and skew gauges and the
         # offline/online agreement of rollouts, so the alerts on them fire with any number of
         # replicas and workers (and without the controller's port).
@@ -182,9 +176,7 @@ class Runtime:
     async def stop(self) -> None:
         """Stop following, finish shadow scoring, answer queued requests, drain the prediction
         log and the error rows, release everything."""
-        await self.follower.stop()
-        await self.router.close(_SHADOW_DRAIN_S)
-        await self.errors.close()
+        await self.models.stop(_SHADOW_DRAIN_S)
         if self.predlog is not None:
             await asyncio.to_thread(self.predlog.drain, _DRAIN_TIMEOUT_S)
         self.db.close()

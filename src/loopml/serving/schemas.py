@@ -300,6 +300,13 @@ class StatusOut(BaseModel):
     serving_errors: dict[str, int]
     limits: dict[str, Any]
     last_reload: dict[str, Any] | None
+    served_models: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Every model this server serves (LOOPML_MODELS): loaded or unloaded, bytes,"
+        " label set, variants and routing, as /v1/models/{name}/status gives it.",
+    )
+    loaded_model_bytes: int = 0
+    max_loaded_model_bytes: int = 0
 
 
 class RolloutStartIn(_In):

@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 from loopml.routing import CHALLENGER, CHAMPION, lease_expired
 
 if TYPE_CHECKING:
+    from loopml.serving.models import Served
     from loopml.serving.runtime import Runtime
 
-__all__ = ["routing_status", "worker_status"]
+__all__ = ["model_status", "routing_status", "served_status", "worker_status"]
 
 _ROLLOUT_KEYS = (
     "id",
@@ -26,11 +27,13 @@ _ROLLOUT_KEYS = (
 )
 
 
-def routing_status(runtime: Runtime) -> dict[str, Any]:
-    """The routing state this worker follows and what it obeys now (JSON-ready)."""
-    follower, plan = runtime.follower, runtime.router.plan
+def routing_status(runtime: Runtime, served: Served | None = None) -> dict[str, Any]:
+    """The routing state this worker follows for ``served`` (default: the default model) and
+    what it obeys now (JSON-ready)."""
+    served = served or runtime.models.default
+    follower, plan = served.follower, served.router.plan
     routing = follower.routing
-    champion = runtime.router.champion.model
+    champion = served.router.champion.model
     challenger = plan.challenger
     rollout = routing.rollout if routing is not None else None
     return {
@@ -57,11 +60,8 @@ def routing_status(runtime: Runtime) -> dict[str, Any]:
     }
 
 
-def worker_status(runtime: Runtime) -> dict[str, Any]:
-    """A JSON-ready snapshot for ``/v1/status``."""
-    s = runtime.settings
-    router = runtime.router
-    models = {
+def _variants(served: Served) -> dict[str, Any]:
+    return {
         name: {
             "version": slot.model.version,
             "variant": slot.model.variant,
@@ -71,9 +71,41 @@ def worker_status(runtime: Runtime) -> dict[str, Any]:
             "authenticity": slot.model.authenticity,
             "versions_served": slot.history[-10:],
         }
-        for name, slot in router.slots.items()
+        for name, slot in served.router.slots.items()
         if slot.model is not None
     }
+
+
+def served_status(runtime: Runtime, served: Served) -> dict[str, Any]:
+    """One served model: loaded or not, its size, use, label set, variants and routing."""
+    return {
+        "name": served.name,
+        "default": served.name == runtime.models.default_name,
+        "ready": served.router.ready,
+        "loaded": served.loaded,
+        "unloaded": not served.active,
+        "bytes": served.size_bytes or served.last_bytes,
+        "in_flight": served.in_flight,
+        "classes": list(served.classes),
+        "variants": _variants(served),
+        "routing": routing_status(runtime, served),
+        "queue_depth": sum(sl.batcher.queued for sl in served.router.slots.values()),
+        "serving_errors": served.errors.status(),
+        "last_reload": served.follower.last_reload,
+    }
+
+
+def model_status(runtime: Runtime, name: str) -> dict[str, Any]:
+    """``/v1/models/{name}/status`` (404 naming the served models for any other name)."""
+    return served_status(runtime, runtime.models.get(name))
+
+
+def worker_status(runtime: Runtime) -> dict[str, Any]:
+    """A JSON-ready snapshot for ``/v1/status`` (the default model's, and every served one's
+    under ``served_models``)."""
+    s = runtime.settings
+    router = runtime.router
+    models = _variants(runtime.models.default)
     return {
         "ready": router.ready,
         "pid": os.getpid(),
@@ -81,7 +113,9 @@ def worker_status(runtime: Runtime) -> dict[str, Any]:
         "model_name": s.model_name,
         "models": models,
         "routing": routing_status(runtime),
-        "queue_depth": sum(sl.batcher.queued for sl in router.slots.values()),
+        "queue_depth": sum(
+            sl.batcher.queued for sv in runtime.models.all() for sl in sv.router.slots.values()
+        ),
         "predlog": runtime.predlog.status() if runtime.predlog else {},
         "serving_errors": runtime.errors.status(),
         "limits": {
@@ -97,4 +131,7 @@ def worker_status(runtime: Runtime) -> dict[str, Any]:
             "api_keys_required": runtime.guard.keys_required,
         },
         "last_reload": runtime.follower.last_reload,
+        "served_models": {sv.name: served_status(runtime, sv) for sv in runtime.models.all()},
+        "loaded_model_bytes": runtime.models.loaded_bytes,
+        "max_loaded_model_bytes": s.max_loaded_model_bytes,
     }

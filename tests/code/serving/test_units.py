@@ -340,7 +340,7 @@ def _batch_line(texts: list[str], *, log_text: bool = True) -> bytes:
     out: dict[str, list[bytes]] = {}
 
     class Log:
-        def record(self, data: bytes, entries: object, classes: object) -> None:
+        def record(self, data: bytes, entries: object, classes: object, model: str = "") -> None:
             out.setdefault("lines", []).append(data)
 
     async def go() -> None:

@@ -85,14 +85,18 @@ class PredictionLog:
         self._spooled_mark = 0
         self._seen = [0] * SLOTS
         # uncommitted request ids -> (label, classes); entries in journal order for pruning
-        self._index: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self._index: dict[str, tuple[str, tuple[str, ...], str]] = {}
         self._pending: deque[tuple[int, int, list[str]]] = deque()
         self._unindexed_until: tuple[int, int] | None = None
 
     # -- serving path --------------------------------------------------------------------------
 
     def record(
-        self, data: bytes, entries: Sequence[tuple[str, str]], classes: Sequence[str]
+        self,
+        data: bytes,
+        entries: Sequence[tuple[str, str]],
+        classes: Sequence[str],
+        model: str = "",
     ) -> None:
         """Journal the records of one batch (one write); ``entries`` are their (request id,
         label). Raises ``JournalError`` when the journal cannot take them (nothing is kept)."""
@@ -114,19 +118,21 @@ class PredictionLog:
             if len(self._index) + count <= INDEX_LIMIT:
                 names = tuple(classes)
                 for rid, label in entries:
-                    self._index[rid] = (label, names)
+                    self._index[rid] = (label, names, model)
                 self._pending.append((at[0], at[1], [rid for rid, _ in entries]))
             else:
                 self._unindexed_until = at
         self.metrics.predlog_served.inc(count)
         self.metrics.predlog_backlog.inc(count)
 
-    def pending(self, ids: Iterable[str]) -> tuple[dict[str, tuple[str, list[str]]], bool]:
+    def pending(self, ids: Iterable[str]) -> tuple[dict[str, tuple[str, list[str], str]], bool]:
         """Uncommitted predictions among ``ids`` as id -> (label, classes), and whether some
         uncommitted records are not indexed (the index is full: an id may be among them)."""
         with self._count_lock:
             self._prune()
-            found = {rid: (hit[0], list(hit[1])) for rid in ids if (hit := self._index.get(rid))}
+            found = {
+                rid: (hit[0], list(hit[1]), hit[2]) for rid in ids if (hit := self._index.get(rid))
+            }
             return found, self._unindexed_until is not None
 
     def others_may_be_pending(self) -> bool:

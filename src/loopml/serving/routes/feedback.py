@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from loopml.errors import ConflictError, NotFoundError, RequestError
 from loopml.serving._http import json_response, load_json
+from loopml.serving.auth import Principal
 from loopml.serving.deps import FeedbackClientDep, RuntimeDep
 from loopml.serving.docs import SCHEMAS, body_schema, error_responses
 from loopml.serving.runtime import Runtime
@@ -69,15 +71,13 @@ _DOC["requestBody"]["content"]["application/json"]["schema"] = {
 }
 
 
-@router.post(
-    "/feedback",
-    response_model=None,
-    openapi_extra=_DOC,
-    responses={
-        200: {"model": FeedbackOut},
-        **error_responses(400, 401, 403, 404, 408, 409, 413, 422, 429, 503),
-    },
-)
+_RESPONSES = {
+    200: {"model": FeedbackOut},
+    **error_responses(400, 401, 403, 404, 408, 409, 413, 422, 429, 503),
+}
+
+
+@router.post("/feedback", response_model=None, openapi_extra=_DOC, responses=_RESPONSES)
 async def feedback(request: Request, runtime: RuntimeDep, caller: FeedbackClientDep) -> Response:
     """Store the true label of one prediction, or of a list of them (all or nothing).
 
@@ -87,17 +87,35 @@ async def feedback(request: Request, runtime: RuntimeDep, caller: FeedbackClient
     (409 otherwise). A label is given once: a second one for the same request id, in this
     request or before, is refused (409); an admin corrects labels
     with ``POST /v1/admin/feedback/relabel``. Each key may post ``LOOPML_FEEDBACK_RATE_PER_MIN``
-    labels a minute (429 with ``Retry-After`` beyond).
+    labels a minute (429 with ``Retry-After`` beyond). A key scoped to models may label only
+    their predictions (403).
     """
+    return await _record(request, runtime, caller, None)
+
+
+@router.post(
+    "/models/{name}/feedback", response_model=None, openapi_extra=_DOC, responses=_RESPONSES
+)
+async def model_feedback(name: str, request: Request, runtime: RuntimeDep) -> Response:
+    """Store true labels of predictions of model ``name`` (as ``/v1/feedback``; an id of
+    another model's prediction is refused with 409, a key scoped to other models with 403)."""
+    caller = runtime.core.caller(request.headers, "feedback", name)
+    return await _record(request, runtime, caller, name)
+
+
+async def _record(
+    request: Request, runtime: Runtime, caller: Principal, model: str | None
+) -> Response:
     try:
         pairs = parse_feedback(await request.body())
     except RequestError:
         runtime.metrics.feedback.labels("invalid").inc()
         raise
     runtime.feedback_limit.take(caller.key_id, len(pairs))
+    record = functools.partial(runtime.feedback.record, model=model, scope=caller.models)
     # The runtime's bounded database executor: 503 at once when it is full or the DB just failed.
     try:
-        stored = await runtime.db.run(runtime.feedback.record, pairs, caller.key_id)
+        stored = await runtime.db.run(record, pairs, caller.key_id)
     except NotFoundError:
         wait = _peer_wait(runtime)
         if wait <= 0:
@@ -106,7 +124,7 @@ async def feedback(request: Request, runtime: RuntimeDep, caller: FeedbackClient
         # its writer time to flush, then look again (all or nothing, so retrying stores nothing
         # twice).
         await asyncio.sleep(wait)
-        stored = await runtime.db.run(runtime.feedback.record, pairs, caller.key_id)
+        stored = await runtime.db.run(record, pairs, caller.key_id)
     return json_response({"accepted": len(stored), "items": stored})
 
 

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from loopml.serving._http import json_response
 from loopml.serving.deps import ClientDep, RuntimeDep
 from loopml.serving.docs import body_schema, error_responses
-from loopml.serving.oip import answer_infer, model_metadata, server_metadata
+from loopml.serving.oip import answer_infer, model_metadata, repository_index, server_metadata
 from loopml.serving.oip_binary import HEADER_LENGTH
 from loopml.serving.runtime import Runtime
 from loopml.serving.schemas import InferIn, InferOut, ModelMetadataOut, ModelReadyOut
@@ -43,6 +43,16 @@ async def ready(runtime: RuntimeDep) -> Response:
     """Ready once a model is loaded."""
     ok = runtime.router.ready
     return json_response({"ready": ok}, 200 if ok else 503)
+
+
+@router.post(
+    "/repository/index", summary="Model repository index", responses=error_responses(401, 403)
+)
+async def index(_auth: ClientDep, runtime: RuntimeDep) -> list[dict[str, Any]]:
+    """Every model this server serves, with its version and state (``READY``, or
+    ``UNAVAILABLE`` and a reason: loading, or unloaded to make room; an API key when keys are
+    set)."""
+    return repository_index(runtime)
 
 
 @router.get(

@@ -13,6 +13,7 @@ from loopml.serving.deps import RuntimeDep
 from loopml.serving.docs import error_responses
 from loopml.serving.metrics import CONTENT_TYPE_LATEST
 from loopml.serving.schemas import StatusOut
+from loopml.serving.status import model_status as status_of_model
 
 __all__ = ["router"]
 
@@ -41,6 +42,12 @@ async def readyz(runtime: RuntimeDep) -> Response:
 async def status(runtime: RuntimeDep) -> dict[str, Any]:
     """Loaded models, queue depth, prediction-log counters and limits of this worker."""
     return runtime.status()
+
+
+@router.get("/v1/models/{name}/status", responses=error_responses(401, 403, 404))
+async def model_status(name: str, runtime: RuntimeDep) -> dict[str, Any]:
+    """One served model: loaded or unloaded, bytes, label set, variants and routing."""
+    return status_of_model(runtime, name)
 
 
 @router.get(

@@ -34,6 +34,7 @@ from loopml.errors import LoopmlError, NotFoundError
 from loopml.serving.deps import RuntimeDep
 from loopml.serving.docs import error_responses
 from loopml.serving.runtime import Runtime
+from loopml.serving.status import served_status
 
 __all__ = ["display", "live_snapshot", "render", "router", "split_text"]
 
@@ -307,5 +308,6 @@ def render(
             drift=drift,
             audit=audit,
             problem=problem,
+            served=[served_status(runtime, sv) for sv in runtime.models.all()],
         )
     )

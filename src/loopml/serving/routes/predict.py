@@ -1,5 +1,6 @@
-"""``POST /v1/predict``: the hot path, validated by hand and serialized with orjson; an adapter
-over the inference core (:mod:`loopml.serving.core`), here and in the fast lane."""
+"""``POST /v1/predict`` (the default model) and ``POST /v1/models/{name}/predict``: the hot
+path, validated by hand and serialized with orjson; an adapter over the inference core
+(:mod:`loopml.serving.core`), here and in the fast lane."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from loopml.serving.docs import body_schema, error_responses
 from loopml.serving.runtime import Runtime
 from loopml.serving.schemas import PredictIn, PredictOut
 
-__all__ = ["answer_predict", "parse_predict", "predict", "router"]
+__all__ = ["answer_predict", "parse_predict", "predict", "predict_model", "router"]
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
@@ -42,12 +43,19 @@ def parse_predict(body: bytes, settings: Settings) -> list[str]:
 
 
 async def answer_predict(
-    runtime: Runtime, context: RequestContext, state: dict[str, Any], body: bytes
+    runtime: Runtime,
+    context: RequestContext,
+    state: dict[str, Any],
+    body: bytes,
+    name: str | None = None,
 ) -> bytes:
-    """The JSON answer to a ``PredictIn`` body (a LoopmlError for bad input or overload)."""
-    texts = parse_predict(body, runtime.settings)
+    """The JSON answer to a ``PredictIn`` body for model ``name`` (default: the default model;
+    a LoopmlError for bad input, an unknown model or overload)."""
     core = runtime.core
-    result = await core.predict(context, state, core.default_model, texts)
+    if name is not None:
+        core.models.get(name)  # 404 before the body is looked at
+    texts = parse_predict(body, runtime.settings)
+    result = await core.predict(context, state, name or core.default_model, texts)
     model = result.model
     out = {
         "model_name": model.name,
@@ -69,6 +77,16 @@ async def predict(request: Request) -> Response:
     return Response(body, headers=_JSON)
 
 
+async def predict_model(request: Request) -> Response:
+    """Classify one text or a list of texts with the served model ``name``."""
+    runtime: Runtime = request.app.state.runtime
+    context = runtime.core.context(request.headers)
+    name = request.path_params["name"]
+    state = request.scope["state"]
+    body = await answer_predict(runtime, context, state, await request.body(), name)
+    return Response(body, headers=_JSON)
+
+
 router.add_api_route(
     "/predict",
     predict,
@@ -79,5 +97,22 @@ router.add_api_route(
     responses={
         200: {"model": PredictOut},
         **error_responses(400, 401, 403, 408, 413, 422, 503),
+    },
+)
+
+_NAMED = body_schema(PredictIn)
+_NAMED["parameters"] = [
+    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+]
+router.add_api_route(
+    "/models/{name}/predict",
+    predict_model,
+    methods=["POST"],
+    summary="Classify texts with a named model",
+    response_model=None,
+    openapi_extra=_NAMED,
+    responses={
+        200: {"model": PredictOut},
+        **error_responses(400, 401, 403, 404, 408, 413, 422, 503),
     },
 )
