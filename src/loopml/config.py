@@ -9,6 +9,7 @@ import itertools
 import os
 import re
 import secrets
+import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,12 +28,14 @@ from loopml.errors import ConfigError
 
 __all__ = [
     "MIN_SECRET_CHARS",
+    "MODEL_KEYS",
     "ROLES",
     "SERVE_WORKERS_ENV",
     "Settings",
     "create_private_file",
     "get_settings",
     "load_settings",
+    "model_sections",
     "parse_api_key",
     "psycopg_url",
     "redact_url",
@@ -76,6 +79,45 @@ NoiseMethod = Literal[
 
 def _config_file() -> Path:
     return Path(os.environ.get("LOOPML_CONFIG", "loopml.toml"))
+
+
+class _GlobalToml(TomlConfigSettingsSource):
+    """loopml.toml's global settings. Its ``[models]`` table is not one: ``names`` there is
+    ``LOOPML_MODELS``, each ``[models.<name>]`` section one model's (:func:`model_sections`)."""
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        data = dict(super()._read_file(file_path))
+        table = data.get("models")
+        if isinstance(table, dict):
+            del data["models"]
+            if "names" in table:
+                data["models"] = table["names"]
+        return data
+
+
+def model_sections(path: Path | None = None) -> dict[str, dict[str, Any]]:
+    """The ``[models.<name>]`` sections of loopml.toml by model name (none without the file)."""
+    path = path or _config_file()
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    table = data.get("models")
+    if not isinstance(table, dict):
+        return {}  # models = "a,b" at the top: LOOPML_MODELS itself
+    sections = {}
+    for name, section in table.items():
+        if name == "names":
+            continue
+        if not isinstance(section, dict):
+            raise ConfigError(
+                f"{path}: [models] {name}: a model's settings go in a [models.{name}] section;"
+                " [models] itself holds only names (LOOPML_MODELS)"
+            )
+        sections[name] = section
+    return sections
 
 
 class Settings(BaseSettings):
@@ -272,6 +314,10 @@ class Settings(BaseSettings):
     label_lease_s: float = Field(1800.0, gt=0)
     label_queue_pool: int = Field(5000, ge=10, le=1_000_000)
 
+    # the models one controller runs the loop of: names, comma-separated, or "*" (every registered
+    # model with a champion alias); empty: LOOPML_MODEL_NAME alone
+    models: str = ""
+
     @field_validator("rollout_steps", mode="before")
     @classmethod
     def _split_steps(cls, value: Any) -> Any:
@@ -330,7 +376,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Order of precedence: arguments, environment, loopml.toml, defaults."""
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_file())
+        toml = _GlobalToml(settings_cls, toml_file=_config_file())
         return (init_settings, env_settings, toml, file_secret_settings)
 
     @property
@@ -389,6 +435,42 @@ class Settings(BaseSettings):
         """Files of running processes (the settings handed to serving workers, metrics)."""
         return self.home_dir / "run"
 
+    def for_model(self, name: str) -> Settings:
+        """The effective settings of model ``name``: its ``[models.<name>]`` section of
+        loopml.toml over these settings, validated like them (``ConfigError`` naming the section
+        and the key). The section wins over ``LOOPML_*`` variables too: it is the more specific."""
+        section = model_sections().get(name, {})
+        if not section:
+            return self if name == self.model_name else self.model_copy(update={"model_name": name})
+        where = f"[models.{name}] of {_config_file()}"
+        for key in section:
+            if key not in MODEL_KEYS:
+                why = (
+                    "a global setting: set it at the top of the file or as "
+                    f"LOOPML_{key.upper()}, not per model"
+                    if key in type(self).model_fields
+                    else "no such setting"
+                )
+                raise ConfigError(f"{where}: {key}: {why}")
+        data = self.model_dump() | section | {"model_name": name}
+        try:
+            return type(self).model_validate(data)
+        except ValidationError as exc:
+            lines = [
+                f"{'.'.join(str(p) for p in err['loc'])}: "
+                + err["msg"].removeprefix("Value error, ")
+                for err in exc.errors()
+            ]
+            raise ConfigError(f"{where}: " + "; ".join(lines)) from exc
+
+    def model_names(self) -> list[str] | None:
+        """The names of ``LOOPML_MODELS``; ``None`` for ``*`` (every model with a champion)."""
+        value = self.models.strip()
+        if value == "*":
+            return None
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        return list(dict.fromkeys(names)) or [self.model_name]
+
     def prepare(self) -> Settings:
         """Create the folders of ``LOOPML_HOME`` (owner only) and its SQLite files (0600); called
         by entry points, never at import."""
@@ -403,6 +485,28 @@ class Settings(BaseSettings):
         return self
 
 
+#: What a ``[models.<name>]`` section of loopml.toml may set: the settings of one model's loop
+#: (its data and data rules, gate, monitoring, rollout, retraining, label noise). The others are
+#: the process's (stores, secrets, serving, the controller's timing) and stay global;
+#: ``rollout_lease_s`` too, since servers read it beside the controller.
+MODEL_KEYS = frozenset(
+    name
+    for name in Settings.model_fields
+    if name.startswith(("data_", "gate_", "monitor_", "skew_", "rollout_", "retrain_", "noise_"))
+    or name
+    in {
+        "text_column",
+        "label_column",
+        "test_size",
+        "validation_size",
+        "max_model_bytes",
+        "seed",
+        "offline_online_rollouts",
+        "label_budget_per_day",
+    }
+) - {"rollout_lease_s"}
+
+
 def create_private_file(path: Path) -> None:
     """Create ``path`` empty with mode 0600 unless it exists (its mode is then left alone)."""
     try:
@@ -413,9 +517,10 @@ def create_private_file(path: Path) -> None:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build settings, turning validation problems into a ``ConfigError`` that names the field."""
+    """Build settings, turning validation problems into a ``ConfigError`` that names the field
+    (or the ``[models.<name>]`` section and key of loopml.toml)."""
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -427,6 +532,9 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError("invalid settings:\n  " + "\n  ".join(lines)) from exc
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read {_config_file()}: {exc}") from exc
+    for name in model_sections():
+        settings.for_model(name)  # a bad section is refused at start, like a bad global value
+    return settings
 
 
 def _only_placeholder_words(value: str) -> bool:
