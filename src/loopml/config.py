@@ -5,6 +5,7 @@ Nothing happens at import: entry points call :func:`get_settings` and :meth:`Set
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import re
@@ -12,7 +13,7 @@ import secrets
 import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -43,6 +44,8 @@ __all__ = [
     "secret_entries",
     "secret_problem",
     "secret_problems",
+    "setting",
+    "settings_of",
 ]
 
 #: What an API key may do: ``predict`` (predict and infer), ``feedback`` (post labels), ``admin``
@@ -505,6 +508,28 @@ MODEL_KEYS = frozenset(
         "label_budget_per_day",
     }
 ) - {"rollout_lease_s"}
+
+
+_Config = TypeVar("_Config")
+
+
+def setting(name: str) -> Any:
+    """A field of a sub-config dataclass (drift thresholds, rollout limits, data rules) that
+    :func:`settings_of` reads from the setting ``name``."""
+    return dataclasses.field(metadata={"setting": name})
+
+
+def settings_of(cls: type[_Config], settings: Settings) -> _Config:
+    """The sub-config dataclass ``cls`` built from ``settings``: each field declared with
+    :func:`setting` takes that setting's value, the others keep their defaults. The one place
+    where the flat settings (``LOOPML_*`` names users know) become typed groups; a model's
+    ``[models.<name>]`` section reaches them through :meth:`Settings.for_model`."""
+    values = {
+        f.name: getattr(settings, f.metadata["setting"])
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if "setting" in f.metadata
+    }
+    return cls(**values)
 
 
 def create_private_file(path: Path) -> None:

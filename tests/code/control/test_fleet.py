@@ -102,19 +102,13 @@ def _log_topic_traffic(
     insert_predictions(settings, version, model, list(frame["text"]), shuffled)
 
 
-@pytest.fixture
-def two_models(
-    home: Path,
-    tmp_path: Path,
-    tweets: Dataset,
-    small_tweets: Dataset,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[tuple[Settings, Store]]:
-    """Sentiment: champion 1 and challenger 2 (not rolled out yet). Topic: a champion and 300
-    predictions on tweets it never saw, labelled at random by its users (a quality alarm)."""
-    for key, value in ENV.items():
-        monkeypatch.setenv(key, value)
-    (tmp_path / "loopml.toml").write_text(TOML)
+def _setup(
+    tmp_path: Path, tweets: Dataset, small_tweets: Dataset, toml: str, topic_recipe: str | None
+) -> tuple[Settings, Store]:
+    """Sentiment: champion 1 and challenger 2 (not rolled out yet). Topic: a champion of
+    ``topic_recipe`` and 300 predictions on tweets it never saw, labelled at random by its users
+    (a quality alarm)."""
+    (tmp_path / "loopml.toml").write_text(toml)
     settings = load_settings().prepare()
     sentiment, topic = settings.for_model("sentiment"), settings.for_model("topic")
     store = open_store(settings.db_url)
@@ -123,12 +117,28 @@ def two_models(
     train(sentiment, dataset=small_tweets)
     # the first model of a new dataset: whether it passes a sentiment-tuned gate is not the point
     first = train(
-        topic.model_copy(update={"data_min_rows": 100}), dataset=_topics(tweets, 300, seed=0)
+        topic.model_copy(update={"data_min_rows": 100}),
+        dataset=_topics(tweets, 300, seed=0),
+        recipe=topic_recipe,
     )
     promote(store, Registry(topic), first.version, force=True, reason="topic champion")
     unseen = _topics(tweets, 75, seed=1).frame
-    model = Registry(topic).load(first.version)
-    _log_topic_traffic(topic, first.version, model, unseen)
+    _log_topic_traffic(topic, first.version, Registry(topic).load(first.version), unseen)
+    return settings, store
+
+
+@pytest.fixture
+def two_models(
+    tmp_path: Path,
+    home: Path,
+    tweets: Dataset,
+    small_tweets: Dataset,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[Settings, Store]]:
+    """Both models; the topic model's retrain fails (its data rules refuse any data)."""
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    settings, store = _setup(tmp_path, tweets, small_tweets, TOML, None)
     try:
         yield settings, store
     finally:
@@ -215,25 +225,22 @@ def _wait_for(what: str, done: object, deadline_s: float = 240) -> None:
 
 
 def test_a_long_retrain_of_one_model_does_not_hold_the_other_models_canary(
-    two_models: tuple[Settings, Store],
     tmp_path: Path,
+    home: Path,
     tweets: Dataset,
+    small_tweets: Dataset,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    settings, store = two_models
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("LOOPML_CONTROLLER_INTERVAL_S", "0.2")
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "held_fit_recipe.py").write_text(HELD_RECIPE)
     register_plugins(monkeypatch, plugins, {"test-held-fit": "held_fit_recipe:HeldFit"})
-    # a topic champion of the held recipe (no hold yet), whose retrain may pass validation
-    (tmp_path / "loopml.toml").write_text(TOML.replace("data_min_rows = 10000000\n", ""))
-    settings = load_settings().prepare().model_copy(update={"controller_interval_s": 0.2})
-    topic = settings.for_model("topic")
-    held = train(topic, dataset=_topics(tweets, 300, seed=0), recipe="test-held-fit")
-    promote(store, Registry(topic), held.version, force=True, reason="held champion")
-    unseen = _topics(tweets, 75, seed=2).frame
-    model = Registry(topic).load(held.version)
-    _log_topic_traffic(topic, held.version, model, unseen)
+    # a topic champion of the held recipe (no hold yet) whose retrain passes validation
+    toml = TOML.replace("data_min_rows = 10000000\n", "")
+    settings, store = _setup(tmp_path, tweets, small_tweets, toml, "test-held-fit")
     hold, fitting = tmp_path / "hold", tmp_path / "fitting"
     hold.write_text("hold")
     monkeypatch.setenv("HOLD_FIT", str(hold))
@@ -262,6 +269,7 @@ def test_a_long_retrain_of_one_model_does_not_hold_the_other_models_canary(
         hold.unlink(missing_ok=True)
         stop.set()
         runner.join()
+        store.dispose()
     assert fleet.running() == []
     topic_ticks = [t for t in ticks if t.model == "topic"]
     assert topic_ticks[0].action in ("rollout_started", "retrain_rejected"), topic_ticks[0]
