@@ -167,8 +167,11 @@ class Controller:
         *,
         on_tick: Callable[[Tick], None] | None = None,
         lease: Lease | None = None,
+        purges: bool = True,
     ) -> None:
         self.settings = settings
+        # The daily purge covers every model's data: one of a process's model loops applies it.
+        self.purges = purges
         self.store = store
         self.registry = registry or Registry(settings)
         self.on_tick = on_tick
@@ -508,6 +511,8 @@ class Controller:
     def _purge_if_due(self, now: datetime) -> None:
         """Apply ``LOOPML_RETENTION_DAYS`` once a day (the first tick after a start included):
         logged texts do not outlive the retention period while the loop runs."""
+        if not self.purges:
+            return
         if self._purged_at is not None and now - self._purged_at < timedelta(days=1):
             return
         purge(self.settings, now=now, audit_if_empty=False)

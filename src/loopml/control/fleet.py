@@ -78,10 +78,12 @@ class Fleet:
         names = self.settings.model_names()
         return champion_models(Registry(self.settings)) if names is None else names
 
-    def controller(self, name: str) -> Controller:
-        """A controller of model ``name`` with its effective settings."""
+    def controller(self, name: str, *, purges: bool = True) -> Controller:
+        """A controller of model ``name`` with its effective settings; ``purges``: it applies
+        the daily retention purge (of every model's data: one loop of the fleet does)."""
         settings = self.settings.for_model(name)
-        return Controller(settings, self.store, Registry(settings), on_tick=self._emit)
+        registry = Registry(settings)
+        return Controller(settings, self.store, registry, on_tick=self._emit, purges=purges)
 
     def _emit(self, tick: Tick) -> None:
         if self.on_tick is not None:
@@ -94,15 +96,15 @@ class Fleet:
         """One tick of every model, one after another; a model's failure (or another
         controller holding its lease) is reported as its tick and the others go on."""
         ticks = []
-        for name in self.models():
+        for i, name in enumerate(self.models()):
             if self.stop_signal is not None:
                 break
-            ticks.append(self._tick_one(name, now))
+            ticks.append(self._tick_one(name, now, purges=i == 0))
         return ticks
 
-    def _tick_one(self, name: str, now: datetime | None) -> Tick:
+    def _tick_one(self, name: str, now: datetime | None, *, purges: bool) -> Tick:
         try:
-            loop = self.controller(name)
+            loop = self.controller(name, purges=purges)
         except Exception as exc:  # e.g. a bad [models.<name>] section: that model only
             return self._failed(name, "error", _one_line(exc))
         self._loops[name] = _Loop(loop, threading.current_thread())
@@ -154,7 +156,7 @@ class Fleet:
             if current is not None and current.thread.is_alive():
                 continue  # running (or, removed and added again, ending: restarted next time)
             try:
-                controller = self.controller(name)
+                controller = self.controller(name, purges=name == names[0])
             except Exception as exc:
                 self._failed(name, "error", _one_line(exc))
                 continue
