@@ -95,8 +95,11 @@ class Fleet:
     def tick(self, *, now: datetime | None = None) -> list[Tick]:
         """One tick of every model, one after another; a model's failure (or another
         controller holding its lease) is reported as its tick and the others go on."""
+        names = self.models()
+        if not names:  # LOOPML_MODELS=* before any model has a champion
+            return [self._failed("*", "idle", "no registered model has a champion alias yet")]
         ticks = []
-        for i, name in enumerate(self.models()):
+        for i, name in enumerate(names):
             if self.stop_signal is not None:
                 break
             ticks.append(self._tick_one(name, now, purges=i == 0))
