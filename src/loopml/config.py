@@ -5,13 +5,15 @@ Nothing happens at import: entry points call :func:`get_settings` and :meth:`Set
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import re
 import secrets
+import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -27,6 +29,7 @@ from loopml.errors import ConfigError
 
 __all__ = [
     "MIN_SECRET_CHARS",
+    "MODEL_KEYS",
     "ROLES",
     "SERVE_WORKERS_ENV",
     "Settings",
@@ -34,6 +37,7 @@ __all__ = [
     "create_private_file",
     "get_settings",
     "load_settings",
+    "model_sections",
     "parse_api_key",
     "psycopg_url",
     "redact_url",
@@ -41,6 +45,8 @@ __all__ = [
     "secret_entries",
     "secret_problem",
     "secret_problems",
+    "setting",
+    "settings_of",
 ]
 
 #: What an API key may do: ``predict`` (predict and infer), ``feedback`` (post labels), ``admin``
@@ -80,6 +86,45 @@ NoiseMethod = Literal[
 
 def _config_file() -> Path:
     return Path(os.environ.get("LOOPML_CONFIG", "loopml.toml"))
+
+
+class _GlobalToml(TomlConfigSettingsSource):
+    """loopml.toml's global settings. Its ``[models]`` table is not one: ``names`` there is
+    ``LOOPML_MODELS``, each ``[models.<name>]`` section one model's (:func:`model_sections`)."""
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        data = dict(super()._read_file(file_path))
+        table = data.get("models")
+        if isinstance(table, dict):
+            del data["models"]
+            if "names" in table:
+                data["models"] = table["names"]
+        return data
+
+
+def model_sections(path: Path | None = None) -> dict[str, dict[str, Any]]:
+    """The ``[models.<name>]`` sections of loopml.toml by model name (none without the file)."""
+    path = path or _config_file()
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    table = data.get("models")
+    if not isinstance(table, dict):
+        return {}  # models = "a,b" at the top: LOOPML_MODELS itself
+    sections = {}
+    for name, section in table.items():
+        if name == "names":
+            continue
+        if not isinstance(section, dict):
+            raise ConfigError(
+                f"{path}: [models] {name}: a model's settings go in a [models.{name}] section;"
+                " [models] itself holds only names (LOOPML_MODELS)"
+            )
+        sections[name] = section
+    return sections
 
 
 class Settings(BaseSettings):
@@ -276,7 +321,8 @@ class Settings(BaseSettings):
     label_lease_s: float = Field(1800.0, gt=0)
     label_queue_pool: int = Field(5000, ge=10, le=1_000_000)
 
-    # many models in one server: names (comma-separated), or "*" for every registered model
+    # many models in one server and one controller: names (comma-separated), or "*" for
+    # every registered model
     # that has a champion alias (resolved at start); empty: LOOPML_MODEL_NAME alone, which is
     # always served and answers /v1/predict. An API key may be scoped to some of them:
     # LOOPML_API_KEYS entry key:roles@model1+model2 (see parse_api_key)
@@ -370,7 +416,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Order of precedence: arguments, environment, loopml.toml, defaults."""
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_file())
+        toml = _GlobalToml(settings_cls, toml_file=_config_file())
         return (init_settings, env_settings, toml, file_secret_settings)
 
     @property
@@ -429,6 +475,40 @@ class Settings(BaseSettings):
         """Files of running processes (the settings handed to serving workers, metrics)."""
         return self.home_dir / "run"
 
+    def for_model(self, name: str) -> Settings:
+        """The effective settings of model ``name``: its ``[models.<name>]`` section of
+        loopml.toml over these settings, validated like them (``ConfigError`` naming the section
+        and the key). The section wins over ``LOOPML_*`` variables too: it is the more specific."""
+        section = model_sections().get(name, {})
+        if not section:
+            return self if name == self.model_name else self.model_copy(update={"model_name": name})
+        where = f"[models.{name}] of {_config_file()}"
+        for key in section:
+            if key not in MODEL_KEYS:
+                why = (
+                    "a global setting: set it at the top of the file or as "
+                    f"LOOPML_{key.upper()}, not per model"
+                    if key in type(self).model_fields
+                    else "no such setting"
+                )
+                raise ConfigError(f"{where}: {key}: {why}")
+        data = self.model_dump() | section | {"model_name": name}
+        try:
+            return type(self).model_validate(data)
+        except ValidationError as exc:
+            lines = [
+                f"{'.'.join(str(p) for p in err['loc'])}: "
+                + err["msg"].removeprefix("Value error, ")
+                for err in exc.errors()
+            ]
+            raise ConfigError(f"{where}: " + "; ".join(lines)) from exc
+
+    def model_names(self) -> list[str] | None:
+        """The names of ``LOOPML_MODELS``; ``None`` for ``*`` (every model with a champion)."""
+        if self.models == ["*"]:
+            return None
+        return list(self.models) or [self.model_name]
+
     def prepare(self) -> Settings:
         """Create the folders of ``LOOPML_HOME`` (owner only) and its SQLite files (0600); called
         by entry points, never at import."""
@@ -443,6 +523,50 @@ class Settings(BaseSettings):
         return self
 
 
+#: What a ``[models.<name>]`` section of loopml.toml may set: the settings of one model's loop
+#: (its data and data rules, gate, monitoring, rollout, retraining, label noise). The others are
+#: the process's (stores, secrets, serving, the controller's timing) and stay global;
+#: ``rollout_lease_s`` too, since servers read it beside the controller.
+MODEL_KEYS = frozenset(
+    name
+    for name in Settings.model_fields
+    if name.startswith(("data_", "gate_", "monitor_", "skew_", "rollout_", "retrain_", "noise_"))
+    or name
+    in {
+        "text_column",
+        "label_column",
+        "test_size",
+        "validation_size",
+        "max_model_bytes",
+        "seed",
+        "offline_online_rollouts",
+        "label_budget_per_day",
+    }
+) - {"rollout_lease_s"}
+
+
+_Config = TypeVar("_Config")
+
+
+def setting(name: str) -> Any:
+    """A field of a sub-config dataclass (drift thresholds, rollout limits, data rules) that
+    :func:`settings_of` reads from the setting ``name``."""
+    return dataclasses.field(metadata={"setting": name})
+
+
+def settings_of(cls: type[_Config], settings: Settings) -> _Config:
+    """The sub-config dataclass ``cls`` built from ``settings``: each field declared with
+    :func:`setting` takes that setting's value, the others keep their defaults. The one place
+    where the flat settings (``LOOPML_*`` names users know) become typed groups; a model's
+    ``[models.<name>]`` section reaches them through :meth:`Settings.for_model`."""
+    values = {
+        f.name: getattr(settings, f.metadata["setting"])
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if "setting" in f.metadata
+    }
+    return cls(**values)
+
+
 def create_private_file(path: Path) -> None:
     """Create ``path`` empty with mode 0600 unless it exists (its mode is then left alone)."""
     try:
@@ -453,9 +577,10 @@ def create_private_file(path: Path) -> None:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build settings, turning validation problems into a ``ConfigError`` that names the field."""
+    """Build settings, turning validation problems into a ``ConfigError`` that names the field
+    (or the ``[models.<name>]`` section and key of loopml.toml)."""
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -467,6 +592,9 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError("invalid settings:\n  " + "\n  ".join(lines)) from exc
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read {_config_file()}: {exc}") from exc
+    for name in model_sections():
+        settings.for_model(name)  # a bad section is refused at start, like a bad global value
+    return settings
 
 
 def _only_placeholder_words(value: str) -> bool:

@@ -93,6 +93,21 @@ class Registry:
             return False
         return True
 
+    def models_with(self, alias: str) -> list[str]:
+        """Every registered model (not only this one) that has ``alias``, by name."""
+
+        def search() -> list[str]:
+            names, token = [], None
+            while True:
+                page = self.client.search_registered_models(max_results=1000, page_token=token)
+                names += [m.name for m in page if alias in (m.aliases or {})]
+                token = page.token
+                if not token:
+                    return sorted(names)
+
+        found: list[str] = self._call("listing the registered models", search)
+        return found
+
     def aliases(self) -> dict[str, str]:
         """alias -> version for this model."""
         try:

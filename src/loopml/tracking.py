@@ -21,6 +21,7 @@ from loopml.errors import LoopmlError, RegistryError, TrackingUnavailableError
 
 __all__ = [
     "CONTROLLER_TAG",
+    "MODEL_TAG",
     "configure_mlflow",
     "experiment_id",
     "run_tags",
@@ -33,6 +34,9 @@ _MLFLOW_DIR = str(Path(mlflow.__file__).parent)
 #: Tag of every MLflow run a controller creates: its lease holder id. A controller that takes the
 #: lease over closes the runs another holder left RUNNING (it died or hung mid-step).
 CONTROLLER_TAG = "loopml.controller"
+#: Tag of every MLflow run a controller creates: the model whose loop it belongs to (a controller
+#: recovers only its own model's runs).
+MODEL_TAG = "loopml.model"
 
 _RUN_TAGS: ContextVar[dict[str, str] | None] = ContextVar("loopml_run_tags", default=None)
 

@@ -124,8 +124,11 @@ def runs_by_status(settings: Settings) -> dict[str, list[str]]:
     return out
 
 
+# "": the single-model controller (LOOPML_MODEL_NAME, the main thread); "sentiment": the
+# multi-model one (LOOPML_MODELS), whose model loops run in threads of their own.
+@pytest.mark.parametrize("models", ["", "sentiment"], ids=["one-model", "models"])
 def test_sigterm_mid_retrain_abandons_it_and_exits_0_within_the_grace(
-    busy_home: Settings, home: Path, plugins: Path, tmp_path: Path
+    busy_home: Settings, home: Path, plugins: Path, tmp_path: Path, models: str
 ) -> None:
     settings = busy_home
     registry = Registry(settings)
@@ -135,7 +138,7 @@ def test_sigterm_mid_retrain_abandons_it_and_exits_0_within_the_grace(
     assert runs_by_status(settings).get("RUNNING") is None
 
     marker = tmp_path / "fitting"
-    proc = controller(home, plugins, SLOW_FIT_MARKER=str(marker))
+    proc = controller(home, plugins, SLOW_FIT_MARKER=str(marker), LOOPML_MODELS=models)
     try:
         deadline = time.monotonic() + 240
         while not marker.exists():
@@ -187,7 +190,7 @@ def test_sigterm_mid_retrain_abandons_it_and_exits_0_within_the_grace(
 
     # The next controller (no slow fit now) retrains at its first tick: an abandoned retrain
     # does not count for the cooldown.
-    again = controller(home, plugins, "--once")
+    again = controller(home, plugins, "--once", LOOPML_MODELS=models)
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err[-3000:]
     tick = json.loads(out.splitlines()[-1])

@@ -125,6 +125,7 @@ def _restore_env(key: str, value: str | None) -> None:
 def cli_settings(*, drop_duplicates: bool = False) -> Settings:
     """The settings, prepared (directories made); ``drop_duplicates`` from the flag."""
     settings = load_settings().prepare()
+    settings = settings.for_model(settings.model_name)  # its [models.<name>] section of loopml.toml
     if drop_duplicates:
         settings = settings.model_copy(update={"data_drop_duplicates": True})
     return settings

@@ -289,9 +289,11 @@ def imported(stored: int, correct: int, key_id: str) -> None:
     out.print(f"{stored} labels stored as {key_id} ({correct} agree with the prediction)")
 
 
-def tick(tick: Tick) -> None:
-    """One controller tick on stderr, with a skew alarm if its check found one."""
-    console.print(f"{tick.at:%H:%M:%S} [bold]{tick.action}[/]: {tick.reason}")
+def tick(tick: Tick, *, named: bool = False) -> None:
+    """One controller tick on stderr (``named``: with its model), with a skew alarm if its
+    check found one."""
+    who = f"{escape(tick.model or '*')} " if named else ""
+    console.print(f"{tick.at:%H:%M:%S} {who}[bold]{tick.action}[/]: {tick.reason}")
     if tick.skew is not None and tick.skew.get("passed") is False:
         console.print(
             f"  [red]SKEW[/] v{tick.skew['model_version']}: max |logged - recomputed| "

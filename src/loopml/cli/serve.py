@@ -7,6 +7,7 @@ import json
 import re
 import sys
 from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -60,18 +61,24 @@ def controller(
     """Run the closed loop: monitor, retrain, roll out, promote or roll back.
 
     One controller per model at a time: while another holds the lease, --once exits 3 naming it
-    and the loop stands by until the lease expires."""
+    and the loop stands by until the lease expires. With LOOPML_MODELS (names, or * for every
+    model with a champion) one controller runs every model's loop, each in a thread of its own
+    (a model whose lease another controller holds is reported as standby)."""
     from loopml.control import Controller
 
     stdout = sys.stdout  # ticks go here even while libraries' prints are kept off stdout
+    many = bool(load_settings().models)  # LOOPML_MODELS: one loop per model
 
     def show(tick: Tick) -> None:
         if json_out:
             stdout.write(json.dumps(tick.to_dict(), default=str) + "\n")
             stdout.flush()
         else:
-            render.tick(tick)
+            render.tick(tick, named=many)
 
+    if many:
+        _controller_fleet(once=once, json_out=json_out, show=show)
+        return
     with control_plane() as (settings, store, registry), quiet_stdout(json_out):
         loop = Controller(settings, store, registry, on_tick=show)
         # SIGTERM (docker stop, a pod's termination) or Ctrl-C: a clean stop, exit 0.
@@ -85,6 +92,23 @@ def controller(
                 loop.run()
         if loop.stop_signal is not None:
             console.print(f"stopped by {loop.stop_signal}")
+
+
+def _controller_fleet(*, once: bool, json_out: bool, show: Callable[[Tick], None]) -> None:
+    """``loopml controller`` for LOOPML_MODELS: every model's loop, each in its own thread."""
+    from loopml.control import Fleet
+    from loopml.store import open_settings_store
+
+    settings = load_settings().prepare()  # global: each model's section applies to it alone
+    with open_settings_store(settings) as store, quiet_stdout(json_out):
+        fleet = Fleet(settings, store, on_tick=show)
+        with fleet.stop_on_signals():
+            if once:
+                fleet.tick()
+            else:
+                fleet.run()
+        if fleet.stop_signal is not None:
+            console.print(f"stopped by {fleet.stop_signal}")
 
 
 @handle_errors

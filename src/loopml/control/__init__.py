@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from loopml.control.approval import approve
     from loopml.control.controller import Controller, MonitorNote, Tick
+    from loopml.control.fleet import Fleet
     from loopml.control.promotion import AliasChange, promote, rollback
     from loopml.control.releases import Release, release
     from loopml.control.rollout import RolloutStatus, StepResult
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AliasChange",
     "Controller",
+    "Fleet",
     "MonitorNote",
     "Release",
     "RolloutStatus",
@@ -50,6 +52,7 @@ _HOME = {
     "release": ("releases", "release"),
     "Controller": ("controller", "Controller"),
     "Tick": ("controller", "Tick"),
+    "Fleet": ("fleet", "Fleet"),
     "MonitorNote": ("controller", "MonitorNote"),
     "RolloutStatus": ("rollout", "RolloutStatus"),
     "StepResult": ("rollout", "StepResult"),

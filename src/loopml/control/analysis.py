@@ -18,6 +18,8 @@ from typing import Literal
 
 from scipy.stats import binomtest, norm
 
+from loopml.config import setting
+
 __all__ = ["Analysis", "AnalysisCheck", "Limits", "VariantStats", "analyze"]
 
 Status = Literal["pass", "fail", "wait"]
@@ -49,13 +51,13 @@ class VariantStats:
 class Limits:
     """Thresholds of the analysis (from settings)."""
 
-    max_error_rate: float = 0.02
-    min_requests: int = 100
-    max_latency_ratio: float = 2.0
+    max_error_rate: float = setting("rollout_max_error_rate")
+    min_requests: int = setting("rollout_min_requests")
+    max_latency_ratio: float = setting("rollout_max_latency_ratio")
+    min_labeled: int = setting("rollout_min_labeled")
+    quality_margin: float = setting("rollout_quality_margin")
+    alpha: float = setting("rollout_alpha")
     latency_slack_ms: float = 5.0
-    min_labeled: int = 100
-    quality_margin: float = 0.0
-    alpha: float = 0.05
 
 
 @dataclass

@@ -13,6 +13,7 @@ start does it again. Then it exits, well within a 75 s grace period.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import signal
 import threading
@@ -47,7 +48,13 @@ from loopml.routing import (
     save_routing,
 )
 from loopml.store import AuditEntry, MonitorResult, Store, current_actor
-from loopml.tracking import CONTROLLER_TAG, experiment_id, tagging_runs, tracking_unavailable
+from loopml.tracking import (
+    CONTROLLER_TAG,
+    MODEL_TAG,
+    experiment_id,
+    tagging_runs,
+    tracking_unavailable,
+)
 
 if TYPE_CHECKING:
     from loopml.monitoring import MonitorSummary
@@ -72,6 +79,10 @@ RETRAIN_ATTEMPTS = (
 # The value of the gate tag on a version whose retrain was cut short before its gate verdict:
 # never rolled out (rollouts and promotions need "passed"); `loopml evaluate VERSION` gates it.
 INTERRUPTED = "interrupted"
+# Consecutive failed retrains double the cooldown before the next attempt, up to this factor.
+RETRAIN_BACKOFF_MAX = 16
+# Consecutive failed ticks double the wait before the next one, up to this factor.
+TICK_BACKOFF_MAX = 8
 # The step between a retrain's record and the start of its rollout.
 ROLLOUT_START = "rollout_start"
 # Where the controller's skew check goes in a monitoring run's summary (the gauges read it there).
@@ -115,6 +126,7 @@ class Tick:
     step: rollout.StepResult | None = None  # the rollout step taken, if any
     learning: dict[str, Any] | None = None  # live vs reachable macro-F1, when estimated
     skew: dict[str, Any] | None = None  # the training/serving skew check, fresh or carried
+    model: str | None = None  # the model whose loop ticked
 
     @property
     def current_routing(self) -> Routing | None:
@@ -125,6 +137,8 @@ class Tick:
         """JSON-ready form (one line per tick of ``loopml controller --json``)."""
         out: dict[str, Any] = {"at": self.at.isoformat(), "action": self.action}
         out["reason"] = self.reason
+        if self.model is not None:
+            out["model"] = self.model
         if self.monitor is not None:
             out["monitor"] = asdict(self.monitor)
         if self.new_labels is not None:
@@ -153,8 +167,11 @@ class Controller:
         *,
         on_tick: Callable[[Tick], None] | None = None,
         lease: Lease | None = None,
+        purges: bool = True,
     ) -> None:
         self.settings = settings
+        # The daily purge covers every model's data: one of a process's model loops applies it.
+        self.purges = purges
         self.store = store
         self.registry = registry or Registry(settings)
         self.on_tick = on_tick
@@ -168,9 +185,12 @@ class Controller:
         # decisions themselves are in the audit log.
         self._estimate: tuple[str, Reachable] | None = None
         self._fresh_estimate = False
-        # The signal that asked to stop (its name), and the abandonable step running now.
+        # The signal that asked to stop (its name), and the abandonable step running now (in
+        # the thread ``_step_thread``; the lock orders it against :meth:`abandon`).
         self.stop_signal: str | None = None
         self._step: str | None = None
+        self._step_thread: int | None = None
+        self._step_lock = threading.RLock()  # a handler may run while its thread holds it
 
     def _audit(
         self,
@@ -256,16 +276,35 @@ class Controller:
         if first and self._step is not None:
             raise StepAbandoned(self._step, self.stop_signal or "signal")
 
+    def abandon(self, signal_name: str) -> None:
+        """Stop this controller from another thread (a multi-model controller's signal handler):
+        the loop ends after its tick, and an abandonable step running now in the controller's
+        thread is cut short as a signal would cut it in the main thread."""
+        with self._step_lock:
+            if self.stop_signal is not None:
+                return
+            self.stop_signal = signal_name
+            if self._step is None or self._step_thread is None:
+                return
+            # Raised in that thread at its next bytecode, like a signal handler's exception;
+            # the lock keeps it from landing after the step ended (its exit waits for the lock).
+            step, thread = self._step, self._step_thread
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(thread), ctypes.py_object(_abandoned_class(step, signal_name))
+            )
+
     @contextlib.contextmanager
     def _abandonable(self, step: str) -> Iterator[None]:
         """A step a stop request may cut short (it has nothing half-done that matters)."""
-        if self.stop_signal is not None:
-            raise StepAbandoned(step, self.stop_signal, started=False)
-        self._step = step
+        with self._step_lock:
+            if self.stop_signal is not None:
+                raise StepAbandoned(step, self.stop_signal, started=False)
+            self._step, self._step_thread = step, threading.get_ident()
         try:
             yield
         finally:
-            self._step = None
+            with self._step_lock:
+                self._step = self._step_thread = None
 
     def _abandoned(self, now: datetime, stopped: StepAbandoned, began: float) -> Tick:
         """End what the abandoned step left open and put it on the record."""
@@ -343,10 +382,12 @@ class Controller:
             filter_string="attributes.status = 'RUNNING'",
             max_results=1000,
         )
+        # Runs of other models are theirs to recover (their controller may be alive).
         return [
             run
             for run in runs
             if run.data.tags.get(CONTROLLER_TAG, self.lease.holder) != self.lease.holder
+            and run.data.tags.get(MODEL_TAG, self.registry.name) == self.registry.name
             and run.info.run_id != current
         ]
 
@@ -443,11 +484,16 @@ class Controller:
         """One pass of the loop, holding the lease (``ControllerBusyError`` when another
         controller holds it: nothing was done)."""
         self._hold()
-        with self.lease.kept_alive(), tagging_runs({CONTROLLER_TAG: self.lease.holder}):
+        tags = {CONTROLLER_TAG: self.lease.holder, MODEL_TAG: self.registry.name}
+        with self.lease.kept_alive(), tagging_runs(tags):
             result = self._tick(now or datetime.now(UTC))
-        if self.on_tick:
-            self.on_tick(result)
+        self._report(result)
         return result
+
+    def _report(self, tick: Tick) -> None:
+        tick.model = self.registry.name
+        if self.on_tick:
+            self.on_tick(tick)
 
     def _tick(self, now: datetime) -> Tick:
         self._reconcile()
@@ -465,6 +511,8 @@ class Controller:
     def _purge_if_due(self, now: datetime) -> None:
         """Apply ``LOOPML_RETENTION_DAYS`` once a day (the first tick after a start included):
         logged texts do not outlive the retention period while the loop runs."""
+        if not self.purges:
+            return
         if self._purged_at is not None and now - self._purged_at < timedelta(days=1):
             return
         purge(self.settings, now=now, audit_if_empty=False)
@@ -492,7 +540,8 @@ class Controller:
         skew = self._skew_if_due(summary.model_version, report.result_id, now)
         new_labels, learned, gap = 0, False, None
         last_retrain = self._last_retrain()
-        since = cooling_down(last_retrain, now, self.settings)
+        settings = self._backed_off()
+        since = cooling_down(last_retrain, now, settings)
         if summary.verdict != "insufficient_data":
             learned = learned_from_feedback(self.registry)
             if learned or summary.verdict in ("drift", "quality_alarm"):
@@ -509,7 +558,7 @@ class Controller:
             new_labels=new_labels,
             last_retrain=last_retrain,
             now=now,
-            settings=self.settings,
+            settings=settings,
             learned=learned,
             learning=gap,
         )
@@ -526,6 +575,28 @@ class Controller:
             # A new estimate that says "caught up" is a decision too: on the record, with numbers.
             self._audit("learning_check", decision.reason, details=decision.numbers)
         return seen if decision.action != "retrain" else self._retrain(seen, summary.verdict)
+
+    def _backed_off(self) -> Settings:
+        """The settings with the retrain cooldown doubled for each failed retrain in a row
+        beyond the first (up to ``RETRAIN_BACKOFF_MAX`` times): a retrain that keeps failing
+        (a broken data source, a recipe that raises) is retried, ever less often."""
+        query = (
+            select(AuditEntry.action)
+            .where(
+                AuditEntry.model_name == self.registry.name,
+                AuditEntry.action.in_(RETRAIN_ATTEMPTS),
+            )
+            .order_by(AuditEntry.id.desc())
+            .limit(RETRAIN_BACKOFF_MAX.bit_length())
+        )
+        with self.store.session() as session:
+            recent = list(session.execute(query).scalars())
+        failed = next((i for i, a in enumerate(recent) if a != "retrain_failed"), len(recent))
+        if failed < 2:
+            return self.settings
+        factor = min(2 ** (failed - 1), RETRAIN_BACKOFF_MAX)
+        cooldown = self.settings.retrain_cooldown_s * factor
+        return self.settings.model_copy(update={"retrain_cooldown_s": cooldown})
 
     def _skew_if_due(
         self, version: str | None, result_id: int | None, now: datetime
@@ -754,29 +825,38 @@ class Controller:
         (a ``standby`` tick, once per holder) and polls, taking over once the lease expires.
         """
         stop = stop or threading.Event()
-        ticks, standby_for = 0, None
+        ticks, failures, standby_for = 0, 0, None
         try:
             while not self._stopping(stop) and (max_ticks is None or ticks < max_ticks):
                 started = time.monotonic()
                 try:
                     self.tick()
-                    standby_for = None
+                    standby_for, failures = None, 0
                 except ControllerBusyError as exc:
-                    if exc.holder != standby_for and self.on_tick:
-                        self.on_tick(Tick(datetime.now(UTC), "standby", str(exc)))
+                    if exc.holder != standby_for:
+                        self._report(Tick(datetime.now(UTC), "standby", str(exc)))
                     standby_for = exc.holder
                     self._wait(stop, started + self._standby_poll_s())
                     continue
                 except Exception as exc:
                     # One bad tick (a store outage, a failed retrain) must not end the loop. The
                     # message, not a URL or a traceback, is what gets reported.
-                    message = _one_line(exc)
-                    if self.on_tick:
-                        self.on_tick(Tick(datetime.now(UTC), "error", message))
+                    failures += 1
+                    self._report(Tick(datetime.now(UTC), "error", _one_line(exc)))
                 ticks += 1
-                self._wait(stop, started + self.settings.controller_interval_s)
+                self._wait(stop, started + self._next_tick_s(failures))
         finally:
             self.release()
+
+    def _next_tick_s(self, failures: int) -> float:
+        """Seconds from a tick's start to the next: the interval, doubled for each failed tick
+        in a row beyond the first (up to ``TICK_BACKOFF_MAX`` times, and never past half the
+        rollout lease, which a rollout in progress must not outlive)."""
+        interval = self.settings.controller_interval_s
+        if failures < 2:
+            return interval
+        backoff: float = interval * min(2 ** (failures - 1), TICK_BACKOFF_MAX)
+        return max(interval, min(backoff, self.settings.rollout_lease_s / 2))
 
     def _standby_poll_s(self) -> float:
         return min(self.settings.controller_interval_s, self.settings.controller_lease_s / 4)
@@ -793,6 +873,16 @@ class Controller:
             except LoopmlError as exc:
                 # Lost, or the database is away: the next tick takes the lease again or waits.
                 log.warning("%s", exc)
+
+
+def _abandoned_class(step: str, signal_name: str) -> type[StepAbandoned]:
+    """A StepAbandoned for ``step`` that another thread can raise (it is raised by class)."""
+
+    class Abandoned(StepAbandoned):
+        def __init__(self) -> None:
+            super().__init__(step, signal_name)
+
+    return Abandoned
 
 
 def _one_line(exc: BaseException) -> str:

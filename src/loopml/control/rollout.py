@@ -16,7 +16,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from sqlalchemy.orm import Session
 
-from loopml.config import Settings
+from loopml.config import Settings, settings_of
 from loopml.control.analysis import Analysis, Limits, analyze
 from loopml.control.approval import check_approved
 from loopml.control.correlation import rollout_pair
@@ -52,15 +52,8 @@ class StepResult:
 
 
 def limits_from(settings: Settings) -> Limits:
-    """Analysis thresholds from settings."""
-    return Limits(
-        max_error_rate=settings.rollout_max_error_rate,
-        min_requests=settings.rollout_min_requests,
-        max_latency_ratio=settings.rollout_max_latency_ratio,
-        min_labeled=settings.rollout_min_labeled,
-        quality_margin=settings.rollout_quality_margin,
-        alpha=settings.rollout_alpha,
-    )
+    """Analysis thresholds from settings (the ``rollout_*`` ones)."""
+    return settings_of(Limits, settings)
 
 
 def live_analysis(settings: Settings, store: Store, routing: Routing) -> Analysis:

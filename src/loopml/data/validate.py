@@ -9,7 +9,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaError, SchemaErrors
 
-from loopml.config import Settings
+from loopml.config import Settings, setting, settings_of
 from loopml.errors import ValidationError
 
 __all__ = ["DataRules", "drop_duplicates", "validate_frame"]
@@ -35,23 +35,17 @@ _NO_NUL = pa.Check(
 class DataRules:
     """Bounds on user data beyond the basic rules: longest text, smallest class, fewest rows."""
 
-    max_text_chars: int
-    min_class_share: float
-    min_rows: int
-    drop_duplicates: bool = False
+    # LOOPML_MAX_TEXT_CHARS is serving's too: nothing is trained on texts the server would refuse
+    max_text_chars: int = setting("max_text_chars")
+    min_class_share: float = setting("data_min_class_share")
+    min_rows: int = setting("data_min_rows")
+    drop_duplicates: bool = setting("data_drop_duplicates")  # repeated texts kept once
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DataRules:
-        """The bounds of ``LOOPML_MAX_TEXT_CHARS`` (shared with serving: nothing is trained on
-        texts the server would refuse), ``LOOPML_DATA_MIN_CLASS_SHARE`` and
-        ``LOOPML_DATA_MIN_ROWS``, and whether repeated texts are kept once
-        (``LOOPML_DATA_DROP_DUPLICATES``)."""
-        return cls(
-            max_text_chars=settings.max_text_chars,
-            min_class_share=settings.data_min_class_share,
-            min_rows=settings.data_min_rows,
-            drop_duplicates=settings.data_drop_duplicates,
-        )
+        """The bounds of ``LOOPML_MAX_TEXT_CHARS``, ``LOOPML_DATA_MIN_CLASS_SHARE`` and
+        ``LOOPML_DATA_MIN_ROWS``, and ``LOOPML_DATA_DROP_DUPLICATES``."""
+        return settings_of(cls, settings)
 
 
 def _not_too_long(limit: int) -> pa.Check:

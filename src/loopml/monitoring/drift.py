@@ -28,7 +28,7 @@ from numpy.typing import ArrayLike
 from scipy.spatial import distance
 from scipy.stats import wasserstein_distance
 
-from loopml.config import Settings
+from loopml.config import Settings, setting, settings_of
 from loopml.monitoring.descriptors import (
     SURFACE_DESCRIPTORS,
     model_vocabulary,
@@ -61,24 +61,17 @@ Embedder = Callable[[Sequence[str]], Any]
 class Thresholds:
     """Drift thresholds and the minimum rows a check needs (from settings)."""
 
-    text_auc: float
-    descriptor: float
-    confidence: float
-    label: float
-    min_samples: int
-    embedding_auc: float
+    text_auc: float = setting("monitor_text_auc_threshold")
+    descriptor: float = setting("monitor_descriptor_threshold")
+    confidence: float = setting("monitor_confidence_threshold")
+    label: float = setting("monitor_label_threshold")
+    min_samples: int = setting("monitor_min_samples")
+    embedding_auc: float = setting("monitor_embedding_auc_threshold")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Thresholds:
         """The ``monitor_*`` thresholds of ``settings``."""
-        return cls(
-            text_auc=settings.monitor_text_auc_threshold,
-            descriptor=settings.monitor_descriptor_threshold,
-            confidence=settings.monitor_confidence_threshold,
-            label=settings.monitor_label_threshold,
-            min_samples=settings.monitor_min_samples,
-            embedding_auc=settings.monitor_embedding_auc_threshold,
-        )
+        return settings_of(cls, settings)
 
 
 @dataclass(frozen=True)
