@@ -321,10 +321,10 @@ class Settings(BaseSettings):
     label_lease_s: float = Field(1800.0, gt=0)
     label_queue_pool: int = Field(5000, ge=10, le=1_000_000)
 
-    # many models in one server and one controller: names (comma-separated), or "*" for
-    # every registered model
-    # that has a champion alias (resolved at start); empty: LOOPML_MODEL_NAME alone, which is
-    # always served and answers /v1/predict. An API key may be scoped to some of them:
+    # many models in one server and one controller: names (comma-separated), or "*" for every
+    # registered model that has a champion alias (the server resolves it at start, the
+    # controller at each interval); empty: LOOPML_MODEL_NAME alone, which is always served and
+    # answers /v1/predict. An API key may be scoped to some of them:
     # LOOPML_API_KEYS entry key:roles@model1+model2 (see parse_api_key)
     models: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # bytes of model artifacts one worker holds loaded (0: no limit); beyond it the least
@@ -548,10 +548,10 @@ MODEL_KEYS = frozenset(
 _Config = TypeVar("_Config")
 
 
-def setting(name: str) -> Any:
+def setting(name: str, default: Any = dataclasses.MISSING) -> Any:
     """A field of a sub-config dataclass (drift thresholds, rollout limits, data rules) that
-    :func:`settings_of` reads from the setting ``name``."""
-    return dataclasses.field(metadata={"setting": name})
+    :func:`settings_of` reads from the setting ``name``; ``default`` serves direct construction."""
+    return dataclasses.field(default=default, metadata={"setting": name})
 
 
 def settings_of(cls: type[_Config], settings: Settings) -> _Config:

@@ -29,7 +29,7 @@ label_column = "topic"
 def test_a_section_overrides_one_model_only(tmp_path: Path) -> None:
     (tmp_path / "loopml.toml").write_text(TOML)
     settings = load_settings()
-    assert settings.models == "sentiment,topic"
+    assert settings.models == ["sentiment", "topic"]
     assert settings.model_names() == ["sentiment", "topic"]
     topic = settings.for_model("topic")
     assert (topic.model_name, topic.gate_min_macro_f1) == ("topic", 0.55)

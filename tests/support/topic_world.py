@@ -7,13 +7,12 @@ airline tweets from three airlines only (@united, @usairways, @americanair); hal
 stream, tweets to the three it never saw (@jetblue, @southwestair, @virginamerica) arrive: new
 handles and routes, a text shift the monitor sees as input drift (text, mentions, hashtags,
 labels, confidence), on which the first model is right on 0.70 of those tweets (0.99 on the
-rest; one measured run of tests/e2e/test_second_model_loop.py). Their feedback labels teach a
-retrain the new handles: the promoted version was right on 0.995 of them.
+rest; one measured run of a topic-only loop). Their feedback labels teach a retrain the new
+handles: the promoted version was right on 0.995 of them.
 
-Processes take their settings from the environment, as a user's would. Today a server and a
-controller act on one model (``model_env``; ``tag`` keeps two such pairs' logs apart); once one
-server serves many models and one controller runs them all, ``models_env``, ``Routes.of`` and
-``send_streams`` (every model's stream at once) are the only changes a test needs.
+Processes take their settings from the environment, as a user's would: one server and one
+controller for every model (``models_env``), each model's stream on its own routes
+(``Routes.of``), every model's stream at once (``send_streams``).
 """
 
 from __future__ import annotations
@@ -51,7 +50,6 @@ __all__ = [
     "cli_env",
     "cli_many",
     "controller",
-    "model_env",
     "models_env",
     "send_stream",
     "send_streams",
@@ -257,20 +255,20 @@ def send_stream(
 
 
 def send_streams(
-    url: str | Mapping[str, str],
+    url: str,
     streams: Mapping[str, tuple[World, str]],
     plan: TopicPlan,
     *,
     routes: Callable[[str], Routes] = lambda _name: Routes(),
 ) -> dict[str, StreamResult]:
     """Each model's stream (its world and first champion, by model name) at once, in threads,
-    to ``url`` (one server) or ``url[name]`` (a server per model); ``routes`` gives a model's
-    routes (``Routes.of`` on a server of many models)."""
+    to the server at ``url``; ``routes`` gives a model's routes (``Routes.of`` on a server of
+    many models)."""
     with ThreadPoolExecutor(len(streams)) as pool:
         futures = {
             name: pool.submit(
                 send_stream,
-                url if isinstance(url, str) else url[name],
+                url,
                 world,
                 plan,
                 champion=champion,
@@ -299,12 +297,6 @@ def _predict(client: httpx.Client, routes: Routes, text: str) -> dict[str, Any] 
 
 
 # --- the processes ------------------------------------------------------------------------
-
-
-def model_env(name: str) -> dict[str, str]:
-    """The environment of a process acting on one model (today's one server, one controller
-    per model)."""
-    return {"LOOPML_MODEL_NAME": name}
 
 
 def models_env(names: Sequence[str]) -> dict[str, str]:
@@ -438,17 +430,11 @@ def controller(
 
 
 @contextlib.contextmanager
-def serving_loop(
-    home: Path, env: Mapping[str, str], *, tag: str = ""
-) -> Iterator[tuple[str, ControllerRun]]:
+def serving_loop(home: Path, env: Mapping[str, str]) -> Iterator[tuple[str, ControllerRun]]:
     """A server and a controller on ``env``, started side by side (their start-ups overlap),
-    logs in ``home/server[-TAG].log`` and ``home/controller[-TAG].log``; yields the server's
-    URL and the controller once both are up."""
-    suffix = f"-{tag}" if tag else ""
-    with (
-        controller(home, env, log=f"controller{suffix}") as loop,
-        server(home, env, log=f"server{suffix}") as url,
-    ):
+    logs in ``home/server.log`` and ``home/controller.log``; yields the server's URL and the
+    controller once both are up."""
+    with controller(home, env) as loop, server(home, env) as url:
         loop.wait_for_tick()
         yield url, loop
 

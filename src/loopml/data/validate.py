@@ -39,7 +39,7 @@ class DataRules:
     max_text_chars: int = setting("max_text_chars")
     min_class_share: float = setting("data_min_class_share")
     min_rows: int = setting("data_min_rows")
-    drop_duplicates: bool = setting("data_drop_duplicates")  # repeated texts kept once
+    drop_duplicates: bool = setting("data_drop_duplicates", False)  # repeated texts kept once
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DataRules:
