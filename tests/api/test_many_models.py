@@ -303,6 +303,53 @@ def test_status_lists_every_served_model(two: Server, topic: tuple[str, str]) ->
     assert httpx.get(f"{two.url}/v1/models/{topic[0]}/status").status_code == 401
 
 
+def test_admin_actions_act_on_the_model_named(two: Server, topic: tuple[str, str]) -> None:
+    default = two.env["LOOPML_MODEL_NAME"]
+    admin = _auth(ADMIN_TOKEN)
+    status = httpx.get(f"{two.url}/v1/admin/rollout?model={topic[0]}", headers=admin)
+    assert status.status_code == 200, status.text
+    assert status.json()["routing"]["model_name"] == topic[0]
+    # version 2 is the default model's, not the topic model's (it has only version 1)
+    start = {"version": "2", "mode": "shadow", "force": True, "reason": "test"}
+    unknown = httpx.post(
+        f"{two.url}/v1/admin/rollout/start?model={topic[0]}", json=start, headers=admin
+    )
+    assert unknown.status_code == 404, unknown.text
+    reload = httpx.post(f"{two.url}/v1/admin/reload?model={topic[0]}", headers=admin)
+    assert reload.status_code == 200 and reload.json()["version"] == topic[1], reload.text
+    missing = httpx.get(f"{two.url}/v1/admin/rollout?model=toxicity", headers=admin)
+    assert missing.status_code == 404 and repr(topic[0]) in missing.json()["error"]
+
+    # a topic prediction's label is corrected as the topic model's, in its own labels
+    rid = _predict(two, topic[0]).json()["predictions"][0]["request_id"]
+    feedback = f"{two.url}/v1/models/{topic[0]}/feedback"
+    wait_for(
+        lambda: (
+            httpx.post(
+                feedback, json={"request_id": rid, "label": "apple"}, headers=_auth(FULL)
+            ).status_code
+            == 200
+        ),
+        TIMEOUT,
+        "the topic prediction to be logged",
+    )
+    fix = {"request_id": rid, "label": "cars", "reason": "a car ad"}
+    wrong = httpx.post(f"{two.url}/v1/admin/feedback/relabel", json=fix, headers=admin)
+    assert wrong.status_code == 409, wrong.text
+    assert f"prediction of model {topic[0]!r}, not {default!r}" in wrong.json()["error"]
+    fixed = httpx.post(
+        f"{two.url}/v1/admin/feedback/relabel?model={topic[0]}", json=fix, headers=admin
+    )
+    assert fixed.status_code == 200, fixed.text
+    assert (fixed.json()["label"], fixed.json()["previous"]["label"]) == ("cars", "apple")
+    audited = query(
+        f"sqlite:///{two.home / 'loopml.db'}",
+        "SELECT model_name FROM audit_log WHERE action = 'feedback_relabel' AND details LIKE :rid",
+        rid=f"%{rid}%",
+    )
+    assert [row[0] for row in audited] == [topic[0]]
+
+
 @pytest.mark.slow
 def test_least_recently_used_model_is_unloaded_and_loaded_again(
     trained: TrainedRegistry,

@@ -173,8 +173,8 @@ def relabel(
     """Change the stored label of ``request_id`` (an admin action) and audit it, atomically.
 
     ``NotFoundError`` when the request id has no label yet (``POST /v1/feedback`` gives the
-    first one), ``ConflictError`` for a label the answering model does not know, ``RequestError``
-    for no reason.
+    first one), ``ConflictError`` for a prediction of another model than ``model_name`` or a
+    label the answering model does not know, ``RequestError`` for no reason.
     """
     if not reason.strip():
         raise RequestError("reason: required (say why the label is corrected)")
@@ -185,9 +185,18 @@ def relabel(
                 f"request_id {request_id} has no feedback label to correct"
                 " (the first label goes through POST /v1/feedback)"
             )
-        probs = session.scalar(
-            select(Prediction.probabilities).where(Prediction.request_id == request_id)
-        )
+        answer = session.execute(
+            select(Prediction.model_name, Prediction.probabilities).where(
+                Prediction.request_id == request_id
+            )
+        ).first()
+        if answer is not None and answer.model_name != model_name:
+            raise ConflictError(
+                f"request_id {request_id} is a prediction of model {answer.model_name!r}, not"
+                f" {model_name!r}: correct it as that model's (?model={answer.model_name},"
+                f" --model {answer.model_name})"
+            )
+        probs = answer.probabilities if answer is not None else None
         if probs is not None and label not in probs:
             raise ConflictError(
                 f"label {label!r} for request_id {request_id} is not one of the model's"

@@ -195,9 +195,9 @@ class ModelSet:
             self.add(name)
 
     def add(self, name: str) -> Served:
-        """Serve model ``name`` too (before start)."""
+        """Serve model ``name`` too (before start), with its ``[models.NAME]`` settings."""
         if name not in self._by_name:
-            own = self.settings.model_copy(update={"model_name": name})
+            own = self.settings.for_model(name)
             self._by_name[name] = Served(own, self.metrics, self.live, on_load=self)
         return self._by_name[name]
 

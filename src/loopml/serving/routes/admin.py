@@ -6,6 +6,9 @@ The promote and rollout routes are the HTTP twins of ``loopml promote`` and
 run in a worker thread. Their errors map to statuses by the app's one handler. The audit actor says
 the action came over HTTP (``http:admin@<client address>``). Every replica obeys the new routing
 state within ``LOOPML_ROUTING_POLL_S``.
+
+On a server of many models, ``?model=NAME`` acts on that served model (its registry, routing
+row, audit trail and ``[models.NAME]`` settings); without it, on ``LOOPML_MODEL_NAME``.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from loopml.config import Settings
 from loopml.errors import (
@@ -28,6 +31,7 @@ from loopml.errors import (
 )
 from loopml.serving.deps import AdminDep, RuntimeDep
 from loopml.serving.docs import error_responses
+from loopml.serving.models import Served
 from loopml.serving.runtime import Runtime
 from loopml.serving.schemas import (
     ApproveIn,
@@ -51,19 +55,33 @@ log = logging.getLogger("loopml.serving")
 
 T = TypeVar("T")
 
+ModelQuery = Annotated[
+    str | None,
+    Query(
+        max_length=200,
+        description="the served model to act on (default: LOOPML_MODEL_NAME)",
+    ),
+]
+
+
+def _served(runtime: Runtime, model: str | None) -> Served:
+    """The served model an admin request acts on: ``model``, or the default one (404 naming
+    the served models for a name this server does not serve)."""
+    return runtime.models.get(model) if model else runtime.models.default
+
 
 @router.post(
     "/reload",
     response_model=ReloadOut,
     responses=error_responses(401, 403, 404, 408, 409, 413, 503),
 )
-async def reload(_auth: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
+async def reload(_auth: AdminDep, runtime: RuntimeDep, model: ModelQuery = None) -> dict[str, Any]:
     """Follow the routing state and the registry alias now (this worker; others follow at their
     next poll).
 
     409 when the version to serve cannot be loaded or warmed up: the previous model keeps serving.
     """
-    out = await runtime.follower.reload()
+    out = await _served(runtime, model).follower.reload()
     if out["result"] == "failed":
         raise ReloadFailedError(
             f"reload failed, still serving version {out['previous']}: {out['error']}"
@@ -78,11 +96,13 @@ def http_actor(request: Request) -> str:
     return f"http:{who}@{client}"
 
 
-async def _call(runtime: Runtime, request: Request, fn: Callable[..., T]) -> T:
-    """Run ``fn(settings, store, registry)`` in a thread as the HTTP actor. Its loopml errors
-    reach the app's handler as they are; anything else (MLflow below) becomes a 503."""
+async def _call(runtime: Runtime, request: Request, model: str | None, fn: Callable[..., T]) -> T:
+    """Run ``fn(settings, store, registry)`` of the served model ``model`` in a thread as the
+    HTTP actor. Its loopml errors reach the app's handler as they are; anything else (MLflow
+    below) becomes a 503."""
     from loopml.store import acting_as
 
+    served = _served(runtime, model)
     store = runtime.store
     if store is None:
         raise NotReadyError("the server is not started")
@@ -90,7 +110,7 @@ async def _call(runtime: Runtime, request: Request, fn: Callable[..., T]) -> T:
 
     def call() -> T:
         with acting_as(actor):
-            return fn(runtime.settings, store, runtime.loader.registry)
+            return fn(served.settings, store, served.loader.registry)
 
     try:
         return await asyncio.to_thread(call)
@@ -109,7 +129,11 @@ async def _call(runtime: Runtime, request: Request, fn: Callable[..., T]) -> T:
     responses=error_responses(400, 401, 403, 404, 408, 409, 413, 422, 503),
 )
 async def rollout_start(
-    body: RolloutStartIn, request: Request, _auth: AdminDep, runtime: RuntimeDep
+    body: RolloutStartIn,
+    request: Request,
+    _auth: AdminDep,
+    runtime: RuntimeDep,
+    model: ModelQuery = None,
 ) -> dict[str, Any]:
     """Start a shadow or canary rollout of ``version`` (``loopml rollout start``).
 
@@ -135,7 +159,7 @@ async def rollout_start(
         )
         return routing.to_dict()
 
-    return await _call(runtime, request, start)
+    return await _call(runtime, request, model, start)
 
 
 @router.post(
@@ -144,7 +168,11 @@ async def rollout_start(
     responses=error_responses(400, 401, 403, 404, 408, 409, 413, 422, 503),
 )
 async def promote(
-    body: PromoteIn, request: Request, _auth: AdminDep, runtime: RuntimeDep
+    body: PromoteIn,
+    request: Request,
+    _auth: AdminDep,
+    runtime: RuntimeDep,
+    model: ModelQuery = None,
 ) -> dict[str, Any]:
     """Ship ``version`` as ``loopml promote`` does: a canary rollout that the controller promotes
     or rolls back by its live analysis; ``direct`` (with a ``reason``, audited as a forced
@@ -163,7 +191,7 @@ async def promote(
             settings, store, registry, body.version, direct=body.direct, reason=body.reason
         ).to_dict()
 
-    return await _call(runtime, request, release)
+    return await _call(runtime, request, model, release)
 
 
 @router.post(
@@ -172,7 +200,11 @@ async def promote(
     responses=error_responses(400, 401, 403, 404, 408, 409, 413, 422, 503),
 )
 async def approve(
-    body: ApproveIn, request: Request, _auth: AdminDep, runtime: RuntimeDep
+    body: ApproveIn,
+    request: Request,
+    _auth: AdminDep,
+    runtime: RuntimeDep,
+    model: ModelQuery = None,
 ) -> dict[str, Any]:
     """Approve ``version``'s recipe and parameters after review (``loopml approve``): a version
     that changes the champion's cannot start a rollout or be promoted without it. The audit
@@ -186,7 +218,7 @@ async def approve(
 
         return control.approve(store, registry, body.version, by=body.by)
 
-    return await _call(runtime, request, record)
+    return await _call(runtime, request, model, record)
 
 
 @router.post(
@@ -199,6 +231,7 @@ async def rollout_abort(
     _auth: AdminDep,
     runtime: RuntimeDep,
     body: RolloutAbortIn | None = None,
+    model: ModelQuery = None,
 ) -> dict[str, Any]:
     """Send all traffic back to the champion now (``loopml rollout abort``); 409 when no
     rollout is in progress."""
@@ -209,7 +242,7 @@ async def rollout_abort(
 
         return control.abort_rollout(settings, store, registry, reason=reason).to_dict()
 
-    return await _call(runtime, request, abort)
+    return await _call(runtime, request, model, abort)
 
 
 @router.get(
@@ -217,7 +250,9 @@ async def rollout_abort(
     response_model=RolloutStatusOut,
     responses=error_responses(401, 403, 404, 503),
 )
-async def rollout_status(request: Request, _auth: AdminDep, runtime: RuntimeDep) -> dict[str, Any]:
+async def rollout_status(
+    request: Request, _auth: AdminDep, runtime: RuntimeDep, model: ModelQuery = None
+) -> dict[str, Any]:
     """The routing state and a fresh analysis of the rollout in progress
     (``loopml rollout status``)."""
 
@@ -226,7 +261,7 @@ async def rollout_status(request: Request, _auth: AdminDep, runtime: RuntimeDep)
 
         return control.rollout_status(settings, store, registry).to_dict()
 
-    return await _call(runtime, request, status)
+    return await _call(runtime, request, model, status)
 
 
 @router.post(
@@ -235,7 +270,11 @@ async def rollout_status(request: Request, _auth: AdminDep, runtime: RuntimeDep)
     responses=error_responses(400, 401, 403, 404, 408, 413, 422, 503),
 )
 async def feedback_relabel(
-    body: FeedbackRelabelIn, request: Request, _auth: AdminDep, runtime: RuntimeDep
+    body: FeedbackRelabelIn,
+    request: Request,
+    _auth: AdminDep,
+    runtime: RuntimeDep,
+    model: ModelQuery = None,
 ) -> dict[str, Any]:
     """Correct a stored feedback label (``loopml feedback relabel``): the only way a label
     changes once given. The change and its reason go to the audit log in the same transaction.
@@ -256,4 +295,4 @@ async def feedback_relabel(
             model_name=settings.model_name,
         )
 
-    return await _call(runtime, request, change)
+    return await _call(runtime, request, model, change)
