@@ -303,6 +303,31 @@ def test_status_lists_every_served_model(two: Server, topic: tuple[str, str]) ->
     assert httpx.get(f"{two.url}/v1/models/{topic[0]}/status").status_code == 401
 
 
+def test_metrics_carry_each_models_monitoring_result(two: Server, topic: tuple[str, str]) -> None:
+    from datetime import UTC, datetime
+
+    from loopml.store import MonitorResult, open_store
+
+    with open_store(f"sqlite:///{two.home / 'loopml.db'}") as store, store.session() as session:
+        session.add(
+            MonitorResult(
+                ts=datetime.now(UTC),
+                model_name=topic[0],
+                model_version=topic[1],
+                window_size=500,
+                verdict="drift",
+                summary={"verdict": "drift", "drift_detected": True, "window": {"rows": 500}},
+                report_path=None,
+            )
+        )
+
+    def drift_of_topic() -> float:
+        return metric_value(two.url, "loopml_drift_detected", model=topic[0])
+
+    # the gauges are read at most every 15 s: the first scrape after that shows the topic's
+    assert wait_for(drift_of_topic, TIMEOUT, "the topic model's drift gauge") == 1.0
+
+
 def test_admin_actions_act_on_the_model_named(two: Server, topic: tuple[str, str]) -> None:
     default = two.env["LOOPML_MODEL_NAME"]
     admin = _auth(ADMIN_TOKEN)

@@ -254,12 +254,13 @@ def test_drift_alert_reaches_the_webhook(
     stack: tuple[Server, _Webhook, str, list[Path]],
 ) -> None:
     server, webhook, prometheus, logs = stack
+    name = server.env["LOOPML_MODEL_NAME"]
     # Every scrape of a two-worker server carries the database-held gauges exactly once.
     for _ in range(6):
         body = httpx.get(server.url + "/metrics", timeout=10).text
         samples = [line for line in body.splitlines() if line.startswith("loopml_drift_detected")]
-        assert samples == ["loopml_drift_detected 1.0"], body[-2000:]
-        assert 'loopml_drift_score{kind="text"} 0.912' in body
+        assert samples == [f'loopml_drift_detected{{model="{name}"}} 1.0'], body[-2000:]
+        assert f'loopml_drift_score{{kind="text",model="{name}"}} 0.912' in body
 
     def delivered() -> list[dict[str, Any]]:
         return webhook.alerts("LoopmlDriftDetected")
@@ -271,7 +272,8 @@ def test_drift_alert_reaches_the_webhook(
         raise AssertionError(
             f"up: {up}\n" + "\n".join(p.read_text(errors="replace")[-3000:] for p in logs)
         ) from None
-    assert alerts[0]["labels"]["severity"] == "ticket"
+    assert (alerts[0]["labels"]["severity"], alerts[0]["labels"]["model"]) == ("ticket", name)
+    assert alerts[0]["annotations"]["summary"].startswith(f"model {name}: "), alerts[0]
     assert "drift" in alerts[0]["annotations"]["summary"]
     # The quality alarm is 0 in this verdict: it must not page anyone.
     assert webhook.alerts("LoopmlLiveQualityUnderFloor") == []

@@ -8,6 +8,9 @@ own, at most once per ``ttl``, and a scrape that finds it still running after ``
 the values read before (a database outage freezes them; the last-run timestamp then ages and
 ``LoopmlMonitorNotRunning`` fires).
 
+Every gauge also carries ``model``: the model whose newest result it is (one collector covers every
+model a server serves).
+
 ==========================================  ======  =========================================
 name                                        labels  meaning
 ==========================================  ======  =========================================
@@ -50,7 +53,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -127,27 +130,27 @@ MONITOR_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 def _gauge(name: str) -> GaugeMetricFamily:
     help_text, labels = MONITOR_METRICS[name]
-    return GaugeMetricFamily(name, help_text, labels=list(labels) if labels else None)
+    return GaugeMetricFamily(name, help_text, labels=["model", *labels])
 
 
-def _plain(name: str, value: Any) -> GaugeMetricFamily | None:
+def _plain(name: str, value: Any, model: str) -> GaugeMetricFamily | None:
     if value is None:
         return None
     family = _gauge(name)
-    family.add_metric([], float(value))
+    family.add_metric([model], float(value))
     return family
 
 
-def families_from_summary(summary: dict[str, Any], *, ran_at: float) -> list[Metric]:
-    """The monitoring gauges for one summary (as written by ``run_monitor``)."""
+def families_from_summary(summary: dict[str, Any], *, ran_at: float, model: str) -> list[Metric]:
+    """The monitoring gauges of ``model`` for one summary (as written by ``run_monitor``)."""
     score, threshold = _gauge("loopml_drift_score"), _gauge("loopml_drift_threshold")
     for check in summary.get("checks", []):
         if check.get("score") is not None:
-            score.add_metric([check["kind"]], float(check["score"]))
-            threshold.add_metric([check["kind"]], float(check["threshold"]))
+            score.add_metric([model, check["kind"]], float(check["score"]))
+            threshold.add_metric([model, check["kind"]], float(check["threshold"]))
     verdict = _gauge("loopml_monitor_verdict")
     for name in VERDICTS:
-        verdict.add_metric([name], 1.0 if summary.get("verdict") == name else 0.0)
+        verdict.add_metric([model, name], 1.0 if summary.get("verdict") == name else 0.0)
     q = summary.get("quality", {})
     ci = q.get("macro_f1_ci") or (None, None)
     plain = {
@@ -167,7 +170,9 @@ def families_from_summary(summary: dict[str, Any], *, ran_at: float) -> list[Met
     }
     plain |= _skew(summary.get("skew") or {})
     families: list[Metric] = [score, threshold, verdict]
-    families += [f for name, value in plain.items() if (f := _plain(name, value)) is not None]
+    families += [
+        f for name, value in plain.items() if (f := _plain(name, value, model)) is not None
+    ]
     return families
 
 
@@ -186,8 +191,8 @@ def _skew(skew: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def families_from_agreement(found: Agreement) -> list[Metric]:
-    """The offline/online gauges (none before a rollout ended)."""
+def families_from_agreement(found: Agreement, model: str) -> list[Metric]:
+    """The offline/online gauges of ``model`` (none before a rollout ended)."""
     if not found.pairs:
         return []
     plain = {
@@ -195,7 +200,19 @@ def families_from_agreement(found: Agreement) -> list[Metric]:
         "loopml_offline_online_sign_agreement": found.sign_agreement,
         "loopml_offline_online_correlation": found.correlation,
     }
-    return [f for name, value in plain.items() if (f := _plain(name, value)) is not None]
+    return [f for name, value in plain.items() if (f := _plain(name, value, model)) is not None]
+
+
+def _merged(families: Iterable[Metric]) -> list[Metric]:
+    """One family per metric name, with every model's samples (an exposition may not repeat a
+    name)."""
+    by_name: dict[str, Metric] = {}
+    for family in families:
+        if family.name in by_name:
+            by_name[family.name].samples.extend(family.samples)
+        else:
+            by_name[family.name] = family
+    return list(by_name.values())
 
 
 def latest_summary(store: Store, model_name: str) -> tuple[dict[str, Any], datetime] | None:
@@ -207,7 +224,7 @@ def latest_summary(store: Store, model_name: str) -> tuple[dict[str, Any], datet
 
 
 class MonitorCollector(Collector):
-    """Exposes the newest monitoring result of one model.
+    """Exposes the newest monitoring result of each model of ``models`` (a name or names).
 
     Reads the database at most every ``ttl`` seconds (many scrapers or replicas do not turn into
     many queries), in a daemon thread; ``collect`` waits for a read at most ``timeout`` seconds,
@@ -218,14 +235,14 @@ class MonitorCollector(Collector):
     def __init__(
         self,
         store: Store,
-        model_name: str,
+        models: str | Sequence[str],
         *,
         ttl: float = 15.0,
         timeout: float = 2.0,
         rollouts: int = 10,
     ) -> None:
         self.store = store
-        self.model_name = model_name
+        self.models = [models] if isinstance(models, str) else list(models)
         self.rollouts = rollouts
         self.ttl = ttl
         self.timeout = timeout
@@ -240,23 +257,28 @@ class MonitorCollector(Collector):
 
     def _read(self) -> None:
         try:
-            found = latest_summary(self.store, self.model_name)
-            agreed = agreement(self.store, self.model_name, last=self.rollouts)
+            families: list[Metric] | None = _merged(
+                family for name in self.models for family in self._families(name)
+            )
         except StoreError as exc:
             # A scrape must not fail because the database blinked: keep the last values.
             log.warning("monitoring gauges not refreshed: %s", exc)
             families = None
-        else:
-            families = (
-                []
-                if found is None
-                else families_from_summary(found[0], ran_at=found[1].timestamp())
-            ) + families_from_agreement(agreed)
         with self._lock:
             if families is not None:
                 self._cached = families
             # Failed reads wait for the ttl too: an outage is not retried on every scrape.
             self._read_at = time.monotonic()
+
+    def _families(self, name: str) -> list[Metric]:
+        found = latest_summary(self.store, name)
+        agreed = agreement(self.store, name, last=self.rollouts)
+        ran = (
+            []
+            if found is None
+            else families_from_summary(found[0], ran_at=found[1].timestamp(), model=name)
+        )
+        return ran + families_from_agreement(agreed, name)
 
     def collect(self) -> Iterator[Metric]:
         """The gauges of the newest monitoring run (cached for ``ttl`` seconds)."""

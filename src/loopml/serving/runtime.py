@@ -125,7 +125,7 @@ class Runtime:
         self.metrics.add_collector(
             monitoring.MonitorCollector(
                 self.store,
-                self.settings.model_name,
+                self.models.names,  # after start: LOOPML_MODELS=* resolved
                 rollouts=self.settings.offline_online_rollouts,
             )
         )

@@ -26,12 +26,12 @@ def _summary(verdict: str) -> dict[str, Any]:
     }
 
 
-def _add(store: Store, verdict: str) -> None:
+def _add(store: Store, verdict: str, model: str = "sentiment") -> None:
     with store.session() as session:
         session.add(
             MonitorResult(
                 ts=datetime.now(UTC),
-                model_name="sentiment",
+                model_name=model,
                 model_version="1",
                 window_size=800,
                 verdict=verdict,
@@ -66,7 +66,23 @@ def test_single_process_metrics_export_the_collector(tmp_path: Any) -> None:
         metrics = Metrics()
         metrics.add_collector(MonitorCollector(store, "sentiment"))
         lines = metrics.render().decode().splitlines()
-        assert lines.count("loopml_drift_detected 1.0") == 1
+        assert lines.count('loopml_drift_detected{model="sentiment"} 1.0') == 1
+
+
+def test_one_collector_exports_every_models_result_under_one_name(tmp_path: Any) -> None:
+    with open_store(f"sqlite:///{tmp_path / 'loopml.db'}") as store:
+        _add(store, "drift", "topic")
+        _add(store, "ok")
+        metrics = Metrics()
+        metrics.add_collector(MonitorCollector(store, ["sentiment", "topic", "no-run-yet"]))
+        lines = metrics.render().decode().splitlines()
+    drift = [line for line in lines if line.startswith("loopml_drift_detected")]
+    assert sorted(drift) == [
+        'loopml_drift_detected{model="sentiment"} 0.0',
+        'loopml_drift_detected{model="topic"} 1.0',
+    ]
+    assert lines.count("# TYPE loopml_drift_detected gauge") == 1
+    assert 'loopml_monitor_verdict{model="topic",verdict="drift"} 1.0' in lines
 
 
 @pytest.mark.postgres

@@ -135,16 +135,17 @@ def test_gauges_from_a_summary() -> None:
     }
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
-        for f in families_from_summary(summary, ran_at=123.0)
+        for f in families_from_summary(summary, ran_at=123.0, model="topic")
         for s in f.samples
     }
-    assert samples[("loopml_drift_score", (("kind", "text"),))] == 0.9
-    assert ("loopml_drift_score", (("kind", "oov"),)) not in samples
-    assert samples[("loopml_drift_detected", ())] == 1.0
-    assert samples[("loopml_monitor_verdict", (("verdict", "drift"),))] == 1.0
-    assert samples[("loopml_monitor_verdict", (("verdict", "ok"),))] == 0.0
-    assert samples[("loopml_monitor_last_run_timestamp_seconds", ())] == 123.0
-    assert ("loopml_live_macro_f1", ()) not in samples
+    m = ("model", "topic")
+    assert samples[("loopml_drift_score", (("kind", "text"), m))] == 0.9
+    assert ("loopml_drift_score", (("kind", "oov"), m)) not in samples
+    assert samples[("loopml_drift_detected", (m,))] == 1.0
+    assert samples[("loopml_monitor_verdict", (m, ("verdict", "drift")))] == 1.0
+    assert samples[("loopml_monitor_verdict", (m, ("verdict", "ok")))] == 0.0
+    assert samples[("loopml_monitor_last_run_timestamp_seconds", (m,))] == 123.0
+    assert ("loopml_live_macro_f1", (m,)) not in samples
 
 
 def test_embedding_drift_auc_is_evidentlys_embedding_drift() -> None:

@@ -100,10 +100,11 @@ def test_in_domain_window_is_ok_and_everything_is_written(world: World) -> None:
     registry = CollectorRegistry()
     registry.register(MonitorCollector(store, settings.model_name))
     text = generate_latest(registry).decode()
-    assert "loopml_drift_detected 0.0" in text
-    assert 'loopml_drift_score{kind="text"}' in text
-    assert "loopml_live_macro_f1 " in text
-    assert 'loopml_monitor_verdict{verdict="ok"} 1.0' in text
+    model = f'model="{settings.model_name}"'
+    assert f"loopml_drift_detected{{{model}}} 0.0" in text
+    assert f'loopml_drift_score{{kind="text",{model}}}' in text
+    assert f"loopml_live_macro_f1{{{model}}} " in text
+    assert f'loopml_monitor_verdict{{{model},verdict="ok"}} 1.0' in text
 
 
 def test_airline_window_drifts_and_cli_exits_1(
