@@ -25,6 +25,7 @@ from serving_helpers import (
     start_rollout,
     wait_for,
 )
+from test_variants import metric_value
 
 from loopml.config import load_settings
 from loopml.pipeline.train import record_artifacts
@@ -70,12 +71,7 @@ def _register_hashes(trained: TrainedRegistry, home: Path, name: str, version: s
 
 
 def _refused(url: str, version: str, reason: str) -> float:
-    text = httpx.get(url + "/metrics", timeout=10).text
-    line = f'loopml_model_refused_total{{model_version="{version}",reason="{reason}"}}'
-    for row in text.splitlines():
-        if row.startswith(line):
-            return float(row.rsplit(" ", 1)[1])
-    return 0.0
+    return metric_value(url, "loopml_model_refused_total", model_version=version, reason=reason)
 
 
 def test_a_malicious_pickle_in_the_artifact_store_never_runs(

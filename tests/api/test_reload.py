@@ -52,7 +52,8 @@ def test_two_swaps_under_load_fail_no_request(trained: TrainedRegistry, make_ser
     assert set(result.versions) == {versions[0], versions[1]}
     assert len(set(result.ids)) == len(result.ids)
     metrics = httpx.get(server.url + "/metrics").text
-    assert 'loopml_model_reloads_total{result="loaded"} 3.0' in metrics
+    name = server.env["LOOPML_MODEL_NAME"]
+    assert f'loopml_model_reloads_total{{model="{name}",result="loaded"}} 3.0' in metrics
 
 
 def _broken_version(trained: TrainedRegistry, name: str, versions: list[str], tmp: Path) -> str:
@@ -77,9 +78,10 @@ def test_a_broken_model_never_replaces_the_serving_one(
     answer = httpx.post(server.url + "/v1/predict", json={"text": "still fine?"}).json()
     assert answer["model_version"] == versions[0]
     assert httpx.get(server.url + "/readyz").status_code == 200
-    assert (
-        'loopml_model_reloads_total{result="failed"} 1.0' in httpx.get(server.url + "/metrics").text
+    failed = (
+        f'loopml_model_reloads_total{{model="{server.env["LOOPML_MODEL_NAME"]}",result="failed"}}'
     )
+    assert f"{failed} 1.0" in httpx.get(server.url + "/metrics").text
 
 
 def test_a_server_with_only_a_broken_champion_stays_unready(

@@ -175,7 +175,7 @@ class ModelFollower:
                 "reload of the champion failed, still serving %s: %s", current, type(exc).__name__
             )
             out.update(result="failed", error=f"{type(exc).__name__}: {exc}")
-        self.metrics.reloads.labels(out["result"]).inc()
+        self.metrics.reloads.labels(out["result"], self.settings.model_name).inc()
         self.last_reload = {**out, "ts": time.time()}
         return out
 
@@ -249,13 +249,13 @@ class ModelFollower:
             log.error("challenger version %s cannot serve: %s", want, reason)
             # The rollout analysis counts this: the controller rolls back instead of waiting.
             self.errors.report(want, label, 1, f"load failed: {reason}")
-            self.metrics.reloads.labels("failed").inc()
+            self.metrics.reloads.labels("failed", self.settings.model_name).inc()
             return
         old = slot.swap(model)
         if old is not None:
             self.metrics.unset_model(old.name, old.variant, old.version)
         self.metrics.set_model(model.name, label, model.version, None, model.loaded_at)
-        self.metrics.reloads.labels("loaded").inc()
+        self.metrics.reloads.labels("loaded", self.settings.model_name).inc()
         log.info("challenger version %s loaded for %s", want, label)
 
     def _replan(self) -> None:

@@ -49,7 +49,7 @@ class ErrorLog:
     def report(self, version: str, variant: str, errors: int, error: str) -> None:
         """Count ``errors`` failures of ``version`` as ``variant`` (cheap; never blocks; call it
         on the event loop)."""
-        self.metrics.model_errors.labels(version, variant).inc(errors)
+        self.metrics.model_errors.labels(version, variant, self.model_name).inc(errors)
         key = (version, variant, error[:2000])
         with self._lock:
             self.reported += errors

@@ -267,7 +267,7 @@ class ModelLoader:
 
     def _count(self, version: str, reason: str) -> None:
         if self.metrics is not None:
-            self.metrics.model_refused.labels(version, reason).inc()
+            self.metrics.model_refused.labels(version, reason, self.settings.model_name).inc()
 
     def _refuse(
         self, version: str, variant: str, reason: str, text: str, paths: list[str]

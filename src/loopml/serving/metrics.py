@@ -24,16 +24,17 @@ loopml_predlog_dead_letter_total       counter   records the database refused or
 loopml_predlog_replayed_total          counter   records of dead processes replayed from the spool
 loopml_model_info                      gauge     model_name, model_version, variant: 1 = loaded;
                                                  0 = replaced earlier in this process (livemax)
-loopml_model_loaded_timestamp_seconds  gauge     variant: when the serving model was loaded
-loopml_model_reloads_total             counter   result (loaded, unchanged, failed, no_alias)
+loopml_model_loaded_timestamp_seconds  gauge     variant, model: when the serving model was loaded
+loopml_model_reloads_total             counter   result (loaded, unchanged, failed, no_alias), model
 loopml_feedback_total                  counter   result (accepted, unknown_id, invalid_label,
                                                  wrong_model, invalid, error): feedback items
-loopml_model_errors_total              counter   model_version, variant: texts whose model call
-                                                 failed (a failed challenger call is answered
-                                                 by the champion) or whose model failed to load
+loopml_model_errors_total              counter   model_version, variant, model: texts whose
+                                                 model call failed (a failed challenger call is
+                                                 answered by the champion) or whose model failed
+                                                 to load
 loopml_shadow_skipped_total            counter   champion answers not scored in shadow because
                                                  the challenger's queue was full
-loopml_model_refused_total             counter   model_version, reason (mismatch, unverified,
+loopml_model_refused_total             counter   model_version, model, reason (mismatch, unverified,
                                                  unavailable): loads refused before any model
                                                  code ran (artifact hashes recorded at
                                                  registration differ, are missing, or cannot be
@@ -172,12 +173,15 @@ class Metrics:
         self.model_loaded = Gauge(
             "loopml_model_loaded_timestamp_seconds",
             "When the serving model was loaded.",
-            ["variant"],
+            ["variant", "model"],
             registry=reg,
             multiprocess_mode="livemax",
         )
         self.reloads = Counter(
-            "loopml_model_reloads", "Model reload attempts by result.", ["result"], registry=reg
+            "loopml_model_reloads",
+            "Model reload attempts by result.",
+            ["result", "model"],
+            registry=reg,
         )
         self.feedback = Counter(
             "loopml_feedback", "Feedback items by result.", ["result"], registry=reg
@@ -186,7 +190,7 @@ class Metrics:
         self.model_errors = Counter(
             "loopml_model_errors",
             "Texts whose model call failed, and models that failed to load.",
-            ["model_version", "variant"],
+            ["model_version", "variant", "model"],
             registry=reg,
         )
         self.shadow_skipped = Counter(
@@ -217,7 +221,7 @@ class Metrics:
             "loopml_model_refused",
             "Model loads refused because the files differ from the hashes recorded at"
             " registration, none were recorded, or they cannot be read.",
-            ["model_version", "reason"],
+            ["model_version", "reason", "model"],
             registry=reg,
         )
 
@@ -229,7 +233,7 @@ class Metrics:
             # Multiprocess files cannot forget a label set: mark the old version 0 instead.
             self.model_info.labels(name, old_version, variant).set(0)
         self.model_info.labels(name, version, variant).set(1)
-        self.model_loaded.labels(variant).set(loaded_at)
+        self.model_loaded.labels(variant, name).set(loaded_at)
 
     def unset_model(self, name: str, variant: str, version: str) -> None:
         """Mark a model that stopped serving (the challenger after a rollout)."""
