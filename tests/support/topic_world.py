@@ -34,7 +34,6 @@ from typing import Any
 
 import httpx
 import pandas as pd
-from sklearn.metrics import f1_score
 
 from loopml.data import Dataset
 from loopml.demo import DemoPlan
@@ -181,18 +180,6 @@ class StreamResult:
     labels_sent: int = 0
     failed: int = 0
     promoted: str | None = None
-
-    def macro_f1(self, phase: str, *, version: str | None = None) -> tuple[float | None, int]:
-        """Macro-F1 and row count of the answers of ``phase`` (optionally of one version)."""
-        rows = [
-            a
-            for a in self.answers
-            if a["phase"] == phase and (version is None or a["version"] == version)
-        ]
-        if not rows:
-            return None, 0
-        truth, said = [r["truth"] for r in rows], [r["label"] for r in rows]
-        return float(f1_score(truth, said, average="macro")), len(rows)
 
     def accuracy(self, phase: str, *, version: str | None = None) -> float | None:
         """Share of right answers of ``phase`` (optionally of one version)."""

@@ -156,6 +156,22 @@ class Tick:
         return out
 
 
+@contextlib.contextmanager
+def on_stop_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """``handler`` takes SIGTERM and SIGINT while inside, the previous handlers after; outside
+    the main thread (where signals cannot be handled) it changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 class Controller:
     """Closes the loop for one model."""
 
@@ -253,19 +269,9 @@ class Controller:
 
     # -- stopping on a signal ---------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def stop_on_signals(self) -> Iterator[None]:
+    def stop_on_signals(self) -> contextlib.AbstractContextManager[None]:
         """SIGTERM and SIGINT stop the controller cleanly while inside (main thread only)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        signals = (signal.SIGTERM, signal.SIGINT)
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in signals}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        return on_stop_signals(self._on_signal)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         first = self.stop_signal is None

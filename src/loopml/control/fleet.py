@@ -24,12 +24,12 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from loopml.config import Settings
-from loopml.control.controller import Controller, Tick, _one_line
+from loopml.control.controller import Controller, Tick, _one_line, on_stop_signals
 from loopml.errors import ControllerBusyError
 from loopml.registry import Registry
 from loopml.routing import CHAMPION
@@ -193,20 +193,10 @@ class Fleet:
 
     # -- stopping on a signal -------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def stop_on_signals(self) -> Iterator[None]:
+    def stop_on_signals(self) -> contextlib.AbstractContextManager[None]:
         """SIGTERM and SIGINT stop every model's loop cleanly while inside (main thread only):
         what moves routing or aliases finishes, monitoring and retrains are abandoned."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        signals = (signal.SIGTERM, signal.SIGINT)
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in signals}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        return on_stop_signals(self._on_signal)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         name = signal.Signals(signum).name
