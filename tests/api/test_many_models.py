@@ -33,6 +33,7 @@ SENTIMENT = {"negative", "neutral", "positive"}
 TOPICS = {"airline", "apple", "cars", "other"}
 SCOPED = "scoped-key-0123456789abcdef"  # predict + feedback on the default model only
 FULL = "full-key-0123456789abcdef01"  # predict + feedback on every model
+TOPIC_ONLY = "topic-key-0123456789abcdef"  # predict + feedback on the topic model only
 TEXTS = ["@united lost my bag again, worst flight", "the new iphone camera is great"]
 TIMEOUT = 60
 
@@ -71,7 +72,10 @@ def two(
     """One server serving a sentiment model (the default) and the topic model, gRPC on."""
     home = tmp_path_factory.mktemp("many-models")
     name, _ = trained.clone()
-    keys = f"{SCOPED}:predict+feedback@{name},{FULL}:predict+feedback"
+    keys = (
+        f"{SCOPED}:predict+feedback@{name},{FULL}:predict+feedback,"
+        f"{TOPIC_ONLY}:predict+feedback@{topic[0]}"
+    )
     env = server_env(
         trained,
         home,
@@ -283,6 +287,16 @@ def test_a_key_scoped_to_one_model_is_refused_on_the_other(
     stored = httpx.post(url, json={"request_id": topic_id, "label": "apple"}, headers=_auth(FULL))
     assert stored.status_code == 200, stored.text
     assert stored.json()["items"][0]["label"] == "apple"
+    # the label queue hands out a model's logged texts: only to keys scoped to it
+    queue = f"{two.url}/v1/label-queue?limit=1&model="
+    assert httpx.get(queue + topic[0], headers=_auth(SCOPED)).status_code == 403
+    assert httpx.get(queue + default, headers=_auth(SCOPED)).status_code == 200
+    assert httpx.get(queue + topic[0], headers=_auth(TOPIC_ONLY)).status_code == 200
+    # /v1/explain explains the default model: not for a key scoped to the topic model
+    explain = httpx.post(
+        f"{two.url}/v1/explain", json={"text": TEXTS[0]}, headers=_auth(TOPIC_ONLY)
+    )
+    assert explain.status_code == 403, explain.text
 
 
 def test_status_lists_every_served_model(two: Server, topic: tuple[str, str]) -> None:

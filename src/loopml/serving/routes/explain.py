@@ -56,6 +56,7 @@ async def explain(body: ExplainIn, caller: PredictClientDep, runtime: RuntimeDep
     """Explain one text: the predicted label and, per class, the tokens pushing towards and
     away from it (leave-one-token-out occlusion; for a linear model also its term weights)."""
     text = check_text(body.text, "text", runtime.settings)
+    caller.check_model(runtime.settings.model_name, "predict")  # it explains the default model
     model = _model(runtime, body.version)
     async with runtime.explain_share.turn(caller.key_id) as turn:
         result, turn.cost = await runtime.explainer.explain(model, text, top=body.top)

@@ -58,6 +58,7 @@ async def label_queue(request: Request, runtime: RuntimeDep, caller: FeedbackCli
     (default: the served model's name), best first under ``strategy`` (diverse, uncertainty,
     entropy or random; default diverse), to the caller's key and optional ``holder`` name."""
     model, limit, strategy, name = _params(request, runtime)
+    caller.check_model(model, "feedback")  # the items are that model's logged texts
     if strategy not in STRATEGIES:
         raise RequestError(
             f"strategy: unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}"
