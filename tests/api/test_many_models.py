@@ -317,6 +317,21 @@ def test_status_lists_every_served_model(two: Server, topic: tuple[str, str]) ->
     assert httpx.get(f"{two.url}/v1/models/{topic[0]}/status").status_code == 401
 
 
+def test_star_serves_every_model_with_a_champion(
+    trained: TrainedRegistry, two: Server, topic: tuple[str, str]
+) -> None:
+    """``LOOPML_MODELS=*``: what the server resolves at start (a registered model without a
+    champion is left out)."""
+    from loopml.serving.models import resolve_all
+    from loopml.tracking import configure_mlflow
+
+    bare = f"bare-{uuid.uuid4().hex[:6]}"
+    configure_mlflow(trained.settings).create_registered_model(bare)
+    names = resolve_all(trained.settings)
+    assert {two.env["LOOPML_MODEL_NAME"], topic[0]} <= set(names)
+    assert bare not in names and names == sorted(names)
+
+
 def test_metrics_carry_each_models_monitoring_result(two: Server, topic: tuple[str, str]) -> None:
     from datetime import UTC, datetime
 

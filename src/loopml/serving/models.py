@@ -169,15 +169,11 @@ class Served:
 
 
 def resolve_all(settings: Settings) -> list[str]:
-    """Every registered model with a version holding the ``champion`` alias (``*``)."""
-    from loopml.tracking import configure_mlflow
+    """Every registered model with a version holding the ``champion`` alias (``*``): paged
+    through the registry like the controller's fleet does."""
+    from loopml.registry import Registry
 
-    client = configure_mlflow(settings)
-    names: list[str] = []
-    for model in client.search_registered_models():
-        if CHAMPION in (getattr(model, "aliases", None) or {}):
-            names.append(str(model.name))
-    return sorted(names)
+    return Registry(settings).models_with(CHAMPION)
 
 
 class ModelSet:
