@@ -292,11 +292,20 @@ def test_a_key_scoped_to_one_model_is_refused_on_the_other(
     assert httpx.get(queue + topic[0], headers=_auth(SCOPED)).status_code == 403
     assert httpx.get(queue + default, headers=_auth(SCOPED)).status_code == 200
     assert httpx.get(queue + topic[0], headers=_auth(TOPIC_ONLY)).status_code == 200
-    # /v1/explain explains the default model: not for a key scoped to the topic model
-    explain = httpx.post(
-        f"{two.url}/v1/explain", json={"text": TEXTS[0]}, headers=_auth(TOPIC_ONLY)
-    )
+    # /v1/explain explains the default model: not for a key scoped to the topic model, which
+    # explains its own model on /v1/models/{name}/explain
+    body = {"text": TEXTS[0]}
+    explain = httpx.post(f"{two.url}/v1/explain", json=body, headers=_auth(TOPIC_ONLY))
     assert explain.status_code == 403, explain.text
+    named = f"{two.url}/v1/models/{{}}/explain"
+    refused = httpx.post(named.format(default), json=body, headers=_auth(TOPIC_ONLY))
+    assert refused.status_code == 403, refused.text
+    own = httpx.post(named.format(topic[0]), json=body, headers=_auth(TOPIC_ONLY), timeout=TIMEOUT)
+    assert own.status_code == 200, own.text
+    assert (own.json()["model_name"], own.json()["model_version"]) == topic
+    assert set(own.json()["probabilities"]) == TOPICS
+    unserved = httpx.post(named.format("toxicity"), json=body, headers=_auth(FULL))
+    assert unserved.status_code == 404, unserved.text
 
 
 def test_status_lists_every_served_model(two: Server, topic: tuple[str, str]) -> None:
