@@ -699,7 +699,7 @@ def parse_api_key(entry: str) -> tuple[str, frozenset[str]]:
 
 def api_key_models(entry: str) -> frozenset[str] | None:
     """The models a ``LOOPML_API_KEYS`` entry may act on: ``key:roles@m1+m2`` names them, any
-    other entry is unscoped (None: every model)."""
+    other entry is unscoped (None: every model). The ``admin`` role is never scoped."""
     _key, sep, spec = entry.rpartition(":")
     if not sep or "@" not in spec:
         return None
@@ -709,6 +709,12 @@ def api_key_models(entry: str) -> frozenset[str] | None:
         raise ValueError(
             "the model scope after '@' must be model names joined by '+',"
             " e.g. key:predict@sentiment+topic"
+        )
+    if "admin" in parse_api_key(entry)[1]:
+        # the admin role reads the status of every model and acts on any of them
+        raise ValueError(
+            "the admin role acts on every model and cannot be scoped with '@': give it its own"
+            " entry (key:admin) and scope only predict and feedback"
         )
     return frozenset(names)
 

@@ -264,8 +264,27 @@ def test_a_key_scoped_to_one_model_is_refused_on_the_other(
         assert "may not predict on model" in info.value.message()
         full = client.infer(topic[0], [tensor], headers={"x-api-key": FULL})
         assert full.as_numpy("label")[0].decode() in TOPICS
+        with pytest.raises(InferenceServerException) as info:
+            client.get_model_metadata(topic[0], headers={"x-api-key": SCOPED})
+        assert info.value.status() == str(grpc.StatusCode.PERMISSION_DENIED)
+        with pytest.raises(InferenceServerException) as info:  # not a 404 naming its version
+            client.infer(topic[0], [tensor], model_version="99", headers={"x-api-key": SCOPED})
+        assert info.value.status() == str(grpc.StatusCode.PERMISSION_DENIED)
     finally:
         client.close()
+    # nor may it read the other model's metadata, versions or repository entry
+    scoped = _auth(SCOPED)
+    for path in (f"/v2/models/{topic[0]}", f"/v2/models/{topic[0]}/versions/{topic[1]}"):
+        assert httpx.get(two.url + path, headers=scoped).status_code == 403, path
+    tensor_body = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["x"]}]}
+    pinned = httpx.post(
+        f"{two.url}/v2/models/{topic[0]}/versions/99/infer", json=tensor_body, headers=scoped
+    )
+    assert pinned.status_code == 403, pinned.text
+    index = httpx.post(two.url + "/v2/repository/index", headers=scoped).json()
+    assert [m["name"] for m in index] == [default]
+    everything = httpx.post(two.url + "/v2/repository/index", headers=_auth(FULL)).json()
+    assert {m["name"] for m in everything} == {default, topic[0]}
     # feedback: scoped per model; an id of another model's prediction is refused
     topic_id = _predict(two, topic[0]).json()["predictions"][0]["request_id"]
     sent_id = _predict(two, default).json()["predictions"][0]["request_id"]

@@ -155,8 +155,12 @@ class Fleet:
             self._failed("*", "error", f"cannot list the models: {_one_line(exc)}")
             return
         for name in names:
+            if self.stop_signal is not None:
+                return  # stopping: start nothing the signal handler did not see
             current = self._loops.get(name)
             if current is not None and current.thread.is_alive():
+                # exactly one loop purges, whichever models come and go
+                current.controller.purges = name == names[0]
                 continue  # running (or, removed and added again, ending: restarted next time)
             try:
                 controller = self.controller(name, purges=name == names[0])

@@ -108,9 +108,14 @@ class InferenceCore:
         and, with ``model``, may act on that model (403 for a key scoped to others)."""
         principal = self.guard.client(headers, role)
         if model is not None:
-            self.models.get(model)  # 404 for a model not served here, before the scope
-            principal.check_model(model, role)
+            self.check_scope(principal, model, role)
         return principal
+
+    def check_scope(self, principal: Principal, name: str, role: str = "predict") -> None:
+        """404 for a model not served here, then 403 unless ``principal`` may ``role`` on it
+        (before anything about the model is looked up or answered)."""
+        self.models.get(name)
+        principal.check_model(name, role)
 
     def context(self, headers: Headers) -> RequestContext:
         """The context of a prediction request: its caller (a key with the ``predict`` role)

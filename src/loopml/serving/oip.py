@@ -88,11 +88,14 @@ def model_metadata(runtime: Runtime, name: str, version: str | None) -> dict[str
     }
 
 
-def repository_index(runtime: Runtime) -> list[dict[str, Any]]:
-    """OIP's model repository index: every served model, its version and state (``READY``;
-    ``UNAVAILABLE`` while unloaded or not loaded yet, with the reason)."""
+def repository_index(runtime: Runtime, scope: frozenset[str] | None) -> list[dict[str, Any]]:
+    """OIP's model repository index: every served model (of ``scope``, a key's models; None:
+    all), its version and state (``READY``; ``UNAVAILABLE`` while unloaded or not loaded yet,
+    with the reason)."""
     out = []
     for served in runtime.core.models.all():
+        if scope is not None and served.name not in scope:
+            continue
         model = served.router.champion.model
         entry: dict[str, Any] = {"name": served.name, "version": model.version if model else ""}
         if model is not None:
@@ -305,6 +308,7 @@ async def answer_infer(
     """The answer to an OIP V2 inference body: JSON, or a JSON header and binary outputs when
     any output asks for binary data (a LoopmlError for bad input or overload)."""
     core = runtime.core
+    core.check_scope(context.principal, name)  # before a version's 404 says what serves
     core.model(name, version)
     request = parse_infer(body, runtime, header_length)
     id_bytes = len(request.id.encode()) if request.id else 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from starlette.datastructures import Headers
 
-from loopml.config import Settings, api_key_models, parse_api_key
-from loopml.errors import PermissionDeniedError
+from loopml.config import Settings, api_key_models, load_settings, parse_api_key
+from loopml.errors import ConfigError, PermissionDeniedError
 from loopml.serving.auth import Guard
 
 
@@ -25,6 +25,15 @@ def test_a_malformed_scope_is_refused_without_echoing_the_key(scope: str) -> Non
     assert "secret-key" not in str(info.value)
     with pytest.raises(ValueError, match="entry 1: the model scope"):
         Settings(api_keys=[f"secret-key-0123456789:predict@{scope}"])
+
+
+@pytest.mark.parametrize("roles", ["admin", "predict+admin"])
+def test_the_admin_role_cannot_be_scoped(roles: str) -> None:
+    """An admin key reads every model's status and acts on any: a scope would be a lie."""
+    with pytest.raises(ConfigError, match="entry 1: the admin role acts on every model") as info:
+        load_settings(api_keys=[f"secret-key-0123456789:{roles}@sentiment"])
+    assert "secret-key" not in str(info.value)  # what users see never repeats the key
+    load_settings(api_keys=[f"secret-key-0123456789:{roles}"])  # unscoped: fine
 
 
 def test_a_scoped_key_is_refused_on_other_models_and_an_unscoped_one_is_not() -> None:

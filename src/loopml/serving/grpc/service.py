@@ -147,7 +147,7 @@ class _Service:
         """Versions, input and output tensors of the model (as ``GET /v2/models/{name}``)."""
 
         async def metadata(_state: dict[str, Any]) -> pb.ModelMetadataResponse:
-            self.core.caller(_headers(context))
+            self.core.caller(_headers(context), model=request.name)
             meta = model_metadata(self.runtime, request.name, request.version or None)
             tensor = pb.ModelMetadataResponse.TensorMetadata
             return pb.ModelMetadataResponse(
@@ -167,6 +167,7 @@ class _Service:
             core = self.core
             call = core.context(_headers(context))
             name, version = request.model_name, request.model_version or None
+            core.check_scope(call.principal, name)  # before a version's 404 says what serves
             core.model(name, version)
             texts = _texts(request, self.runtime)
             wanted = _outputs(request)

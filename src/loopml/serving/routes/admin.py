@@ -81,7 +81,12 @@ async def reload(_auth: AdminDep, runtime: RuntimeDep, model: ModelQuery = None)
 
     409 when the version to serve cannot be loaded or warmed up: the previous model keeps serving.
     """
-    out = await _served(runtime, model).follower.reload()
+    # held like a request: an unloaded model is loaded again (and counted) before the reload
+    served = await runtime.models.acquire(_served(runtime, model).name)
+    try:
+        out = await served.follower.reload()
+    finally:
+        runtime.models.release(served)
     if out["result"] == "failed":
         raise ReloadFailedError(
             f"reload failed, still serving version {out['previous']}: {out['error']}"

@@ -64,7 +64,9 @@ async def label_queue(request: Request, runtime: RuntimeDep, caller: FeedbackCli
             f"strategy: unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}"
         )
     holder = caller.key_id if name is None else f"{caller.key_id}:{name}"
-    settings = runtime.settings
+    # a served model's own [models.NAME] settings (its label budget, lease, pool)
+    served = model in runtime.models.names
+    settings = runtime.models.get(model).settings if served else runtime.settings
 
     def work() -> dict[str, Any]:
         store = runtime.store

@@ -48,18 +48,19 @@ async def ready(runtime: RuntimeDep) -> Response:
 @router.post(
     "/repository/index", summary="Model repository index", responses=error_responses(401, 403)
 )
-async def index(_auth: ClientDep, runtime: RuntimeDep) -> list[dict[str, Any]]:
-    """Every model this server serves, with its version and state (``READY``, or
-    ``UNAVAILABLE`` and a reason: loading, or unloaded to make room; an API key when keys are
-    set)."""
-    return repository_index(runtime)
+async def index(caller: ClientDep, runtime: RuntimeDep) -> list[dict[str, Any]]:
+    """Every model this server serves (those of the caller's key scope), with its version and
+    state (``READY``, or ``UNAVAILABLE`` and a reason: loading, or unloaded to make room; an
+    API key when keys are set)."""
+    return repository_index(runtime, caller.models)
 
 
 @router.get(
     "/models/{name}", response_model=ModelMetadataOut, responses=error_responses(401, 403, 404)
 )
-async def metadata(name: str, _auth: ClientDep, runtime: RuntimeDep) -> dict[str, Any]:
+async def metadata(name: str, caller: ClientDep, runtime: RuntimeDep) -> dict[str, Any]:
     """Model metadata: versions, input and output tensors (an API key when keys are set)."""
+    runtime.core.check_scope(caller, name)
     return model_metadata(runtime, name, None)
 
 
@@ -69,9 +70,10 @@ async def metadata(name: str, _auth: ClientDep, runtime: RuntimeDep) -> dict[str
     responses=error_responses(401, 403, 404),
 )
 async def version_metadata(
-    name: str, version: str, _auth: ClientDep, runtime: RuntimeDep
+    name: str, version: str, caller: ClientDep, runtime: RuntimeDep
 ) -> dict[str, Any]:
     """Metadata of one version (only the version being served; an API key when keys are set)."""
+    runtime.core.check_scope(caller, name)
     return model_metadata(runtime, name, version)
 
 
