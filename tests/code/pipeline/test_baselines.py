@@ -3,6 +3,8 @@ majority-class guess and a unigram TF-IDF logistic regression on its own test sp
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from loopml.config import Settings
@@ -53,7 +55,7 @@ def test_baseline_scores_on_real_tweets(small_tweets: Dataset) -> None:
 
 @pytest.mark.slow
 def test_a_weak_candidate_fails_the_gate_naming_the_baseline(
-    settings: Settings, small_tweets: Dataset
+    settings: Settings, small_tweets: Dataset, tmp_path: Path
 ) -> None:
     # Only the baseline rules may fail: the absolute floors are off.
     cfg = settings.model_copy(
@@ -83,8 +85,9 @@ def test_a_weak_candidate_fails_the_gate_naming_the_baseline(
     assert run.data.metrics["baseline_majority_macro_f1"] == pytest.approx(
         weak.evaluation.baselines["majority"]
     )
-    gate = registry.client.download_artifacts(weak.run_id, "gate.json")
-    assert '"baseline_unigram_tfidf_logreg"' in open(gate).read()  # noqa: PTH123, SIM115
+    # into tmp_path: without a destination MLflow leaves a temporary folder behind
+    gate = registry.client.download_artifacts(weak.run_id, "gate.json", str(tmp_path))
+    assert '"baseline_unigram_tfidf_logreg"' in Path(gate).read_text()
     tag = registry.version(weak.version).tags["loopml.gate.failed_checks"]
     assert "baseline_unigram_tfidf_logreg" in tag
 
